@@ -1,0 +1,96 @@
+/* cfg — thumbgate configuration: one YAML file (libyaml) parsed through one static
+ * table of typed rows, then environment overrides (THUMBGATE_<KEY_PATH>), into one
+ * immutable cfg_t. */
+#ifndef THUMBGATE_CFG_H
+#define THUMBGATE_CFG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CFG_MAX_SIZES 64
+
+typedef enum { CFG_MODE_ADMIT = 0, CFG_MODE_NAIVE = 1 } cfg_mode_t;
+typedef enum { CFG_LOG_ERROR = 0, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG } cfg_log_level_t;
+
+/** One allowed output size of the `sizes:` allow-list; 0 means "this side free". */
+typedef struct {
+    uint32_t width, height;
+    bool crop;
+} cfg_size_t;
+
+/** The effective configuration. Sizes in bytes, durations in milliseconds. */
+typedef struct cfg {
+    char source[512];           /**< file it was read from ("<embedded>" for the built-in default) */
+
+    char listen[128];           /**< `listen`: host:port of the public listener */
+    char admin_listen[128];     /**< `admin_listen`: host:port of the admin listener */
+    uint32_t threads;           /**< `threads`: event-loop threads (SO_REUSEPORT); 0 = auto */
+    uint32_t workers;           /**< `workers`: image worker threads; 0 = auto (= cores) */
+
+    char storage_root[512];     /**< `storage.root` */
+    uint64_t cache_max_bytes;   /**< `storage.cache_max`: disk bound of derived results (LRU) */
+
+    uint64_t max_upload;        /**< `limits.max_upload` */
+    uint64_t max_pixels;        /**< `limits.max_pixels` */
+    uint32_t max_output_width;  /**< `limits.max_output_width` */
+    uint32_t max_output_height; /**< `limits.max_output_height` */
+    uint32_t max_connections;   /**< `limits.max_connections` (per process) */
+    cfg_size_t sizes[CFG_MAX_SIZES]; /**< `limits.sizes`: allow-list like "290x290,100x,640x480c" */
+    uint32_t nsizes;            /**< 0 = any size allowed */
+
+    uint64_t memory_budget;     /**< `memory.budget`: bytes; 0 = auto */
+    uint32_t memory_budget_percent; /**< `memory.auto_percent`: share of the memory limit used by auto */
+    cfg_mode_t memory_mode;     /**< `memory.mode`: admit | naive */
+    uint32_t queue_max;         /**< `memory.queue_max`: waiting jobs at most */
+    uint64_t queue_max_bytes;   /**< `memory.queue_max_bytes`: sum of waiting estimates at most; 0 = 4 x budget */
+    uint64_t queue_timeout_ms;  /**< `memory.queue_timeout`: longest wait before 503 */
+    bool malloc_trim_idle;      /**< `memory.trim_when_idle` */
+
+    uint64_t req_timeout_ms;    /**< `http.request_timeout`: whole request read (headers + body) */
+    uint64_t idle_timeout_ms;   /**< `http.idle_timeout`: keep-alive / HTTP/2 idle */
+    uint64_t shutdown_timeout_ms; /**< `http.shutdown_timeout`: drain deadline on SIGTERM */
+    uint64_t upload_spill_bytes; /**< `http.upload_spill`: bodies above this live in a file, not RAM */
+
+    char write_token[256];      /**< `auth.write_token`: Bearer token for PUT/DELETE; empty = loopback only */
+
+    uint32_t jpeg_quality;      /**< `output.jpeg_quality` */
+    uint32_t webp_quality;      /**< `output.webp_quality` */
+    uint32_t png_compression;   /**< `output.png_compression` */
+    bool keep_icc;              /**< `output.keep_icc` */
+
+    cfg_log_level_t log_level;  /**< `log.level` */
+    bool access_log;            /**< `log.access` */
+
+    char flight_path[512];      /**< `flight.path`: ring file; empty = <storage.root>/flight.ring */
+    uint64_t flight_interval_ms; /**< `flight.interval` */
+    uint32_t flight_slots;      /**< `flight.slots`: snapshots kept in the ring */
+} cfg_t;
+
+/** The default config file shipped in config/, compiled in (used when no -c is given). */
+extern const char cfg_default_yaml[];
+
+/**
+ * Loads @p path (or the embedded default when NULL), applies THUMBGATE_* environment
+ * overrides from @p envp (NULL: none), validates. On success returns a heap config that
+ * is never changed afterwards (caller frees with cfg_free). On failure returns NULL and
+ * writes every error, one per line as "file:line: key: message", to @p errs.
+ */
+const cfg_t *cfg_load(const char *path, char *const *envp, FILE *errs);
+
+/** Loads from an in-memory YAML text; @p name is used in messages. Same contract as cfg_load. */
+const cfg_t *cfg_load_string(const char *yaml, const char *name, char *const *envp, FILE *errs);
+
+/** Prints the effective config as YAML (every key, resolved values). Borrows @p cfg. */
+void cfg_print(const cfg_t *cfg, FILE *out);
+
+/** Frees a config returned by cfg_load*; accepts NULL. */
+void cfg_free(const cfg_t *cfg);
+
+/** Parses "512MiB", "2GB", "1024", "10k" into bytes. 0 on success, -1 on a bad value. */
+int cfg_parse_size(const char *s, uint64_t *out);
+
+/** Parses "500ms", "30s", "2m", "1h" into milliseconds (bare numbers are ms). 0 / -1. */
+int cfg_parse_duration(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,120 @@
+/* imgproc — everything that touches pixels or image headers: magic-byte sniffing,
+ * header probe (no pixel decode), the memory estimator admission rests on, and the
+ * libvips thumbnail / crop / conversion. Knows nothing of HTTP. */
+#ifndef THUMBGATE_IMGPROC_H
+#define THUMBGATE_IMGPROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    IMGPROC_FMT_UNKNOWN = 0,
+    IMGPROC_FMT_JPEG,
+    IMGPROC_FMT_PNG,
+    IMGPROC_FMT_WEBP,
+} imgproc_fmt_t;
+
+/** Error codes (returned negated by the int functions). */
+enum {
+    IMGPROC_OK = 0,
+    IMGPROC_E_UNSUPPORTED = 1, /**< not a format we decode (bad magic) */
+    IMGPROC_E_CORRUPT = 2,     /**< malformed header, truncated or corrupt data */
+    IMGPROC_E_TOO_LARGE = 3,   /**< dimensions beyond what we accept */
+    IMGPROC_E_IO = 4,          /**< cannot read the source or write the output */
+    IMGPROC_E_NOMEM = 5,       /**< an allocation failed */
+    IMGPROC_E_INVALID = 6,     /**< bad job parameters (caller bug or bad request) */
+};
+
+typedef struct {
+    int code;      /**< IMGPROC_E_* */
+    char msg[256]; /**< human text, e.g. the libvips error buffer at the failure point */
+} imgproc_err_t;
+
+/** What the header says; filled without decoding any pixel. */
+typedef struct {
+    imgproc_fmt_t fmt;
+    uint32_t width, height; /**< as stored, before EXIF orientation */
+    uint32_t bands;         /**< colour bands including alpha (1..4) */
+    uint32_t bit_depth;     /**< bits per sample as stored (1, 2, 4, 8, 16) */
+    bool progressive;       /**< progressive JPEG or Adam7-interlaced PNG */
+    bool has_alpha;
+    bool lossless;          /**< WebP VP8L */
+    uint32_t pages;         /**< frames (animated WebP); 1 otherwise */
+    uint32_t orientation;   /**< EXIF orientation 1..8 (1 when absent or absurd) */
+    uint32_t chroma_h, chroma_v; /**< JPEG max sampling factors (2,2 = 4:2:0; 1,1 = 4:4:4) */
+} imgproc_probe_t;
+
+typedef enum {
+    IMGPROC_OP_FIT = 0, /**< fit inside width x height keeping aspect, no upscaling (0 = side free) */
+    IMGPROC_OP_COVER,   /**< cover-crop to exactly width x height (centre) */
+    IMGPROC_OP_CONVERT, /**< full size, other format */
+} imgproc_op_t;
+
+typedef struct {
+    imgproc_op_t op;
+    uint32_t width, height; /**< target box; for FIT one of them may be 0 (free side) */
+    imgproc_fmt_t out_fmt;
+    bool naive;             /**< decode the whole image into memory first (load-harness naive mode) */
+} imgproc_job_t;
+
+typedef struct {
+    uint32_t jpeg_quality;    /**< 1..100 */
+    uint32_t webp_quality;    /**< 1..100 */
+    uint32_t png_compression; /**< 0..9 */
+    bool keep_icc;            /**< keep the ICC profile (else all metadata is stripped) */
+} imgproc_opts_t;
+
+typedef struct {
+    uint32_t width, height; /**< of the output */
+    uint64_t bytes;         /**< size of the output file */
+} imgproc_out_t;
+
+/** Once per process before any other call; sets libvips up for a server (cache off,
+ *  vips concurrency 1, malloc settings). 0 or -IMGPROC_E_*. */
+int imgproc_init(const char *argv0);
+/** At exit. */
+void imgproc_shutdown(void);
+
+/** Format from the first bytes (at least 12 should be given). */
+imgproc_fmt_t imgproc_sniff(const void *buf, size_t len);
+/** "jpeg", "png", "webp" (NULL for unknown). */
+const char *imgproc_fmt_name(imgproc_fmt_t fmt);
+/** "image/jpeg" ... ("application/octet-stream" for unknown). */
+const char *imgproc_fmt_mime(imgproc_fmt_t fmt);
+/** File extension (no dot, case-insensitive: jpg, jpeg, png, webp) to format. */
+imgproc_fmt_t imgproc_fmt_from_ext(const char *ext, size_t len);
+
+/** Probes an image in memory (borrows @p buf). 0 or -IMGPROC_E_* with @p err filled. */
+int imgproc_probe_buf(const void *buf, size_t len, imgproc_probe_t *out, imgproc_err_t *err);
+/** Probes a file. 0 or -IMGPROC_E_* with @p err filled. */
+int imgproc_probe_file(const char *path, imgproc_probe_t *out, imgproc_err_t *err);
+
+/** Peak bytes the job will add to the process (never below the measured peak). */
+uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job);
+
+/** Output dimensions the job will produce (for max_output checks before running). */
+void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job, uint32_t *w, uint32_t *h);
+
+/**
+ * Runs @p job on the file @p src and writes the encoded result to @p dst (created or
+ * truncated; the caller renames it into place). Truncated/corrupt input is an error,
+ * never a grey half-image. Thread-safe; call from worker threads only.
+ * 0 or -IMGPROC_E_* with @p err filled (and @p dst possibly partial: caller unlinks).
+ */
+int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts, const char *dst,
+                imgproc_out_t *out, imgproc_err_t *err);
+
+/** Returns freed heap to the OS (malloc_trim); the server calls it when idle. */
+void imgproc_trim(void);
+
+/** A tiny libvips operation for /healthz; true when libvips works. */
+bool imgproc_selftest(void);
+
+/** libvips tracked memory now and its high-water (bytes). */
+void imgproc_vips_mem(uint64_t *now, uint64_t *highwater);
+
+/** Text for an IMGPROC_E_* code. */
+const char *imgproc_strerror(int code);
+
+#endif
