@@ -1,0 +1,189 @@
+/* admin — the admin listener (loopback by default): /metrics (Prometheus text
+ * format), /healthz, /readyz and /debug/flight. Rendering reads only atomics and the
+ * gate's stats, so a scrape never waits on image work. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/flight.h"
+#include "server/srv_internal.h"
+
+struct admin_handler {
+    h2o_handler_t super;
+    srv_t *srv;
+};
+
+static void proc_status(uint64_t *anon, uint64_t *file, uint64_t *hwm, uint64_t *threads)
+{
+    FILE *s = fopen("/proc/self/status", "r");
+    char line[128];
+    uint64_t v;
+    *anon = *file = *hwm = *threads = 0;
+    while (s != NULL && fgets(line, sizeof(line), s) != NULL) {
+        if (sscanf(line, "RssAnon: %" SCNu64, &v) == 1)
+            *anon = v * 1024;
+        else if (sscanf(line, "RssFile: %" SCNu64, &v) == 1)
+            *file = v * 1024;
+        else if (sscanf(line, "VmHWM: %" SCNu64, &v) == 1)
+            *hwm = v * 1024;
+        else if (sscanf(line, "Threads: %" SCNu64, &v) == 1)
+            *threads = v;
+    }
+    if (s)
+        fclose(s);
+}
+
+static void gauge(FILE *o, const char *name, const char *help, double v)
+{
+    fprintf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
+}
+
+static void counter(FILE *o, const char *name, const char *help, uint64_t v)
+{
+    fprintf(o, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help, name, name, v);
+}
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static void render_metrics(srv_t *srv, FILE *o)
+{
+    adm_stats_t a;
+    adm_stats(srv->gate, &a);
+    metrics_t *m = &srv->metrics;
+    gauge(o, "thumbgate_budget_bytes", "Memory budget for image work.", (double)a.budget);
+    gauge(o, "thumbgate_budget_in_use_bytes", "Estimated bytes of the jobs running now.", (double)a.in_use);
+    gauge(o, "thumbgate_budget_in_use_highwater_bytes", "Highest budget in use since start.", (double)a.in_use_highwater);
+    gauge(o, "thumbgate_queue_length", "Jobs waiting for budget.", a.queue_len);
+    gauge(o, "thumbgate_queue_bytes", "Sum of the estimates of waiting jobs.", (double)a.queued_bytes);
+    gauge(o, "thumbgate_workers", "Image worker threads.", a.workers);
+    gauge(o, "thumbgate_workers_busy", "Workers decoding or encoding now.", (double)LOAD(m->workers_busy));
+    counter(o, "thumbgate_jobs_admitted_total", "Jobs that got budget and ran.", a.admitted);
+    counter(o, "thumbgate_jobs_queued_total", "Jobs that had to wait for budget or a worker.", a.queued);
+    counter(o, "thumbgate_jobs_completed_total", "Jobs finished (any outcome).", a.completed);
+    counter(o, "thumbgate_jobs_failed_total", "Jobs whose decode or encode failed.", LOAD(m->jobs_failed));
+    counter(o, "thumbgate_jobs_coalesced_total", "Requests that joined an identical running job.", LOAD(m->coalesced));
+    fprintf(o, "# HELP thumbgate_jobs_rejected_total Jobs refused or dropped, by reason.\n"
+               "# TYPE thumbgate_jobs_rejected_total counter\n");
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"too_big\"} %" PRIu64 "\n", a.rejected_too_big);
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"queue_full\"} %" PRIu64 "\n", a.rejected_queue_full);
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"expired\"} %" PRIu64 "\n", a.expired);
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"pixels\"} %" PRIu64 "\n", LOAD(m->rejected_pixels));
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"client_gone\"} %" PRIu64 "\n", LOAD(m->jobs_dropped_gone));
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"format\"} %" PRIu64 "\n", LOAD(m->rejected_format));
+    metrics_hist_render(o, "thumbgate_job_duration_seconds", "Time a job spent decoding and encoding.", &m->job_seconds, 1);
+    metrics_hist_render(o, "thumbgate_queue_wait_seconds", "Time a job waited for budget.", &m->wait_seconds, 1);
+
+    fprintf(o, "# HELP thumbgate_http_requests_total Requests by route and status.\n"
+               "# TYPE thumbgate_http_requests_total counter\n");
+    for (int r = 0; r < METRICS_ROUTE_MAX; r++)
+        for (unsigned s = 0; s < METRICS_NSTATUS; s++) {
+            uint64_t v = LOAD(m->requests[r][s]);
+            int code = metrics_slot_status(s);
+            if (v == 0)
+                continue;
+            if (code)
+                fprintf(o, "thumbgate_http_requests_total{route=\"%s\",status=\"%d\"} %" PRIu64 "\n",
+                        metrics_route_name(r), code, v);
+            else
+                fprintf(o, "thumbgate_http_requests_total{route=\"%s\",status=\"other\"} %" PRIu64 "\n",
+                        metrics_route_name(r), v);
+        }
+    counter(o, "thumbgate_http_received_bytes_total", "Request body bytes received.", LOAD(m->bytes_in));
+    counter(o, "thumbgate_http_sent_bytes_total", "Response bytes sent.", LOAD(m->bytes_out));
+    uint64_t conns = 0;
+    for (unsigned i = 0; i < srv->nthreads; i++)
+        conns += atomic_load_explicit(&srv->threads[i].nconns, memory_order_relaxed);
+    gauge(o, "thumbgate_open_connections", "Open client connections on the public listener.", (double)conns);
+
+    counter(o, "thumbgate_cache_hits_total", "Derived images served from the result cache.", LOAD(m->cache_hits));
+    counter(o, "thumbgate_cache_misses_total", "Derived images that needed a job.", LOAD(m->cache_misses));
+    uint64_t cbytes, cev;
+    store_cache_stats(srv->store, &cbytes, &cev);
+    gauge(o, "thumbgate_cache_bytes", "Bytes of derived results on disk.", (double)cbytes);
+    counter(o, "thumbgate_cache_evictions_total", "Derived results evicted (least recently used).", cev);
+
+    uint64_t anon, file, hwm, threads, vnow, vhigh;
+    proc_status(&anon, &file, &hwm, &threads);
+    imgproc_vips_mem(&vnow, &vhigh);
+    gauge(o, "thumbgate_process_resident_anon_bytes", "RssAnon from /proc/self/status.", (double)anon);
+    gauge(o, "thumbgate_process_resident_file_bytes", "RssFile from /proc/self/status.", (double)file);
+    gauge(o, "thumbgate_process_resident_highwater_bytes", "VmHWM from /proc/self/status.", (double)hwm);
+    gauge(o, "thumbgate_process_threads", "Threads of the process.", (double)threads);
+    gauge(o, "thumbgate_vips_tracked_bytes", "Memory libvips tracks now.", (double)vnow);
+    gauge(o, "thumbgate_vips_tracked_highwater_bytes", "Highest memory libvips tracked.", (double)vhigh);
+    gauge(o, "thumbgate_uptime_seconds", "Seconds since start.", (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);
+}
+
+static void send_text(h2o_req_t *req, int status, const char *ctype, char *body, size_t len)
+{
+    static h2o_generator_t gen = {NULL, NULL};
+    req->res.status = status;
+    req->res.reason = status == 200 ? "OK" : "Error";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_iovec_t b = h2o_strdup(&req->pool, body, len);
+    h2o_start_response(req, &gen);
+    h2o_send(req, &b, 1, H2O_SEND_STATE_FINAL);
+}
+
+static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
+{
+    srv_t *srv = ((struct admin_handler *)_self)->srv;
+    h2o_iovec_t p = req->path_normalized;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *o = open_memstream(&buf, &len);
+    if (o == NULL)
+        return -1;
+    int status = 200;
+    const char *ctype = "application/json";
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/metrics"))) {
+        render_metrics(srv, o);
+        ctype = "text/plain; version=0.0.4; charset=utf-8";
+    } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/healthz"))) {
+        bool ok = imgproc_selftest();
+        status = ok ? 200 : 503;
+        fprintf(o, "{\"status\":\"%s\",\"libvips\":%s}\n", ok ? "ok" : "failing", ok ? "true" : "false");
+    } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/readyz"))) {
+        adm_stats_t a;
+        adm_stats(srv->gate, &a);
+        bool draining = atomic_load(&srv->shutting_down);
+        bool saturated = a.queue_len >= srv->cfg->queue_max;
+        status = draining || saturated ? 503 : 200;
+        fprintf(o, "{\"ready\":%s,\"draining\":%s,\"queue_saturated\":%s,\"queue_length\":%u}\n",
+                status == 200 ? "true" : "false", draining ? "true" : "false", saturated ? "true" : "false",
+                a.queue_len);
+    } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/debug/flight"))) {
+        char path[1100];
+        if (srv->cfg->flight_path[0])
+            snprintf(path, sizeof(path), "%s", srv->cfg->flight_path);
+        else
+            snprintf(path, sizeof(path), "%s/flight.ring", srv->cfg->storage_root);
+        fflush(o);
+        if (flight_dump(path, o, true, 120) != 0) {
+            status = 404;
+            fprintf(o, "{\"error\":\"not_found\",\"message\":\"the flight recorder is off\"}\n");
+        }
+    } else {
+        status = 404;
+        fprintf(o, "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics /healthz /readyz /debug/flight\"}\n");
+    }
+    fclose(o);
+    send_text(req, status, ctype, buf, len);
+    free(buf);
+    return 0;
+}
+
+void srv__admin_register(srv_t *srv)
+{
+    h2o_config_init(&srv->admin_globalconf);
+    srv->admin_globalconf.http1.upgrade_to_http2 = 0;
+    srv->admin_globalconf.max_request_entity_size = 4096;
+    srv->admin_hostconf = h2o_config_register_host(&srv->admin_globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pc = h2o_config_register_path(srv->admin_hostconf, "/", 0);
+    struct admin_handler *h = (void *)h2o_create_handler(pc, sizeof(*h));
+    h->super.on_req = on_admin_req;
+    h->srv = srv;
+}

@@ -1,0 +1,395 @@
+/* derive — GET of derived URLs (<stem>_WxH.ext, conversions).
+ *
+ * Cached results are served from disk without touching the gate. A miss probes the
+ * source header, estimates the job's peak memory and submits one job per distinct
+ * result (identical concurrent requests join it: coalescing). Each waiting request is
+ * a `waiter` owned by its event loop; the job is owned by the gate while it waits and
+ * by its worker while it runs, and the worker frees it after posting the outcome to
+ * every waiter's loop. Lock order: coalesce_mu, then the gate's mutex. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/flight.h"
+#include "server/srv_internal.h"
+
+#define JOBMAP_BUCKETS 1024
+
+typedef struct derive_job derive_job_t;
+
+typedef struct waiter {
+    srv_task_t super; /* run == NULL: a derive completion (see on_done_messages) */
+    h2o_req_t *req;
+    derive_job_t *job; /* NULL once the outcome is posted; under coalesce_mu */
+    int fd;
+    h2o_linklist_t link; /* in th->waiters; loop-owned */
+    struct waiter *next; /* in job->waiters; under coalesce_mu */
+    uint64_t joined_ms;
+    /* outcome, written by the poster before the message is sent */
+    int status;
+    const char *code;
+    char msg[STORE_PATH_MAX]; /* error text, or the cache path on success */
+    uint64_t wait_ms, work_ms;
+} waiter_t;
+
+struct derive_job {
+    adm_job_t super;
+    srv_t *srv;
+    char src[STORE_PATH_MAX];
+    struct stat src_st;
+    char cache_path[STORE_PATH_MAX];
+    char what[ROUTE_KEY_MAX + 64]; /* "<stem> <variant>" for the flight recorder */
+    imgproc_job_t ij;
+    waiter_t *waiters;
+    derive_job_t *map_next;
+    uint64_t submitted_ms;
+    bool started;
+};
+
+struct srv_jobmap {
+    derive_job_t *buckets[JOBMAP_BUCKETS];
+};
+
+static size_t hash_path(const char *s)
+{
+    size_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h % JOBMAP_BUCKETS;
+}
+
+static derive_job_t *map_find(srv_t *srv, const char *path)
+{
+    for (derive_job_t *j = srv->jobs->buckets[hash_path(path)]; j; j = j->map_next)
+        if (strcmp(j->cache_path, path) == 0)
+            return j;
+    return NULL;
+}
+
+static void map_remove(srv_t *srv, derive_job_t *job)
+{
+    derive_job_t **p = &srv->jobs->buckets[hash_path(job->cache_path)];
+    for (; *p; p = &(*p)->map_next)
+        if (*p == job) {
+            *p = job->map_next;
+            return;
+        }
+}
+
+/* Posts the outcome to every waiter and frees the job. Called with coalesce_mu held. */
+static void post_all(derive_job_t *job, int status, const char *code, const char *msg, uint64_t wait_ms,
+                     uint64_t work_ms)
+{
+    map_remove(job->srv, job);
+    waiter_t *w = job->waiters, *next;
+    for (; w; w = next) {
+        next = w->next;
+        w->job = NULL;
+        w->status = status;
+        w->code = code;
+        if (status != 200) /* on success msg keeps the cache path set at submit */
+            snprintf(w->msg, sizeof(w->msg), "%s", msg ? msg : "");
+        w->wait_ms = wait_ms;
+        w->work_ms = work_ms;
+        h2o_multithread_send_message(&w->super.th->done_rx, &w->super.super);
+    }
+    free(job);
+}
+
+static void job_run(adm_job_t *_job)
+{
+    derive_job_t *job = (void *)_job;
+    srv_t *srv = job->srv;
+    uint64_t start = srv__now_ms();
+
+    pthread_mutex_lock(&srv->coalesce_mu);
+    bool anyone = false;
+    for (waiter_t *w = job->waiters; w; w = w->next)
+        anyone |= !srv__client_gone_fd(w->fd);
+    if (!anyone) {
+        /* every client went away while the job waited: do not decode for nobody */
+        atomic_fetch_add_explicit(&srv->metrics.jobs_dropped_gone, 1, memory_order_relaxed);
+        post_all(job, 499, "client_gone", "the client closed the connection", start - job->submitted_ms, 0);
+        pthread_mutex_unlock(&srv->coalesce_mu);
+        return;
+    }
+    job->started = true;
+    pthread_mutex_unlock(&srv->coalesce_mu);
+
+    atomic_fetch_add_explicit(&srv->metrics.workers_busy, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->metrics.jobs_started, 1, memory_order_relaxed);
+    flight_job_begin(srv->flight, job, job->what, job->super.estimate);
+    char tmp[STORE_PATH_MAX];
+    imgproc_out_t out;
+    imgproc_err_t err = {0};
+    int r = store_tmp_file(srv->store, tmp, sizeof(tmp));
+    if (r == 0) {
+        r = imgproc_run(job->src, &job->ij, &srv->imgopts, tmp, &out, &err);
+        if (r == 0)
+            r = store_cache_commit(srv->store, tmp, job->cache_path, job->src, &job->src_st) == 0 ? 0 : -IMGPROC_E_IO;
+        else
+            unlink(tmp);
+    } else {
+        snprintf(err.msg, sizeof(err.msg), "cannot create a temp file");
+        r = -IMGPROC_E_IO;
+    }
+    flight_job_end(srv->flight, job);
+    atomic_fetch_add_explicit(&srv->metrics.workers_busy, -1, memory_order_relaxed);
+    uint64_t end = srv__now_ms();
+    metrics_hist_observe(&srv->metrics.job_seconds, (end - start) * 1000);
+    metrics_hist_observe(&srv->metrics.wait_seconds, (start - job->submitted_ms) * 1000);
+
+    int status = 200;
+    const char *code = NULL;
+    switch (-r) {
+    case IMGPROC_OK:
+        break;
+    case IMGPROC_E_UNSUPPORTED:
+    case IMGPROC_E_CORRUPT:
+        status = 415, code = "corrupt_image";
+        break;
+    case IMGPROC_E_TOO_LARGE:
+        status = 413, code = "too_many_pixels";
+        break;
+    case IMGPROC_E_NOMEM:
+        status = 503, code = "busy";
+        break;
+    case IMGPROC_E_INVALID:
+        status = 400, code = "bad_request";
+        break;
+    default:
+        status = 500, code = "processing_error";
+    }
+    if (r != 0) {
+        atomic_fetch_add_explicit(&srv->metrics.jobs_failed, 1, memory_order_relaxed);
+        fprintf(stderr, "{\"log\":\"error\",\"op\":\"derive\",\"src\":\"%.300s\",\"status\":%d,\"error\":\"%.200s\"}\n",
+                job->src, status, err.msg);
+    }
+    pthread_mutex_lock(&srv->coalesce_mu);
+    post_all(job, status, code, err.msg, start - job->submitted_ms, end - start);
+    pthread_mutex_unlock(&srv->coalesce_mu);
+}
+
+static void job_expire(adm_job_t *_job)
+{
+    derive_job_t *job = (void *)_job;
+    srv_t *srv = job->srv;
+    pthread_mutex_lock(&srv->coalesce_mu);
+    post_all(job, 503, "over_budget", "the memory budget stayed full for the whole wait", srv__now_ms() - job->submitted_ms,
+             0);
+    pthread_mutex_unlock(&srv->coalesce_mu);
+}
+
+static void set_env(h2o_req_t *req, const char *name, size_t nlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_env(h2o_req_t *req, const char *name, size_t nlen, const char *fmt, ...)
+{
+    char buf[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    *h2o_req_getenv(req, name, nlen, 1) = h2o_strdup(&req->pool, buf, (size_t)n);
+}
+
+static void send_busy(srv_t *srv, h2o_req_t *req, const char *code, const char *msg)
+{
+    char ra[16];
+    snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(srv->gate));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, ra, strlen(ra));
+    srv__send_error(req, 503, code, "%s", msg);
+}
+
+void srv__derive_on_done(srv_thread_t *th, h2o_multithread_message_t *msg)
+{
+    waiter_t *w = (waiter_t *)msg;
+    srv_t *srv = th->srv;
+    h2o_req_t *req = w->req;
+    h2o_linklist_unlink(&w->link);
+    set_env(req, H2O_STRLIT("TG_WAIT_MS"), "%" PRIu64, w->wait_ms);
+    char st[96];
+    snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms, w->work_ms);
+    srv__add_header(req, "server-timing", st);
+    if (w->status == 200) {
+        /* w->msg holds the cache path on success */
+        if (!srv__serve_path(srv, req, w->msg))
+            send_busy(srv, req, "result_evicted", "the result was replaced before it could be sent; retry");
+    } else if (w->status == 503) {
+        set_env(req, H2O_STRLIT("TG_ADMISSION"), "expired");
+        send_busy(srv, req, w->code, w->msg);
+    } else if (w->status == 499) {
+        send_busy(srv, req, w->code, w->msg); /* nobody reads it; it closes the connection */
+    } else {
+        srv__send_error(req, w->status, w->code, "%s", w->msg);
+    }
+    free(w);
+}
+
+void srv__derive_tick(srv_thread_t *th)
+{
+    srv_t *srv = th->srv;
+    if (h2o_linklist_is_empty(&th->waiters))
+        return;
+    h2o_linklist_t *node = th->waiters.next;
+    while (node != &th->waiters) {
+        waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, link, node);
+        node = node->next;
+        if (!srv__client_gone_fd(w->fd))
+            continue;
+        pthread_mutex_lock(&srv->coalesce_mu);
+        derive_job_t *job = w->job;
+        if (job == NULL) { /* the outcome is already on its way to us */
+            pthread_mutex_unlock(&srv->coalesce_mu);
+            continue;
+        }
+        waiter_t **p = &job->waiters;
+        while (*p != w)
+            p = &(*p)->next;
+        *p = w->next;
+        w->job = NULL;
+        /* the last waiter of a job that has not started takes it out of the queue */
+        if (job->waiters == NULL && !job->started && adm_cancel(srv->gate, &job->super)) {
+            map_remove(srv, job);
+            free(job);
+        }
+        pthread_mutex_unlock(&srv->coalesce_mu);
+        atomic_fetch_add_explicit(&srv->metrics.jobs_dropped_gone, 1, memory_order_relaxed);
+        h2o_linklist_unlink(&w->link);
+        set_env(w->req, H2O_STRLIT("TG_ADMISSION"), "client-gone");
+        send_busy(srv, w->req, "client_gone", "the client closed the connection");
+        free(w);
+    }
+}
+
+static bool size_allowed(const cfg_t *cfg, const imgproc_job_t *j)
+{
+    if (cfg->nsizes == 0 || j->op == IMGPROC_OP_CONVERT)
+        return true;
+    for (uint32_t i = 0; i < cfg->nsizes; i++)
+        if (cfg->sizes[i].width == j->width && cfg->sizes[i].height == j->height &&
+            cfg->sizes[i].crop == (j->op == IMGPROC_OP_COVER))
+            return true;
+    return false;
+}
+
+void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
+{
+    const cfg_t *cfg = srv->cfg;
+    if (!size_allowed(cfg, &rt->job)) {
+        srv__send_error(req, 400, "size_not_allowed", "this size is not in limits.sizes");
+        return;
+    }
+    derive_job_t *job = calloc(1, sizeof(*job));
+    waiter_t *w = calloc(1, sizeof(*w));
+    if (job == NULL || w == NULL) {
+        free(job), free(w);
+        send_busy(srv, req, "busy", "out of memory");
+        return;
+    }
+    if (store_find_source(srv->store, rt->stem, job->src, sizeof(job->src), &job->src_st) != 0) {
+        free(job), free(w);
+        srv__send_error(req, 404, "not_found", "no original stored for this derived image");
+        return;
+    }
+    store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path, sizeof(job->cache_path));
+    if (srv__serve_path(srv, req, job->cache_path)) {
+        struct stat sb;
+        if (stat(job->cache_path, &sb) == 0)
+            store_cache_touch(job->cache_path, &sb);
+        atomic_fetch_add_explicit(&srv->metrics.cache_hits, 1, memory_order_relaxed);
+        set_env(req, H2O_STRLIT("TG_ADMISSION"), "cache-hit");
+        free(job), free(w);
+        return;
+    }
+    atomic_fetch_add_explicit(&srv->metrics.cache_misses, 1, memory_order_relaxed);
+
+    /* header only, bounded read: the decision is made before any pixel is decoded */
+    imgproc_probe_t probe;
+    imgproc_err_t ierr = {0};
+    if (imgproc_probe_file(job->src, &probe, &ierr) != 0) {
+        free(job), free(w);
+        srv__send_error(req, 415, "corrupt_image", "the stored original cannot be read: %s", ierr.msg);
+        return;
+    }
+    if ((uint64_t)probe.width * probe.height > cfg->max_pixels) {
+        free(job), free(w);
+        atomic_fetch_add_explicit(&srv->metrics.rejected_pixels, 1, memory_order_relaxed);
+        set_env(req, H2O_STRLIT("TG_ADMISSION"), "rejected-pixels");
+        srv__send_error(req, 413, "too_many_pixels", "the original has %" PRIu32 "x%" PRIu32 " pixels, over limits.max_pixels",
+                        probe.width, probe.height);
+        return;
+    }
+    job->ij = rt->job;
+    snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
+    job->ij.naive = cfg->memory_mode == CFG_MODE_NAIVE;
+    uint32_t ow, oh;
+    imgproc_output_dims(&probe, &job->ij, &ow, &oh);
+    if (ow > cfg->max_output_width || oh > cfg->max_output_height) {
+        free(job), free(w);
+        srv__send_error(req, 400, "output_too_large", "the output would be %" PRIu32 "x%" PRIu32 ", over limits.max_output",
+                        ow, oh);
+        return;
+    }
+    job->srv = srv;
+    job->super.estimate = imgproc_estimate(&probe, &job->ij);
+    job->super.run = job_run;
+    job->super.on_expire = job_expire;
+    set_env(req, H2O_STRLIT("TG_ESTIMATE"), "%" PRIu64, job->super.estimate);
+
+    srv_thread_t *th = srv__thread_of(req);
+    w->super.th = th;
+    w->req = req;
+    w->fd = srv__req_fd(req);
+    w->joined_ms = srv__now_ms();
+    snprintf(w->msg, sizeof(w->msg), "%s", job->cache_path);
+
+    pthread_mutex_lock(&srv->coalesce_mu);
+    if (srv->jobs == NULL && (srv->jobs = calloc(1, sizeof(*srv->jobs))) == NULL) {
+        pthread_mutex_unlock(&srv->coalesce_mu);
+        free(job), free(w);
+        send_busy(srv, req, "busy", "out of memory");
+        return;
+    }
+    derive_job_t *same = map_find(srv, job->cache_path);
+    if (same != NULL) {
+        /* an identical job is waiting or running: share its result */
+        w->job = same;
+        w->next = same->waiters;
+        same->waiters = w;
+        pthread_mutex_unlock(&srv->coalesce_mu);
+        free(job);
+        atomic_fetch_add_explicit(&srv->metrics.coalesced, 1, memory_order_relaxed);
+        set_env(req, H2O_STRLIT("TG_ADMISSION"), "coalesced");
+        h2o_linklist_insert(&th->waiters, &w->link);
+        return;
+    }
+    job->submitted_ms = w->joined_ms;
+    job->waiters = w;
+    w->job = job;
+    size_t b = hash_path(job->cache_path);
+    job->map_next = srv->jobs->buckets[b];
+    srv->jobs->buckets[b] = job;
+    bool queued = false;
+    int r = adm_submit(srv->gate, &job->super, job->submitted_ms, &queued);
+    if (r != 0) {
+        map_remove(srv, job);
+        pthread_mutex_unlock(&srv->coalesce_mu);
+        free(job), free(w);
+        if (r == -ADM_E_TOO_BIG) {
+            set_env(req, H2O_STRLIT("TG_ADMISSION"), "rejected-too-big");
+            srv__send_error(req, 413, "over_budget", "this image needs more memory than the whole budget allows");
+        } else {
+            set_env(req, H2O_STRLIT("TG_ADMISSION"), "rejected-queue-full");
+            send_busy(srv, req, "over_budget", adm_strerror(r));
+        }
+        return;
+    }
+    pthread_mutex_unlock(&srv->coalesce_mu);
+    set_env(req, H2O_STRLIT("TG_ADMISSION"), queued ? "queued" : "admitted");
+    h2o_linklist_insert(&th->waiters, &w->link);
+}

@@ -1,0 +1,402 @@
+/* http — response helpers shared by the handlers: JSON errors (the one place error
+ * codes become statuses), file responses with ETag / Last-Modified / 304 / Range, the
+ * filter that turns h2o's own text errors into JSON, and the access logger (one line a
+ * request, never a body). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/srv_internal.h"
+
+#define FILE_CHUNK (64 * 1024)
+
+static bool is_head(h2o_req_t *req)
+{
+    return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+}
+
+void srv__add_header(h2o_req_t *req, const char *name, const char *value)
+{
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, value, strlen(value));
+}
+
+/* Escapes @p s for a JSON string into @p out (always terminated, truncated to fit). */
+static size_t json_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 7 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20 || c >= 0x7f) {
+            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len)
+{
+    static h2o_generator_t generator = {NULL, NULL};
+    h2o_iovec_t body = h2o_strdup(&req->pool, json, len);
+    req->res.status = status;
+    req->res.reason = status < 300 ? "OK" : "Error";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_start_response(req, &generator);
+    h2o_send(req, is_head(req) ? NULL : &body, is_head(req) ? 0 : 1, H2O_SEND_STATE_FINAL);
+}
+
+void srv__send_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512], esc[1024], json[1300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_escape(esc, sizeof(esc), msg, strlen(msg));
+    int n = snprintf(json, sizeof(json), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, esc);
+    h2o_iovec_t *env = h2o_req_getenv(req, H2O_STRLIT("TG_ERROR"), 1);
+    *env = h2o_strdup(&req->pool, code, SIZE_MAX);
+    srv__send_json(req, status, json, (size_t)n);
+}
+
+/* --- files ------------------------------------------------------------------------ */
+
+struct file_gen {
+    h2o_generator_t super;
+    int fd;
+    off_t off;
+    uint64_t remaining;
+    char *buf;
+};
+
+static void on_file_dispose(void *p)
+{
+    struct file_gen *g = p;
+    if (g->fd >= 0)
+        close(g->fd);
+}
+
+static void file_proceed(h2o_generator_t *_self, h2o_req_t *req)
+{
+    struct file_gen *self = (void *)_self;
+    size_t want = self->remaining < FILE_CHUNK ? (size_t)self->remaining : FILE_CHUNK;
+    ssize_t n;
+    while ((n = pread(self->fd, self->buf, want, self->off)) < 0 && errno == EINTR)
+        ;
+    if (n <= 0) {
+        /* the file shrank under us (it never should: we replace by rename); end the
+         * response short so the client sees a length mismatch rather than a hang */
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    self->off += n;
+    self->remaining -= (uint64_t)n;
+    h2o_iovec_t buf = h2o_iovec_init(self->buf, (size_t)n);
+    h2o_send(req, &buf, 1, self->remaining == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void file_stop(h2o_generator_t *_self, h2o_req_t *req)
+{
+    /* the fd is closed when the request's pool is cleared */
+}
+
+/* Parses a single "bytes=a-b" / "bytes=a-" / "bytes=-n" range. 1 = ok, 0 = ignore the
+ * header (multi-range or malformed: we answer 200 with the whole file, as RFC 9110
+ * allows), -1 = unsatisfiable. */
+static int parse_range(h2o_iovec_t v, uint64_t size, uint64_t *first, uint64_t *last)
+{
+    if (v.len < 7 || memcmp(v.base, "bytes=", 6) != 0 || memchr(v.base, ',', v.len) != NULL)
+        return 0;
+    const char *p = v.base + 6, *end = v.base + v.len;
+    uint64_t a = 0, b = 0;
+    bool has_a = false, has_b = false;
+    for (; p < end && *p >= '0' && *p <= '9'; p++, has_a = true) {
+        if (a > (UINT64_MAX - 9) / 10)
+            return 0;
+        a = a * 10 + (uint64_t)(*p - '0');
+    }
+    if (p == end || *p != '-')
+        return 0;
+    for (p++; p < end && *p >= '0' && *p <= '9'; p++, has_b = true) {
+        if (b > (UINT64_MAX - 9) / 10)
+            return 0;
+        b = b * 10 + (uint64_t)(*p - '0');
+    }
+    if (p != end || (!has_a && !has_b))
+        return 0;
+    if (!has_a) { /* suffix: the last b bytes */
+        if (b == 0 || size == 0)
+            return -1;
+        *first = b >= size ? 0 : size - b;
+        *last = size - 1;
+        return 1;
+    }
+    if (has_b && b < a)
+        return 0;
+    if (a >= size)
+        return -1;
+    *first = a;
+    *last = has_b && b < size ? b : size - 1;
+    return 1;
+}
+
+static bool etag_matches(h2o_iovec_t inm, const char *etag, size_t etaglen)
+{
+    /* If-None-Match: "*" or a comma list of (weak or strong) tags; weak comparison */
+    const char *p = inm.base, *end = inm.base + inm.len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ','))
+            p++;
+        if (p < end && *p == '*')
+            return true;
+        if (end - p > 2 && p[0] == 'W' && p[1] == '/')
+            p += 2;
+        const char *q = p;
+        while (q < end && *q != ',')
+            q++;
+        const char *t = q;
+        while (t > p && t[-1] == ' ')
+            t--;
+        if ((size_t)(t - p) == etaglen && memcmp(p, etag, etaglen) == 0)
+            return true;
+        p = q;
+    }
+    return false;
+}
+
+void srv__send_file(h2o_req_t *req, int fd, const struct stat *st, const char *mime)
+{
+    struct file_gen *gen = h2o_mem_alloc_shared(&req->pool, sizeof(*gen), on_file_dispose);
+    gen->fd = fd;
+    gen->super.proceed = file_proceed;
+    gen->super.stop = file_stop;
+    gen->buf = NULL;
+
+    uint64_t size = (uint64_t)st->st_size;
+    char *etag = h2o_mem_alloc_pool(&req->pool, 64);
+    size_t etaglen = (size_t)snprintf(etag, 64, "\"%" PRIx64 "-%" PRIx64 "-%lx\"", (uint64_t)st->st_ino, size,
+                                      (unsigned long)(st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000));
+    char *lm = h2o_mem_alloc_pool(&req->pool, H2O_TIMESTR_RFC1123_LEN + 1);
+    struct tm gmt;
+    gmtime_r(&st->st_mtime, &gmt);
+    h2o_time2str_rfc1123(lm, &gmt);
+
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LAST_MODIFIED, NULL, lm, H2O_TIMESTR_RFC1123_LEN);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL, H2O_STRLIT("bytes"));
+
+    /* conditional GET: If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2) */
+    ssize_t i;
+    bool not_modified = false;
+    if ((i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1)) != -1) {
+        not_modified = etag_matches(req->headers.entries[i].value, etag, etaglen);
+    } else if ((i = h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1)) != -1) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        not_modified = v.len == H2O_TIMESTR_RFC1123_LEN && memcmp(v.base, lm, v.len) == 0;
+        if (!not_modified) {
+            struct tm t = {0};
+            char tmp[64];
+            snprintf(tmp, sizeof(tmp), "%.*s", (int)v.len, v.base);
+            if (strptime(tmp, "%a, %d %b %Y %H:%M:%S GMT", &t) != NULL)
+                not_modified = timegm(&t) >= st->st_mtime;
+        }
+    }
+    if (not_modified) {
+        static h2o_generator_t nogen = {NULL, NULL};
+        req->res.status = 304;
+        req->res.reason = "Not Modified";
+        h2o_start_response(req, &nogen);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    }
+
+    uint64_t first = 0, last = size ? size - 1 : 0;
+    int range = 0;
+    if ((i = h2o_find_header(&req->headers, H2O_TOKEN_RANGE, -1)) != -1) {
+        range = parse_range(req->headers.entries[i].value, size, &first, &last);
+        /* If-Range with a different validator: send the whole file */
+        ssize_t ir = h2o_find_header(&req->headers, H2O_TOKEN_IF_RANGE, -1);
+        if (range != 0 && ir != -1 && !h2o_memis(req->headers.entries[ir].value.base, req->headers.entries[ir].value.len,
+                                                 etag, etaglen))
+            range = 0, first = 0, last = size ? size - 1 : 0;
+    }
+    if (range < 0) {
+        char *cr = h2o_mem_alloc_pool(&req->pool, 48);
+        int n = snprintf(cr, 48, "bytes */%" PRIu64, size);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, cr, (size_t)n);
+        srv__send_error(req, 416, "range_not_satisfiable", "the range is outside the %" PRIu64 "-byte file", size);
+        return;
+    }
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, mime, strlen(mime));
+    if (range > 0) {
+        char *cr = h2o_mem_alloc_pool(&req->pool, 80);
+        int n = snprintf(cr, 80, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, first, last, size);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, cr, (size_t)n);
+        req->res.status = 206;
+        req->res.reason = "Partial Content";
+    } else {
+        req->res.status = 200;
+        req->res.reason = "OK";
+    }
+    gen->off = (off_t)first;
+    gen->remaining = size == 0 ? 0 : last - first + 1;
+    req->res.content_length = (size_t)gen->remaining;
+    h2o_start_response(req, &gen->super);
+    if (is_head(req) || gen->remaining == 0) {
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    }
+    gen->buf = h2o_mem_alloc_pool(&req->pool, gen->remaining < FILE_CHUNK ? (size_t)gen->remaining : FILE_CHUNK);
+    file_proceed(&gen->super, req);
+}
+
+/* --- client liveness ------------------------------------------------------------------ */
+
+int srv__req_fd(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    return sock ? h2o_socket_get_fd(sock) : -1;
+}
+
+bool srv__client_gone_fd(int fd)
+{
+    if (fd < 0)
+        return false;
+    /* h2o stops reading once the request is complete, so it cannot see a hang-up
+     * while we work; ask the kernel. POLLRDHUP: the peer closed its side. */
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+/* --- JSON for h2o's own errors ---------------------------------------------------- */
+
+struct json_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+    bool sent;
+};
+
+static void json_ostream_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                              h2o_send_state_t state)
+{
+    struct json_ostream *self = (void *)_self;
+    /* drop h2o's text body; send ours once */
+    if (!self->sent && !is_head(req)) {
+        self->sent = true;
+        h2o_ostream_send_next(&self->super, req, &self->body, 1, state);
+    } else {
+        h2o_ostream_send_next(&self->super, req, NULL, 0, state);
+    }
+}
+
+static void on_setup_json_errors(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (req->res.status >= 400 && ct != -1 &&
+        h2o_memis(req->res.headers.entries[ct].value.base, req->res.headers.entries[ct].value.len,
+                  H2O_STRLIT("text/plain; charset=utf-8"))) {
+        const char *code = req->res.status == 413   ? "body_too_large"
+                           : req->res.status == 404 ? "not_found"
+                           : req->res.status == 405 ? "method_not_allowed"
+                           : req->res.status == 417 ? "expectation_failed"
+                           : req->res.status >= 500 ? "internal_error"
+                                                    : "bad_request";
+        const char *reason = req->res.reason ? req->res.reason : "error";
+        char esc[256], *json = h2o_mem_alloc_pool(&req->pool, 400);
+        json_escape(esc, sizeof(esc), reason, strlen(reason));
+        int n = snprintf(json, 400, "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, esc);
+        req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
+        req->res.content_length = (size_t)n;
+        struct json_ostream *os = (void *)h2o_add_ostream(req, sizeof(*os), slot);
+        os->super.do_send = json_ostream_send;
+        os->body = h2o_iovec_init(json, (size_t)n);
+        os->sent = false;
+        slot = &os->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+/* --- access log and request metrics ------------------------------------------------ */
+
+struct access_logger {
+    h2o_logger_t super;
+    srv_t *srv;
+};
+
+static h2o_iovec_t env_or(h2o_req_t *req, const char *name, size_t len, const char *dflt)
+{
+    h2o_iovec_t *v = h2o_req_getenv(req, name, len, 0);
+    return v != NULL ? *v : h2o_iovec_init(dflt, strlen(dflt));
+}
+
+static metrics_route_t route_of(h2o_req_t *req)
+{
+    h2o_iovec_t r = env_or(req, H2O_STRLIT("TG_ROUTE"), "other");
+    for (int i = 0; i < METRICS_ROUTE_MAX; i++)
+        if (h2o_memis(r.base, r.len, metrics_route_name(i), strlen(metrics_route_name(i))))
+            return i;
+    return METRICS_ROUTE_OTHER;
+}
+
+static void log_access(h2o_logger_t *_self, h2o_req_t *req)
+{
+    struct access_logger *self = (void *)_self;
+    srv_t *srv = self->srv;
+    int status = req->res.status;
+    metrics_route_t route = route_of(req);
+    atomic_fetch_add_explicit(&srv->metrics.requests[route][metrics_status_slot(status)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->metrics.bytes_out, req->bytes_sent, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->metrics.bytes_in, req->entity.len, memory_order_relaxed);
+    if (!srv->cfg->access_log)
+        return;
+
+    int64_t dur_us = -1;
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    if (req->timestamps.request_begin_at.tv_sec != 0)
+        dur_us = (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000000 +
+                 (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
+    /* bounded fields: the path is cut at 256 bytes and escaped; no body ever */
+    char method[24], path[520], adm[64], err[64];
+    json_escape(method, sizeof(method), req->input.method.base, req->input.method.len < 16 ? req->input.method.len : 16);
+    json_escape(path, sizeof(path), req->input.path.base, req->input.path.len < 256 ? req->input.path.len : 256);
+    h2o_iovec_t a = env_or(req, H2O_STRLIT("TG_ADMISSION"), "");
+    h2o_iovec_t e = env_or(req, H2O_STRLIT("TG_ERROR"), "");
+    json_escape(adm, sizeof(adm), a.base, a.len < 40 ? a.len : 40);
+    json_escape(err, sizeof(err), e.base, e.len < 40 ? e.len : 40);
+    h2o_iovec_t wait = env_or(req, H2O_STRLIT("TG_WAIT_MS"), "0");
+    h2o_iovec_t est = env_or(req, H2O_STRLIT("TG_ESTIMATE"), "0");
+    char line[1200];
+    int n = snprintf(line, sizeof(line),
+                     "{\"t\":%ld.%03ld,\"log\":\"access\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
+                     "\"bytes\":%zu,\"in\":%zu,\"ms\":%.3f,\"wait_ms\":%.*s,\"estimate\":%.*s,\"admission\":\"%s\","
+                     "\"error\":\"%s\"}\n",
+                     (long)now.tv_sec, (long)now.tv_usec / 1000, method, path, metrics_route_name(route), status,
+                     req->bytes_sent, req->entity.len, dur_us < 0 ? -1.0 : (double)dur_us / 1000.0,
+                     (int)(wait.len < 12 ? wait.len : 12), wait.base, (int)(est.len < 20 ? est.len : 20), est.base,
+                     adm, err);
+    if (n > 0)
+        fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
+}
+
+void srv__register_http_filters(srv_t *srv, h2o_pathconf_t *pathconf)
+{
+    h2o_filter_t *f = h2o_create_filter(pathconf, sizeof(*f));
+    f->on_setup_ostream = on_setup_json_errors;
+    struct access_logger *l = (void *)h2o_create_logger(pathconf, sizeof(*l));
+    l->super.log_access = log_access;
+    l->srv = srv;
+}

@@ -1,0 +1,51 @@
+/* metrics — process-wide counters, updated with relaxed atomics from any thread and
+ * rendered in Prometheus text format by the admin listener. Fixed size: no label set
+ * grows with traffic (routes and statuses are closed enums). */
+#ifndef THUMBGATE_METRICS_H
+#define THUMBGATE_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    METRICS_ROUTE_PUT = 0,
+    METRICS_ROUTE_DELETE,
+    METRICS_ROUTE_ORIGINAL, /**< GET/HEAD of a stored key */
+    METRICS_ROUTE_DERIVED,  /**< GET/HEAD of a derived URL */
+    METRICS_ROUTE_OTHER,    /**< bad key, 405, h2o's own errors */
+    METRICS_ROUTE_MAX
+} metrics_route_t;
+
+#define METRICS_NSTATUS 16
+#define METRICS_HIST_BUCKETS 14
+
+typedef struct {
+    _Atomic uint64_t count, sum_us;
+    _Atomic uint64_t buckets[METRICS_HIST_BUCKETS]; /**< cumulative at render time */
+} metrics_hist_t;
+
+typedef struct {
+    _Atomic uint64_t requests[METRICS_ROUTE_MAX][METRICS_NSTATUS];
+    _Atomic uint64_t bytes_in, bytes_out;
+    _Atomic uint64_t cache_hits, cache_misses, coalesced;
+    _Atomic uint64_t jobs_failed, jobs_dropped_gone;
+    _Atomic uint64_t rejected_pixels, rejected_body, rejected_format;
+    _Atomic int64_t workers_busy;
+    _Atomic uint64_t jobs_started; /**< image jobs that began decoding */
+    metrics_hist_t job_seconds, wait_seconds;
+    metrics_hist_t est_ratio; /**< estimate / measured-peak ratio x 100 where measurable (naive: none) */
+} metrics_t;
+
+/** Status code to its slot (200,201,204,206,304,400,401,403,404,405,413,415,416,500,503,other). */
+unsigned metrics_status_slot(int status);
+int metrics_slot_status(unsigned slot);
+const char *metrics_route_name(metrics_route_t r);
+/** Records a duration in microseconds into @p h. */
+void metrics_hist_observe(metrics_hist_t *h, uint64_t us);
+/** Upper bounds (seconds) of the histogram buckets. */
+extern const double metrics_hist_bounds[METRICS_HIST_BUCKETS];
+/** Writes @p h as a Prometheus histogram named @p name (with _bucket/_sum/_count). */
+void metrics_hist_render(FILE *out, const char *name, const char *help, const metrics_hist_t *h, double scale);
+
+#endif

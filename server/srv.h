@@ -1,0 +1,26 @@
+/* srv — the thumbgate HTTP server: h2o event loops (one per thread, SO_REUSEPORT
+ * listeners), the public API of DESIGN.md, the admin listener, graceful shutdown. */
+#ifndef THUMBGATE_SRV_H
+#define THUMBGATE_SRV_H
+
+#include <stdint.h>
+
+#include "config/cfg.h"
+
+/**
+ * Runs the server on @p cfg (borrowed) until SIGTERM/SIGINT, then stops accepting,
+ * finishes in-flight requests up to http.shutdown_timeout and returns the process exit
+ * code (0 after a clean drain, 1 when start-up failed).
+ */
+int srv_run(const cfg_t *cfg);
+
+/**
+ * The memory limit the process runs under: cgroup v2 memory.max, else cgroup v1
+ * memory.limit_in_bytes, else MemTotal. @p source (optional) names where it came from.
+ */
+uint64_t srv_memory_limit(const char **source);
+
+/** The budget `auto` resolves to: @p percent of srv_memory_limit(). */
+uint64_t srv_auto_budget(uint32_t percent, const char **source);
+
+#endif

@@ -1,0 +1,116 @@
+/* Internal to server/: the per-process and per-event-loop state shared by the
+ * server's files (srv.c, http.c, store.c, originals.c, derive.c, admin.c).
+ * Nothing outside server/ includes this. */
+#ifndef THUMBGATE_SRV_INTERNAL_H
+#define THUMBGATE_SRV_INTERNAL_H
+
+#include <h2o.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "config/cfg.h"
+#include "imgproc/imgproc.h"
+#include "server/adm.h"
+#include "server/metrics.h"
+#include "server/route.h"
+#include "server/store.h"
+
+typedef struct srv srv_t;
+typedef struct srv_thread srv_thread_t;
+
+/** One event loop thread: its h2o context, listener and message receivers. */
+struct srv_thread {
+    srv_t *srv;
+    unsigned idx;
+    pthread_t tid;
+    h2o_evloop_t *loop;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    /* admin listener: only on thread 0, with its own globalconf/context */
+    h2o_context_t admin_ctx;
+    h2o_accept_ctx_t admin_accept_ctx;
+    h2o_socket_t *admin_listener;
+    h2o_multithread_receiver_t done_rx; /**< completions of worker/io tasks for this loop */
+    h2o_multithread_receiver_t ctl_rx;  /**< shutdown requests */
+    h2o_timeout_t tick_timeout;
+    h2o_timeout_entry_t tick;           /**< 100 ms housekeeping: gone clients, queue expiry */
+    h2o_linklist_t waiters;             /**< derive waiters owned by this loop */
+    uint64_t inflight;                  /**< requests handled and not yet disposed (this loop) */
+    _Atomic uint32_t nconns;            /**< open connections, refreshed every tick (for /metrics) */
+    bool draining;
+};
+
+/** Process-wide server state. Created in srv_run, read-mostly. */
+struct srv {
+    const cfg_t *cfg;
+    h2o_globalconf_t globalconf;
+    h2o_globalconf_t admin_globalconf;
+    h2o_hostconf_t *hostconf, *admin_hostconf;
+    unsigned nthreads;
+    srv_thread_t *threads;
+    store_t *store;
+    adm_gate_t *gate;
+    metrics_t metrics;
+    imgproc_opts_t imgopts;
+    int listen_fd, admin_fd;
+    struct sockaddr_storage listen_addr;
+    atomic_bool shutting_down;
+    atomic_int loops_done;
+    uint64_t started_at_ms;
+    uint64_t shutdown_deadline_ms;
+    pthread_mutex_t coalesce_mu;
+    struct srv_jobmap *jobs; /**< in-flight derive jobs by cache path (coalescing); under coalesce_mu */
+    struct flight *flight;
+};
+
+/* --- srv.c --- */
+srv_thread_t *srv__thread_of(h2o_req_t *req);
+uint64_t srv__now_ms(void);
+/** Runs @p fn(arg) on the small io pool (disk-heavy work off the loop), then @p done on @p th's loop. */
+typedef struct srv_task srv_task_t;
+struct srv_task {
+    h2o_multithread_message_t super; /**< must be first: linked into done_rx */
+    srv_thread_t *th;
+    void (*run)(srv_task_t *task);  /**< on an io thread */
+    void (*done)(srv_task_t *task); /**< back on th's loop */
+    srv_task_t *_next;
+};
+void srv__io_submit(srv_t *srv, srv_task_t *task);
+/** Counts a request as in flight until its pool is cleared (drain on shutdown). */
+void srv__track_request(h2o_req_t *req);
+
+/* --- http.c --- */
+/** Sends a JSON error {"error","message"}; the one place codes map to statuses. */
+void srv__send_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/** Sends a JSON body with @p status (borrows @p json; copied into the pool). */
+void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len);
+/** Serves an open file: ETag, Last-Modified, 304, Range/206/416, HEAD. Takes ownership of @p fd. */
+void srv__send_file(h2o_req_t *req, int fd, const struct stat *st, const char *mime);
+/** Registers the JSON-error filter and access logger on @p pathconf. */
+void srv__register_http_filters(srv_t *srv, h2o_pathconf_t *pathconf);
+/** True when the peer of @p req has closed or reset its connection (safe from any thread). */
+bool srv__client_gone_fd(int fd);
+int srv__req_fd(h2o_req_t *req);
+/** Adds a Server-Timing / diagnostic header (name must be static). */
+void srv__add_header(h2o_req_t *req, const char *name, const char *value);
+
+/* --- originals.c --- */
+void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen);
+void srv__handle_delete(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen);
+/** GET/HEAD of a stored file (original or cached derived); false when not found. */
+bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path);
+
+/* --- derive.c --- */
+void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt);
+void srv__derive_tick(srv_thread_t *th);
+void srv__derive_on_done(srv_thread_t *th, h2o_multithread_message_t *msg);
+
+/* --- admin.c --- */
+void srv__admin_register(srv_t *srv);
+
+#endif

@@ -1,0 +1,493 @@
+/* store — originals, stem index and derived-result cache on disk (layout in store.h).
+ * Every write goes through a temp file in tmp/ (same filesystem), fsync and rename,
+ * so a failed or interrupted write never damages a stored original. */
+#include "server/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ROOT_MAX 600 /* keeps every derived path under STORE_PATH_MAX */
+
+struct store {
+    char root[ROOT_MAX];
+    char spill_template[ROOT_MAX + 32];
+    uint64_t cache_max;
+    _Atomic uint64_t cache_bytes;
+    _Atomic uint64_t evictions;
+    _Atomic uint64_t seq;
+    pthread_mutex_t evict_mu;
+};
+
+static int map_errno(int e)
+{
+    if (e == ENOENT)
+        return -STORE_E_NOTFOUND;
+    if (e == ENOSPC || e == EDQUOT)
+        return -STORE_E_NOSPACE;
+    if (e == ENOTDIR || e == EISDIR || e == EEXIST)
+        return -STORE_E_CONFLICT;
+    return -STORE_E_IO;
+}
+
+/* mkdir -p of every directory above the last '/' of @p path. */
+static int mkdir_parents(const char *path)
+{
+    char buf[STORE_PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    char *slash = strrchr(buf, '/');
+    if (slash == NULL)
+        return 0;
+    *slash = '\0';
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static void fsync_parent(const char *path)
+{
+    char buf[STORE_PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    char *slash = strrchr(buf, '/');
+    if (slash == NULL)
+        return;
+    *slash = '\0';
+    int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Removes empty directories from the parent of @p path up to (not including) @p stop. */
+static void prune_empty_parents(const char *path, const char *stop)
+{
+    char buf[STORE_PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    size_t stoplen = strlen(stop);
+    char *slash;
+    while ((slash = strrchr(buf, '/')) != NULL) {
+        *slash = '\0';
+        if (strlen(buf) <= stoplen || rmdir(buf) != 0)
+            break;
+    }
+}
+
+static _Thread_local uint64_t tl_freed; /* bytes removed by the current remove_tree walk */
+
+static int on_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    if (type == FTW_F || type == FTW_SL) {
+        if (unlink(path) == 0 && type == FTW_F)
+            tl_freed += (uint64_t)sb->st_size;
+    } else if (type == FTW_DP) {
+        rmdir(path);
+    }
+    return 0;
+}
+
+/* rm -rf; returns the bytes of regular files removed. */
+static uint64_t remove_tree(const char *path)
+{
+    tl_freed = 0;
+    nftw(path, on_remove, 16, FTW_DEPTH | FTW_PHYS);
+    return tl_freed;
+}
+
+static void cache_sub(store_t *st, uint64_t n)
+{
+    uint64_t cur = atomic_load(&st->cache_bytes);
+    while (!atomic_compare_exchange_weak(&st->cache_bytes, &cur, cur > n ? cur - n : 0))
+        ;
+}
+
+static _Thread_local uint64_t tl_sum;
+static int on_sum(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    if (type == FTW_F)
+        tl_sum += (uint64_t)sb->st_size;
+    return 0;
+}
+
+store_t *store_create(const char *root, uint64_t cache_max, char *err, size_t errlen)
+{
+    store_t *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    char probe[PATH_MAX], real[PATH_MAX];
+    snprintf(probe, sizeof(probe), "%s/x", root);
+    if (mkdir_parents(probe) != 0 || realpath(root, real) == NULL) {
+        snprintf(err, errlen, "storage.root %s: %s", root, strerror(errno));
+        free(st);
+        return NULL;
+    }
+    if (strlen(real) >= ROOT_MAX) {
+        snprintf(err, errlen, "storage.root %s: the path is longer than %d bytes", real, ROOT_MAX - 1);
+        free(st);
+        return NULL;
+    }
+    memcpy(st->root, real, strlen(real) + 1);
+    static const char *const subdirs[] = {"orig", "stem", "cache", "tmp"};
+    for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+        char d[ROOT_MAX + 16];
+        snprintf(d, sizeof(d), "%s/%s", st->root, subdirs[i]);
+        if (mkdir(d, 0755) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "storage.root: cannot create %s: %s", d, strerror(errno));
+            free(st);
+            return NULL;
+        }
+    }
+    /* temp files left by a crash are garbage: no rename ever published them */
+    char tmp[ROOT_MAX + 16];
+    snprintf(tmp, sizeof(tmp), "%s/tmp", st->root);
+    remove_tree(tmp);
+    mkdir(tmp, 0755);
+    snprintf(st->spill_template, sizeof(st->spill_template), "%s/tmp/body.XXXXXX", st->root);
+    st->cache_max = cache_max;
+    char cache[ROOT_MAX + 16];
+    snprintf(cache, sizeof(cache), "%s/cache", st->root);
+    tl_sum = 0;
+    nftw(cache, on_sum, 16, FTW_PHYS);
+    atomic_store(&st->cache_bytes, tl_sum);
+    pthread_mutex_init(&st->evict_mu, NULL);
+    return st;
+}
+
+void store_destroy(store_t *st)
+{
+    if (st == NULL)
+        return;
+    pthread_mutex_destroy(&st->evict_mu);
+    free(st);
+}
+
+void store_orig_path(const store_t *st, const char *key, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/orig/%s@", st->root, key);
+}
+
+const char *store_spill_template(const store_t *st)
+{
+    return st->spill_template;
+}
+
+static void stem_link_path(const store_t *st, const char *stem, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/stem/%s@", st->root, stem);
+}
+
+static void stem_cache_dir(const store_t *st, const char *stem, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/cache/%s@", st->root, stem);
+}
+
+/* The stem of a key: everything before the last '.' of its last segment (NULL-free copy). */
+static bool key_stem(const char *key, char *stem, size_t stemlen, const char **base)
+{
+    const char *slash = strrchr(key, '/');
+    *base = slash ? slash + 1 : key;
+    const char *dot = strrchr(*base, '.');
+    if (dot == NULL || dot == *base)
+        return false;
+    snprintf(stem, stemlen, "%.*s", (int)(dot - key), key);
+    return true;
+}
+
+static int point_stem(store_t *st, const char *stem, const char *base)
+{
+    char link[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
+    stem_link_path(st, stem, link, sizeof(link));
+    snprintf(tmp, sizeof(tmp), "%s/tmp/link.%ld.%llu", st->root, (long)getpid(),
+             (unsigned long long)atomic_fetch_add(&st->seq, 1));
+    if (mkdir_parents(link) != 0 || symlink(base, tmp) != 0)
+        return map_errno(errno);
+    if (rename(tmp, link) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return map_errno(e);
+    }
+    return 0;
+}
+
+static void drop_stem_cache(store_t *st, const char *stem)
+{
+    char dir[STORE_PATH_MAX];
+    stem_cache_dir(st, stem, dir, sizeof(dir));
+    cache_sub(st, remove_tree(dir));
+}
+
+static ssize_t write_all(int fd, const char *p, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        /* bounded chunks: the source is usually h2o's mmap'd body file, and smaller
+         * writes let the kernel drop its pages as it goes */
+        size_t n = len - done > (8u << 20) ? (8u << 20) : len - done;
+        ssize_t w = write(fd, p + done, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    return (ssize_t)done;
+}
+
+int store_put(store_t *st, const char *key, const void *data, size_t len, bool *replaced, char *err, size_t errlen)
+{
+    char final[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
+    int fd = -1, ret = 0;
+    store_orig_path(st, key, final, sizeof(final));
+    snprintf(tmp, sizeof(tmp), "%s/tmp/put.XXXXXX", st->root);
+    if ((fd = mkstemp(tmp)) < 0) {
+        ret = map_errno(errno);
+        snprintf(err, errlen, "create temp file: %s", strerror(errno));
+        return ret;
+    }
+    if (write_all(fd, data, len) < 0 || fsync(fd) != 0 || fchmod(fd, 0644) != 0) {
+        ret = map_errno(errno);
+        snprintf(err, errlen, "write: %s", strerror(errno));
+        goto out_unlink;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        ret = map_errno(errno);
+        snprintf(err, errlen, "close: %s", strerror(errno));
+        goto out_unlink;
+    }
+    fd = -1;
+    if (mkdir_parents(final) != 0) {
+        ret = map_errno(errno);
+        snprintf(err, errlen, "mkdir: %s", strerror(errno));
+        goto out_unlink;
+    }
+    *replaced = access(final, F_OK) == 0;
+    if (rename(tmp, final) != 0) {
+        ret = map_errno(errno);
+        snprintf(err, errlen, "rename: %s", strerror(errno));
+        goto out_unlink;
+    }
+    fsync_parent(final);
+
+    char stem[520]; /* keys are at most 512 bytes */
+    const char *base;
+    if (key_stem(key, stem, sizeof(stem), &base)) {
+        point_stem(st, stem, base);
+        drop_stem_cache(st, stem);
+    }
+    return 0;
+
+out_unlink:
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return ret;
+}
+
+/* After deleting @p base, repoint the stem link at another "<stem>.*" original or remove it. */
+static void repair_stem(store_t *st, const char *key, const char *stem, const char *base)
+{
+    char link[STORE_PATH_MAX], target[NAME_MAX + 1];
+    stem_link_path(st, stem, link, sizeof(link));
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n < 0)
+        return;
+    target[n] = '\0';
+    if (strcmp(target, base) != 0)
+        return; /* points at another original of the same stem: still right */
+    char dir[STORE_PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/orig/%.*s", st->root, (int)(base - key), key);
+    size_t stembase_len = strlen(stem) - (size_t)(base - key);
+    const char *stembase = stem + (base - key);
+    DIR *d = opendir(dir);
+    char other[NAME_MAX + 1] = "";
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            size_t l = strlen(e->d_name);
+            if (l > stembase_len + 2 && strncmp(e->d_name, stembase, stembase_len) == 0 &&
+                e->d_name[stembase_len] == '.' && e->d_name[l - 1] == '@' && strchr(e->d_name + stembase_len + 1, '.') == NULL) {
+                snprintf(other, sizeof(other), "%.*s", (int)(l - 1), e->d_name);
+                break;
+            }
+        }
+        closedir(d);
+    }
+    if (other[0] != '\0')
+        point_stem(st, stem, other);
+    else
+        unlink(link);
+}
+
+int store_delete(store_t *st, const char *key)
+{
+    char final[STORE_PATH_MAX];
+    store_orig_path(st, key, final, sizeof(final));
+    if (unlink(final) != 0)
+        return map_errno(errno);
+    fsync_parent(final);
+    char orig_root[STORE_PATH_MAX];
+    snprintf(orig_root, sizeof(orig_root), "%s/orig", st->root);
+    prune_empty_parents(final, orig_root);
+    char stem[520]; /* keys are at most 512 bytes */
+    const char *base;
+    if (key_stem(key, stem, sizeof(stem), &base)) {
+        repair_stem(st, key, stem, base);
+        drop_stem_cache(st, stem);
+    }
+    return 0;
+}
+
+int store_find_source(const store_t *st, const char *stem, char *path, size_t pathlen, struct stat *sb)
+{
+    char link[STORE_PATH_MAX], target[NAME_MAX + 1];
+    stem_link_path(st, stem, link, sizeof(link));
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0)
+        return -STORE_E_NOTFOUND;
+    target[n] = '\0';
+    if (strchr(target, '/') != NULL)
+        return -STORE_E_NOTFOUND; /* we only ever write basenames */
+    const char *slash = strrchr(stem, '/');
+    int dirlen = slash ? (int)(slash - stem + 1) : 0;
+    snprintf(path, pathlen, "%s/orig/%.*s%s@", st->root, dirlen, stem, target);
+    if (stat(path, sb) != 0 || !S_ISREG(sb->st_mode))
+        return -STORE_E_NOTFOUND;
+    return 0;
+}
+
+void store_cache_path(const store_t *st, const char *stem, const struct stat *src, const char *variant, char *out,
+                      size_t outlen)
+{
+    snprintf(out, outlen, "%s/cache/%s@/%llx-%llx.%lx/%s", st->root, stem, (unsigned long long)src->st_ino,
+             (unsigned long long)src->st_mtim.tv_sec, (unsigned long)src->st_mtim.tv_nsec, variant);
+}
+
+int store_tmp_file(const store_t *st, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/tmp/res.XXXXXX", st->root);
+    int fd = mkstemp(out);
+    if (fd < 0)
+        return map_errno(errno);
+    fchmod(fd, 0644);
+    close(fd);
+    return 0;
+}
+
+typedef struct {
+    char *path;
+    time_t atime;
+    uint64_t size;
+} cache_ent_t;
+
+static _Thread_local struct {
+    cache_ent_t *v;
+    size_t n, cap;
+} tl_ents;
+
+static int on_collect(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    if (type != FTW_F)
+        return 0;
+    if (tl_ents.n == tl_ents.cap) {
+        size_t cap = tl_ents.cap ? tl_ents.cap * 2 : 256;
+        cache_ent_t *v = realloc(tl_ents.v, cap * sizeof(*v));
+        if (v == NULL)
+            return 1; /* stop the walk; evict what we have */
+        tl_ents.v = v;
+        tl_ents.cap = cap;
+    }
+    char *p = strdup(path);
+    if (p == NULL)
+        return 1;
+    tl_ents.v[tl_ents.n++] = (cache_ent_t){p, sb->st_atime, (uint64_t)sb->st_size};
+    return 0;
+}
+
+static int by_atime(const void *a, const void *b)
+{
+    const cache_ent_t *x = a, *y = b;
+    return (x->atime > y->atime) - (x->atime < y->atime);
+}
+
+/* Evicts least recently used results until the cache is under 90% of its bound. The
+ * walk costs memory proportional to the number of cached files, once per eviction. */
+static void evict(store_t *st)
+{
+    if (pthread_mutex_trylock(&st->evict_mu) != 0)
+        return; /* someone else is evicting */
+    char cache[ROOT_MAX + 16];
+    snprintf(cache, sizeof(cache), "%s/cache", st->root);
+    tl_ents.n = 0;
+    nftw(cache, on_collect, 16, FTW_PHYS);
+    qsort(tl_ents.v, tl_ents.n, sizeof(*tl_ents.v), by_atime);
+    uint64_t target = st->cache_max / 10 * 9;
+    for (size_t i = 0; i < tl_ents.n; i++) {
+        if (atomic_load(&st->cache_bytes) > target && unlink(tl_ents.v[i].path) == 0) {
+            cache_sub(st, tl_ents.v[i].size);
+            atomic_fetch_add(&st->evictions, 1);
+            prune_empty_parents(tl_ents.v[i].path, cache);
+        }
+        free(tl_ents.v[i].path);
+    }
+    free(tl_ents.v);
+    tl_ents.v = NULL;
+    tl_ents.n = tl_ents.cap = 0;
+    pthread_mutex_unlock(&st->evict_mu);
+}
+
+int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path, const struct stat *src)
+{
+    struct stat now, res;
+    if (stat(src_path, &now) != 0 || now.st_ino != src->st_ino || now.st_mtim.tv_sec != src->st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != src->st_mtim.tv_nsec) {
+        unlink(tmp); /* the original changed while we worked: this result is for nobody */
+        return -STORE_E_NOTFOUND;
+    }
+    if (stat(tmp, &res) != 0 || mkdir_parents(final) != 0 || rename(tmp, final) != 0) {
+        int ret = map_errno(errno);
+        unlink(tmp);
+        return ret;
+    }
+    if (atomic_fetch_add(&st->cache_bytes, (uint64_t)res.st_size) + (uint64_t)res.st_size > st->cache_max)
+        evict(st);
+    return 0;
+}
+
+void store_cache_touch(const char *path, const struct stat *sb)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* recency lives in atime so mtime (ETag, Last-Modified) never changes */
+    if (ts.tv_sec - sb->st_atime > 60) {
+        struct timespec times[2] = {ts, {.tv_nsec = UTIME_OMIT}};
+        utimensat(AT_FDCWD, path, times, 0);
+    }
+}
+
+void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions)
+{
+    *bytes = atomic_load(&st->cache_bytes);
+    *evictions = atomic_load(&st->evictions);
+}

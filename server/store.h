@@ -1,0 +1,73 @@
+/* store — the storage root on disk:
+ *   orig/<key>@            originals ('@' is outside the key charset, so key "a" and
+ *                          key "a/b" never collide as file vs directory)
+ *   stem/<stem>@           symlink to the basename of the original a derived URL uses
+ *   cache/<stem>@/<gen>/<variant>  derived results; <gen> = source inode + mtime, so a
+ *                          replaced or deleted original makes old results unreachable
+ *   tmp/                   temp files (uploads, results, h2o body spill); same filesystem
+ * Writes are temp file + fsync + rename + directory fsync. Thread-safe. */
+#ifndef THUMBGATE_STORE_H
+#define THUMBGATE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#define STORE_PATH_MAX 1400
+
+typedef struct store store_t;
+
+enum {
+    STORE_OK = 0,
+    STORE_E_NOTFOUND = 1,
+    STORE_E_CONFLICT = 2, /**< key collides with an existing directory */
+    STORE_E_NOSPACE = 3,  /**< ENOSPC / EDQUOT */
+    STORE_E_IO = 4,
+};
+
+/** Creates the layout under @p root (mkdir -p), removes stale temp files, sizes the cache.
+ *  NULL on failure with a message in @p err. Caller frees with store_destroy. */
+store_t *store_create(const char *root, uint64_t cache_max, char *err, size_t errlen);
+void store_destroy(store_t *st);
+
+/** Path of the original of @p key. */
+void store_orig_path(const store_t *st, const char *key, char *out, size_t outlen);
+/** mkstemp template for h2o's body spill files (under tmp/). */
+const char *store_spill_template(const store_t *st);
+
+/**
+ * Stores @p len bytes at @p data as the original of @p key (borrows data): temp file,
+ * fsync, rename over the old version, directory fsync; then points the stem index at it
+ * and drops the stem's cached results. *replaced tells whether a version existed.
+ * 0 or -STORE_E_*; on failure the previous version is untouched and no temp file remains.
+ */
+int store_put(store_t *st, const char *key, const void *data, size_t len, bool *replaced, char *err, size_t errlen);
+
+/** Removes the original of @p key and every derived result of its stem. 0 or -STORE_E_NOTFOUND / -STORE_E_IO. */
+int store_delete(store_t *st, const char *key);
+
+/** Finds the original a derived URL of @p stem uses. 0 with @p path / @p sb filled, or -STORE_E_NOTFOUND. */
+int store_find_source(const store_t *st, const char *stem, char *path, size_t pathlen, struct stat *sb);
+
+/** Cache path of @p variant of @p stem whose source is described by @p src. */
+void store_cache_path(const store_t *st, const char *stem, const struct stat *src, const char *variant, char *out,
+                      size_t outlen);
+
+/** A new empty temp file path under tmp/ (the file exists, mode 0644). 0 or -STORE_E_IO. */
+int store_tmp_file(const store_t *st, char *out, size_t outlen);
+
+/**
+ * Moves the finished result @p tmp to @p final (creating its directories) if the source
+ * @p src_path still has the identity @p src; otherwise discards it. Accounts the bytes and
+ * evicts least-recently-used results when the cache is over its bound. 0 or -STORE_E_*.
+ */
+int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path, const struct stat *src);
+
+/** Marks a cached result as used now (cheap; at most once a minute per file). */
+void store_cache_touch(const char *path, const struct stat *sb);
+
+/** Bytes currently held by cached results, and the number of evictions so far. */
+void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions);
+
+#endif
