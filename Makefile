@@ -71,8 +71,10 @@ $(TEST_BIN): $(TEST_OBJS) $(LIB_OBJS)
 test: $(TEST_BIN) $(BUILD)/thumbgate
 	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) ./$(TEST_BIN)
 
+# CFLAGS goes through the environment: on the command line it would override every
+# `CFLAGS +=` above (-std, -I., pkg-config flags) instead of replacing only `?= -O2 -g`.
 check-asan:
-	$(MAKE) VARIANT=asan SANITIZE=address,undefined CFLAGS="-O1 -g" test-sanitized
+	CFLAGS="-O1 -g" $(MAKE) VARIANT=asan SANITIZE=address,undefined test-sanitized
 test-sanitized: $(TEST_BIN) $(BUILD)/thumbgate
 	ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
