@@ -43,6 +43,24 @@ TEST_BIN  = $(BUILD)/tests/check_all
 .PHONY: all test check-asan check deps run clean loadtest loadtest-smoke calibrate fuzz bench format
 all: $(BIN)
 
+# Embedded default config: config/thumbgate.yaml becomes the NUL-terminated C array
+# cfg_default_yaml (config/cfg.h), so `thumbgate` with no -c runs on the shipped file.
+# od + sed come with coreutils (xxd is not installed everywhere). The object joins
+# LIB_OBJS here, before any rule below expands it, so the server and the test binary
+# both link it. An explicit rule, because the source lives in build/, not in config/.
+CFG_YAML_C = $(BUILD)/config/default_yaml.c
+CFG_YAML_O = $(BUILD)/config/default_yaml.o
+LIB_OBJS  += $(CFG_YAML_O)
+$(CFG_YAML_C): config/thumbgate.yaml Makefile
+	@mkdir -p $(@D)
+	@{ echo '/* generated from config/thumbgate.yaml by the Makefile; do not edit */'; \
+	   echo '#include "config/cfg.h"'; \
+	   echo 'const char cfg_default_yaml[] = {'; \
+	   od -An -v -tx1 $< | sed -e 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	   echo '0x00};'; } > $@.tmp && mv $@.tmp $@
+$(CFG_YAML_O): $(CFG_YAML_C)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
 ifeq ($(VARIANT),release)
 $(BIN): $(BUILD)/server/main.o $(LIB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -71,8 +89,10 @@ $(TEST_BIN): $(TEST_OBJS) $(LIB_OBJS)
 test: $(TEST_BIN) $(BUILD)/thumbgate
 	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) ./$(TEST_BIN)
 
+# CFLAGS goes through the environment: on the command line it would override every
+# `CFLAGS +=` above (-std, -I., pkg-config flags) instead of replacing only `?= -O2 -g`.
 check-asan:
-	$(MAKE) VARIANT=asan SANITIZE=address,undefined CFLAGS="-O1 -g" test-sanitized
+	CFLAGS="-O1 -g" $(MAKE) VARIANT=asan SANITIZE=address,undefined test-sanitized
 test-sanitized: $(TEST_BIN) $(BUILD)/thumbgate
 	ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
