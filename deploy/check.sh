@@ -149,7 +149,8 @@ if want k8s-schema; then
     ready=no
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lockhash" ]; then
       ready=yes
-    elif (cd "$DEPLOY" && timeout 300 npm ci --no-audit --no-fund --prefer-offline --loglevel=error) \
+    elif (cd "$DEPLOY" && timeout 300 npm ci --no-audit --no-fund --prefer-offline --loglevel=error \
+          --fetch-retries=1 --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=10000) \
         >"$TMP/npm.log" 2>&1; then
       echo "$lockhash" >"$stamp"
       ready=yes
@@ -178,10 +179,12 @@ if want binary; then
     fail "binary: python3-yaml needed to extract the ConfigMap"
   else
     mkdir -p "$TMP/storage"
-    common=(THUMBGATE_STORAGE_ROOT="$TMP/storage" THUMBGATE_FLIGHT_PATH="$TMP/flight.ring")
+    # env -i: only the deployment's variables reach the binary, none of the caller's
+    # (THUMBGATE_BIN from `make test` is no config key).
+    common=(-i PATH="$PATH" HOME="$TMP" THUMBGATE_STORAGE_ROOT="$TMP/storage" THUMBGATE_FLIGHT_PATH="$TMP/flight.ring")
     # systemd: the unit's Environment= lines, storage moved.
     mapfile -t uenv < <(sed -n 's/^Environment=//p' "$DEPLOY/systemd/thumbgate.service" | tr ' ' '\n' | grep '^THUMBGATE_')
-    if out=$(env "${uenv[@]}" "${common[@]}" "$BIN" --check-config "$DEPLOY/systemd/thumbgate.yaml" 2>&1); then
+    if out=$(env "${common[@]}" "${uenv[@]}" THUMBGATE_STORAGE_ROOT="$TMP/storage" "$BIN" --check-config "$DEPLOY/systemd/thumbgate.yaml" 2>&1); then
       pass "binary: thumbgate --check-config deploy/systemd/thumbgate.yaml (unit's environment)"
     else
       fail "binary: --check-config deploy/systemd/thumbgate.yaml: $(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')"
@@ -201,7 +204,7 @@ for p in glob.glob(os.path.join(d, "*.yaml")):
                         f.write(f"{e['name']}={e['value']}\n")
 EOF
     mapfile -t kenv < <(cat "$TMP/k8s.env" 2>/dev/null)
-    if out=$(env "${kenv[@]}" "${common[@]}" THUMBGATE_WORKERS=2 "$BIN" --check-config "$TMP/cm.yaml" 2>&1); then
+    if out=$(env "${common[@]}" "${kenv[@]}" THUMBGATE_FLIGHT_PATH="$TMP/flight.ring" THUMBGATE_WORKERS=2 "$BIN" --check-config "$TMP/cm.yaml" 2>&1); then
       pass "binary: thumbgate --check-config on the k8s ConfigMap (Deployment's environment)"
     else
       fail "binary: --check-config k8s ConfigMap: $(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')"
@@ -210,7 +213,7 @@ EOF
     mapfile -t denv < <("$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import static_checks as s
 for k, v in s.dockerfile_env(s.parse_dockerfile(sys.argv[2])[-1]["instrs"]).items(): print(f"{k}={v}")' \
       "$HERE/checks" "$DEPLOY/Dockerfile" "$ROOT" | grep '^THUMBGATE_')
-    if out=$(env "${denv[@]}" "${common[@]}" "$BIN" --check-config 2>&1); then
+    if out=$(env "${common[@]}" "${denv[@]}" THUMBGATE_STORAGE_ROOT="$TMP/storage" "$BIN" --check-config 2>&1); then
       pass "binary: thumbgate --check-config (embedded default + the image's ENV)"
     else
       fail "binary: --check-config with the image's ENV: $(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')"
