@@ -112,7 +112,7 @@ $(CALIBRATE): $(BUILD)/imgproc/calibrate.o $(IMGPROC_OBJS)
 calibrate: $(CALIBRATE)
 	./$(CALIBRATE) $(CALIBRATE_FLAGS)
 calibrate-reduced: $(CALIBRATE)
-	./$(CALIBRATE) --reduced
+	./$(CALIBRATE) --reduced --jobs 2
 test: calibrate-reduced
 
 FUZZ_SECONDS ?= 600

@@ -55,6 +55,9 @@ typedef enum {
     V_WEBP_LOSSY,
     V_WEBP_ALPHA,
     V_WEBP_LOSSLESS,
+    V_JPEG_ICC,
+    V_PNG_ICC,
+    V_WEBP_ANIM,
     V__COUNT
 } variant_t;
 
@@ -69,6 +72,8 @@ static const struct {
     [V_PNG_RGB16] = {"png-rgb16", "png"},        [V_PNG_PALETTE] = {"png-palette", "png"},
     [V_WEBP_LOSSY] = {"webp-lossy", "webp"},     [V_WEBP_ALPHA] = {"webp-alpha", "webp"},
     [V_WEBP_LOSSLESS] = {"webp-lossless", "webp"},
+    [V_JPEG_ICC] = {"jpeg-icc", "jpg"},          [V_PNG_ICC] = {"png-icc", "png"},
+    [V_WEBP_ANIM] = {"webp-anim", "webp"},
 };
 
 /* Photo-like content: gradients, a sine pattern and gaussian noise (so that files have
@@ -121,7 +126,35 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         return -1;
     if (vips_copy(img, &t1, NULL))
         goto out;
-    if (v == V_JPEG_CMYK) {
+    bool has_icc = v == V_JPEG_ICC || v == V_PNG_ICC || v == V_JPEG_CMYK;
+    if (v == V_JPEG_ICC || v == V_PNG_ICC) {
+        /* Display P3 pixels tagged with their profile: jobs must transform to sRGB. */
+        if (vips_icc_transform(t1, &t2, "p3", "input_profile", "srgb", NULL))
+            goto out;
+        VIPS_UNREF(t1);
+        t1 = t2;
+        t2 = NULL;
+    } else if (v == V_WEBP_ANIM) {
+        /* Four frames stacked vertically: a moving box over the content. */
+        VipsImage *stack[4], *joined = NULL;
+        double ink[3] = {255, 40, 40};
+        for (int i = 0; i < 4; i++) {
+            stack[i] = vips_image_copy_memory(t1);
+            if (!stack[i] ||
+                vips_draw_rect(stack[i], ink, 3, i * w / 5, h / 4, w / 5, h / 2, "fill", TRUE, NULL))
+                goto out;
+        }
+        int jrc = vips_arrayjoin(stack, &joined, 4, "across", 1, NULL);
+        for (int i = 0; i < 4; i++)
+            g_object_unref(stack[i]);
+        if (jrc)
+            goto out;
+        VIPS_UNREF(t1);
+        t1 = joined;
+        vips_image_set_int(t1, VIPS_META_PAGE_HEIGHT, h);
+        int delays[4] = {100, 100, 100, 100};
+        vips_image_set_array_int(t1, "delay", delays, 4);
+    } else if (v == V_JPEG_CMYK) {
         if (vips_colourspace(t1, &t2, VIPS_INTERPRETATION_CMYK, NULL))
             goto out;
         VIPS_UNREF(t1);
@@ -138,7 +171,7 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         vips_image_set_int(t1, VIPS_META_ORIENTATION, orientation);
     else
         vips_image_remove(t1, VIPS_META_ORIENTATION);
-    gboolean strip = orientation == 1;
+    gboolean strip = orientation == 1 && !has_icc;
     switch (v) {
     case V_JPEG_BASE420:
     case V_JPEG_BASE444:
@@ -146,6 +179,7 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_JPEG_PROG444:
     case V_JPEG_GREY:
     case V_JPEG_CMYK:
+    case V_JPEG_ICC:
         rc = vips_jpegsave(t1, path, "Q", 85, "strip", strip, "interlace",
                            v == V_JPEG_PROG420 || v == V_JPEG_PROG444, "subsample_mode",
                            (v == V_JPEG_BASE444 || v == V_JPEG_PROG444)
@@ -158,6 +192,7 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_PNG_INTERLACED:
     case V_PNG_GREY:
     case V_PNG_RGB16:
+    case V_PNG_ICC:
         rc = vips_pngsave(t1, path, "compression", 3, "strip", strip, "interlace",
                           v == V_PNG_INTERLACED, NULL);
         break;
@@ -166,6 +201,7 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         break;
     case V_WEBP_LOSSY:
     case V_WEBP_ALPHA:
+    case V_WEBP_ANIM:
         rc = vips_webpsave(t1, path, "Q", 80, "strip", strip, "effort", 2, NULL);
         break;
     case V_WEBP_LOSSLESS:
@@ -212,56 +248,82 @@ static void add(grid_t *g, variant_t v, int w, int h, int orient, imgproc_op_t o
 static const struct {
     int w, h;
 } full_sizes[] = {{640, 480}, {1600, 1200}, {3000, 2000}, {4000, 6000}, {6000, 4000}, {8192, 6144}},
-  reduced_sizes[] = {{320, 240}, {1024, 768}, {2048, 1365}};
+  reduced_sizes[] = {{320, 240}, {1600, 1000}};
 
-/* Every variant x size: fit 290x290, cover 290x290, one side (800 wide), a bigger cover,
- * a naive fit; conversions to each format for sizes up to 24 MP (the full-size encoders
- * are what they cost there) and to JPEG above; EXIF orientation 6 on a subset. */
+static bool reduced_variant(int v)
+{
+    return v != V_JPEG_BASE444 && v != V_JPEG_PROG444 && v != V_PNG_GREY && v != V_PNG_PALETTE;
+}
+
+/* Full grid: every variant x size with fit 290x290, cover 290x290, one side (800 wide),
+ * a bigger cover (1200x1200, which enlarges small images), a naive fit, and full-size
+ * conversions (to every format up to 6 MP, to JPEG above, where the encoders cost what
+ * they cost); EXIF orientation 6 on a subset; very wide and very tall images.
+ * Reduced grid (make test): small and medium sizes, fewer variants and operations. */
 static void build_grid(grid_t *g, bool reduced)
 {
-    if (!reduced) {
-        /* The issue's measured facts: 6000x4000 JPEG baseline/progressive and an 8000x8000
-         * PNG thumbnailed to 290x290. */
-        add(g, V_PNG_RGB, 8000, 8000, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
-    }
     size_t ns = reduced ? sizeof(reduced_sizes) / sizeof(reduced_sizes[0])
                         : sizeof(full_sizes) / sizeof(full_sizes[0]);
+    if (!reduced) /* the PNG fact: 8000x8000 to 290x290 */
+        add(g, V_PNG_RGB, 8000, 8000, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
     for (int v = 0; v < V__COUNT; v++) {
-        if (reduced && (v == V_JPEG_PROG444 || v == V_JPEG_BASE444 || v == V_PNG_GREY))
+        if (reduced && !reduced_variant(v))
             continue;
         for (size_t s = 0; s < ns; s++) {
             int w = reduced ? reduced_sizes[s].w : full_sizes[s].w;
             int h = reduced ? reduced_sizes[s].h : full_sizes[s].h;
-            if (v == V_WEBP_LOSSLESS && (long)w * h > 30000000)
-                continue; /* lossless encode of the sample takes minutes */
             long px = (long)w * h;
-            bool big = px > 30000000;
+            if (v == V_WEBP_LOSSLESS && px > 30000000)
+                continue; /* encoding the sample takes minutes */
+            if (v == V_WEBP_ANIM && px > 6000000)
+                continue;
+            if ((v == V_JPEG_ICC || v == V_PNG_ICC) && !reduced && s != 0 && s != 1 && s != 4)
+                continue;
+            bool big = px > 30000000, mid = px > 6000000;
             add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
             add(g, v, w, h, 1, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_WEBP, false);
             add(g, v, w, h, 1, IMGPROC_OP_FIT, 800, 0, IMGPROC_FMT_PNG, false);
-            add(g, v, w, h, 1, IMGPROC_OP_COVER, 1200, 1200, IMGPROC_FMT_JPEG, false);
+            if (!reduced)
+                add(g, v, w, h, 1, IMGPROC_OP_COVER, 1200, 1200, IMGPROC_FMT_JPEG, false);
             if (!big || v == V_JPEG_BASE420 || v == V_PNG_RGB)
                 add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, true);
             add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false);
-            if (!big && (reduced || px <= 6000000 || v == V_JPEG_BASE420 || v == V_PNG_RGB ||
-                         v == V_WEBP_LOSSY)) {
+            if (reduced ? s == 0
+                        : !big && (!mid || v == V_JPEG_BASE420 || v == V_PNG_RGB ||
+                                   v == V_WEBP_LOSSY || v == V_PNG_RGBA)) {
                 add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false);
                 add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_WEBP, false);
             }
             bool orient = v == V_JPEG_BASE420 || v == V_JPEG_PROG420 || v == V_PNG_RGB ||
                           v == V_PNG_INTERLACED || v == V_WEBP_LOSSY;
-            if (orient && (reduced || s == 1 || s == 4)) {
+            if (orient && (reduced ? s == 1 : (s == 1 || s == 4))) {
                 add(g, v, w, h, 6, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
                 add(g, v, w, h, 6, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_JPEG, false);
                 add(g, v, w, h, 6, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false);
             }
         }
     }
+    if (!reduced) {
+        static const variant_t odd[] = {V_JPEG_BASE420, V_JPEG_PROG420, V_PNG_RGB, V_WEBP_LOSSY};
+        static const int dims[2][2] = {{16000, 1000}, {1000, 16000}};
+        for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
+            for (int d = 0; d < 2; d++) {
+                int w = dims[d][0], h = dims[d][1];
+                add(g, odd[i], w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
+                add(g, odd[i], w, h, 1, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_WEBP, false);
+                add(g, odd[i], w, h, 1, IMGPROC_OP_FIT, 800, 0, IMGPROC_FMT_PNG, false);
+                add(g, odd[i], w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false);
+            }
+    }
 }
 
 static void image_path(char *buf, size_t n, const char *dir, variant_t v, int w, int h, int o)
 {
-    snprintf(buf, n, "%s/%s-%dx%d-o%d.%s", dir, variants[v].name, w, h, o, variants[v].ext);
+    int k = snprintf(buf, n, "%s/%s-%dx%d-o%d.%s", dir, variants[v].name, w, h, o, variants[v].ext);
+    if (k < 0 || (size_t)k >= n) {
+        fprintf(stderr, "calibrate: path too long under %s\n", dir);
+        exit(2);
+    }
 }
 
 static const char *op_name(imgproc_op_t op)
@@ -405,26 +467,21 @@ static int child_measure(int argc, char **argv)
 
 /* ---------------------------------------------------------------- parent: run the grid */
 
-typedef struct {
-    double ratio;
-} res_t;
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
 
-/* Runs argv as a child with stdout into @p buf. Returns the exit status or -1. */
-static int spawn_capture(char *const argv[], char *buf, size_t n, char *const envp[])
+/* Starts argv as a child with stdout into a pipe; returns its pid (or -1) and the read end. */
+static pid_t spawn_child(char *const argv[], char *const envp[], int *rfd)
 {
     int pfd[2];
-    if (pipe(pfd) != 0)
+    if (pipe2(pfd, O_CLOEXEC) != 0)
         return -1;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-    posix_spawn_file_actions_addclose(&fa, pfd[0]);
     pid_t pid;
     int rc = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp ? envp : environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -433,20 +490,33 @@ static int spawn_capture(char *const argv[], char *buf, size_t n, char *const en
         close(pfd[0]);
         return -1;
     }
+    *rfd = pfd[0];
+    return pid;
+}
+
+/* Reads what is left in @p fd (up to n-1 bytes) and closes it. */
+static void drain(int fd, char *buf, size_t n)
+{
     size_t got = 0;
     for (;;) {
-        ssize_t k = read(pfd[0], buf + got, n - 1 - got);
+        ssize_t k = read(fd, buf + got, n - 1 - got);
         if (k < 0 && errno == EINTR)
             continue;
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-        if (got == n - 1)
+        if (k <= 0 || (got += (size_t)k) == n - 1)
             break;
     }
     buf[got] = '\0';
-    close(pfd[0]);
-    int st;
+    close(fd);
+}
+
+/* Runs argv as a child with stdout into @p buf. Returns the exit status or -1. */
+static int spawn_capture(char *const argv[], char *buf, size_t n, char *const envp[])
+{
+    int fd, st;
+    pid_t pid = spawn_child(argv, envp, &fd);
+    if (pid < 0)
+        return -1;
+    drain(fd, buf, n);
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -469,7 +539,50 @@ static int rm_rf(const char *dir)
     return rmdir(dir);
 }
 
-static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool cold, bool verbose)
+typedef struct {
+    char out[1024];
+    int status;
+    bool done;
+} result_t;
+
+/* Prints one finished case; updates the tallies. */
+static void report(const case_t *c, const char *path, const result_t *res, bool verbose,
+                   double *ratios, size_t *nres, size_t *under, size_t *failed, double *worst,
+                   double *lowest)
+{
+    unsigned long long est, meas, vhw, obytes;
+    double ms;
+    unsigned ow, oh, pw, ph;
+    char jobname[64];
+    snprintf(jobname, sizeof(jobname), "%s%s %ux%u->%s", c->job.naive ? "naive-" : "",
+             op_name(c->job.op), c->job.width, c->job.height, imgproc_fmt_name(c->job.out_fmt));
+    const char *base = strrchr(path, '/') + 1;
+    if (res->status != 0 || sscanf(res->out, "RESULT %llu %llu %llu %lf %u %u %u %u %llu", &est,
+                                   &meas, &vhw, &ms, &ow, &oh, &pw, &ph, &obytes) != 9) {
+        printf("%-44s %-22s FAILED: %s", base, jobname, res->out[0] ? res->out : "(no output)\n");
+        (*failed)++;
+        return;
+    }
+    double ratio = meas ? (double)est / (double)meas : 99.0;
+    ratios[(*nres)++] = ratio;
+    if (est < meas)
+        (*under)++;
+    *worst = ratio > *worst ? ratio : *worst;
+    *lowest = ratio < *lowest ? ratio : *lowest;
+    bool dims_ok = ow == pw && oh == ph;
+    printf("%-44s %-22s %10.2f %10.2f %7.2f %5ux%-5u %8.0f%s%s", base, jobname, est / 1048576.0,
+           meas / 1048576.0, ratio, ow, oh, ms, est < meas ? "  UNDER" : "",
+           dims_ok ? "" : "  DIMS-MISMATCH");
+    if (verbose)
+        printf("  vips_hw=%.2f out_bytes=%llu", vhw / 1048576.0, obytes);
+    printf("\n");
+    fflush(stdout);
+    if (!dims_ok)
+        (*failed)++;
+}
+
+static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool cold, bool verbose,
+                    int jobs)
 {
     char dir[4096];
     bool temp = dir_arg == NULL;
@@ -487,70 +600,73 @@ static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool c
     if (VIPS_INIT(argv0))
         return 2;
     vips_cache_set_max(0);
-    vips_concurrency_set(2);
 
     grid_t g = {0};
     build_grid(&g, reduced);
     if (make_warm(dir) != 0)
         return 2;
-    fprintf(stderr, "calibrate: %zu cases, images in %s\n", g.n, dir);
+    fprintf(stderr, "calibrate: %zu cases, %d at a time, images in %s\n", g.n, jobs, dir);
 
     double *ratios = calloc(g.n, sizeof(double));
-    size_t nres = 0, under = 0, failed = 0;
+    result_t *res = calloc(g.n, sizeof(result_t));
+    pid_t *pids = calloc(g.n, sizeof(pid_t));
+    int *fds = calloc(g.n, sizeof(int));
+    char(*paths)[512] = calloc(g.n, sizeof(*paths));
+    if (!ratios || !res || !pids || !fds || !paths)
+        return 2;
+    size_t nres = 0, under = 0, failed = 0, next = 0, printed = 0;
+    int inflight = 0;
     double worst = 0, lowest = 1e9;
-    printf("%-44s %-22s %10s %10s %7s %9s %8s\n", "image", "job", "est_MB", "meas_MB", "ratio",
+    printf("%-44s %-22s %10s %10s %7s %11s %8s\n", "image", "job", "est_MB", "meas_MB", "ratio",
            "out", "ms");
-    for (size_t i = 0; i < g.n; i++) {
-        case_t *c = &g.c[i];
-        char path[4096];
-        image_path(path, sizeof(path), dir, c->v, c->w, c->h, c->orient);
-        if (access(path, R_OK) != 0 && generate(c->v, c->w, c->h, c->orient, path) != 0) {
-            failed++;
-            continue;
+    while (printed < g.n) {
+        while (inflight < jobs && next < g.n) {
+            case_t *c = &g.c[next];
+            image_path(paths[next], sizeof(paths[next]), dir, c->v, c->w, c->h, c->orient);
+            if (access(paths[next], R_OK) != 0 &&
+                generate(c->v, c->w, c->h, c->orient, paths[next]) != 0) {
+                snprintf(res[next].out, sizeof(res[next].out), "cannot generate image\n");
+                res[next].status = -1;
+                res[next].done = true;
+                next++;
+                continue;
+            }
+            char a[6][32], warm[512];
+            snprintf(a[0], 32, "%d", (int)c->job.op);
+            snprintf(a[1], 32, "%u", c->job.width);
+            snprintf(a[2], 32, "%u", c->job.height);
+            snprintf(a[3], 32, "%d", (int)c->job.out_fmt);
+            snprintf(a[4], 32, "%d", (int)c->job.naive);
+            snprintf(a[5], 32, "%d", (int)cold);
+            image_path(warm, sizeof(warm), dir, c->v, 96, 64, c->orient);
+            char *args[] = {(char *)argv0, "--measure", paths[next], a[0], a[1], a[2], a[3], a[4],
+                            warm, a[5], NULL};
+            if ((pids[next] = spawn_child(args, NULL, &fds[next])) < 0) {
+                res[next].status = -1;
+                res[next].done = true;
+            } else {
+                inflight++;
+            }
+            next++;
         }
-        char a[8][32];
-        snprintf(a[0], 32, "%d", (int)c->job.op);
-        snprintf(a[1], 32, "%u", c->job.width);
-        snprintf(a[2], 32, "%u", c->job.height);
-        snprintf(a[3], 32, "%d", (int)c->job.out_fmt);
-        snprintf(a[4], 32, "%d", (int)c->job.naive);
-        snprintf(a[5], 32, "%d", (int)cold);
-        char warm[4096];
-        image_path(warm, sizeof(warm), dir, c->v, 96, 64, c->orient);
-        char *args[] = {(char *)argv0, "--measure", path, a[0], a[1], a[2], a[3], a[4], warm, a[5],
-                        NULL};
-        char out[1024];
-        int st = spawn_capture(args, out, sizeof(out), NULL);
-        unsigned long long est, meas, vhw, obytes;
-        double ms;
-        unsigned ow, oh, pw, ph;
-        char jobname[64];
-        snprintf(jobname, sizeof(jobname), "%s%s %ux%u->%s", c->job.naive ? "naive-" : "",
-                 op_name(c->job.op), c->job.width, c->job.height,
-                 imgproc_fmt_name(c->job.out_fmt));
-        const char *base = strrchr(path, '/') + 1;
-        if (st != 0 || sscanf(out, "RESULT %llu %llu %llu %lf %u %u %u %u %llu", &est, &meas,
-                              &vhw, &ms, &ow, &oh, &pw, &ph, &obytes) != 9) {
-            printf("%-44s %-22s FAILED: %s", base, jobname, out[0] ? out : "(no output)\n");
-            failed++;
-            continue;
+        if (inflight > 0) {
+            int st;
+            pid_t pid = waitpid(-1, &st, 0);
+            if (pid < 0 && errno == EINTR)
+                continue;
+            for (size_t i = 0; pid > 0 && i < next; i++)
+                if (pids[i] == pid && !res[i].done) {
+                    drain(fds[i], res[i].out, sizeof(res[i].out));
+                    res[i].status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+                    res[i].done = true;
+                    inflight--;
+                }
         }
-        double ratio = meas ? (double)est / (double)meas : 99.0;
-        ratios[nres++] = ratio;
-        if (est < meas)
-            under++;
-        worst = ratio > worst ? ratio : worst;
-        lowest = ratio < lowest ? ratio : lowest;
-        bool dims_ok = ow == pw && oh == ph;
-        printf("%-44s %-22s %10.2f %10.2f %7.2f %4ux%-4u %8.0f%s%s", base, jobname, est / 1048576.0,
-               meas / 1048576.0, ratio, ow, oh, ms, est < meas ? "  UNDER" : "",
-               dims_ok ? "" : "  DIMS-MISMATCH");
-        if (verbose)
-            printf("  vips_hw=%.2f out_bytes=%llu", vhw / 1048576.0, obytes);
-        printf("\n");
-        fflush(stdout);
-        if (!dims_ok)
-            failed++;
+        while (printed < g.n && res[printed].done) {
+            report(&g.c[printed], paths[printed], &res[printed], verbose, ratios, &nres, &under,
+                   &failed, &worst, &lowest);
+            printed++;
+        }
     }
     qsort(ratios, nres, sizeof(double), cmp_double);
     double median = nres ? (nres % 2 ? ratios[nres / 2]
@@ -558,10 +674,14 @@ static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool c
                          : 0;
     printf("cases=%zu underestimates=%zu median_ratio=%.2f worst_ratio=%.2f lowest_ratio=%.2f"
            " failed=%zu\n",
-           nres, under, median, worst, lowest, failed);
+           nres, under, median, worst, nres ? lowest : 0, failed);
     printf("targets: underestimates=0 %s, median<=1.3 %s, worst<=3 %s\n", under ? "FAIL" : "ok",
            median <= 1.3 ? "ok" : "FAIL", worst <= 3.0 ? "ok" : "FAIL");
     free(ratios);
+    free(res);
+    free(pids);
+    free(fds);
+    free(paths);
     free(g.c);
     if (temp)
         rm_rf(dir);
@@ -678,7 +798,7 @@ int main(int argc, char **argv)
         return child_burst(argc, argv);
     bool reduced = false, cold = false, verbose = false;
     const char *dir = NULL;
-    int burst = 0;
+    int burst = 0, jobs = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reduced") == 0)
             reduced = true;
@@ -688,15 +808,18 @@ int main(int argc, char **argv)
             verbose = true;
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
             dir = argv[++i];
+        else if (strcmp(argv[i], "--jobs") == 0 && i + 1 < argc)
+            jobs = atoi(argv[++i]) < 1 ? 1 : atoi(argv[i]);
         else if (strcmp(argv[i], "--burst") == 0 && i + 1 < argc)
             burst = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--reduced] [--dir DIR] [--cold] [-v] | --burst N [--dir DIR]\n",
+            fprintf(stderr,
+                    "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir DIR]\n",
                     argv[0]);
             return 2;
         }
     }
     if (burst > 0)
         return run_burst(argv[0], burst, dir);
-    return run_grid(argv[0], reduced, dir, cold, verbose);
+    return run_grid(argv[0], reduced, dir, cold, verbose, jobs);
 }

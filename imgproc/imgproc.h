@@ -46,6 +46,7 @@ typedef struct {
     bool has_icc;           /**< an embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) */
     uint64_t file_bytes;    /**< size of the encoded image (libwebp maps all of it) */
     uint64_t _jpeg_coef_bytes; /**< private: libjpeg whole-image coefficient buffer size */
+    uint64_t _meta_bytes;   /**< private: metadata (EXIF/ICC/XMP/text) the decoder keeps in memory */
     uint32_t _flags;        /**< private: IMGPROC__F_* facts for the estimator */
 } imgproc_probe_t;
 

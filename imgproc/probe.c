@@ -316,7 +316,10 @@ static int probe_jpeg(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
             if (ns < ncomp)
                 out->progressive = true;
             return 0;
-        } else if (m == 0xE1 && !have_exif && body >= 6) {
+        }
+        if (m == 0xE1 || m == 0xE2 || m == 0xED || m == 0xEE)
+            out->_meta_bytes += len; /* jpeg2vips saves these markers */
+        if (m == 0xE1 && !have_exif && body >= 6) {
             uint32_t n = body;
             if (!(p = rd_get(r, off + 2, n)))
                 return rd_fail(r, err, "jpeg");
@@ -434,12 +437,18 @@ static int probe_png(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
             }
         } else if (memcmp(type, "iCCP", 4) == 0) {
             out->has_icc = true;
+            out->_meta_bytes += 4ull * len; /* inflated by libpng */
+        } else if (memcmp(type, "zTXt", 4) == 0 || memcmp(type, "iTXt", 4) == 0) {
+            out->_meta_bytes += 4ull * len;
+        } else if (memcmp(type, "tEXt", 4) == 0) {
+            out->_meta_bytes += len;
         } else if (memcmp(type, "eXIf", 4) == 0 && !have_exif && len >= 8) {
             uint32_t n = len > PNG_READ_CAP ? PNG_READ_CAP : len;
             if (!(p = rd_get(r, off + 8, n)))
                 return rd_fail(r, err, "png");
             have_exif = true;
             out->orientation = exif_orientation(p, n);
+            out->_meta_bytes += len;
         }
         off += (uint64_t)len + 12;
     }
@@ -601,6 +610,9 @@ static int probe_webp(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
             uint32_t cl = le32(p + 4);
             if (cl > riff_end - off - 8)
                 return imgproc__fail(err, IMGPROC_E_CORRUPT, "webp: chunk overflows RIFF");
+            if (memcmp(fourcc, "ICCP", 4) == 0 || memcmp(fourcc, "EXIF", 4) == 0 ||
+                memcmp(fourcc, "XMP ", 4) == 0)
+                out->_meta_bytes += cl; /* webp2vips copies these chunks */
             if (memcmp(fourcc, "ICCP", 4) == 0) {
                 out->has_icc = true;
             } else if (memcmp(fourcc, "EXIF", 4) == 0 && !have_exif) {

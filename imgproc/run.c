@@ -5,6 +5,7 @@
  * is applied by us from our own probe so the output always matches imgproc__plan(). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -97,6 +98,35 @@ static int pipeline_fail(imgproc_err_t *err, const sink_t *sink, const char *wha
     return imgproc__fail_vips(err, code, what);
 }
 
+/* Reads @p len bytes from the start of @p fd into a new malloc'd buffer. */
+static int read_whole(int fd, uint64_t len, void **out, imgproc_err_t *err)
+{
+    uint8_t *buf = malloc(len ? (size_t)len : 1);
+    if (!buf)
+        return imgproc__fail(err, IMGPROC_E_NOMEM, "%llu bytes for the source",
+                             (unsigned long long)len);
+    uint64_t got = 0;
+    while (got < len) {
+        ssize_t k = pread(fd, buf + got, (size_t)(len - got), (off_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            free(buf);
+            return k < 0 ? imgproc__fail(err, IMGPROC_E_IO, "read source: %s", strerror(errno))
+                         : imgproc__fail(err, IMGPROC_E_CORRUPT, "source shrank while reading");
+        }
+        got += (uint64_t)k;
+    }
+    *out = buf;
+    return 0;
+}
+
+static int free_data(void *data, void *area)
+{
+    free(data);
+    return 0;
+}
+
 static bool opts_ok(const imgproc_opts_t *o)
 {
     return o->jpeg_quality >= 1 && o->jpeg_quality <= 100 && o->webp_quality >= 1 &&
@@ -138,9 +168,43 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
         goto out_close_in;
     }
 
-    if (!(source = vips_source_new_from_descriptor(in_fd))) {
-        rc = imgproc__fail_vips(err, IMGPROC_E_IO, "source");
+    /* The output is created (not yet truncated) first so that a destination that is the
+     * source itself is refused instead of destroyed. */
+    if ((sink.fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+        rc = imgproc__fail(err, IMGPROC_E_IO, "create %s: %s", dst, strerror(errno));
         goto out_close_in;
+    }
+    struct stat sst, dst_st;
+    if (fstat(in_fd, &sst) != 0 || fstat(sink.fd, &dst_st) != 0) {
+        rc = imgproc__fail(err, IMGPROC_E_IO, "stat: %s", strerror(errno));
+        goto out_close_dst;
+    }
+    if (sst.st_dev == dst_st.st_dev && sst.st_ino == dst_st.st_ino) {
+        rc = imgproc__fail(err, IMGPROC_E_INVALID, "destination is the source");
+        goto out_close_dst;
+    }
+    if (ftruncate(sink.fd, 0) != 0) {
+        rc = imgproc__fail(err, IMGPROC_E_IO, "truncate %s: %s", dst, strerror(errno));
+        goto out_close_dst;
+    }
+
+    if (probe.fmt == IMGPROC_FMT_WEBP) {
+        /* libwebp needs the whole file in memory and libvips would mmap it: a file
+         * truncated under a mapping kills the process with SIGBUS. Read it instead (the
+         * same resident cost, which the estimate counts as file_bytes). */
+        void *data = NULL;
+        if ((rc = read_whole(in_fd, probe.file_bytes, &data, err)) != 0)
+            goto out_close_dst;
+        /* The blob owns the bytes; they go when the last libvips reference does. */
+        VipsBlob *blob = vips_blob_new(free_data, data, (size_t)probe.file_bytes);
+        source = vips_source_new_from_blob(blob);
+        vips_area_unref(VIPS_AREA(blob));
+    } else {
+        source = vips_source_new_from_descriptor(in_fd);
+    }
+    if (!source) {
+        rc = imgproc__fail_vips(err, IMGPROC_E_IO, "source");
+        goto out_close_dst;
     }
     ctx = vips_image_new();
     t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 8);
@@ -211,17 +275,13 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
         strip = false;
     }
 
-    if ((sink.fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-        rc = imgproc__fail(err, IMGPROC_E_IO, "create %s: %s", dst, strerror(errno));
-        goto out_unref;
-    }
     target = vips_target_custom_new();
     g_signal_connect(target, "write", G_CALLBACK(on_write), &sink);
     g_signal_connect(target, "end", G_CALLBACK(on_end), &sink);
     /* Decoding happens here, as the saver pulls pixels: truncation surfaces now. */
     if (save(img, job->out_fmt, opts, strip, VIPS_TARGET(target))) {
         rc = pipeline_fail(err, &sink, "process");
-        goto out_close_dst;
+        goto out_unref;
     }
     if (out) {
         out->width = (uint32_t)img->Xsize;
@@ -229,13 +289,13 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
         out->bytes = sink.bytes;
     }
 
-out_close_dst:
-    VIPS_UNREF(target);
-    if (close(sink.fd) != 0 && rc == 0)
-        rc = imgproc__fail(err, IMGPROC_E_IO, "close %s: %s", dst, strerror(errno));
 out_unref:
+    VIPS_UNREF(target);
     VIPS_UNREF(ctx);
     VIPS_UNREF(source);
+out_close_dst:
+    if (close(sink.fd) != 0 && rc == 0)
+        rc = imgproc__fail(err, IMGPROC_E_IO, "close %s: %s", dst, strerror(errno));
 out_close_in:
     close(in_fd);
     return rc;
