@@ -128,4 +128,38 @@ clean:
 format:
 	clang-format -i $(wildcard server/*.[ch] imgproc/*.[ch] config/*.[ch] tests/*.[ch] loadtest/*.[ch])
 
+# ---- imgproc: calibration, fuzzing (imgproc branch; keep this block together) ----------
+# make calibrate        full grid: estimate vs measured peak per case + summary line
+# make calibrate-reduced small grid in seconds; fails on any underestimate (part of `test`)
+# make fuzz             libFuzzer on imgproc_probe_buf for FUZZ_SECONDS (default 600)
+# make fuzz-smoke       the same for 30 s (CI)
+IMGPROC_OBJS = $(filter $(BUILD)/imgproc/%,$(LIB_OBJS))
+CALIBRATE    = $(BUILD)/imgproc/calibrate
+CALIBRATE_FLAGS ?=
+$(CALIBRATE): $(BUILD)/imgproc/calibrate.o $(IMGPROC_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+calibrate: $(CALIBRATE)
+	./$(CALIBRATE) $(CALIBRATE_FLAGS)
+calibrate-reduced: $(CALIBRATE)
+	./$(CALIBRATE) --reduced --jobs 2
+test: calibrate-reduced
+
+FUZZ_SECONDS ?= 600
+FUZZ_CC      ?= clang
+FUZZ_DIR      = build/fuzz
+FUZZ_BIN      = $(FUZZ_DIR)/fuzz_probe
+FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -g -O1 -I. -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+$(FUZZ_BIN): imgproc/fuzz_probe.c imgproc/probe.c imgproc/plan.c imgproc/imgproc.h imgproc/imgproc_internal.h
+	@mkdir -p $(FUZZ_DIR)/corpus
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ imgproc/fuzz_probe.c imgproc/probe.c imgproc/plan.c -lz -lm
+fuzz: $(FUZZ_BIN)
+	@mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	./$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=5 -rss_limit_mb=1024 \
+	    -artifact_prefix=$(FUZZ_DIR)/artifacts/ -print_final_stats=1 $(FUZZ_DIR)/corpus tests/data/fuzz
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=30
+.PHONY: calibrate-reduced fuzz-smoke
+# ---- end imgproc block -----------------------------------------------------------------
+
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
