@@ -149,6 +149,11 @@ static void peak_end(srv_t *srv, bool measuring, uint64_t gen, uint64_t rss0, ui
     atomic_fetch_add_explicit(&srv->metrics.workers_busy, -1, memory_order_relaxed);
 }
 
+static void do_evict(srv_t *srv)
+{
+    store_cache_evict(srv->store);
+}
+
 static void job_run(adm_job_t *_job)
 {
     derive_job_t *job = (void *)_job;
@@ -173,28 +178,44 @@ static void job_run(adm_job_t *_job)
     bool measuring = peak_begin(srv, &gen, &rss0);
     atomic_fetch_add_explicit(&srv->metrics.jobs_started, 1, memory_order_relaxed);
     flight_job_begin(srv->flight, job, job->what, job->super.estimate);
-    char tmp[STORE_PATH_MAX];
+    char tmp[STORE_PATH_MAX], src[64];
     imgproc_out_t out;
     imgproc_err_t err = {0};
-    int r = store_tmp_file(srv->store, tmp, sizeof(tmp));
-    if (r == 0) {
-        r = imgproc_run(job->src, &job->ij, &srv->imgopts, tmp, &out, &err);
-        if (r == 0)
-            r = store_cache_commit(srv->store, tmp, job->cache_path, job->src, &job->src_st) == 0 ? 0 : -IMGPROC_E_IO;
-        else
-            unlink(tmp);
-    } else {
+    int r, status = 200;
+    const char *code = NULL;
+    /* decode exactly the file that was probed and admitted: an original replaced while
+     * the job waited could need far more memory than its estimate */
+    int sfd = open(job->src, O_RDONLY | O_CLOEXEC);
+    struct stat now;
+    if (sfd < 0 || fstat(sfd, &now) != 0 || now.st_ino != job->src_st.st_ino || now.st_size != job->src_st.st_size ||
+        now.st_mtim.tv_sec != job->src_st.st_mtim.tv_sec || now.st_mtim.tv_nsec != job->src_st.st_mtim.tv_nsec) {
+        status = 503, code = "source_changed";
+        snprintf(err.msg, sizeof(err.msg), "the original was replaced while the job waited; retry");
+        r = 0;
+    } else if ((r = store_tmp_file(srv->store, tmp, sizeof(tmp))) != 0) {
         snprintf(err.msg, sizeof(err.msg), "cannot create a temp file");
         r = -IMGPROC_E_IO;
+    } else {
+        snprintf(src, sizeof(src), "/proc/self/fd/%d", sfd);
+        r = imgproc_run(src, &job->ij, &srv->imgopts, tmp, &out, &err);
+        if (r == 0) {
+            int c = store_cache_commit(srv->store, tmp, job->cache_path, job->src, &job->src_st);
+            if (c == -STORE_E_NOTFOUND)
+                status = 503, code = "source_changed", snprintf(err.msg, sizeof(err.msg), "the original changed; retry");
+            else if (c != 0)
+                r = -IMGPROC_E_IO, snprintf(err.msg, sizeof(err.msg), "cannot store the result");
+        } else {
+            unlink(tmp);
+        }
     }
+    if (sfd >= 0)
+        close(sfd);
     flight_job_end(srv->flight, job);
     peak_end(srv, measuring, gen, rss0, job->super.estimate);
     uint64_t end = srv__now_ms();
     metrics_hist_observe(&srv->metrics.job_seconds, (end - start) * 1000);
     metrics_hist_observe(&srv->metrics.wait_seconds, (start - job->submitted_ms) * 1000);
 
-    int status = 200;
-    const char *code = NULL;
     switch (-r) {
     case IMGPROC_OK:
         break;
@@ -223,6 +244,9 @@ static void job_run(adm_job_t *_job)
     pthread_mutex_lock(&srv->coalesce_mu);
     post_all(job, status, code, err.msg, start - job->submitted_ms, end - start);
     pthread_mutex_unlock(&srv->coalesce_mu);
+    /* everyone has their answer; a cache over its bound is trimmed off the job path */
+    if (status == 200 && store_cache_over_bound(srv->store))
+        srv__io_submit_detached(srv, do_evict);
 }
 
 static void job_expire(adm_job_t *_job)
@@ -250,8 +274,9 @@ static void set_env(h2o_req_t *req, const char *name, size_t nlen, const char *f
 static void send_busy(srv_t *srv, h2o_req_t *req, const char *code, const char *msg)
 {
     char ra[16];
-    snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(srv->gate));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, ra, strlen(ra));
+    int n = snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(srv->gate));
+    h2o_iovec_t v = h2o_strdup(&req->pool, ra, (size_t)n); /* h2o keeps the pointer, not a copy */
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, v.base, v.len);
     srv__send_error(req, 503, code, "%s", msg);
 }
 
@@ -406,6 +431,16 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         return;
     }
     derive_job_t *same = map_find(srv, job->cache_path);
+    if (same == NULL && access(job->cache_path, F_OK) == 0) {
+        /* an identical job finished between our cache miss and now: serve its result */
+        pthread_mutex_unlock(&srv->coalesce_mu);
+        atomic_fetch_add_explicit(&srv->metrics.cache_hits, 1, memory_order_relaxed);
+        set_env(req, H2O_STRLIT("TG_ADMISSION"), "cache-hit");
+        if (!srv__serve_path(srv, req, job->cache_path))
+            send_busy(srv, req, "result_evicted", "the result was replaced before it could be sent; retry");
+        free(job), free(w);
+        return;
+    }
     if (same != NULL) {
         /* an identical job is waiting or running: share its result */
         w->job = same;

@@ -22,7 +22,9 @@ static bool is_head(h2o_req_t *req)
 
 void srv__add_header(h2o_req_t *req, const char *name, const char *value)
 {
-    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, value, strlen(value));
+    /* h2o keeps the value pointer, not a copy: it must live in the request's pool */
+    h2o_iovec_t v = h2o_strdup(&req->pool, value, SIZE_MAX);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base, v.len);
 }
 
 /* Escapes @p s for a JSON string into @p out (always terminated, truncated to fit). */

@@ -126,6 +126,7 @@ static struct {
     pthread_cond_t cv;
     srv_task_t *head, *tail;
     pthread_t threads[IO_THREADS];
+    unsigned started;
     bool stop;
 } io = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -143,7 +144,10 @@ static void *io_main(void *arg)
             io.tail = NULL;
         pthread_mutex_unlock(&io.mu);
         t->run(t);
-        h2o_multithread_send_message(&t->th->done_rx, &t->super);
+        if (t->th != NULL)
+            h2o_multithread_send_message(&t->th->done_rx, &t->super);
+        else
+            free(t); /* detached: nobody waits for it */
         pthread_mutex_lock(&io.mu);
     }
     pthread_mutex_unlock(&io.mu);
@@ -161,6 +165,29 @@ void srv__io_submit(srv_t *srv, srv_task_t *task)
     io.tail = task;
     pthread_cond_signal(&io.cv);
     pthread_mutex_unlock(&io.mu);
+}
+
+struct detached_task {
+    srv_task_t super;
+    srv_t *srv;
+    void (*fn)(srv_t *srv);
+};
+
+static void run_detached(srv_task_t *t)
+{
+    struct detached_task *d = (void *)t;
+    d->fn(d->srv);
+}
+
+void srv__io_submit_detached(srv_t *srv, void (*fn)(srv_t *srv))
+{
+    struct detached_task *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return; /* best effort: the next job tries again */
+    d->super.run = run_detached;
+    d->srv = srv;
+    d->fn = fn;
+    srv__io_submit(srv, &d->super);
 }
 
 /* Messages on done_rx are io tasks or derive completions; the first byte of each tells. */
@@ -384,10 +411,87 @@ static void on_ctl_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *mess
     begin_drain(th);
 }
 
+/* --- connection watchdog --------------------------------------------------------------
+ * h2o 2.2 has no keep-alive idle timeout of its own for HTTP/1 (request_timeout covers
+ * it) and no write timeout: a client that stops reading holds its connection and the
+ * kernel's send buffer forever. Every 500 ms each loop looks at its connections; one
+ * idle between requests for http.idle_timeout, or whose response made no progress for
+ * that long, is shut down (h2o then sees the error and closes it cleanly). */
+typedef struct {
+    const void *sock;
+    uint64_t sig, since_ms;
+    int kind;
+} conn_seen_t;
+
+enum { SEEN_IDLE = 1, SEEN_SENDING = 2 };
+
+struct watch_ctx {
+    srv_thread_t *th;
+    uint64_t now;
+    conn_seen_t *prev, *next;
+    size_t nprev, nnext, capnext;
+    uint64_t limit_ms;
+};
+
+static int by_sock(const void *a, const void *b)
+{
+    const conn_seen_t *x = a, *y = b;
+    return (x->sock > y->sock) - (x->sock < y->sock);
+}
+
+static int watch_one(h2o_req_t *req, void *cbdata)
+{
+    struct watch_ctx *w = cbdata;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (sock == NULL)
+        return 0;
+    conn_seen_t cur = {.sock = sock};
+    if (req->input.method.base == NULL && sock->input->size == 0)
+        cur.kind = SEEN_IDLE;
+    else if (req->res.status != 0)
+        cur.kind = SEEN_SENDING, cur.sig = req->bytes_sent;
+    else
+        return 0; /* reading a request (request_timeout) or waiting for our answer (queue) */
+    conn_seen_t *old = w->prev ? bsearch(&cur, w->prev, w->nprev, sizeof(cur), by_sock) : NULL;
+    cur.since_ms = old != NULL && old->kind == cur.kind && old->sig == cur.sig ? old->since_ms : w->now;
+    if (w->now - cur.since_ms >= w->limit_ms) {
+        shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+        return 0;
+    }
+    if (w->nnext == w->capnext) {
+        size_t cap = w->capnext ? w->capnext * 2 : 64;
+        conn_seen_t *n = realloc(w->next, cap * sizeof(*n));
+        if (n == NULL)
+            return 0;
+        w->next = n;
+        w->capnext = cap;
+    }
+    w->next[w->nnext++] = cur;
+    return 0;
+}
+
+static void watch_connections(srv_thread_t *th, uint64_t now)
+{
+    struct watch_ctx w = {.th = th, .now = now, .prev = th->seen, .nprev = th->nseen,
+                          .limit_ms = th->srv->cfg->idle_timeout_ms};
+    th->ctx.globalconf->http1.callbacks.foreach_request(&th->ctx, watch_one, &w);
+    qsort(w.next, w.nnext, sizeof(*w.next), by_sock);
+    free(th->seen);
+    th->seen = w.next;
+    th->nseen = w.nnext;
+}
+
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     srv_thread_t *th = H2O_STRUCT_FROM_MEMBER(srv_thread_t, tick, entry);
+    uint64_t now = srv__now_ms();
     srv__derive_tick(th);
+    if (now - th->last_watch_ms >= 500) {
+        th->last_watch_ms = now;
+        watch_connections(th, now);
+        if (th->idx == 0)
+            store_maintain(th->srv->store);
+    }
     atomic_store_explicit(&th->nconns, (uint32_t)count_conns(&th->ctx), memory_order_relaxed);
     if (th->idx == 0)
         flight_tick(th->srv->flight, srv__now_ms());
@@ -560,7 +664,7 @@ int srv_run(const cfg_t *cfg)
     srv->nthreads = cfg->threads ? cfg->threads : ncores();
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
     for (unsigned i = 0; i < IO_THREADS; i++)
-        pthread_create(&io.threads[i], NULL, io_main, NULL);
+        io.started += pthread_create(&io.threads[i], NULL, io_main, NULL) == 0;
     for (unsigned i = 0; i < srv->nthreads; i++) {
         if (setup_thread(srv, &srv->threads[i], i, pathconf) != 0) {
             fprintf(stderr, "thumbgate: cannot open listener for thread %u: %s\n", i, strerror(errno));
@@ -568,8 +672,15 @@ int srv_run(const cfg_t *cfg)
             goto out_threads;
         }
     }
-    for (unsigned i = 0; i < srv->nthreads; i++)
-        pthread_create(&srv->threads[i].tid, NULL, loop_main, &srv->threads[i]);
+    unsigned started = 0;
+    for (; started < srv->nthreads; started++)
+        if (pthread_create(&srv->threads[started].tid, NULL, loop_main, &srv->threads[started]) != 0)
+            break;
+    if (started < srv->nthreads) {
+        fprintf(stderr, "thumbgate: cannot start event loop threads\n");
+        srv->nthreads = started;
+        goto out_threads;
+    }
 
     char a1[80], a2[80] = "off";
     addr_str(&srv->listen_addr, a1, sizeof(a1));
@@ -606,13 +717,21 @@ out_threads:
     io.stop = true;
     pthread_cond_broadcast(&io.cv);
     pthread_mutex_unlock(&io.mu);
-    for (unsigned i = 0; i < IO_THREADS; i++)
-        if (io.threads[i])
-            pthread_join(io.threads[i], NULL);
-    flight_close(srv->flight);
-    /* the loops are gone; anything still running in the gate finishes and is discarded */
+    for (unsigned i = 0; i < io.started; i++)
+        pthread_join(io.threads[i], NULL);
+    if (ret == 0 && srv__now_ms() >= srv->shutdown_deadline_ms) {
+        /* the drain deadline passed with jobs still decoding: their clients were cut
+         * off anyway, and waiting for the workers would overrun the deadline */
+        if (cfg->log_level >= CFG_LOG_INFO)
+            fprintf(stderr, "{\"log\":\"stopped\",\"exit\":0,\"drain\":\"deadline\"}\n");
+        fflush(NULL);
+        _exit(0);
+    }
+    /* the loops are gone; jobs still running finish before the recorder they report to */
     adm_destroy(srv->gate);
     srv->gate = NULL;
+    flight_close(srv->flight);
+    srv->flight = NULL;
     store_destroy(srv->store);
     if (cfg->log_level >= CFG_LOG_INFO)
         fprintf(stderr, "{\"log\":\"stopped\",\"exit\":%d}\n", ret);

@@ -40,6 +40,9 @@ struct srv_thread {
     h2o_timeout_entry_t tick;           /**< 100 ms housekeeping: gone clients, queue expiry */
     h2o_linklist_t waiters;             /**< derive waiters owned by this loop */
     uint64_t inflight;                  /**< requests handled and not yet disposed (this loop) */
+    void *seen;                         /**< watchdog: connections seen last round, sorted (srv.c) */
+    size_t nseen;
+    uint64_t last_watch_ms;
     _Atomic uint32_t nconns;            /**< open connections, refreshed every tick (for /metrics) */
     bool draining;
 };
@@ -81,6 +84,8 @@ struct srv_task {
     srv_task_t *_next;
 };
 void srv__io_submit(srv_t *srv, srv_task_t *task);
+/** Runs @p fn(srv) on the io pool with no completion message (background upkeep). */
+void srv__io_submit_detached(srv_t *srv, void (*fn)(srv_t *srv));
 /** Counts a request as in flight until its pool is cleared (drain on shutdown). */
 void srv__track_request(h2o_req_t *req);
 

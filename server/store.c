@@ -21,7 +21,8 @@
 
 struct store {
     char root[ROOT_MAX];
-    char spill_template[ROOT_MAX + 32];
+    char tmpdir[ROOT_MAX + 96]; /* tmp/<host>.<pid>.<random>: this instance's own temp files */
+    char spill_template[ROOT_MAX + 128];
     uint64_t cache_max;
     _Atomic uint64_t cache_bytes;
     _Atomic uint64_t evictions;
@@ -112,6 +113,34 @@ static uint64_t remove_tree(const char *path)
     return tl_freed;
 }
 
+/* Removes entries of tmp/ not modified for @p max_age seconds. */
+static void remove_stale_tmp(const char *root, time_t max_age)
+{
+    char tmp[ROOT_MAX + 16], p[ROOT_MAX + 300];
+    snprintf(tmp, sizeof(tmp), "%s/tmp", root);
+    DIR *d = opendir(tmp);
+    struct dirent *e;
+    time_t now = time(NULL);
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        struct stat sb;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", tmp, e->d_name);
+        if (lstat(p, &sb) == 0 && now - sb.st_mtime > max_age)
+            remove_tree(p);
+    }
+    if (d)
+        closedir(d);
+}
+
+void store_maintain(store_t *st)
+{
+    /* another instance may have aged our directory out while we were idle */
+    if (access(st->tmpdir, F_OK) != 0)
+        mkdir(st->tmpdir, 0755);
+    utimensat(AT_FDCWD, st->tmpdir, NULL, 0);
+}
+
 static void cache_sub(store_t *st, uint64_t n)
 {
     uint64_t cur = atomic_load(&st->cache_bytes);
@@ -157,12 +186,22 @@ store_t *store_create(const char *root, uint64_t cache_max, char *err, size_t er
             return NULL;
         }
     }
-    /* temp files left by a crash are garbage: no rename ever published them */
-    char tmp[ROOT_MAX + 16];
-    snprintf(tmp, sizeof(tmp), "%s/tmp", st->root);
-    remove_tree(tmp);
-    mkdir(tmp, 0755);
-    snprintf(st->spill_template, sizeof(st->spill_template), "%s/tmp/body.XXXXXX", st->root);
+    /* Each instance writes its temp files in a directory of its own, so instances that
+     * share storage.root never delete or collide with each other's files. Directories
+     * untouched for an hour belong to instances that died: no rename ever published
+     * their contents, so they are garbage. */
+    char host[64] = "host";
+    gethostname(host, sizeof(host) - 1);
+    host[strcspn(host, "/")] = '\0';
+    unsigned rnd = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16) ^ (unsigned)(uintptr_t)st;
+    snprintf(st->tmpdir, sizeof(st->tmpdir), "%s/tmp/%.40s.%ld.%08x", st->root, host, (long)getpid(), rnd);
+    remove_stale_tmp(st->root, 3600);
+    if (mkdir(st->tmpdir, 0755) != 0) {
+        snprintf(err, errlen, "storage.root: cannot create %s: %s", st->tmpdir, strerror(errno));
+        free(st);
+        return NULL;
+    }
+    snprintf(st->spill_template, sizeof(st->spill_template), "%s/body.XXXXXX", st->tmpdir);
     st->cache_max = cache_max;
     char cache[ROOT_MAX + 16];
     snprintf(cache, sizeof(cache), "%s/cache", st->root);
@@ -217,8 +256,7 @@ static int point_stem(store_t *st, const char *stem, const char *base)
 {
     char link[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
     stem_link_path(st, stem, link, sizeof(link));
-    snprintf(tmp, sizeof(tmp), "%s/tmp/link.%ld.%llu", st->root, (long)getpid(),
-             (unsigned long long)atomic_fetch_add(&st->seq, 1));
+    snprintf(tmp, sizeof(tmp), "%s/link.%llu", st->tmpdir, (unsigned long long)atomic_fetch_add(&st->seq, 1));
     if (mkdir_parents(link) != 0 || symlink(base, tmp) != 0)
         return map_errno(errno);
     if (rename(tmp, link) != 0) {
@@ -229,11 +267,43 @@ static int point_stem(store_t *st, const char *stem, const char *base)
     return 0;
 }
 
-static void drop_stem_cache(store_t *st, const char *stem)
+static void gen_name(const struct stat *src, char *out, size_t outlen)
 {
-    char dir[STORE_PATH_MAX];
+    snprintf(out, outlen, "%llx-%llx.%lx", (unsigned long long)src->st_ino, (unsigned long long)src->st_mtim.tv_sec,
+             (unsigned long)src->st_mtim.tv_nsec);
+}
+
+/* Removes the stem's cached results of every source generation but @p keep (NULL: all).
+ * Results already made from the current original stay. */
+static void drop_stem_cache(store_t *st, const char *stem, const char *keep)
+{
+    char dir[STORE_PATH_MAX], p[STORE_PATH_MAX + 260];
     stem_cache_dir(st, stem, dir, sizeof(dir));
-    cache_sub(st, remove_tree(dir));
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || (keep != NULL && strcmp(e->d_name, keep) == 0))
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        cache_sub(st, remove_tree(p));
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir); /* only when empty */
+}
+
+/* mkdir -p + rename, once more when a concurrent prune removed the new parent between. */
+static int rename_into(const char *from, const char *to)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (mkdir_parents(to) != 0)
+            return -1;
+        if (rename(from, to) == 0)
+            return 0;
+        if (errno != ENOENT)
+            return -1;
+    }
+    return -1;
 }
 
 static ssize_t write_all(int fd, const char *p, size_t len)
@@ -259,7 +329,7 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
     char final[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
     int fd = -1, ret = 0;
     store_orig_path(st, key, final, sizeof(final));
-    snprintf(tmp, sizeof(tmp), "%s/tmp/put.XXXXXX", st->root);
+    snprintf(tmp, sizeof(tmp), "%s/put.XXXXXX", st->tmpdir);
     if ((fd = mkstemp(tmp)) < 0) {
         ret = map_errno(errno);
         snprintf(err, errlen, "create temp file: %s", strerror(errno));
@@ -277,13 +347,8 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
         goto out_unlink;
     }
     fd = -1;
-    if (mkdir_parents(final) != 0) {
-        ret = map_errno(errno);
-        snprintf(err, errlen, "mkdir: %s", strerror(errno));
-        goto out_unlink;
-    }
     *replaced = access(final, F_OK) == 0;
-    if (rename(tmp, final) != 0) {
+    if (rename_into(tmp, final) != 0) {
         ret = map_errno(errno);
         snprintf(err, errlen, "rename: %s", strerror(errno));
         goto out_unlink;
@@ -292,9 +357,12 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
 
     char stem[520]; /* keys are at most 512 bytes */
     const char *base;
-    if (key_stem(key, stem, sizeof(stem), &base)) {
+    struct stat now;
+    if (key_stem(key, stem, sizeof(stem), &base) && stat(final, &now) == 0) {
+        char gen[64];
+        gen_name(&now, gen, sizeof(gen));
         point_stem(st, stem, base);
-        drop_stem_cache(st, stem);
+        drop_stem_cache(st, stem, gen);
     }
     return 0;
 
@@ -354,7 +422,12 @@ int store_delete(store_t *st, const char *key)
     const char *base;
     if (key_stem(key, stem, sizeof(stem), &base)) {
         repair_stem(st, key, stem, base);
-        drop_stem_cache(st, stem);
+        char path[STORE_PATH_MAX], gen[64];
+        struct stat src;
+        bool other = store_find_source(st, stem, path, sizeof(path), &src) == 0;
+        if (other)
+            gen_name(&src, gen, sizeof(gen));
+        drop_stem_cache(st, stem, other ? gen : NULL);
     }
     return 0;
 }
@@ -380,13 +453,14 @@ int store_find_source(const store_t *st, const char *stem, char *path, size_t pa
 void store_cache_path(const store_t *st, const char *stem, const struct stat *src, const char *variant, char *out,
                       size_t outlen)
 {
-    snprintf(out, outlen, "%s/cache/%s@/%llx-%llx.%lx/%s", st->root, stem, (unsigned long long)src->st_ino,
-             (unsigned long long)src->st_mtim.tv_sec, (unsigned long)src->st_mtim.tv_nsec, variant);
+    char gen[64];
+    gen_name(src, gen, sizeof(gen));
+    snprintf(out, outlen, "%s/cache/%s@/%s/%s", st->root, stem, gen, variant);
 }
 
 int store_tmp_file(const store_t *st, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s/tmp/res.XXXXXX", st->root);
+    snprintf(out, outlen, "%s/res.XXXXXX", st->tmpdir);
     int fd = mkstemp(out);
     if (fd < 0)
         return map_errno(errno);
@@ -395,65 +469,86 @@ int store_tmp_file(const store_t *st, char *out, size_t outlen)
     return 0;
 }
 
-typedef struct {
-    char *path;
-    time_t atime;
-    uint64_t size;
-} cache_ent_t;
+/* Eviction walks the cache three times with constant memory, however many files it
+ * holds: (1) total bytes and the atime range, which also corrects the byte count
+ * (several instances may share the cache); (2) bytes per atime bucket; (3) remove the
+ * files in the oldest buckets until the cache is under 90% of its bound. */
+#define EVICT_BUCKETS 256
 
 static _Thread_local struct {
-    cache_ent_t *v;
-    size_t n, cap;
-} tl_ents;
+    uint64_t total, freed, files_removed;
+    time_t tmin, tmax, cutoff;
+    uint64_t bucket[EVICT_BUCKETS];
+    const char *stop;
+} ev;
 
-static int on_collect(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+static unsigned bucket_of(time_t t)
 {
-    if (type != FTW_F)
+    if (ev.tmax <= ev.tmin)
         return 0;
-    if (tl_ents.n == tl_ents.cap) {
-        size_t cap = tl_ents.cap ? tl_ents.cap * 2 : 256;
-        cache_ent_t *v = realloc(tl_ents.v, cap * sizeof(*v));
-        if (v == NULL)
-            return 1; /* stop the walk; evict what we have */
-        tl_ents.v = v;
-        tl_ents.cap = cap;
+    uint64_t b = (uint64_t)(t - ev.tmin) * EVICT_BUCKETS / (uint64_t)(ev.tmax - ev.tmin + 1);
+    return b < EVICT_BUCKETS ? (unsigned)b : EVICT_BUCKETS - 1;
+}
+
+static int on_ev_range(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    if (type == FTW_F) {
+        ev.total += (uint64_t)sb->st_size;
+        if (ev.tmin == 0 || sb->st_atime < ev.tmin)
+            ev.tmin = sb->st_atime;
+        if (sb->st_atime > ev.tmax)
+            ev.tmax = sb->st_atime;
     }
-    char *p = strdup(path);
-    if (p == NULL)
-        return 1;
-    tl_ents.v[tl_ents.n++] = (cache_ent_t){p, sb->st_atime, (uint64_t)sb->st_size};
     return 0;
 }
 
-static int by_atime(const void *a, const void *b)
+static int on_ev_bucket(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-    const cache_ent_t *x = a, *y = b;
-    return (x->atime > y->atime) - (x->atime < y->atime);
+    if (type == FTW_F)
+        ev.bucket[bucket_of(sb->st_atime)] += (uint64_t)sb->st_size;
+    return 0;
 }
 
-/* Evicts least recently used results until the cache is under 90% of its bound. The
- * walk costs memory proportional to the number of cached files, once per eviction. */
-static void evict(store_t *st)
+static int on_ev_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    if (type == FTW_F && bucket_of(sb->st_atime) <= (unsigned)ev.cutoff && unlink(path) == 0) {
+        ev.freed += (uint64_t)sb->st_size;
+        ev.files_removed++;
+        prune_empty_parents(path, ev.stop);
+    }
+    return 0;
+}
+
+bool store_cache_over_bound(store_t *st)
+{
+    return atomic_load(&st->cache_bytes) > st->cache_max;
+}
+
+void store_cache_evict(store_t *st)
 {
     if (pthread_mutex_trylock(&st->evict_mu) != 0)
         return; /* someone else is evicting */
     char cache[ROOT_MAX + 16];
     snprintf(cache, sizeof(cache), "%s/cache", st->root);
-    tl_ents.n = 0;
-    nftw(cache, on_collect, 16, FTW_PHYS);
-    qsort(tl_ents.v, tl_ents.n, sizeof(*tl_ents.v), by_atime);
+    memset(&ev, 0, sizeof(ev));
+    ev.stop = cache;
+    nftw(cache, on_ev_range, 16, FTW_PHYS);
+    atomic_store(&st->cache_bytes, ev.total);
     uint64_t target = st->cache_max / 10 * 9;
-    for (size_t i = 0; i < tl_ents.n; i++) {
-        if (atomic_load(&st->cache_bytes) > target && unlink(tl_ents.v[i].path) == 0) {
-            cache_sub(st, tl_ents.v[i].size);
-            atomic_fetch_add(&st->evictions, 1);
-            prune_empty_parents(tl_ents.v[i].path, cache);
+    if (ev.total > st->cache_max) {
+        nftw(cache, on_ev_bucket, 16, FTW_PHYS);
+        uint64_t need = ev.total - target, sum = 0;
+        ev.cutoff = 0;
+        for (unsigned i = 0; i < EVICT_BUCKETS; i++) {
+            sum += ev.bucket[i];
+            ev.cutoff = (time_t)i;
+            if (sum >= need)
+                break;
         }
-        free(tl_ents.v[i].path);
+        nftw(cache, on_ev_remove, 16, FTW_DEPTH | FTW_PHYS);
+        cache_sub(st, ev.freed);
+        atomic_fetch_add(&st->evictions, ev.files_removed);
     }
-    free(tl_ents.v);
-    tl_ents.v = NULL;
-    tl_ents.n = tl_ents.cap = 0;
     pthread_mutex_unlock(&st->evict_mu);
 }
 
@@ -465,13 +560,16 @@ int store_cache_commit(store_t *st, const char *tmp, const char *final, const ch
         unlink(tmp); /* the original changed while we worked: this result is for nobody */
         return -STORE_E_NOTFOUND;
     }
-    if (stat(tmp, &res) != 0 || mkdir_parents(final) != 0 || rename(tmp, final) != 0) {
+    struct stat old;
+    bool replacing = stat(final, &old) == 0;
+    if (stat(tmp, &res) != 0 || rename_into(tmp, final) != 0) {
         int ret = map_errno(errno);
         unlink(tmp);
         return ret;
     }
-    if (atomic_fetch_add(&st->cache_bytes, (uint64_t)res.st_size) + (uint64_t)res.st_size > st->cache_max)
-        evict(st);
+    atomic_fetch_add(&st->cache_bytes, (uint64_t)res.st_size);
+    if (replacing) /* the same result made twice: count it once */
+        cache_sub(st, (uint64_t)old.st_size);
     return 0;
 }
 

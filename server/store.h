@@ -4,7 +4,8 @@
  *   stem/<stem>@           symlink to the basename of the original a derived URL uses
  *   cache/<stem>@/<gen>/<variant>  derived results; <gen> = source inode + mtime, so a
  *                          replaced or deleted original makes old results unreachable
- *   tmp/                   temp files (uploads, results, h2o body spill); same filesystem
+ *   tmp/<instance>/        temp files (uploads, results, h2o body spill) of one running
+ *                          instance; same filesystem, never shared between instances
  * Writes are temp file + fsync + rename + directory fsync. Thread-safe. */
 #ifndef THUMBGATE_STORE_H
 #define THUMBGATE_STORE_H
@@ -60,9 +61,17 @@ int store_tmp_file(const store_t *st, char *out, size_t outlen);
 /**
  * Moves the finished result @p tmp to @p final (creating its directories) if the source
  * @p src_path still has the identity @p src; otherwise discards it. Accounts the bytes and
- * evicts least-recently-used results when the cache is over its bound. 0 or -STORE_E_*.
+ * (eviction is separate: store_cache_over_bound / store_cache_evict). 0 or -STORE_E_*.
  */
 int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path, const struct stat *src);
+
+/** True when the cached results exceed storage.cache_max (then call store_cache_evict). */
+bool store_cache_over_bound(store_t *st);
+/** Evicts least-recently-used results to 90% of the bound; recounts the cache from disk.
+ *  Slow (walks the cache): call it off the event loops and outside any job's budget. */
+void store_cache_evict(store_t *st);
+/** Periodic upkeep (every few seconds): recreates this instance's temp directory if it vanished. */
+void store_maintain(store_t *st);
 
 /** Marks a cached result as used now (cheap; at most once a minute per file). */
 void store_cache_touch(const char *path, const struct stat *sb);

@@ -303,6 +303,40 @@ START_TEST(test_derive_gone_client_frees_its_place)
 }
 END_TEST
 
+/* A job admitted for one file must not decode a bigger file put there while it waited. */
+START_TEST(test_derive_replaced_while_waiting_is_not_decoded)
+{
+    const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_TIMEOUT=60s", NULL};
+    tg_start(&S, env, NULL);
+    put("/blocker.png", 3000, 3000, "png");
+    put("/r.jpg", 400, 300, "jpg");
+    int a = tg_connect(&S), b = tg_connect(&S);
+    static const char r1[] = "GET /blocker.webp HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const char r2[] = "GET /r_300x300.png HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(write(a, r1, sizeof(r1) - 1), (ssize_t)sizeof(r1) - 1);
+    ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
+    ck_assert_int_eq(write(b, r2, sizeof(r2) - 1), (ssize_t)sizeof(r2) - 1);
+    ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
+    {
+        size_t len;
+        void *img = tg_image(2000, 2000, 3, "png", &len);
+        tg_resp_t r;
+        ck_assert_int_eq(tg_http(&S, "PUT", "/r.jpg", img, len, NULL, &r), 200);
+        tg_resp_free(&r);
+        g_free(img);
+    }
+    char buf[1024];
+    tg_read_all(b, buf, sizeof(buf), 30000);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 503", 12) == 0 && strstr(buf, "source_changed") && strstr(buf, "retry-after"),
+                  "got: %.300s", buf);
+    tg_read_all(a, buf, sizeof(buf), 30000);
+    close(a);
+    close(b);
+    /* asked again, the new original is admitted with its own estimate */
+    expect_dims("/r_300x300.png", 300, 300, "image/png");
+}
+END_TEST
+
 START_TEST(test_derive_corrupt_original_is_415)
 {
     tg_start(&S, NULL, NULL);
@@ -339,6 +373,7 @@ Suite *derive_suite(void)
     tcase_add_test(t, test_derive_identical_requests_coalesce);
     tcase_add_test(t, test_derive_gone_client_frees_its_place);
     tcase_add_test(t, test_derive_corrupt_original_is_415);
+    tcase_add_test(t, test_derive_replaced_while_waiting_is_not_decoded);
     suite_add_tcase(s, t);
     return s;
 }

@@ -4,6 +4,7 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <dirent.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -11,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <vips/vips.h>
 #include <zlib.h>
@@ -31,18 +34,21 @@ static void teardown(void)
     tg_cleanup(&S);
 }
 
+static size_t nfiles;
+static int count_file(const char *p, const struct stat *sb, int type, struct FTW *f)
+{
+    nfiles += type == FTW_F;
+    return 0;
+}
+
+/* Regular files below root/sub (temp files live in a per-instance directory). */
 static size_t count_dir(const char *root, const char *sub)
 {
     char p[400];
     snprintf(p, sizeof(p), "%s/%s", root, sub);
-    DIR *d = opendir(p);
-    size_t n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    return n;
+    nfiles = 0;
+    nftw(p, count_file, 16, FTW_PHYS);
+    return nfiles;
 }
 
 static void put_ok(const char *path, const void *b, size_t l, long want)
@@ -463,6 +469,57 @@ START_TEST(test_http_second_instance_refused)
 }
 END_TEST
 
+static uint64_t ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A connection that sends nothing is closed after http.idle_timeout, not request_timeout. */
+START_TEST(test_http_idle_connection_closed)
+{
+    const char *env[] = {"THUMBGATE_HTTP_IDLE_TIMEOUT=500ms", "THUMBGATE_HTTP_REQUEST_TIMEOUT=60s", NULL};
+    tg_start(&S, env, NULL);
+    int fd = tg_connect(&S);
+    uint64_t t0 = ms_now();
+    char buf[64];
+    size_t n = tg_read_all(fd, buf, sizeof(buf), 10000); /* returns at EOF */
+    uint64_t took = ms_now() - t0;
+    close(fd);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_msg(took >= 400 && took < 5000, "closed after %llu ms", (unsigned long long)took);
+}
+END_TEST
+
+/* A client that asks for a large file and never reads cannot hold its connection. */
+START_TEST(test_http_never_reading_client_cut_off)
+{
+    const char *env[] = {"THUMBGATE_HTTP_IDLE_TIMEOUT=1s", NULL};
+    tg_start(&S, env, NULL);
+    size_t len;
+    void *img = tg_image(2500, 2500, 3, "png", &len); /* ~18 MB: far more than socket buffers */
+    put_ok("/huge.png", img, len, 201);
+    int fd = tg_connect(&S);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    static const char req[] = "GET /huge.png HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    ck_assert(tg_wait_metric(&S, "thumbgate_open_connections", 1, 5000));
+    /* we never read: the server must give up on us */
+    uint64_t t0 = ms_now();
+    bool closed = false;
+    while (!closed && ms_now() - t0 < 15000) {
+        closed = tg_metric(&S, "thumbgate_open_connections") == 0;
+        if (!closed)
+            poll(NULL, 0, 50);
+    }
+    close(fd);
+    ck_assert(closed);
+    g_free(img);
+}
+END_TEST
+
 Suite *http_suite(void); /* called by check_main.c */
 Suite *http_suite(void)
 {
@@ -480,6 +537,8 @@ Suite *http_suite(void)
     tcase_add_test(t, test_http_sigterm_during_upload_drains_it);
     tcase_add_test(t, test_http_large_upload_rss_bounded);
     tcase_add_test(t, test_http_second_instance_refused);
+    tcase_add_test(t, test_http_idle_connection_closed);
+    tcase_add_test(t, test_http_never_reading_client_cut_off);
     suite_add_tcase(s, t);
     return s;
 }
