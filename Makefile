@@ -33,9 +33,9 @@ endif
 PROG_SRCS = server/main.c imgproc/calibrate.c imgproc/fuzz_probe.c
 LIB_SRCS  = $(filter-out $(PROG_SRCS),$(wildcard server/*.c imgproc/*.c config/*.c))
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
-TEST_SRCS = $(wildcard tests/check_*.c)
+TEST_SRCS = $(wildcard tests/check_*.c tests/tg_*.c)
 TEST_OBJS = $(TEST_SRCS:%.c=$(BUILD)/%.o)
-SUITES    = $(filter-out main,$(patsubst tests/check_%.c,%,$(TEST_SRCS)))
+SUITES    = $(filter-out main,$(patsubst tests/check_%.c,%,$(wildcard tests/check_*.c)))
 
 BIN       = thumbgate
 TEST_BIN  = $(BUILD)/tests/check_all

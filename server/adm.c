@@ -18,6 +18,7 @@ struct adm_gate {
     adm_job_t *head, *tail;
     uint32_t nthreads;
     pthread_t *threads;
+    struct worker_arg *args;
     bool stopping;
     adm_stats_t st;
     /* drain rate: completions counted in 1-second buckets, smoothed */
@@ -95,9 +96,17 @@ static void give_budget(adm_gate_t *g, adm_job_t *job, uint64_t estimate)
     (void)job;
 }
 
+/* Workers run jobs and expire waits; the reaper (worker index 0 of nthreads+1) only
+ * expires, so waits still end on time while every worker is busy with a long job. */
+struct worker_arg {
+    adm_gate_t *g;
+    bool reaper;
+};
+
 static void *worker_main(void *arg)
 {
-    adm_gate_t *g = arg;
+    adm_gate_t *g = ((struct worker_arg *)arg)->g;
+    bool reaper = ((struct worker_arg *)arg)->reaper;
     pthread_mutex_lock(&g->mu);
     for (;;) {
         uint64_t now = adm_now_ms();
@@ -112,7 +121,7 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&g->mu);
             continue;
         }
-        if (job != NULL && g->st.in_use + job->estimate <= g->cfg.budget) {
+        if (!reaper && job != NULL && g->st.in_use + job->estimate <= g->cfg.budget) {
             unlink_job(g, job);
             take_budget(g, job);
             uint64_t e = job->estimate;
@@ -164,18 +173,23 @@ adm_gate_t *adm_create(const adm_config_t *cfg)
     pthread_condattr_destroy(&ca);
     if (cfg->naive)
         return g; /* naive: a thread per job, no pool */
-    g->threads = calloc(g->cfg.workers, sizeof(*g->threads));
-    if (g->threads == NULL)
+    g->threads = calloc(g->cfg.workers + 1, sizeof(*g->threads));
+    g->args = calloc(g->cfg.workers + 1, sizeof(*g->args));
+    if (g->threads == NULL || g->args == NULL)
         goto out_free;
-    for (; g->nthreads < g->cfg.workers; g->nthreads++)
-        if (pthread_create(&g->threads[g->nthreads], NULL, worker_main, g) != 0)
+    for (; g->nthreads < g->cfg.workers + 1; g->nthreads++) {
+        g->args[g->nthreads] = (struct worker_arg){g, g->nthreads == 0};
+        if (pthread_create(&g->threads[g->nthreads], NULL, worker_main, &g->args[g->nthreads]) != 0)
             goto out_stop;
+    }
     return g;
 
 out_stop:
     adm_destroy(g);
     return NULL;
 out_free:
+    free(g->threads);
+    free(g->args);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     free(g);
@@ -201,6 +215,7 @@ void adm_destroy(adm_gate_t *g)
         pthread_cond_wait(&g->cv, &g->mu);
     pthread_mutex_unlock(&g->mu);
     free(g->threads);
+    free(g->args);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     free(g);
@@ -270,7 +285,8 @@ int adm_submit(adm_gate_t *g, adm_job_t *job, uint64_t now_ms, bool *queued)
     g->st.queued_bytes += job->estimate;
     if (q)
         g->st.queued++;
-    pthread_cond_signal(&g->cv);
+    /* broadcast: a signal could wake only the reaper, which never runs jobs */
+    pthread_cond_broadcast(&g->cv);
 out_unlock:
     pthread_mutex_unlock(&g->mu);
     if (queued)

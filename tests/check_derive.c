@@ -1,0 +1,344 @@
+/* Integration tests of derived URLs through the admission gate, against the real
+ * binary: every route with its dimensions and format, 304 on cached results, 404, 413
+ * for a never-fitting job, 503 + Retry-After when the budget and queue are full,
+ * coalescing, cancellation of a gone client, invalidation on replace and delete, the
+ * exact-key rule. Slow jobs are real (large images); tests synchronise on /metrics. */
+#include <check.h>
+#include <curl/curl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <vips/vips.h>
+
+#include "tests/tg_harness.h"
+
+static tg_server_t S;
+
+static void setup(void)
+{
+    ck_assert_int_eq(VIPS_INIT("check_derive"), 0);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void teardown(void)
+{
+    tg_cleanup(&S);
+}
+
+static void put(const char *path, int w, int h, const char *fmt)
+{
+    size_t len;
+    void *img = tg_image(w, h, 3, fmt, &len);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", path, img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    g_free(img);
+}
+
+static void expect_dims(const char *path, int w, int h, const char *mime)
+{
+    tg_resp_t r;
+    char ct[64];
+    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld %s", path, r.status, r.body);
+    ck_assert(tg_header(&r, "content-type", ct, sizeof(ct)));
+    ck_assert_str_eq(ct, mime);
+    int gw, gh;
+    ck_assert(tg_dims(r.body, r.len, &gw, &gh));
+    /* the free side may round either way (217.5 -> 217 or 218); exact rounding is imgproc's test */
+    ck_assert_msg(abs(gw - w) <= 1 && abs(gh - h) <= 1 && (gw == w || gh == h), "%s: got %dx%d want %dx%d", path, gw,
+                  gh, w, h);
+    tg_resp_free(&r);
+}
+
+START_TEST(test_derive_every_route)
+{
+    tg_start(&S, NULL, NULL);
+    put("/img/cat.jpg", 800, 600, "jpg");
+    expect_dims("/img/cat_290x290.jpg", 290, 218, "image/jpeg");
+    expect_dims("/img/cat_290x290.webp", 290, 218, "image/webp");
+    expect_dims("/img/cat_100x100c.png", 100, 100, "image/png");
+    expect_dims("/img/cat_300x.jpg", 300, 225, "image/jpeg");
+    expect_dims("/img/cat_x150.png", 200, 150, "image/png");
+    expect_dims("/img/cat.webp", 800, 600, "image/webp");   /* full-size conversion */
+    expect_dims("/img/cat_2000x2000.jpg", 800, 600, "image/jpeg"); /* no upscaling */
+    /* second time: from the cache, with validators, and 304 */
+    tg_resp_t r;
+    char etag[128], h[200];
+    ck_assert_int_eq(tg_http(&S, "GET", "/img/cat_290x290.jpg", NULL, 0, NULL, &r), 200);
+    ck_assert(tg_header(&r, "etag", etag, sizeof(etag)));
+    tg_resp_free(&r);
+    snprintf(h, sizeof(h), "If-None-Match: %s", etag);
+    const char *inm[] = {h, NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/img/cat_290x290.jpg", NULL, 0, inm, &r), 304);
+    tg_resp_free(&r);
+    const char *rg[] = {"Range: bytes=0-1", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/img/cat_290x290.jpg", NULL, 0, rg, &r), 206);
+    ck_assert_uint_eq(r.len, 2);
+    ck_assert(memcmp(r.body, "\xff\xd8", 2) == 0);
+    tg_resp_free(&r);
+    ck_assert_double_ge(tg_metric(&S, "thumbgate_cache_hits_total"), 3);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_admitted_total"), 7);
+    ck_assert_int_eq(tg_stop(&S), 0);
+}
+END_TEST
+
+START_TEST(test_derive_not_found_and_bad_sizes)
+{
+    const char *env[] = {"THUMBGATE_LIMITS_SIZES=290x290,100x", NULL};
+    tg_start(&S, env, NULL);
+    put("/p.png", 300, 200, "png");
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/missing_290x290.jpg", NULL, 0, NULL, &r), 404);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/p_290x290.jpg", NULL, 0, NULL, &r), 200);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/p_100x.jpg", NULL, 0, NULL, &r), 200);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/p_291x290.jpg", NULL, 0, NULL, &r), 400);
+    ck_assert_ptr_nonnull(strstr(r.body, "size_not_allowed"));
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/p_0x0.jpg", NULL, 0, NULL, &r), 400);
+    ck_assert_ptr_nonnull(strstr(r.body, "bad_size"));
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/p_99999999999x1.jpg", NULL, 0, NULL, &r), 400);
+    tg_resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_derive_exact_key_wins)
+{
+    tg_start(&S, NULL, NULL);
+    put("/x.jpg", 400, 300, "jpg");
+    size_t len;
+    void *img = tg_image(33, 44, 3, "png", &len);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/x_10x10.jpg", img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/x_10x10.jpg", NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    ck_assert(memcmp(r.body, img, len) == 0);
+    tg_resp_free(&r);
+    g_free(img);
+}
+END_TEST
+
+START_TEST(test_derive_invalidated_on_replace_and_delete)
+{
+    tg_start(&S, NULL, NULL);
+    put("/inv.jpg", 800, 400, "jpg");
+    expect_dims("/inv_100x100.png", 100, 50, "image/png");
+    /* replacing the original (other aspect, other format) makes the old result unreachable */
+    tg_resp_t r;
+    size_t len;
+    void *img = tg_image(400, 800, 3, "webp", &len);
+    ck_assert_int_eq(tg_http(&S, "PUT", "/inv.webp", img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    expect_dims("/inv_100x100.png", 50, 100, "image/png");
+    ck_assert_int_eq(tg_http(&S, "PUT", "/inv.jpg", img, len, NULL, &r), 200); /* same stem, replaced */
+    tg_resp_free(&r);
+    expect_dims("/inv_100x100.png", 50, 100, "image/png");
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/inv.jpg", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/inv.webp", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/inv_100x100.png", NULL, 0, NULL, &r), 404);
+    tg_resp_free(&r);
+    g_free(img);
+}
+END_TEST
+
+START_TEST(test_derive_never_fits_is_413_without_decoding)
+{
+    const char *env[] = {"THUMBGATE_MEMORY_BUDGET=2MiB", NULL};
+    tg_start(&S, env, NULL);
+    put("/wide.png", 3000, 2000, "png");
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/wide.jpg", NULL, 0, NULL, &r), 413);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"error\":\"over_budget\""));
+    tg_resp_free(&r);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"too_big\"}"), 1);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_admitted_total"), 0);
+}
+END_TEST
+
+static size_t discard(char *p, size_t sz, size_t n, void *ud)
+{
+    return sz * n;
+}
+
+/* curl multi: fire @p n GETs at once and collect statuses and Retry-After presence. */
+static void fire(const char *const *paths, int n, long *status, bool *retry_after)
+{
+    CURLM *m = curl_multi_init();
+    CURL *e[64];
+    char url[64][256];
+    for (int i = 0; i < n; i++) {
+        e[i] = curl_easy_init();
+        snprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d%s", S.port, paths[i]);
+        curl_easy_setopt(e[i], CURLOPT_URL, url[i]);
+        curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(e[i], CURLOPT_TIMEOUT, 120L);
+        curl_multi_add_handle(m, e[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(m, &running);
+        if (running)
+            curl_multi_poll(m, NULL, 0, 1000, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        curl_easy_getinfo(e[i], CURLINFO_RESPONSE_CODE, &status[i]);
+        struct curl_header *h;
+        retry_after[i] = curl_easy_header(e[i], "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK;
+        curl_multi_remove_handle(m, e[i]);
+        curl_easy_cleanup(e[i]);
+    }
+    curl_multi_cleanup(m);
+}
+
+START_TEST(test_derive_full_budget_and_queue_give_503_retry_after)
+{
+    /* one job at a time fits; nobody may wait: every other distinct job is refused */
+    const char *env[] = {"THUMBGATE_MEMORY_BUDGET=400MiB", "THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_MAX=0", NULL};
+    tg_start(&S, env, NULL);
+    put("/slow.png", 3000, 3000, "png");
+    const char *paths[6] = {"/slow.webp", "/slow_1000x.png", "/slow_1001x.png", "/slow_1002x.png", "/slow_1003x.png",
+                            "/slow_1004x.png"};
+    long st[6];
+    bool ra[6];
+    fire(paths, 6, st, ra);
+    int ok = 0, busy = 0;
+    for (int i = 0; i < 6; i++) {
+        ck_assert_msg(st[i] == 200 || st[i] == 503, "status %ld", st[i]);
+        if (st[i] == 503) {
+            busy++;
+            ck_assert_msg(ra[i], "503 without Retry-After");
+        } else {
+            ok++;
+        }
+    }
+    ck_assert_int_ge(ok, 1);
+    ck_assert_int_ge(busy, 1);
+    ck_assert_double_ge(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"queue_full\"}"), busy);
+    /* admission is exact: nothing is held after the burst */
+    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_completed_total", ok, 10000));
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_budget_in_use_bytes"), 0);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_queue_length"), 0);
+}
+END_TEST
+
+START_TEST(test_derive_wait_expires_with_503)
+{
+    const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_TIMEOUT=100ms", NULL};
+    tg_start(&S, env, NULL);
+    put("/slow.png", 3000, 3000, "png");
+    const char *paths[3] = {"/slow.webp", "/slow_999x.png", "/slow_998x.png"};
+    long st[3];
+    bool ra[3];
+    fire(paths, 3, st, ra);
+    int expired = 0;
+    for (int i = 0; i < 3; i++)
+        if (st[i] == 503) {
+            expired++;
+            ck_assert(ra[i]);
+        }
+    ck_assert_int_ge(expired, 1);
+    ck_assert_double_ge(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"expired\"}"), expired);
+    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_completed_total", 3 - expired, 10000));
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_budget_in_use_bytes"), 0);
+}
+END_TEST
+
+START_TEST(test_derive_identical_requests_coalesce)
+{
+    const char *env[] = {"THUMBGATE_WORKERS=1", NULL};
+    tg_start(&S, env, NULL);
+    put("/co.png", 2500, 2500, "png");
+    const char *paths[8];
+    for (int i = 0; i < 8; i++)
+        paths[i] = "/co_290x290.webp";
+    long st[8];
+    bool ra[8];
+    fire(paths, 8, st, ra);
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(st[i], 200);
+    double jobs = tg_metric(&S, "thumbgate_jobs_admitted_total");
+    double co = tg_metric(&S, "thumbgate_jobs_coalesced_total");
+    double hits = tg_metric(&S, "thumbgate_cache_hits_total");
+    /* one job ran; the others joined it or (arriving after it finished) hit the cache */
+    ck_assert_double_eq(jobs, 1);
+    ck_assert_double_eq(co + hits, 7);
+    ck_assert_double_ge(co, 1);
+}
+END_TEST
+
+START_TEST(test_derive_gone_client_frees_its_place)
+{
+    const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_TIMEOUT=60s", NULL};
+    tg_start(&S, env, NULL);
+    put("/g.png", 3000, 3000, "png");
+    /* a long job occupies the only worker */
+    int busy = tg_connect(&S);
+    static const char req1[] = "GET /g.webp HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(write(busy, req1, sizeof(req1) - 1), (ssize_t)sizeof(req1) - 1);
+    ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
+    /* a second job waits behind it; its client gives up */
+    int gone = tg_connect(&S);
+    static const char req2[] = "GET /g_500x.png HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(write(gone, req2, sizeof(req2) - 1), (ssize_t)sizeof(req2) - 1);
+    ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
+    close(gone);
+    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 10000));
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_queue_length"), 0);
+    char buf[256];
+    tg_read_all(busy, buf, sizeof(buf), 30000);
+    close(busy);
+    ck_assert(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_completed_total", 1, 10000));
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_budget_in_use_bytes"), 0);
+    /* the cancelled job never ran */
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_admitted_total"), 1);
+}
+END_TEST
+
+START_TEST(test_derive_corrupt_original_is_415)
+{
+    tg_start(&S, NULL, NULL);
+    size_t len;
+    char *img = tg_image(1200, 900, 3, "jpg", &len);
+    tg_resp_t r;
+    /* the header is intact, the scan is cut: upload is accepted, decoding fails cleanly */
+    ck_assert_int_eq(tg_http(&S, "PUT", "/half.jpg", img, len / 2, NULL, &r), 201);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/half_100x100.jpg", NULL, 0, NULL, &r), 415);
+    ck_assert_ptr_nonnull(strstr(r.body, "corrupt_image"));
+    tg_resp_free(&r);
+    /* the answer is posted before the worker hands its budget back: wait for that */
+    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_completed_total", 1, 10000));
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_budget_in_use_bytes"), 0);
+    g_free(img);
+}
+END_TEST
+
+Suite *derive_suite(void); /* called by check_main.c */
+Suite *derive_suite(void)
+{
+    Suite *s = suite_create("derive");
+    TCase *t = tcase_create("derived");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_derive_every_route);
+    tcase_add_test(t, test_derive_not_found_and_bad_sizes);
+    tcase_add_test(t, test_derive_exact_key_wins);
+    tcase_add_test(t, test_derive_invalidated_on_replace_and_delete);
+    tcase_add_test(t, test_derive_never_fits_is_413_without_decoding);
+    tcase_add_test(t, test_derive_full_budget_and_queue_give_503_retry_after);
+    tcase_add_test(t, test_derive_wait_expires_with_503);
+    tcase_add_test(t, test_derive_identical_requests_coalesce);
+    tcase_add_test(t, test_derive_gone_client_frees_its_place);
+    tcase_add_test(t, test_derive_corrupt_original_is_415);
+    suite_add_tcase(s, t);
+    return s;
+}

@@ -1,0 +1,450 @@
+/* Integration tests of the originals API against the real binary: round trips, replace,
+ * delete, every error status, traversal attempts, conditional GET and Range, auth, an
+ * upload cut off mid-body, SIGTERM during an upload, the upload memory bound. */
+#include <check.h>
+#include <curl/curl.h>
+#include <dirent.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vips/vips.h>
+#include <zlib.h>
+
+#include "tests/tg_harness.h"
+
+static tg_server_t S;
+
+static void setup(void)
+{
+    ck_assert_int_eq(VIPS_INIT("check_http"), 0);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void teardown(void)
+{
+    tg_cleanup(&S);
+}
+
+static size_t count_dir(const char *root, const char *sub)
+{
+    char p[400];
+    snprintf(p, sizeof(p), "%s/%s", root, sub);
+    DIR *d = opendir(p);
+    size_t n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void put_ok(const char *path, const void *b, size_t l, long want)
+{
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", path, b, l, NULL, &r), want);
+    tg_resp_free(&r);
+}
+
+START_TEST(test_http_roundtrip_each_format)
+{
+    tg_start(&S, NULL, NULL);
+    static const char *const fmts[] = {"jpg", "png", "webp"};
+    static const char *const names[] = {"jpeg", "png", "webp"};
+    static const char *const mimes[] = {"image/jpeg", "image/png", "image/webp"};
+    for (int i = 0; i < 3; i++) {
+        size_t len;
+        void *img = tg_image(320, 200, 3, fmts[i], &len);
+        char path[64], want[200], hv[128];
+        snprintf(path, sizeof(path), "/rt/pic.%s", fmts[i]);
+        tg_resp_t r;
+        ck_assert_int_eq(tg_http(&S, "PUT", path, img, len, NULL, &r), 201);
+        snprintf(want, sizeof(want), "{\"key\":\"rt/pic.%s\",\"bytes\":%zu,\"format\":\"%s\",\"width\":320,\"height\":200}\n",
+                 fmts[i], len, names[i]);
+        ck_assert_str_eq(r.body, want);
+        tg_resp_free(&r);
+        ck_assert_int_eq(tg_http(&S, "GET", path, NULL, 0, NULL, &r), 200);
+        ck_assert_uint_eq(r.len, len);
+        ck_assert(memcmp(r.body, img, len) == 0); /* byte-identical, so the SHA-256 is too */
+        ck_assert(tg_header(&r, "content-type", hv, sizeof(hv)));
+        ck_assert_str_eq(hv, mimes[i]);
+        ck_assert(tg_header(&r, "etag", hv, sizeof(hv)));
+        ck_assert(tg_header(&r, "last-modified", hv, sizeof(hv)));
+        tg_resp_free(&r);
+        ck_assert_int_eq(tg_http(&S, "HEAD", path, NULL, 0, NULL, &r), 200);
+        ck_assert(tg_header(&r, "content-length", hv, sizeof(hv)));
+        ck_assert_uint_eq(strtoull(hv, NULL, 10), len);
+        ck_assert_uint_eq(r.len, 0);
+        tg_resp_free(&r);
+        g_free(img);
+    }
+    ck_assert_int_eq(tg_stop(&S), 0);
+}
+END_TEST
+
+START_TEST(test_http_replace_and_delete)
+{
+    tg_start(&S, NULL, NULL);
+    size_t l1, l2;
+    void *a = tg_image(100, 80, 3, "jpg", &l1), *b = tg_image(60, 40, 3, "png", &l2);
+    tg_resp_t r;
+    put_ok("/k.img", a, l1, 201);
+    ck_assert_int_eq(tg_http(&S, "PUT", "/k.img", b, l2, NULL, &r), 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"format\":\"png\""));
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/k.img", NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, l2);
+    ck_assert(memcmp(r.body, b, l2) == 0);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/k.img", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/k.img", NULL, 0, NULL, &r), 404);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"error\":\"not_found\""));
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/k.img", NULL, 0, NULL, &r), 404);
+    tg_resp_free(&r);
+    ck_assert_uint_eq(count_dir(S.root, "tmp"), 0);
+    g_free(a);
+    g_free(b);
+}
+END_TEST
+
+static void expect_error(const char *method, const char *path, const void *body, size_t len, const char *const *hdrs,
+                         long status, const char *code)
+{
+    tg_resp_t r;
+    char ct[64], want[64];
+    ck_assert_msg(tg_http(&S, method, path, body, len, hdrs, &r) == status, "%s %s: got %ld want %ld (%s)", method,
+                  path, r.status, status, r.body ? r.body : "");
+    ck_assert(tg_header(&r, "content-type", ct, sizeof(ct)));
+    ck_assert_str_eq(ct, "application/json");
+    snprintf(want, sizeof(want), "{\"error\":\"%s\"", code);
+    ck_assert_msg(r.body && strncmp(r.body, want, strlen(want)) == 0, "%s %s: body %s", method, path, r.body);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"message\":\""));
+    tg_resp_free(&r);
+}
+
+static size_t png_chunk(unsigned char *out, const char *type, const unsigned char *data, uint32_t len)
+{
+    unsigned char hdr[8] = {len >> 24, len >> 16, len >> 8, len, type[0], type[1], type[2], type[3]};
+    memcpy(out, hdr, 8);
+    if (len)
+        memcpy(out + 8, data, len);
+    uLong crc = crc32(crc32(0, (const unsigned char *)type, 4), data, len);
+    unsigned char c[4] = {crc >> 24, crc >> 16, crc >> 8, crc};
+    memcpy(out + 8 + len, c, 4);
+    return 12 + len;
+}
+
+/* A decompression bomb's shape: a few hundred bytes whose IHDR declares w x h RGB, with
+ * one compressed row of IDAT (valid CRCs; decoding would need w*h*3 bytes). */
+static size_t png_bomb(unsigned char *out, uint32_t w, uint32_t h)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    unsigned char ihdr[13] = {w >> 24, w >> 16, w >> 8, w, h >> 24, h >> 16, h >> 8, h, 8, 2, 0, 0, 0};
+    size_t rowlen = 1 + (size_t)w * 3, n = 8;
+    unsigned char *row = calloc(1, rowlen), z[4096];
+    uLongf zl = sizeof(z);
+    ck_assert_int_eq(compress2(z, &zl, row, rowlen, 9), Z_OK);
+    free(row);
+    memcpy(out, sig, 8);
+    n += png_chunk(out + n, "IHDR", ihdr, 13);
+    n += png_chunk(out + n, "IDAT", z, (uint32_t)zl);
+    n += png_chunk(out + n, "IEND", NULL, 0);
+    return n;
+}
+
+START_TEST(test_http_error_statuses)
+{
+    const char *env[] = {"THUMBGATE_LIMITS_MAX_UPLOAD=64KiB", NULL};
+    tg_start(&S, env, NULL);
+    size_t len;
+    void *img = tg_image(64, 64, 3, "jpg", &len);
+    /* bad keys and traversal attempts */
+    static const char *const bad[] = {"/../etc/passwd", "/a/../../x", "/%2e%2e/x", "//x", "/a//b", "/a/", "/a%00b",
+                                      "/sp%20ace", "/./x", "/caf%C3%A9"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        expect_error("GET", bad[i], NULL, 0, NULL, 400, "bad_key");
+        expect_error("PUT", bad[i], img, len, NULL, 400, "bad_key");
+    }
+    expect_error("GET", "/nothing-here.jpg", NULL, 0, NULL, 404, "not_found");
+    expect_error("GET", "/nothing_100x100.jpg", NULL, 0, NULL, 404, "not_found");
+    expect_error("POST", "/x.jpg", img, len, NULL, 405, "method_not_allowed");
+    expect_error("PATCH", "/x.jpg", NULL, 0, NULL, 405, "method_not_allowed");
+    /* 415: garbage with an image name, empty magic, truncated header */
+    char garbage[4096];
+    for (size_t i = 0; i < sizeof(garbage); i++)
+        garbage[i] = (char)(i * 7919 + 13);
+    expect_error("PUT", "/garbage.jpg", garbage, sizeof(garbage), NULL, 415, "unsupported_format");
+    expect_error("PUT", "/text.png", "hello", 5, NULL, 415, "unsupported_format");
+    expect_error("PUT", "/trunc.jpg", img, 20, NULL, 415, "corrupt_image");
+    expect_error("PUT", "/empty.jpg", "", 0, NULL, 400, "empty_body");
+    /* 413: a tiny PNG declaring 50000x50000 pixels, refused from its header */
+    unsigned char bomb[8192];
+    size_t bl = png_bomb(bomb, 50000, 50000);
+    ck_assert_uint_lt(bl, 2048);
+    expect_error("PUT", "/bomb.png", bomb, bl, NULL, 413, "too_many_pixels");
+    /* 413: a body over limits.max_upload, refused by h2o (JSON via our filter) */
+    char *big = calloc(1, 100 * 1024);
+    memcpy(big, img, len);
+    expect_error("PUT", "/big.jpg", big, 100 * 1024, NULL, 413, "body_too_large");
+    free(big);
+    /* nothing was stored by any of these */
+    ck_assert_uint_eq(count_dir(S.root, "orig"), 0);
+    ck_assert_uint_eq(count_dir(S.root, "tmp"), 0);
+    g_free(img);
+}
+END_TEST
+
+START_TEST(test_http_nul_in_path_is_rejected)
+{
+    tg_start(&S, NULL, NULL);
+    int fd = tg_connect(&S);
+    static const char req[] = "GET /a\0b.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    ck_assert_int_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    char buf[2048];
+    tg_read_all(fd, buf, sizeof(buf), 5000);
+    close(fd);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 400", 12) == 0, "got: %.80s", buf);
+}
+END_TEST
+
+START_TEST(test_http_conditional_and_range)
+{
+    tg_start(&S, NULL, NULL);
+    size_t len;
+    void *img = tg_image(200, 150, 3, "png", &len);
+    put_ok("/c.png", img, len, 201);
+    tg_resp_t r;
+    char etag[128], lm[128], hv[160], h1[200], h2[200];
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, NULL, &r), 200);
+    ck_assert(tg_header(&r, "etag", etag, sizeof(etag)));
+    ck_assert(tg_header(&r, "last-modified", lm, sizeof(lm)));
+    tg_resp_free(&r);
+    snprintf(h1, sizeof(h1), "If-None-Match: %s", etag);
+    const char *inm[] = {h1, NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, inm, &r), 304);
+    ck_assert_uint_eq(r.len, 0);
+    tg_resp_free(&r);
+    const char *inm_other[] = {"If-None-Match: \"nope\"", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, inm_other, &r), 200);
+    tg_resp_free(&r);
+    snprintf(h2, sizeof(h2), "If-Modified-Since: %s", lm);
+    const char *ims[] = {h2, NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, ims, &r), 304);
+    tg_resp_free(&r);
+    const char *ims_old[] = {"If-Modified-Since: Mon, 01 Jan 2001 00:00:00 GMT", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, ims_old, &r), 200);
+    tg_resp_free(&r);
+
+    const char *rg[] = {"Range: bytes=0-9", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, rg, &r), 206);
+    ck_assert_uint_eq(r.len, 10);
+    ck_assert(memcmp(r.body, img, 10) == 0);
+    ck_assert(tg_header(&r, "content-range", hv, sizeof(hv)));
+    char want[80];
+    snprintf(want, sizeof(want), "bytes 0-9/%zu", len);
+    ck_assert_str_eq(hv, want);
+    tg_resp_free(&r);
+    const char *suffix[] = {"Range: bytes=-7", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, suffix, &r), 206);
+    ck_assert_uint_eq(r.len, 7);
+    ck_assert(memcmp(r.body, (char *)img + len - 7, 7) == 0);
+    tg_resp_free(&r);
+    const char *open_end[] = {"Range: bytes=100-", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, open_end, &r), 206);
+    ck_assert_uint_eq(r.len, len - 100);
+    tg_resp_free(&r);
+    const char *past[] = {"Range: bytes=99999999-", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, past, &r), 416);
+    ck_assert(tg_header(&r, "content-range", hv, sizeof(hv)));
+    tg_resp_free(&r);
+    const char *multi[] = {"Range: bytes=0-1,5-6", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, multi, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    tg_resp_free(&r);
+    g_free(img);
+}
+END_TEST
+
+START_TEST(test_http_auth_token)
+{
+    const char *env[] = {"THUMBGATE_AUTH_WRITE_TOKEN=s3cret-token", NULL};
+    tg_start(&S, env, NULL);
+    size_t len;
+    void *img = tg_image(50, 50, 3, "jpg", &len);
+    expect_error("PUT", "/a.jpg", img, len, NULL, 401, "unauthorized");
+    const char *wrong[] = {"Authorization: Bearer nope", NULL};
+    expect_error("PUT", "/a.jpg", img, len, wrong, 403, "forbidden");
+    const char *prefix[] = {"Authorization: Bearer s3cret-toke", NULL};
+    expect_error("PUT", "/a.jpg", img, len, prefix, 403, "forbidden");
+    const char *basic[] = {"Authorization: Basic czNjcmV0LXRva2Vu", NULL};
+    expect_error("PUT", "/a.jpg", img, len, basic, 403, "forbidden");
+    const char *good[] = {"Authorization: Bearer s3cret-token", NULL};
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/a.jpg", img, len, good, &r), 201);
+    tg_resp_free(&r);
+    expect_error("DELETE", "/a.jpg", NULL, 0, NULL, 401, "unauthorized");
+    ck_assert_int_eq(tg_http(&S, "GET", "/a.jpg", NULL, 0, NULL, &r), 200); /* reads need no token */
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/a.jpg", NULL, 0, good, &r), 204);
+    tg_resp_free(&r);
+    g_free(img);
+}
+END_TEST
+
+/* Sends the headers and @p sent bytes of a @p total-byte PUT body on a raw socket. */
+static int start_partial_put(const char *path, const void *body, size_t total, size_t sent)
+{
+    int fd = tg_connect(&S);
+    ck_assert_int_ge(fd, 0);
+    char hdr[256];
+    int n = snprintf(hdr, sizeof(hdr), "PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", path, total);
+    ck_assert_int_eq(write(fd, hdr, (size_t)n), n);
+    ck_assert_int_eq(write(fd, body, sent), (ssize_t)sent);
+    return fd;
+}
+
+START_TEST(test_http_upload_cut_midbody_keeps_old_version)
+{
+    tg_start(&S, NULL, NULL);
+    size_t l1, l2;
+    void *old = tg_image(100, 100, 3, "jpg", &l1), *newer = tg_image(900, 900, 3, "png", &l2);
+    put_ok("/cut.jpg", old, l1, 201);
+    int fd = start_partial_put("/cut.jpg", newer, l2, l2 / 2);
+    close(fd); /* the client dies mid-body */
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/cut.jpg", NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, l1);
+    ck_assert(memcmp(r.body, old, l1) == 0);
+    tg_resp_free(&r);
+    ck_assert_uint_eq(count_dir(S.root, "tmp"), 0);
+    ck_assert_int_eq(tg_stop(&S), 0);
+    g_free(old);
+    g_free(newer);
+}
+END_TEST
+
+START_TEST(test_http_sigterm_during_upload_drains_it)
+{
+    tg_start(&S, NULL, NULL);
+    size_t len;
+    void *img = tg_image(1200, 900, 3, "png", &len);
+    int fd = start_partial_put("/drain.png", img, len, len / 3);
+    /* the server is mid-body: SIGTERM must stop accepting but finish this upload */
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/none.jpg", NULL, 0, NULL, &r), 404); /* synchronise: server is serving */
+    tg_resp_free(&r);
+    kill(S.pid, SIGTERM);
+    ck_assert_int_eq(write(fd, (char *)img + len / 3, len - len / 3), (ssize_t)(len - len / 3));
+    char buf[4096];
+    tg_read_all(fd, buf, sizeof(buf), 20000);
+    close(fd);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 201", 12) == 0, "got: %.100s", buf);
+    int st;
+    waitpid(S.pid, &st, 0);
+    S.pid = 0;
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* a new server on the same storage serves the drained upload */
+    char root[256];
+    snprintf(root, sizeof(root), "%s", S.root);
+    tg_start(&S, NULL, root);
+    ck_assert_int_eq(tg_http(&S, "GET", "/drain.png", NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    ck_assert(memcmp(r.body, img, len) == 0);
+    tg_resp_free(&r);
+    g_free(img);
+}
+END_TEST
+
+static long status_anon_kb(pid_t pid, const char *field)
+{
+    char p[64], line[256];
+    snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(p, "r");
+    long v = -1;
+    size_t fl = strlen(field);
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, field, fl) == 0 && line[fl] == ':')
+            v = strtol(line + fl + 1, NULL, 10);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+struct sampler {
+    pid_t pid;
+    volatile bool stop;
+    long max_anon;
+};
+
+static void *sample_anon(void *arg)
+{
+    struct sampler *sm = arg;
+    while (!sm->stop) {
+        long v = status_anon_kb(sm->pid, "RssAnon");
+        if (v > sm->max_anon)
+            sm->max_anon = v;
+        poll(NULL, 0, 2); /* sampling period, not synchronisation */
+    }
+    return NULL;
+}
+
+/* The upload path's memory bound, small enough for every test run: a 96 MiB upload
+ * must not raise RssAnon by 32 MiB (the body spills to a file above http.upload_spill).
+ * loadtest/ measures 1 GiB and 8 x 256 MiB. */
+START_TEST(test_http_large_upload_rss_bounded)
+{
+    const char *env[] = {"THUMBGATE_LIMITS_MAX_UPLOAD=1GiB", NULL};
+    tg_start(&S, env, NULL);
+    size_t hl;
+    void *head = tg_image(64, 64, 3, "jpg", &hl);
+    size_t total = 96u << 20;
+    /* a valid JPEG followed by padding: the header is what the server probes */
+    char *body = malloc(total);
+    memcpy(body, head, hl);
+    memset(body + hl, 0x5a, total - hl);
+    long before = status_anon_kb(S.pid, "RssAnon");
+    ck_assert_int_gt(before, 0);
+    struct sampler sm = {.pid = S.pid, .max_anon = before};
+    pthread_t t;
+    pthread_create(&t, NULL, sample_anon, &sm);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/huge.jpg", body, total, NULL, &r), 201);
+    tg_resp_free(&r);
+    sm.stop = true;
+    pthread_join(t, NULL);
+    ck_assert_msg(sm.max_anon - before < 32 * 1024, "RssAnon peaked %ld KiB above idle", sm.max_anon - before);
+    ck_assert_int_eq(tg_http(&S, "GET", "/huge.jpg", NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, total);
+    ck_assert(memcmp(r.body, body, total) == 0);
+    tg_resp_free(&r);
+    free(body);
+    g_free(head);
+}
+END_TEST
+
+Suite *http_suite(void); /* called by check_main.c */
+Suite *http_suite(void)
+{
+    Suite *s = suite_create("http");
+    TCase *t = tcase_create("originals");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, test_http_roundtrip_each_format);
+    tcase_add_test(t, test_http_replace_and_delete);
+    tcase_add_test(t, test_http_error_statuses);
+    tcase_add_test(t, test_http_nul_in_path_is_rejected);
+    tcase_add_test(t, test_http_conditional_and_range);
+    tcase_add_test(t, test_http_auth_token);
+    tcase_add_test(t, test_http_upload_cut_midbody_keeps_old_version);
+    tcase_add_test(t, test_http_sigterm_during_upload_drains_it);
+    tcase_add_test(t, test_http_large_upload_rss_bounded);
+    suite_add_tcase(s, t);
+    return s;
+}

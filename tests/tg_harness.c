@@ -1,0 +1,318 @@
+/* Integration-test harness (see tg_harness.h). The server is a child process found by
+ * THUMBGATE_BIN; readiness is awaited by connecting (bounded retries), never by sleeping
+ * a fixed time. */
+#include "tests/tg_harness.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <vips/vips.h>
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int connect_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void tg_start(tg_server_t *s, const char *const *env, const char *root)
+{
+    const char *bin = getenv("THUMBGATE_BIN");
+    ck_assert_msg(bin != NULL, "THUMBGATE_BIN is not set (run through make test)");
+    memset(s, 0, sizeof(*s));
+    if (root != NULL) {
+        snprintf(s->root, sizeof(s->root), "%s", root);
+    } else {
+        snprintf(s->root, sizeof(s->root), "/tmp/tgtest.XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(s->root));
+    }
+    snprintf(s->log, sizeof(s->log), "%s.log", s->root);
+    /* two free ports; a rare clash with another process shows as a start failure below */
+    s->port = free_port();
+    do
+        s->admin_port = free_port();
+    while (s->admin_port == s->port);
+
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char listen[64], admin[64], rootenv[300];
+        snprintf(listen, sizeof(listen), "THUMBGATE_LISTEN=127.0.0.1:%d", s->port);
+        snprintf(admin, sizeof(admin), "THUMBGATE_ADMIN_LISTEN=127.0.0.1:%d", s->admin_port);
+        snprintf(rootenv, sizeof(rootenv), "THUMBGATE_STORAGE_ROOT=%s", s->root);
+        putenv(listen);
+        putenv(admin);
+        putenv(rootenv);
+        putenv("THUMBGATE_THREADS=2");
+        putenv("THUMBGATE_LOG_ACCESS=false");
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        execl(bin, bin, (char *)NULL);
+        _exit(127);
+    }
+    s->pid = pid;
+    uint64_t deadline = now_ms() + 20000;
+    for (int delay = 1;; delay = delay < 50 ? delay * 2 : 50) {
+        int a = connect_port(s->port), b = connect_port(s->admin_port);
+        if (a >= 0)
+            close(a);
+        if (b >= 0)
+            close(b);
+        if (a >= 0 && b >= 0)
+            return;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            ck_abort_msg("thumbgate exited during start (status %d); see %s", st, s->log);
+        ck_assert_msg(now_ms() < deadline, "thumbgate did not start listening; see %s", s->log);
+        poll(NULL, 0, delay); /* bounded back-off while polling the readiness condition */
+    }
+}
+
+int tg_stop(tg_server_t *s)
+{
+    if (s->pid <= 0)
+        return 0;
+    int st = 0;
+    kill(s->pid, SIGTERM);
+    waitpid(s->pid, &st, 0);
+    s->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *f)
+{
+    return remove(p);
+}
+
+void tg_cleanup(tg_server_t *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
+    nftw(s->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    unlink(s->log);
+}
+
+struct sink {
+    tg_resp_t *r;
+};
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    tg_resp_t *r = ud;
+    char *b = realloc(r->body, r->len + sz * n + 1);
+    if (b == NULL)
+        return 0;
+    memcpy(b + r->len, p, sz * n);
+    r->body = b;
+    r->len += sz * n;
+    r->body[r->len] = '\0';
+    return sz * n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    tg_resp_t *r = ud;
+    size_t have = strlen(r->headers), add = sz * n;
+    if (have + add < sizeof(r->headers)) {
+        memcpy(r->headers + have, p, add);
+        r->headers[have + add] = '\0';
+    }
+    return add;
+}
+
+static long do_http(int port, const char *method, const char *path, const void *body, size_t len,
+                    const char *const *hdrs, tg_resp_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    CURL *c = curl_easy_init();
+    char url[1200];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    struct curl_slist *h = curl_slist_append(NULL, "Expect:");
+    for (size_t i = 0; hdrs && hdrs[i]; i++)
+        h = curl_slist_append(h, hdrs[i]);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    else
+        r->status = -(long)rc;
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return r->status;
+}
+
+long tg_http(tg_server_t *s, const char *method, const char *path, const void *body, size_t len,
+             const char *const *hdrs, tg_resp_t *r)
+{
+    return do_http(s->port, method, path, body, len, hdrs, r);
+}
+
+long tg_admin(tg_server_t *s, const char *path, tg_resp_t *r)
+{
+    return do_http(s->admin_port, "GET", path, NULL, 0, NULL, r);
+}
+
+void tg_resp_free(tg_resp_t *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+bool tg_header(const tg_resp_t *r, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    for (const char *p = r->headers; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ')
+                v++;
+            size_t l = strcspn(v, "\r\n");
+            snprintf(out, outlen, "%.*s", (int)l, v);
+            return true;
+        }
+    }
+    return false;
+}
+
+double tg_metric(tg_server_t *s, const char *sample)
+{
+    tg_resp_t r;
+    double v = -1;
+    if (tg_admin(s, "/metrics", &r) == 200 && r.body) {
+        size_t l = strlen(sample);
+        for (char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+            if (strncmp(p, sample, l) == 0 && p[l] == ' ') {
+                v = strtod(p + l + 1, NULL);
+                break;
+            }
+    }
+    tg_resp_free(&r);
+    return v;
+}
+
+bool tg_wait_metric(tg_server_t *s, const char *sample, double v, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (int delay = 1; now_ms() < deadline; delay = delay < 20 ? delay * 2 : 20) {
+        if (tg_metric(s, sample) >= v)
+            return true;
+        poll(NULL, 0, delay);
+    }
+    return tg_metric(s, sample) >= v;
+}
+
+int tg_connect(tg_server_t *s)
+{
+    return connect_port(s->port);
+}
+
+size_t tg_read_all(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    size_t n = 0;
+    while (n + 1 < cap) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, timeout_ms) <= 0)
+            break;
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+void *tg_image(int w, int h, int bands, const char *fmt, size_t *len)
+{
+    VipsImage *noise = NULL, *cast = NULL, *joined = NULL;
+    void *buf = NULL;
+    /* smooth gradient plus noise: compresses like a photo, not like a flat fill */
+    ck_assert_int_eq(vips_gaussnoise(&noise, w, h, "mean", 128.0, "sigma", 40.0, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(noise, &cast, NULL), 0);
+    VipsImage *in = cast;
+    if (bands > 1) {
+        VipsImage *arr[4] = {cast, cast, cast, cast};
+        ck_assert_int_eq(vips_bandjoin(arr, &joined, bands, NULL), 0);
+        in = joined;
+        if (bands >= 3)
+            in->Type = VIPS_INTERPRETATION_sRGB;
+    }
+    char suffix[32];
+    snprintf(suffix, sizeof(suffix), ".%s", fmt);
+    ck_assert_int_eq(vips_image_write_to_buffer(in, suffix, &buf, len, NULL), 0);
+    g_object_unref(noise);
+    g_object_unref(cast);
+    if (joined)
+        g_object_unref(joined);
+    return buf;
+}
+
+bool tg_dims(const void *buf, size_t len, int *w, int *h)
+{
+    VipsImage *im = vips_image_new_from_buffer(buf, len, "", NULL);
+    if (im == NULL) {
+        vips_error_clear();
+        return false;
+    }
+    *w = vips_image_get_width(im);
+    *h = vips_image_get_height(im);
+    g_object_unref(im);
+    return true;
+}

@@ -1,0 +1,58 @@
+/* Test harness for integration tests: starts the real ./thumbgate (THUMBGATE_BIN) on
+ * free loopback ports with a temp storage root, speaks HTTP to it with libcurl or raw
+ * sockets, and stops it by PID. Images are generated with libvips in the test. */
+#ifndef THUMBGATE_TG_HARNESS_H
+#define THUMBGATE_TG_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct {
+    pid_t pid;
+    int port, admin_port;
+    char root[256];
+    char log[300];
+} tg_server_t;
+
+typedef struct {
+    long status;
+    char *body;
+    size_t len;
+    char headers[4096];
+} tg_resp_t;
+
+/** Starts the server with extra "KEY=VALUE" environment entries (NULL-terminated list,
+ *  may be NULL). @p root: storage root to reuse, or NULL for a new temp dir. Waits until
+ *  both listeners accept. Fails the test on error. */
+void tg_start(tg_server_t *s, const char *const *env, const char *root);
+/** SIGTERM, wait; returns the exit status (or -signal). */
+int tg_stop(tg_server_t *s);
+/** Removes the storage root. */
+void tg_cleanup(tg_server_t *s);
+
+/** One request. @p hdrs NULL-terminated "Name: value" list or NULL. */
+long tg_http(tg_server_t *s, const char *method, const char *path, const void *body, size_t len,
+             const char *const *hdrs, tg_resp_t *r);
+long tg_admin(tg_server_t *s, const char *path, tg_resp_t *r);
+void tg_resp_free(tg_resp_t *r);
+/** Value of header @p name in @p r (case-insensitive) into @p out; false if absent. */
+bool tg_header(const tg_resp_t *r, const char *name, char *out, size_t outlen);
+/** Value of a Prometheus sample line (exact name incl. labels) from /metrics; -1 if absent. */
+double tg_metric(tg_server_t *s, const char *sample);
+/** Waits (polling the admin endpoint, bounded by @p timeout_ms) until @p sample >= @p v. */
+bool tg_wait_metric(tg_server_t *s, const char *sample, double v, int timeout_ms);
+
+/** Raw TCP connection to the public port; -1 on failure. */
+int tg_connect(tg_server_t *s);
+/** Reads until EOF or @p cap bytes; returns bytes read. */
+size_t tg_read_all(int fd, char *buf, size_t cap, int timeout_ms);
+
+/** Encoded test image (noise, so sizes are realistic) of @p w x @p h in "jpg", "png", "webp";
+ *  @p opts appended to the saver (e.g. "[Q=90,interlace]"). Caller frees with g_free. */
+void *tg_image(int w, int h, int bands, const char *fmt, size_t *len);
+/** Decodes @p buf and returns its dimensions; false if not decodable. */
+bool tg_dims(const void *buf, size_t len, int *w, int *h);
+
+#endif
