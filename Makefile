@@ -88,6 +88,7 @@ $(TEST_BIN): $(TEST_OBJS) $(LIB_OBJS)
 # Integration tests start the real binary named by THUMBGATE_BIN.
 test: $(TEST_BIN) $(BUILD)/thumbgate
 	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) ./$(TEST_BIN)
+	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) deploy/check.sh
 
 # CFLAGS goes through the environment: on the command line it would override every
 # `CFLAGS +=` above (-std, -I., pkg-config flags) instead of replacing only `?= -O2 -g`.
@@ -100,17 +101,25 @@ test-sanitized: $(TEST_BIN) $(BUILD)/thumbgate
 	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) THUMBGATE_SANITIZED=1 ./$(TEST_BIN)
 check: check-asan
 
-DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libyaml-dev libjpeg62-turbo-dev \
-           libpng-dev libwebp-dev libssl-dev zlib1g-dev check libcurl4-openssl-dev libsubunit-dev
+# Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml.
+# Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
+# deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas).
+# loadtest: gnuplot (plots), wrk, vips CLI (corpus generation).
+DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
+           libpng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
+           clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	else echo "deps: all present"; fi
 
-run: $(BIN)
+# One command from a fresh clone: install packages, build, start on the embedded config.
+run: deps
+	$(MAKE) $(BIN)
 	./$(BIN)
 
 clean:

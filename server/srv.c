@@ -266,6 +266,28 @@ static int parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t 
     return 0;
 }
 
+/* SO_REUSEPORT would let a second thumbgate (or anything of the same user) share the
+ * port silently and take half the traffic: bind once without it to prove the address
+ * is free before the per-thread listeners join it. */
+static int probe_free(const struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), ret = -1;
+    if (fd < 0)
+        return -1;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)); /* TIME_WAIT leftovers are fine */
+    if (bind(fd, (const struct sockaddr *)ss, len) == 0)
+        ret = 0;
+    close(fd);
+    return ret;
+}
+
+static bool port_is_zero(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port == 0
+                                     : ((const struct sockaddr_in *)ss)->sin_port == 0;
+}
+
 static int open_listener(struct sockaddr_storage *ss, socklen_t len)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -515,6 +537,7 @@ int srv_run(const cfg_t *cfg)
 
     socklen_t len;
     if (parse_hostport(cfg->listen, &srv->listen_addr, &len) != 0 ||
+        (!port_is_zero(&srv->listen_addr) && probe_free(&srv->listen_addr, len) != 0) ||
         (srv->listen_fd = open_listener(&srv->listen_addr, len)) < 0) {
         fprintf(stderr, "thumbgate: cannot listen on %s: %s\n", cfg->listen, strerror(errno));
         goto out_gate;
@@ -522,6 +545,7 @@ int srv_run(const cfg_t *cfg)
     struct sockaddr_storage admin_addr;
     if (cfg->admin_listen[0] != '\0' &&
         (parse_hostport(cfg->admin_listen, &admin_addr, &len) != 0 ||
+         (!port_is_zero(&admin_addr) && probe_free(&admin_addr, len) != 0) ||
          (srv->admin_fd = open_listener(&admin_addr, len)) < 0)) {
         fprintf(stderr, "thumbgate: cannot listen on %s: %s\n", cfg->admin_listen, strerror(errno));
         goto out_listen;

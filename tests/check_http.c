@@ -4,6 +4,7 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -429,6 +430,35 @@ START_TEST(test_http_large_upload_rss_bounded)
 }
 END_TEST
 
+/* SO_REUSEPORT must not let a second instance share the port silently. */
+START_TEST(test_http_second_instance_refused)
+{
+    tg_start(&S, NULL, NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char listen[64], admin[64];
+        snprintf(listen, sizeof(listen), "THUMBGATE_LISTEN=127.0.0.1:%d", S.port);
+        snprintf(admin, sizeof(admin), "THUMBGATE_ADMIN_LISTEN=127.0.0.1:%d", S.admin_port);
+        putenv(listen);
+        putenv(admin);
+        char root[300];
+        snprintf(root, sizeof(root), "THUMBGATE_STORAGE_ROOT=%s/second", S.root);
+        putenv(root);
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execl(getenv("THUMBGATE_BIN"), "thumbgate", (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 1);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/x.jpg", NULL, 0, NULL, &r), 404); /* the first one still serves */
+    tg_resp_free(&r);
+}
+END_TEST
+
 Suite *http_suite(void); /* called by check_main.c */
 Suite *http_suite(void)
 {
@@ -445,6 +475,7 @@ Suite *http_suite(void)
     tcase_add_test(t, test_http_upload_cut_midbody_keeps_old_version);
     tcase_add_test(t, test_http_sigterm_during_upload_drains_it);
     tcase_add_test(t, test_http_large_upload_rss_bounded);
+    tcase_add_test(t, test_http_second_instance_refused);
     suite_add_tcase(s, t);
     return s;
 }
