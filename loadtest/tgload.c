@@ -8,7 +8,10 @@
  * to the addresses in the list (the harness writes 127.0.0.1 ones).
  *
  *   tgload -f LIST [-n N] [-c C] [-T SECONDS] [-t SECONDS] [--shuffle] [--fresh FRAC]
- *          [-o LOG.csv] [-H HEADER]... [--label NAME] [--progress]
+ *          [-o LOG.csv] [-H HEADER]... [--label NAME] [--progress] [--rate R]
+ *
+ * --rate R starts at most R requests per second (an open-loop pace for "normal clients"
+ * beside another load); without it the C slots are refilled as soon as they finish.
  *
  * LOG.csv gets one row per request: i,start_ms,ms,status,retry_after,bytes,err,method,url */
 #define _GNU_SOURCE
@@ -91,7 +94,7 @@ static double pct(const double *v, size_t n, double p)
 static void usage(void)
 {
     fprintf(stderr, "usage: tgload -f LIST [-n N] [-c C] [-T SECONDS] [-t SECONDS] [--shuffle] [--fresh FRAC]\n"
-                    "              [-o LOG.csv] [-H HEADER]... [--label NAME] [--progress]\n");
+                    "              [-o LOG.csv] [-H HEADER]... [--label NAME] [--progress] [--rate R]\n");
     exit(2);
 }
 
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
 {
     const char *list = NULL, *logpath = NULL, *label = "load";
     long total = -1, conc = 8;
-    double cap_s = 300, timeout_s = 60, fresh = 0;
+    double cap_s = 300, timeout_s = 60, fresh = 0, rate = 0;
     bool shuffle = false, progress = false;
     struct curl_slist *hdrs = NULL;
     for (int i = 1; i < argc; i++) {
@@ -121,6 +124,8 @@ int main(int argc, char **argv)
             hdrs = curl_slist_append(hdrs, v), i++;
         else if (!strcmp(a, "--label") && v)
             label = v, i++;
+        else if (!strcmp(a, "--rate") && v)
+            rate = atof(v), i++;
         else if (!strcmp(a, "--fresh") && v)
             fresh = atof(v), i++;
         else if (!strcmp(a, "--shuffle"))
@@ -213,6 +218,8 @@ int main(int argc, char **argv)
             slot_t *s = &slots[i];
             if (s->busy)
                 continue;
+            if (rate > 0 && (double)next >= rate * (now - t0) / 1000.0)
+                break; /* ahead of the pace */
             const spec_t *sp = &specs[next % (long)nspec];
             CURL *h = s->h;
             curl_easy_reset(h);
@@ -306,7 +313,11 @@ int main(int argc, char **argv)
                     label, done, total, running, status[200], status[503], transport_err, (now - t0) / 1000);
         }
         if (running > 0)
-            curl_multi_poll(multi, NULL, 0, 50, NULL);
+            curl_multi_poll(multi, NULL, 0, rate > 0 ? 5 : 50, NULL);
+        else if (rate > 0) {
+            struct timespec ts = {0, 2 * 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
     double elapsed = (now_ms() - t0) / 1000;
     qsort(lat, nlat, sizeof(double), cmp_double);
