@@ -103,11 +103,11 @@ check: check-asan
 
 # Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml.
 # Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
-# deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas).
+# deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
 # loadtest: gnuplot (plots), wrk, vips CLI (corpus generation).
 DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
            libpng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
-           clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk
+           clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
@@ -127,6 +127,40 @@ clean:
 
 format:
 	clang-format -i $(wildcard server/*.[ch] imgproc/*.[ch] config/*.[ch] tests/*.[ch] loadtest/*.[ch])
+
+# ---- imgproc: calibration, fuzzing (imgproc branch; keep this block together) ----------
+# make calibrate        full grid: estimate vs measured peak per case + summary line
+# make calibrate-reduced small grid in seconds; fails on any underestimate (part of `test`)
+# make fuzz             libFuzzer on imgproc_probe_buf for FUZZ_SECONDS (default 600)
+# make fuzz-smoke       the same for 30 s (CI)
+IMGPROC_OBJS = $(filter $(BUILD)/imgproc/%,$(LIB_OBJS))
+CALIBRATE    = $(BUILD)/imgproc/calibrate
+CALIBRATE_FLAGS ?=
+$(CALIBRATE): $(BUILD)/imgproc/calibrate.o $(IMGPROC_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+calibrate: $(CALIBRATE)
+	./$(CALIBRATE) $(CALIBRATE_FLAGS)
+calibrate-reduced: $(CALIBRATE)
+	./$(CALIBRATE) --reduced --jobs 2
+test: calibrate-reduced
+
+FUZZ_SECONDS ?= 600
+FUZZ_CC      ?= clang
+FUZZ_DIR      = build/fuzz
+FUZZ_BIN      = $(FUZZ_DIR)/fuzz_probe
+FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -g -O1 -I. -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+$(FUZZ_BIN): imgproc/fuzz_probe.c imgproc/probe.c imgproc/plan.c imgproc/imgproc.h imgproc/imgproc_internal.h
+	@mkdir -p $(FUZZ_DIR)/corpus
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ imgproc/fuzz_probe.c imgproc/probe.c imgproc/plan.c -lz -lm
+fuzz: $(FUZZ_BIN)
+	@mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	./$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=5 -rss_limit_mb=1024 \
+	    -artifact_prefix=$(FUZZ_DIR)/artifacts/ -print_final_stats=1 $(FUZZ_DIR)/corpus tests/data/fuzz
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=30
+.PHONY: calibrate-reduced fuzz-smoke
+# ---- end imgproc block -----------------------------------------------------------------
 
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
 

@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -107,6 +110,10 @@ static void *worker_main(void *arg)
 {
     adm_gate_t *g = ((struct worker_arg *)arg)->g;
     bool reaper = ((struct worker_arg *)arg)->reaper;
+    /* image work yields the CPU to the event loops: cached hits and uploads keep their
+     * latency while every core decodes (Linux applies a tid's nice to that thread only;
+     * libvips threads started from here inherit it) */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     pthread_mutex_lock(&g->mu);
     for (;;) {
         uint64_t now = adm_now_ms();
@@ -223,6 +230,7 @@ void adm_destroy(adm_gate_t *g)
 
 static void *naive_main(void *arg)
 {
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     adm_job_t *job = arg;
     adm_gate_t *g = (adm_gate_t *)job->_next; /* stashed by adm_submit */
     uint64_t e = job->estimate;

@@ -73,6 +73,8 @@ static void render_metrics(srv_t *srv, FILE *o)
     fprintf(o, "thumbgate_jobs_rejected_total{reason=\"format\"} %" PRIu64 "\n", LOAD(m->rejected_format));
     metrics_hist_render(o, "thumbgate_job_duration_seconds", "Time a job spent decoding and encoding.", &m->job_seconds, 1);
     metrics_hist_render(o, "thumbgate_queue_wait_seconds", "Time a job waited for budget.", &m->wait_seconds, 1);
+    metrics_hist_render(o, "thumbgate_estimate_ratio",
+                        "Estimate / measured peak of jobs that ran alone (below 1 = underestimate).", &m->est_ratio, 1);
 
     fprintf(o, "# HELP thumbgate_http_requests_total Requests by route and status.\n"
                "# TYPE thumbgate_http_requests_total counter\n");

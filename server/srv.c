@@ -399,7 +399,10 @@ static void *loop_main(void *arg)
     srv_thread_t *th = arg;
     srv_t *srv = th->srv;
     uint64_t idle_since = srv__now_ms();
-    while (!(th->draining && (loop_is_drained(th) || srv__now_ms() >= srv->shutdown_deadline_ms))) {
+    /* loop 0 hosts the admin listener: it stays until the other loops have drained, so
+     * /readyz keeps answering "draining" for as long as any request is in flight */
+    while (!(th->draining && (loop_is_drained(th) || srv__now_ms() >= srv->shutdown_deadline_ms) &&
+             (th->idx != 0 || (unsigned)atomic_load(&srv->loops_done) >= srv->nthreads - 1))) {
         h2o_evloop_run(th->loop, 1000);
         /* give freed heap back to the OS once everything has been quiet for a while */
         if (th->idx == 0 && srv->cfg->malloc_trim_idle) {
@@ -572,7 +575,8 @@ int srv_run(const cfg_t *cfg)
     addr_str(&srv->listen_addr, a1, sizeof(a1));
     if (srv->admin_fd >= 0)
         addr_str(&admin_addr, a2, sizeof(a2));
-    fprintf(stderr,
+    if (cfg->log_level >= CFG_LOG_INFO)
+        fprintf(stderr,
             "{\"log\":\"start\",\"listen\":\"%s\",\"admin\":\"%s\",\"threads\":%u,\"workers\":%u,\"budget\":%" PRIu64
             ",\"budget_source\":\"%s\",\"mode\":\"%s\",\"storage\":\"%s\",\"pid\":%ld}\n",
             a1, a2, srv->nthreads, workers, budget, bsrc, ac.naive ? "naive" : "admit", cfg->storage_root,
@@ -585,7 +589,8 @@ int srv_run(const cfg_t *cfg)
             continue; /* no reload: restart to change config (documented) */
         break;
     }
-    fprintf(stderr, "{\"log\":\"shutdown\",\"drain_ms\":%" PRIu64 "}\n", cfg->shutdown_timeout_ms);
+    if (cfg->log_level >= CFG_LOG_INFO)
+        fprintf(stderr, "{\"log\":\"shutdown\",\"drain_ms\":%" PRIu64 "}\n", cfg->shutdown_timeout_ms);
     srv->shutdown_deadline_ms = srv__now_ms() + cfg->shutdown_timeout_ms;
     atomic_store(&srv->shutting_down, true);
     for (unsigned i = 0; i < srv->nthreads; i++) {
@@ -609,7 +614,8 @@ out_threads:
     adm_destroy(srv->gate);
     srv->gate = NULL;
     store_destroy(srv->store);
-    fprintf(stderr, "{\"log\":\"stopped\",\"exit\":%d}\n", ret);
+    if (cfg->log_level >= CFG_LOG_INFO)
+        fprintf(stderr, "{\"log\":\"stopped\",\"exit\":%d}\n", ret);
     /* h2o contexts and connections are left to process exit: tearing them down while
      * idle keep-alive sockets are still linked costs time and proves nothing */
     return ret;

@@ -60,6 +60,7 @@ struct srv {
     struct sockaddr_storage listen_addr;
     atomic_bool shutting_down;
     atomic_int loops_done;
+    _Atomic uint64_t job_gen; /**< jobs started so far (peak measurement, derive.c) */
     uint64_t started_at_ms;
     uint64_t shutdown_deadline_ms;
     pthread_mutex_t coalesce_mu;

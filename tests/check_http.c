@@ -405,7 +405,10 @@ START_TEST(test_http_large_upload_rss_bounded)
     tg_start(&S, env, NULL);
     size_t hl;
     void *head = tg_image(64, 64, 3, "jpg", &hl);
-    size_t total = 96u << 20;
+    /* ASan's shadow memory and quarantine make RssAnon meaningless: under sanitizers
+     * this checks only that a large body is stored intact */
+    bool sanitized = getenv("THUMBGATE_SANITIZED") != NULL;
+    size_t total = sanitized ? 16u << 20 : 96u << 20;
     /* a valid JPEG followed by padding: the header is what the server probes */
     char *body = malloc(total);
     memcpy(body, head, hl);
@@ -420,7 +423,8 @@ START_TEST(test_http_large_upload_rss_bounded)
     tg_resp_free(&r);
     sm.stop = true;
     pthread_join(t, NULL);
-    ck_assert_msg(sm.max_anon - before < 32 * 1024, "RssAnon peaked %ld KiB above idle", sm.max_anon - before);
+    if (!sanitized)
+        ck_assert_msg(sm.max_anon - before < 32 * 1024, "RssAnon peaked %ld KiB above idle", sm.max_anon - before);
     ck_assert_int_eq(tg_http(&S, "GET", "/huge.jpg", NULL, 0, NULL, &r), 200);
     ck_assert_uint_eq(r.len, total);
     ck_assert(memcmp(r.body, body, total) == 0);

@@ -1,0 +1,825 @@
+/* calibrate — checks imgproc_estimate() against the real peak memory of each job.
+ *
+ *   calibrate [--reduced] [--dir DIR] [--jobs N] [--cold] [-v]
+ *       Generates a grid of images (formats x sizes x baseline/progressive/interlaced x
+ *       chroma subsampling x alpha x orientation) into DIR (default: a fresh temp dir,
+ *       removed afterwards), runs every case in a fresh child process and prints
+ *       estimate, measured peak and their ratio per case, then the summary line
+ *         cases=N underestimates=U median_ratio=X worst_ratio=Y
+ *       Exit status 1 when any case is underestimated (or a case fails).
+ *   calibrate --burst N [--file F]
+ *       Allocator experiment: RSS kept after N concurrent jobs, with and without our
+ *       malloc settings, before and after imgproc_trim().
+ *
+ * Measuring: the child (fork+exec of ourselves, so libvips is never inherited across a
+ * fork) initialises imgproc, runs a small warm-up of every loader/saver path in its job
+ * thread (the one-time costs a long-running server has already paid: code pages, GType
+ * classes, libvips' thread pool, the thread's malloc arena), trims, resets VmHWM through
+ * /proc/self/clear_refs ("5"), takes VmRSS as the base, runs the job in that same thread
+ * and reports VmHWM - base: everything the job added, libvips-tracked or not. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "imgproc/imgproc_internal.h"
+
+extern char **environ;
+
+/* ---------------------------------------------------------------- image generation */
+
+typedef enum {
+    V_JPEG_BASE420,
+    V_JPEG_BASE444,
+    V_JPEG_PROG420,
+    V_JPEG_PROG444,
+    V_JPEG_GREY,
+    V_JPEG_CMYK,
+    V_PNG_RGB,
+    V_PNG_RGBA,
+    V_PNG_INTERLACED,
+    V_PNG_GREY,
+    V_PNG_RGB16,
+    V_PNG_PALETTE,
+    V_WEBP_LOSSY,
+    V_WEBP_ALPHA,
+    V_WEBP_LOSSLESS,
+    V_JPEG_ICC,
+    V_PNG_ICC,
+    V_WEBP_ANIM,
+    V__COUNT
+} variant_t;
+
+static const struct {
+    const char *name, *ext;
+} variants[V__COUNT] = {
+    [V_JPEG_BASE420] = {"jpeg-base420", "jpg"},  [V_JPEG_BASE444] = {"jpeg-base444", "jpg"},
+    [V_JPEG_PROG420] = {"jpeg-prog420", "jpg"},  [V_JPEG_PROG444] = {"jpeg-prog444", "jpg"},
+    [V_JPEG_GREY] = {"jpeg-grey", "jpg"},        [V_JPEG_CMYK] = {"jpeg-cmyk", "jpg"},
+    [V_PNG_RGB] = {"png-rgb", "png"},            [V_PNG_RGBA] = {"png-rgba", "png"},
+    [V_PNG_INTERLACED] = {"png-interlaced", "png"}, [V_PNG_GREY] = {"png-grey", "png"},
+    [V_PNG_RGB16] = {"png-rgb16", "png"},        [V_PNG_PALETTE] = {"png-palette", "png"},
+    [V_WEBP_LOSSY] = {"webp-lossy", "webp"},     [V_WEBP_ALPHA] = {"webp-alpha", "webp"},
+    [V_WEBP_LOSSLESS] = {"webp-lossless", "webp"},
+    [V_JPEG_ICC] = {"jpeg-icc", "jpg"},          [V_PNG_ICC] = {"png-icc", "png"},
+    [V_WEBP_ANIM] = {"webp-anim", "webp"},
+};
+
+/* Photo-like content: gradients, a sine pattern and gaussian noise (so that files have
+ * realistic entropy), optionally with an alpha band. Returns a new uchar image. */
+static VipsImage *make_content(int w, int h, int bands, bool alpha)
+{
+    VipsImage *ctx = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 16);
+    VipsImage *out = NULL;
+    if (vips_xyz(&t[0], w, h, NULL) || vips_extract_band(t[0], &t[1], 0, NULL) ||
+        vips_extract_band(t[0], &t[2], 1, NULL) ||
+        vips_linear1(t[1], &t[3], 200.0 / w, 20, NULL) ||
+        vips_linear1(t[2], &t[4], 200.0 / h, 30, NULL) ||
+        vips_sines(&t[5], w, h, "hfreq", 7.0, "vfreq", 5.0, NULL) ||
+        vips_linear1(t[5], &t[6], 90, 128, NULL))
+        goto out;
+    VipsImage *rgb[3] = {t[3], t[4], t[6]};
+    if (vips_bandjoin(rgb, &t[7], 3, NULL) ||
+        vips_gaussnoise(&t[8], w, h, "sigma", 6.0, "mean", 0.0, NULL) ||
+        vips_add(t[7], t[8], &t[9], NULL))
+        goto out;
+    VipsImage *img = t[9];
+    if (bands == 1) {
+        if (vips_extract_band(img, &t[10], 1, NULL))
+            goto out;
+        img = t[10];
+    }
+    if (alpha) {
+        /* A soft diagonal transparency ramp. */
+        if (vips_add(t[1], t[2], &t[13], NULL) ||
+            vips_linear1(t[13], &t[14], 255.0 / (w + h), 0, NULL) ||
+            vips_bandjoin2(img, t[14], &t[15], NULL))
+            goto out;
+        img = t[15];
+    }
+    if (vips_cast(img, &out, VIPS_FORMAT_UCHAR, NULL))
+        out = NULL;
+out:
+    g_object_unref(ctx);
+    return out;
+}
+
+static int generate(variant_t v, int w, int h, int orientation, const char *path)
+{
+    bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA;
+    int bands = (v == V_JPEG_GREY || v == V_PNG_GREY) ? 1 : 3;
+    VipsImage *img = make_content(w, h, bands, alpha), *t1 = NULL, *t2 = NULL;
+    int rc = -1;
+    if (!img)
+        return -1;
+    if (vips_copy(img, &t1, NULL))
+        goto out;
+    bool has_icc = v == V_JPEG_ICC || v == V_PNG_ICC || v == V_JPEG_CMYK;
+    if (v == V_JPEG_ICC || v == V_PNG_ICC) {
+        /* Display P3 pixels tagged with their profile: jobs must transform to sRGB. */
+        if (vips_icc_transform(t1, &t2, "p3", "input_profile", "srgb", NULL))
+            goto out;
+        VIPS_UNREF(t1);
+        t1 = t2;
+        t2 = NULL;
+    } else if (v == V_WEBP_ANIM) {
+        /* Four frames stacked vertically: a moving box over the content. */
+        VipsImage *stack[4], *joined = NULL;
+        double ink[3] = {255, 40, 40};
+        for (int i = 0; i < 4; i++) {
+            stack[i] = vips_image_copy_memory(t1);
+            if (!stack[i] ||
+                vips_draw_rect(stack[i], ink, 3, i * w / 5, h / 4, w / 5, h / 2, "fill", TRUE, NULL))
+                goto out;
+        }
+        int jrc = vips_arrayjoin(stack, &joined, 4, "across", 1, NULL);
+        for (int i = 0; i < 4; i++)
+            g_object_unref(stack[i]);
+        if (jrc)
+            goto out;
+        VIPS_UNREF(t1);
+        t1 = joined;
+        vips_image_set_int(t1, VIPS_META_PAGE_HEIGHT, h);
+        int delays[4] = {100, 100, 100, 100};
+        vips_image_set_array_int(t1, "delay", delays, 4);
+    } else if (v == V_JPEG_CMYK) {
+        if (vips_colourspace(t1, &t2, VIPS_INTERPRETATION_CMYK, NULL))
+            goto out;
+        VIPS_UNREF(t1);
+        t1 = t2;
+        t2 = NULL;
+    } else if (v == V_PNG_RGB16) {
+        if (vips_colourspace(t1, &t2, VIPS_INTERPRETATION_RGB16, NULL))
+            goto out;
+        VIPS_UNREF(t1);
+        t1 = t2;
+        t2 = NULL;
+    }
+    if (orientation != 1)
+        vips_image_set_int(t1, VIPS_META_ORIENTATION, orientation);
+    else
+        vips_image_remove(t1, VIPS_META_ORIENTATION);
+    gboolean strip = orientation == 1 && !has_icc;
+    switch (v) {
+    case V_JPEG_BASE420:
+    case V_JPEG_BASE444:
+    case V_JPEG_PROG420:
+    case V_JPEG_PROG444:
+    case V_JPEG_GREY:
+    case V_JPEG_CMYK:
+    case V_JPEG_ICC:
+        rc = vips_jpegsave(t1, path, "Q", 85, "strip", strip, "interlace",
+                           v == V_JPEG_PROG420 || v == V_JPEG_PROG444, "subsample_mode",
+                           (v == V_JPEG_BASE444 || v == V_JPEG_PROG444)
+                               ? VIPS_FOREIGN_SUBSAMPLE_OFF
+                               : VIPS_FOREIGN_SUBSAMPLE_ON,
+                           NULL);
+        break;
+    case V_PNG_RGB:
+    case V_PNG_RGBA:
+    case V_PNG_INTERLACED:
+    case V_PNG_GREY:
+    case V_PNG_RGB16:
+    case V_PNG_ICC:
+        rc = vips_pngsave(t1, path, "compression", 3, "strip", strip, "interlace",
+                          v == V_PNG_INTERLACED, NULL);
+        break;
+    case V_PNG_PALETTE:
+        rc = vips_pngsave(t1, path, "compression", 3, "strip", strip, "palette", TRUE, NULL);
+        break;
+    case V_WEBP_LOSSY:
+    case V_WEBP_ALPHA:
+    case V_WEBP_ANIM:
+        rc = vips_webpsave(t1, path, "Q", 80, "strip", strip, "effort", 2, NULL);
+        break;
+    case V_WEBP_LOSSLESS:
+        rc = vips_webpsave(t1, path, "lossless", TRUE, "strip", strip, "effort", 0, NULL);
+        break;
+    default:
+        break;
+    }
+out:
+    if (rc)
+        fprintf(stderr, "generate %s: %s", path, vips_error_buffer());
+    vips_error_clear();
+    VIPS_UNREF(t2);
+    VIPS_UNREF(t1);
+    g_object_unref(img);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the grid */
+
+typedef struct {
+    variant_t v;
+    int w, h, orient;
+    imgproc_job_t job;
+} case_t;
+
+typedef struct {
+    case_t *c;
+    size_t n, cap;
+} grid_t;
+
+static void add(grid_t *g, variant_t v, int w, int h, int orient, imgproc_op_t op, int tw, int th,
+                imgproc_fmt_t fmt, bool naive)
+{
+    if (g->n == g->cap) {
+        g->cap = g->cap ? 2 * g->cap : 256;
+        g->c = realloc(g->c, g->cap * sizeof(*g->c));
+        if (!g->c)
+            abort();
+    }
+    g->c[g->n++] = (case_t){v, w, h, orient, {op, (uint32_t)tw, (uint32_t)th, fmt, naive}};
+}
+
+static const struct {
+    int w, h;
+} full_sizes[] = {{640, 480}, {1600, 1200}, {3000, 2000}, {4000, 6000}, {6000, 4000}, {8192, 6144}},
+  reduced_sizes[] = {{320, 240}, {1600, 1000}};
+
+static bool reduced_variant(int v)
+{
+    return v != V_JPEG_BASE444 && v != V_JPEG_PROG444 && v != V_PNG_GREY && v != V_PNG_PALETTE;
+}
+
+/* Full grid: every variant x size with fit 290x290, cover 290x290, one side (800 wide),
+ * a bigger cover (1200x1200, which enlarges small images), a naive fit, and full-size
+ * conversions (to every format up to 6 MP, to JPEG above, where the encoders cost what
+ * they cost); EXIF orientation 6 on a subset; very wide and very tall images.
+ * Reduced grid (make test): small and medium sizes, fewer variants and operations. */
+static void build_grid(grid_t *g, bool reduced)
+{
+    size_t ns = reduced ? sizeof(reduced_sizes) / sizeof(reduced_sizes[0])
+                        : sizeof(full_sizes) / sizeof(full_sizes[0]);
+    if (!reduced) /* the PNG fact: 8000x8000 to 290x290 */
+        add(g, V_PNG_RGB, 8000, 8000, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
+    for (int v = 0; v < V__COUNT; v++) {
+        if (reduced && !reduced_variant(v))
+            continue;
+        for (size_t s = 0; s < ns; s++) {
+            int w = reduced ? reduced_sizes[s].w : full_sizes[s].w;
+            int h = reduced ? reduced_sizes[s].h : full_sizes[s].h;
+            long px = (long)w * h;
+            if (v == V_WEBP_LOSSLESS && px > 30000000)
+                continue; /* encoding the sample takes minutes */
+            if (v == V_WEBP_ANIM && px > 6000000)
+                continue;
+            if ((v == V_JPEG_ICC || v == V_PNG_ICC) && !reduced && s != 0 && s != 1 && s != 4)
+                continue;
+            bool big = px > 30000000, mid = px > 6000000;
+            add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
+            add(g, v, w, h, 1, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_WEBP, false);
+            add(g, v, w, h, 1, IMGPROC_OP_FIT, 800, 0, IMGPROC_FMT_PNG, false);
+            if (!reduced)
+                add(g, v, w, h, 1, IMGPROC_OP_COVER, 1200, 1200, IMGPROC_FMT_JPEG, false);
+            if (!big || v == V_JPEG_BASE420 || v == V_PNG_RGB)
+                add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, true);
+            add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false);
+            if (reduced ? s == 0
+                        : !big && (!mid || v == V_JPEG_BASE420 || v == V_PNG_RGB ||
+                                   v == V_WEBP_LOSSY || v == V_PNG_RGBA)) {
+                add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false);
+                add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_WEBP, false);
+            }
+            bool orient = v == V_JPEG_BASE420 || v == V_JPEG_PROG420 || v == V_PNG_RGB ||
+                          v == V_PNG_INTERLACED || v == V_WEBP_LOSSY;
+            if (orient && (reduced ? s == 1 : (s == 1 || s == 4))) {
+                add(g, v, w, h, 6, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
+                add(g, v, w, h, 6, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_JPEG, false);
+                add(g, v, w, h, 6, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false);
+            }
+        }
+    }
+    if (!reduced) {
+        static const variant_t odd[] = {V_JPEG_BASE420, V_JPEG_PROG420, V_PNG_RGB, V_WEBP_LOSSY};
+        static const int dims[2][2] = {{16000, 1000}, {1000, 16000}};
+        for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
+            for (int d = 0; d < 2; d++) {
+                int w = dims[d][0], h = dims[d][1];
+                add(g, odd[i], w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
+                add(g, odd[i], w, h, 1, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_WEBP, false);
+                add(g, odd[i], w, h, 1, IMGPROC_OP_FIT, 800, 0, IMGPROC_FMT_PNG, false);
+                add(g, odd[i], w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false);
+            }
+    }
+}
+
+static void image_path(char *buf, size_t n, const char *dir, variant_t v, int w, int h, int o)
+{
+    int k = snprintf(buf, n, "%s/%s-%dx%d-o%d.%s", dir, variants[v].name, w, h, o, variants[v].ext);
+    if (k < 0 || (size_t)k >= n) {
+        fprintf(stderr, "calibrate: path too long under %s\n", dir);
+        exit(2);
+    }
+}
+
+static const char *op_name(imgproc_op_t op)
+{
+    return op == IMGPROC_OP_FIT ? "fit" : op == IMGPROC_OP_COVER ? "cover" : "convert";
+}
+
+/* Small images covering every loader/saver path, for the child's warm-up. */
+static int make_warm(const char *dir)
+{
+    char path[4096];
+    for (int v = 0; v < V__COUNT; v++) {
+        image_path(path, sizeof(path), dir, (variant_t)v, 96, 64, 1);
+        if (access(path, R_OK) != 0 && generate((variant_t)v, 96, 64, 1, path))
+            return -1;
+        image_path(path, sizeof(path), dir, (variant_t)v, 96, 64, 6);
+        if (access(path, R_OK) != 0 && generate((variant_t)v, 96, 64, 6, path))
+            return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- child: one measurement */
+
+static long status_kib(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t kl = strlen(key);
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+            v = atol(line + kl + 1);
+    fclose(f);
+    return v;
+}
+
+static int reset_hwm(void)
+{
+    int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = write(fd, "5", 1) == 1 ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
+typedef struct {
+    const char *file, *warm_file, *out_path;
+    imgproc_job_t job;
+    bool cold;
+    int rc;
+    imgproc_err_t err;
+    uint64_t estimate, measured, vips_hw;
+    imgproc_out_t out;
+    uint32_t pw, ph;
+    double ms;
+} measure_t;
+
+static const imgproc_opts_t cal_opts = {.jpeg_quality = 80, .webp_quality = 75,
+                                        .png_compression = 6, .keep_icc = false};
+
+static void *measure_thread(void *arg)
+{
+    measure_t *m = arg;
+    imgproc_probe_t probe;
+
+    if (!m->cold) {
+        /* Same loader, same operation and saver, on a tiny image of the same kind. */
+        imgproc_job_t wj = m->job;
+        if (wj.op != IMGPROC_OP_CONVERT) {
+            wj.width = wj.width > 48 ? 48 : wj.width;
+            wj.height = wj.height > 48 ? 48 : wj.height;
+        }
+        imgproc_out_t wo;
+        imgproc_err_t we;
+        if (imgproc_run(m->warm_file, &wj, &cal_opts, m->out_path, &wo, &we) != 0) {
+            fprintf(stderr, "warm-up %s: %s\n", m->warm_file, we.msg);
+            m->rc = -1;
+            return NULL;
+        }
+    }
+    if ((m->rc = imgproc_probe_file(m->file, &probe, &m->err)) != 0)
+        return NULL;
+    m->estimate = imgproc_estimate(&probe, &m->job);
+    imgproc_output_dims(&probe, &m->job, &m->pw, &m->ph);
+    imgproc_trim();
+    if (reset_hwm() != 0) {
+        fprintf(stderr, "cannot reset VmHWM via /proc/self/clear_refs\n");
+        m->rc = -1;
+        return NULL;
+    }
+    uint64_t vips_base;
+    imgproc_vips_mem(&vips_base, NULL);
+    long base = status_kib("VmRSS");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    m->rc = imgproc_run(m->file, &m->job, &cal_opts, m->out_path, &m->out, &m->err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long peak = status_kib("VmHWM");
+    uint64_t vips_hw;
+    imgproc_vips_mem(NULL, &vips_hw);
+    m->vips_hw = vips_hw;
+    m->measured = peak > base ? (uint64_t)(peak - base) * 1024 : 0;
+    m->ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+    return NULL;
+}
+
+static int child_measure(int argc, char **argv)
+{
+    /* --measure FILE OP W H FMT NAIVE WARMFILE COLD */
+    if (argc != 10)
+        return 2;
+    measure_t m = {.file = argv[2], .warm_file = argv[8], .cold = atoi(argv[9])};
+    m.job.op = (imgproc_op_t)atoi(argv[3]);
+    m.job.width = (uint32_t)atoi(argv[4]);
+    m.job.height = (uint32_t)atoi(argv[5]);
+    m.job.out_fmt = (imgproc_fmt_t)atoi(argv[6]);
+    m.job.naive = atoi(argv[7]);
+    char out_path[4096];
+    snprintf(out_path, sizeof(out_path), "%s.out-%ld.tmp", m.warm_file, (long)getpid());
+    m.out_path = out_path;
+    if (imgproc_init(argv[0]) != 0)
+        return 2;
+    pthread_t th;
+    if (pthread_create(&th, NULL, measure_thread, &m) != 0)
+        return 2;
+    pthread_join(th, NULL);
+    unlink(out_path);
+    if (m.rc != 0) {
+        printf("ERROR %s\n", m.err.msg);
+        return 1;
+    }
+    printf("RESULT %llu %llu %llu %.1f %u %u %u %u %llu\n", (unsigned long long)m.estimate,
+           (unsigned long long)m.measured, (unsigned long long)m.vips_hw, m.ms, m.out.width,
+           m.out.height, m.pw, m.ph, (unsigned long long)m.out.bytes);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- parent: run the grid */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Starts argv as a child with stdout into a pipe; returns its pid (or -1) and the read end. */
+static pid_t spawn_child(char *const argv[], char *const envp[], int *rfd)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0)
+        return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+    pid_t pid;
+    int rc = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp ? envp : environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pfd[1]);
+    if (rc != 0) {
+        close(pfd[0]);
+        return -1;
+    }
+    *rfd = pfd[0];
+    return pid;
+}
+
+/* Reads what is left in @p fd (up to n-1 bytes) and closes it. */
+static void drain(int fd, char *buf, size_t n)
+{
+    size_t got = 0;
+    for (;;) {
+        ssize_t k = read(fd, buf + got, n - 1 - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0 || (got += (size_t)k) == n - 1)
+            break;
+    }
+    buf[got] = '\0';
+    close(fd);
+}
+
+/* Runs argv as a child with stdout into @p buf. Returns the exit status or -1. */
+static int spawn_capture(char *const argv[], char *buf, size_t n, char *const envp[])
+{
+    int fd, st;
+    pid_t pid = spawn_child(argv, envp, &fd);
+    if (pid < 0)
+        return -1;
+    drain(fd, buf, n);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int rm_rf(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[4096];
+    if (!d)
+        return -1;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    return rmdir(dir);
+}
+
+typedef struct {
+    char out[1024];
+    int status;
+    bool done;
+} result_t;
+
+/* Prints one finished case; updates the tallies. */
+static void report(const case_t *c, const char *path, const result_t *res, bool verbose,
+                   double *ratios, size_t *nres, size_t *under, size_t *failed, double *worst,
+                   double *lowest)
+{
+    unsigned long long est, meas, vhw, obytes;
+    double ms;
+    unsigned ow, oh, pw, ph;
+    char jobname[64];
+    snprintf(jobname, sizeof(jobname), "%s%s %ux%u->%s", c->job.naive ? "naive-" : "",
+             op_name(c->job.op), c->job.width, c->job.height, imgproc_fmt_name(c->job.out_fmt));
+    const char *base = strrchr(path, '/') + 1;
+    if (res->status != 0 || sscanf(res->out, "RESULT %llu %llu %llu %lf %u %u %u %u %llu", &est,
+                                   &meas, &vhw, &ms, &ow, &oh, &pw, &ph, &obytes) != 9) {
+        printf("%-44s %-22s FAILED: %s", base, jobname, res->out[0] ? res->out : "(no output)\n");
+        (*failed)++;
+        return;
+    }
+    double ratio = meas ? (double)est / (double)meas : 99.0;
+    ratios[(*nres)++] = ratio;
+    if (est < meas)
+        (*under)++;
+    *worst = ratio > *worst ? ratio : *worst;
+    *lowest = ratio < *lowest ? ratio : *lowest;
+    bool dims_ok = ow == pw && oh == ph;
+    printf("%-44s %-22s %10.2f %10.2f %7.2f %5ux%-5u %8.0f%s%s", base, jobname, est / 1048576.0,
+           meas / 1048576.0, ratio, ow, oh, ms, est < meas ? "  UNDER" : "",
+           dims_ok ? "" : "  DIMS-MISMATCH");
+    if (verbose)
+        printf("  vips_hw=%.2f out_bytes=%llu", vhw / 1048576.0, obytes);
+    printf("\n");
+    fflush(stdout);
+    if (!dims_ok)
+        (*failed)++;
+}
+
+static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool cold, bool verbose,
+                    int jobs)
+{
+    char dir[4096];
+    bool temp = dir_arg == NULL;
+    if (temp) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(dir, sizeof(dir), "%s/thumbgate-calib-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            return 2;
+        }
+    } else {
+        snprintf(dir, sizeof(dir), "%s", dir_arg);
+        mkdir(dir, 0755);
+    }
+    if (VIPS_INIT(argv0))
+        return 2;
+    vips_cache_set_max(0);
+
+    grid_t g = {0};
+    build_grid(&g, reduced);
+    if (make_warm(dir) != 0)
+        return 2;
+    fprintf(stderr, "calibrate: %zu cases, %d at a time, images in %s\n", g.n, jobs, dir);
+
+    double *ratios = calloc(g.n, sizeof(double));
+    result_t *res = calloc(g.n, sizeof(result_t));
+    pid_t *pids = calloc(g.n, sizeof(pid_t));
+    int *fds = calloc(g.n, sizeof(int));
+    char(*paths)[512] = calloc(g.n, sizeof(*paths));
+    if (!ratios || !res || !pids || !fds || !paths)
+        return 2;
+    size_t nres = 0, under = 0, failed = 0, next = 0, printed = 0;
+    int inflight = 0;
+    double worst = 0, lowest = 1e9;
+    printf("%-44s %-22s %10s %10s %7s %11s %8s\n", "image", "job", "est_MB", "meas_MB", "ratio",
+           "out", "ms");
+    while (printed < g.n) {
+        while (inflight < jobs && next < g.n) {
+            case_t *c = &g.c[next];
+            image_path(paths[next], sizeof(paths[next]), dir, c->v, c->w, c->h, c->orient);
+            if (access(paths[next], R_OK) != 0 &&
+                generate(c->v, c->w, c->h, c->orient, paths[next]) != 0) {
+                snprintf(res[next].out, sizeof(res[next].out), "cannot generate image\n");
+                res[next].status = -1;
+                res[next].done = true;
+                next++;
+                continue;
+            }
+            char a[6][32], warm[512];
+            snprintf(a[0], 32, "%d", (int)c->job.op);
+            snprintf(a[1], 32, "%u", c->job.width);
+            snprintf(a[2], 32, "%u", c->job.height);
+            snprintf(a[3], 32, "%d", (int)c->job.out_fmt);
+            snprintf(a[4], 32, "%d", (int)c->job.naive);
+            snprintf(a[5], 32, "%d", (int)cold);
+            image_path(warm, sizeof(warm), dir, c->v, 96, 64, c->orient);
+            char *args[] = {(char *)argv0, "--measure", paths[next], a[0], a[1], a[2], a[3], a[4],
+                            warm, a[5], NULL};
+            if ((pids[next] = spawn_child(args, NULL, &fds[next])) < 0) {
+                res[next].status = -1;
+                res[next].done = true;
+            } else {
+                inflight++;
+            }
+            next++;
+        }
+        if (inflight > 0) {
+            int st;
+            pid_t pid = waitpid(-1, &st, 0);
+            if (pid < 0 && errno == EINTR)
+                continue;
+            for (size_t i = 0; pid > 0 && i < next; i++)
+                if (pids[i] == pid && !res[i].done) {
+                    drain(fds[i], res[i].out, sizeof(res[i].out));
+                    res[i].status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+                    res[i].done = true;
+                    inflight--;
+                }
+        }
+        while (printed < g.n && res[printed].done) {
+            report(&g.c[printed], paths[printed], &res[printed], verbose, ratios, &nres, &under,
+                   &failed, &worst, &lowest);
+            printed++;
+        }
+    }
+    qsort(ratios, nres, sizeof(double), cmp_double);
+    double median = nres ? (nres % 2 ? ratios[nres / 2]
+                                     : (ratios[nres / 2 - 1] + ratios[nres / 2]) / 2)
+                         : 0;
+    printf("cases=%zu underestimates=%zu median_ratio=%.2f worst_ratio=%.2f lowest_ratio=%.2f"
+           " failed=%zu\n",
+           nres, under, median, worst, nres ? lowest : 0, failed);
+    printf("targets: underestimates=0 %s, median<=1.3 %s, worst<=3 %s\n", under ? "FAIL" : "ok",
+           median <= 1.3 ? "ok" : "FAIL", worst <= 3.0 ? "ok" : "FAIL");
+    free(ratios);
+    free(res);
+    free(pids);
+    free(fds);
+    free(paths);
+    free(g.c);
+    if (temp)
+        rm_rf(dir);
+    return (under || failed) ? 1 : 0;
+}
+
+/* ---------------------------------------------------------------- allocator burst */
+
+typedef struct {
+    const char *file, *out;
+    int rc;
+} burst_arg_t;
+
+static void *burst_thread(void *p)
+{
+    burst_arg_t *a = p;
+    imgproc_job_t job = {IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false};
+    imgproc_err_t err;
+    imgproc_out_t out;
+    a->rc = imgproc_run(a->file, &job, &cal_opts, a->out, &out, &err);
+    return NULL;
+}
+
+static int child_burst(int argc, char **argv)
+{
+    /* --burst-child N FILE... DIR */
+    if (argc < 5)
+        return 2;
+    int n = atoi(argv[2]);
+    int nfiles = argc - 4;
+    const char *dir = argv[argc - 1];
+    if (imgproc_init(argv[0]) != 0)
+        return 2;
+    long before = status_kib("VmRSS");
+    pthread_t *th = calloc((size_t)n, sizeof(*th));
+    burst_arg_t *a = calloc((size_t)n, sizeof(*a));
+    char(*outs)[4096] = calloc((size_t)n, sizeof(*outs));
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < n; i++) {
+            snprintf(outs[i], sizeof(outs[i]), "%s/burst-%ld-%d.jpg", dir, (long)getpid(), i);
+            a[i] = (burst_arg_t){argv[3 + (i + round) % nfiles], outs[i], 0};
+            pthread_create(&th[i], NULL, burst_thread, &a[i]);
+        }
+        for (int i = 0; i < n; i++) {
+            pthread_join(th[i], NULL);
+            unlink(outs[i]);
+            if (a[i].rc)
+                fprintf(stderr, "burst job %d failed\n", i);
+        }
+    }
+    long peak = status_kib("VmHWM"), after = status_kib("VmRSS");
+    imgproc_trim();
+    long trimmed = status_kib("VmRSS");
+    printf("idle_before_kib=%ld peak_kib=%ld after_burst_kib=%ld after_trim_kib=%ld\n", before,
+           peak, after, trimmed);
+    free(th);
+    free(a);
+    free(outs);
+    return 0;
+}
+
+static int run_burst(const char *argv0, int n, const char *dir_arg)
+{
+    char dir[4096];
+    const char *tmp = getenv("TMPDIR");
+    if (dir_arg)
+        snprintf(dir, sizeof(dir), "%s", dir_arg);
+    else {
+        snprintf(dir, sizeof(dir), "%s/thumbgate-burst-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(dir))
+            return 2;
+    }
+    mkdir(dir, 0755);
+    if (VIPS_INIT(argv0))
+        return 2;
+    char f[3][4096];
+    image_path(f[0], sizeof(f[0]), dir, V_JPEG_PROG420, 6000, 4000, 1);
+    image_path(f[1], sizeof(f[1]), dir, V_JPEG_BASE420, 6000, 4000, 1);
+    image_path(f[2], sizeof(f[2]), dir, V_PNG_RGB, 4000, 3000, 1);
+    variant_t vs[3] = {V_JPEG_PROG420, V_JPEG_BASE420, V_PNG_RGB};
+    int ws[3] = {6000, 6000, 4000}, hs[3] = {4000, 4000, 3000};
+    for (int i = 0; i < 3; i++)
+        if (access(f[i], R_OK) != 0 && generate(vs[i], ws[i], hs[i], 1, f[i]))
+            return 2;
+    char ns[16];
+    snprintf(ns, sizeof(ns), "%d", n);
+    char *args[] = {(char *)argv0, "--burst-child", ns, f[0], f[1], f[2], dir, NULL};
+    static char env_defaults[] = "IMGPROC_MALLOC_DEFAULTS=1";
+    size_t ne = 0;
+    while (environ[ne])
+        ne++;
+    char **env = calloc(ne + 2, sizeof(char *));
+    memcpy(env, environ, ne * sizeof(char *));
+    env[ne] = env_defaults;
+    char out[1024];
+    printf("burst: %d concurrent jobs x 3 rounds (6000x4000 progressive + baseline JPEG, "
+           "4000x3000 PNG -> 290x290)\n",
+           n);
+    if (spawn_capture(args, out, sizeof(out), env) == 0)
+        printf("glibc defaults:      %s", out);
+    if (spawn_capture(args, out, sizeof(out), NULL) == 0)
+        printf("imgproc malloc policy: %s", out);
+    free(env);
+    if (!dir_arg)
+        rm_rf(dir);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--measure") == 0)
+        return child_measure(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "--burst-child") == 0)
+        return child_burst(argc, argv);
+    bool reduced = false, cold = false, verbose = false;
+    const char *dir = NULL;
+    int burst = 0, jobs = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--reduced") == 0)
+            reduced = true;
+        else if (strcmp(argv[i], "--cold") == 0)
+            cold = true;
+        else if (strcmp(argv[i], "-v") == 0)
+            verbose = true;
+        else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--jobs") == 0 && i + 1 < argc)
+            jobs = atoi(argv[++i]) < 1 ? 1 : atoi(argv[i]);
+        else if (strcmp(argv[i], "--burst") == 0 && i + 1 < argc)
+            burst = atoi(argv[++i]);
+        else {
+            fprintf(stderr,
+                    "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir DIR]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (burst > 0)
+        return run_burst(argv[0], burst, dir);
+    return run_grid(argv[0], reduced, dir, cold, verbose, jobs);
+}

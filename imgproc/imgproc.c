@@ -1,0 +1,190 @@
+/* imgproc: process set-up for libvips in a server (cache off, one vips worker per job,
+ * only our three loaders), malloc policy, format helpers and error plumbing. The probe
+ * lives in probe.c, the plan/estimator in plan.c and the libvips pipeline in run.c. */
+#include <malloc.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <vips/vips.h>
+
+#include "imgproc/imgproc_internal.h"
+
+/*
+ * Allocator policy (glibc), applied once in imgproc_init():
+ *
+ * libvips and the codecs allocate image-sized buffers (strip caches, libjpeg's
+ * coefficient buffer, libwebp frames, encoder pictures) from whatever thread runs the
+ * job. With glibc's defaults the mmap threshold is *dynamic*: every time a large mmapped
+ * block is freed the threshold rises (up to 32 MiB on 64-bit), so from then on those
+ * buffers are carved out of the per-thread arenas, where fragmentation keeps them
+ * resident after the job ends. Measured on this service: 562 MB kept after a 20-way burst
+ * with defaults, 137 MB with M_MMAP_THRESHOLD pinned at 128 KiB (see the numbers in
+ * `calibrate --burst`). So:
+ *  - M_MMAP_THRESHOLD = 128 KiB, pinned (setting it turns the dynamic adjustment off):
+ *    every image-sized block is its own mapping and goes back to the kernel on free.
+ *  - M_TRIM_THRESHOLD = 128 KiB (also pinned): arenas give their free top back early.
+ *  - M_ARENA_MAX = 4 * workers is not known here; we cap arenas at 8: small allocations
+ *    only, contention is negligible next to pixel work, and every arena retains its own
+ *    fragmented small-block heap.
+ *  - imgproc_trim() (malloc_trim(0)) returns free pages from the middle of every arena;
+ *    the server calls it when no job is in flight.
+ * The settings can still be overridden by GLIBC_TUNABLES / MALLOC_* environment variables
+ * only where we do not set them; IMGPROC_MALLOC_DEFAULTS=1 skips them (for measurements).
+ */
+#define IMGPROC_MMAP_THRESHOLD (128 * 1024)
+#define IMGPROC_TRIM_THRESHOLD (128 * 1024)
+#define IMGPROC_ARENA_MAX 8
+
+static void set_malloc_policy(void)
+{
+    const char *skip = getenv("IMGPROC_MALLOC_DEFAULTS");
+    if (skip && strcmp(skip, "1") == 0)
+        return;
+    mallopt(M_MMAP_THRESHOLD, IMGPROC_MMAP_THRESHOLD);
+    mallopt(M_TRIM_THRESHOLD, IMGPROC_TRIM_THRESHOLD);
+    mallopt(M_ARENA_MAX, IMGPROC_ARENA_MAX);
+}
+
+int imgproc_init(const char *argv0)
+{
+    set_malloc_policy();
+    if (VIPS_INIT(argv0 ? argv0 : "thumbgate"))
+        return -IMGPROC_E_NOMEM;
+    /* A server re-reads different files under the same names: never reuse operations. */
+    vips_cache_set_max(0);
+    vips_cache_set_max_mem(0);
+    vips_cache_set_max_files(0);
+    /* Parallelism comes from our worker threads; one libvips worker per pipeline keeps the
+     * per-job memory what the estimator models. */
+    vips_concurrency_set(1);
+    /* Only the three loaders we probe may ever run, whatever is in the file. */
+    vips_block_untrusted_set(TRUE);
+    vips_operation_block_set("VipsForeignLoad", TRUE);
+    vips_operation_block_set("VipsForeignLoadJpeg", FALSE);
+    vips_operation_block_set("VipsForeignLoadPng", FALSE);
+    vips_operation_block_set("VipsForeignLoadWebp", FALSE);
+    return 0;
+}
+
+void imgproc_shutdown(void)
+{
+    vips_shutdown();
+}
+
+const char *imgproc_fmt_name(imgproc_fmt_t fmt)
+{
+    switch (fmt) {
+    case IMGPROC_FMT_JPEG:
+        return "jpeg";
+    case IMGPROC_FMT_PNG:
+        return "png";
+    case IMGPROC_FMT_WEBP:
+        return "webp";
+    default:
+        return NULL;
+    }
+}
+
+const char *imgproc_fmt_mime(imgproc_fmt_t fmt)
+{
+    switch (fmt) {
+    case IMGPROC_FMT_JPEG:
+        return "image/jpeg";
+    case IMGPROC_FMT_PNG:
+        return "image/png";
+    case IMGPROC_FMT_WEBP:
+        return "image/webp";
+    default:
+        return "application/octet-stream";
+    }
+}
+
+imgproc_fmt_t imgproc_fmt_from_ext(const char *ext, size_t len)
+{
+    static const struct {
+        const char *ext;
+        imgproc_fmt_t fmt;
+    } map[] = {{"jpg", IMGPROC_FMT_JPEG},
+               {"jpeg", IMGPROC_FMT_JPEG},
+               {"png", IMGPROC_FMT_PNG},
+               {"webp", IMGPROC_FMT_WEBP}};
+    if (ext == NULL)
+        return IMGPROC_FMT_UNKNOWN;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strlen(map[i].ext) == len && strncasecmp(map[i].ext, ext, len) == 0)
+            return map[i].fmt;
+    return IMGPROC_FMT_UNKNOWN;
+}
+
+const char *imgproc_strerror(int code)
+{
+    if (code < 0)
+        code = -code;
+    switch (code) {
+    case IMGPROC_OK:
+        return "ok";
+    case IMGPROC_E_UNSUPPORTED:
+        return "unsupported image format";
+    case IMGPROC_E_CORRUPT:
+        return "corrupt or truncated image";
+    case IMGPROC_E_TOO_LARGE:
+        return "image dimensions too large";
+    case IMGPROC_E_IO:
+        return "i/o error";
+    case IMGPROC_E_NOMEM:
+        return "out of memory";
+    case IMGPROC_E_INVALID:
+        return "invalid job parameters";
+    default:
+        return "unknown imgproc error";
+    }
+}
+
+int imgproc__fail_vips(imgproc_err_t *err, int code, const char *what)
+{
+    /* libvips' error buffer is process-wide: take (and clear) it right here. */
+    char *text = vips_error_buffer_copy();
+    size_t n = text ? strlen(text) : 0;
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
+        text[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (text[i] == '\n')
+            text[i] = ' ';
+    imgproc__fail(err, code, "%s: %s", what, n ? text : "libvips error");
+    g_free(text);
+    return -code;
+}
+
+void imgproc_trim(void)
+{
+    malloc_trim(0);
+}
+
+bool imgproc_selftest(void)
+{
+    VipsImage *img = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    bool ok = false;
+
+    if (vips_black(&img, 8, 8, "bands", 3, NULL))
+        goto out;
+    if (vips_jpegsave_buffer(img, &buf, &len, "Q", 50, NULL))
+        goto out;
+    ok = imgproc_sniff(buf, len) == IMGPROC_FMT_JPEG;
+out:
+    if (!ok)
+        vips_error_clear();
+    g_free(buf);
+    VIPS_UNREF(img);
+    return ok;
+}
+
+void imgproc_vips_mem(uint64_t *now, uint64_t *highwater)
+{
+    if (now)
+        *now = (uint64_t)vips_tracked_get_mem();
+    if (highwater)
+        *highwater = (uint64_t)vips_tracked_get_mem_highwater();
+}

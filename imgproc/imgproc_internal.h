@@ -1,0 +1,61 @@
+/* imgproc internals shared between the files of the module (probe.c, plan.c, run.c,
+ * imgproc.c) and its tests/tools. Nothing outside imgproc/ and tests/ includes this. */
+#ifndef THUMBGATE_IMGPROC_INTERNAL_H
+#define THUMBGATE_IMGPROC_INTERNAL_H
+
+#include "imgproc/imgproc.h"
+
+/* Bits of imgproc_probe_t._flags: facts the estimator needs that are not public API. */
+enum {
+    IMGPROC__F_WEBP_NOSCALE = 1u << 0, /**< animated WebP with a frame not covering the canvas:
+                                            libvips turns shrink-on-load off */
+    IMGPROC__F_WEBP_ALPH = 1u << 1,    /**< lossy WebP with an ALPH chunk (libwebp decodes the
+                                            whole alpha plane at full size) */
+};
+
+/** Largest prefix imgproc_probe_file() reads in one go; further header bytes (a JPEG SOF
+ *  after big APP segments, WebP chunks) are fetched with small bounded preads. */
+#define IMGPROC__PROBE_PREFIX (64 * 1024)
+/** Bounds on the extra reads a file probe may make beyond the prefix. */
+#define IMGPROC__PROBE_MAX_PREADS 4096
+#define IMGPROC__PROBE_MAX_EXTRA (4u * 1024 * 1024)
+
+/** libvips limits we mirror in the probe so that admission never admits what the
+ *  decoder would refuse. */
+#define IMGPROC__JPEG_MAX_DIM 65500u       /* libjpeg JPEG_MAX_DIMENSION */
+#define IMGPROC__PNG_MAX_DIM 10000000u     /* VIPS_MAX_COORD, set as libpng user limit */
+#define IMGPROC__WEBP_MAX_DIM 16383u       /* webp2vips / webpsave */
+#define IMGPROC__WEBP_MAX_FRAMES 10000u
+
+/**
+ * What libvips will do for a job, derived from the probe alone. Shared by
+ * imgproc_output_dims(), imgproc_estimate() and imgproc_run() so the three always agree.
+ * All sizes are in the stored (pre-orientation) frame unless named otherwise.
+ */
+typedef struct {
+    bool swap;                 /**< orientation 5..8: width and height trade places */
+    uint32_t box_w, box_h;     /**< thumbnail target in stored orientation (VIPS_MAX_COORD = free) */
+    bool crop;                 /**< centre crop to box after the resize */
+    bool upsize;               /**< VIPS_SIZE_BOTH (cover may enlarge) rather than SIZE_DOWN */
+    uint32_t jpeg_shrink;      /**< libjpeg DCT scaling 1, 2, 4, 8 (1 for other formats) */
+    double webp_scale;         /**< libwebp scaling (1.0 = none) */
+    uint32_t load_w, load_h;   /**< image as the loader delivers it (after shrink-on-load) */
+    uint32_t resized_w, resized_h; /**< after vips_resize */
+    uint32_t out_w, out_h;     /**< final output, after crop and orientation */
+    uint32_t out_bands;        /**< bands of the pipeline after sRGB conversion (1..4) */
+} imgproc__plan_t;
+
+/** Fills @p plan for @p job on @p probe. 0 or -IMGPROC_E_INVALID (bad job). */
+int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgproc__plan_t *plan);
+
+/** imgproc_probe_file() on an open descriptor (borrowed; read with pread only). */
+int imgproc__probe_fd(int fd, imgproc_probe_t *out, imgproc_err_t *err);
+
+/** Fills @p err (may be NULL) and returns -code. printf-style message. */
+int imgproc__fail(imgproc_err_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/** Copies and clears the libvips error buffer into @p err with @p code; returns -code. */
+int imgproc__fail_vips(imgproc_err_t *err, int code, const char *what);
+
+#endif

@@ -1,0 +1,302 @@
+/* imgproc_run(): one job, source file to destination file, through libvips.
+ * The source is opened once and the same descriptor is probed and decoded, so the plan
+ * (and the admission estimate made from an earlier probe of that path) describe the bytes
+ * actually decoded. Shrink-on-load goes through vips_thumbnail_source(); EXIF orientation
+ * is applied by us from our own probe so the output always matches imgproc__plan(). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "imgproc/imgproc_internal.h"
+
+/* Loader options for every decode: any decoder error (truncation included) fails the job
+ * instead of yielding a grey-filled image. Given as an option string because
+ * vips_thumbnail_source() passes that to the loader. */
+#define LOAD_OPTIONS "fail_on=error"
+
+typedef struct {
+    int fd;
+    bool failed;
+    int err_no;
+    uint64_t bytes;
+} sink_t;
+
+static gint64 on_write(VipsTargetCustom *target, const void *data, gint64 len, void *user)
+{
+    sink_t *s = user;
+    const char *p = data;
+    gint64 done = 0;
+    while (done < len) {
+        ssize_t k = write(s->fd, p + done, (size_t)(len - done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            s->failed = true;
+            s->err_no = k < 0 ? errno : EIO;
+            return -1;
+        }
+        done += k;
+    }
+    s->bytes += (uint64_t)len;
+    return len;
+}
+
+static gint on_end(VipsTargetCustom *target, void *user)
+{
+    return 0;
+}
+
+/* Drops every metadata item except the ICC profile (libvips 8.14 savers can only strip all
+ * or nothing). Returns a new reference or NULL. */
+static VipsImage *keep_only_icc(VipsImage *in)
+{
+    VipsImage *out;
+    if (vips_copy(in, &out, NULL))
+        return NULL;
+    gchar **names = vips_image_get_fields(out);
+    for (int i = 0; names && names[i]; i++)
+        if (strcmp(names[i], VIPS_META_ICC_NAME) != 0)
+            (void)vips_image_remove(out, names[i]);
+    g_strfreev(names);
+    return out;
+}
+
+static int save(VipsImage *img, imgproc_fmt_t fmt, const imgproc_opts_t *o, bool strip,
+                VipsTarget *target)
+{
+    switch (fmt) {
+    case IMGPROC_FMT_JPEG:
+        return vips_jpegsave_target(img, target, "Q", (int)o->jpeg_quality, "strip", strip,
+                                    NULL);
+    case IMGPROC_FMT_PNG:
+        return vips_pngsave_target(img, target, "compression", (int)o->png_compression,
+                                   "strip", strip, NULL);
+    case IMGPROC_FMT_WEBP:
+        return vips_webpsave_target(img, target, "Q", (int)o->webp_quality, "strip", strip,
+                                    NULL);
+    default:
+        vips_error("imgproc", "bad output format");
+        return -1;
+    }
+}
+
+/* The error a failed pipeline maps to: the sink knows about write failures, libvips'
+ * allocator says "out of memory"; anything else during decode means bad input. */
+static int pipeline_fail(imgproc_err_t *err, const sink_t *sink, const char *what)
+{
+    if (sink && sink->failed) {
+        vips_error_clear();
+        return imgproc__fail(err, IMGPROC_E_IO, "write output: %s", strerror(sink->err_no));
+    }
+    const char *buf = vips_error_buffer();
+    int code = (buf && strstr(buf, "out of memory")) ? IMGPROC_E_NOMEM : IMGPROC_E_CORRUPT;
+    return imgproc__fail_vips(err, code, what);
+}
+
+/* Reads @p len bytes from the start of @p fd into a new malloc'd buffer. */
+static int read_whole(int fd, uint64_t len, void **out, imgproc_err_t *err)
+{
+    uint8_t *buf = malloc(len ? (size_t)len : 1);
+    if (!buf)
+        return imgproc__fail(err, IMGPROC_E_NOMEM, "%llu bytes for the source",
+                             (unsigned long long)len);
+    uint64_t got = 0;
+    while (got < len) {
+        ssize_t k = pread(fd, buf + got, (size_t)(len - got), (off_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            free(buf);
+            return k < 0 ? imgproc__fail(err, IMGPROC_E_IO, "read source: %s", strerror(errno))
+                         : imgproc__fail(err, IMGPROC_E_CORRUPT, "source shrank while reading");
+        }
+        got += (uint64_t)k;
+    }
+    *out = buf;
+    return 0;
+}
+
+static int free_data(void *data, void *area)
+{
+    free(data);
+    return 0;
+}
+
+static bool opts_ok(const imgproc_opts_t *o)
+{
+    return o->jpeg_quality >= 1 && o->jpeg_quality <= 100 && o->webp_quality >= 1 &&
+           o->webp_quality <= 100 && o->png_compression <= 9;
+}
+
+int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts,
+                const char *dst, imgproc_out_t *out, imgproc_err_t *err)
+{
+    int rc = 0, in_fd = -1;
+    sink_t sink = {.fd = -1};
+    imgproc_probe_t probe;
+    imgproc__plan_t plan;
+    VipsSource *source = NULL;
+    VipsTargetCustom *target = NULL;
+    VipsImage *ctx = NULL;
+    VipsImage **t;
+
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (!src || !job || !opts || !dst || !opts_ok(opts))
+        return imgproc__fail(err, IMGPROC_E_INVALID, "bad arguments");
+    if (!imgproc_fmt_name(job->out_fmt))
+        return imgproc__fail(err, IMGPROC_E_INVALID, "bad output format");
+
+    if ((in_fd = open(src, O_RDONLY | O_CLOEXEC)) < 0)
+        return imgproc__fail(err, IMGPROC_E_IO, "open %s: %s", src, strerror(errno));
+    if ((rc = imgproc__probe_fd(in_fd, &probe, err)) != 0)
+        goto out_close_in;
+    if ((rc = imgproc__plan(&probe, job, &plan)) != 0) {
+        rc = imgproc__fail(err, IMGPROC_E_INVALID, "bad job for a %ux%u image", probe.width,
+                           probe.height);
+        goto out_close_in;
+    }
+    if (job->out_fmt == IMGPROC_FMT_WEBP &&
+        (plan.out_w > IMGPROC__WEBP_MAX_DIM || plan.out_h > IMGPROC__WEBP_MAX_DIM)) {
+        rc = imgproc__fail(err, IMGPROC_E_TOO_LARGE, "webp output %ux%u over 16383", plan.out_w,
+                           plan.out_h);
+        goto out_close_in;
+    }
+
+    /* The output is created (not yet truncated) first so that a destination that is the
+     * source itself is refused instead of destroyed. */
+    if ((sink.fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+        rc = imgproc__fail(err, IMGPROC_E_IO, "create %s: %s", dst, strerror(errno));
+        goto out_close_in;
+    }
+    struct stat sst, dst_st;
+    if (fstat(in_fd, &sst) != 0 || fstat(sink.fd, &dst_st) != 0) {
+        rc = imgproc__fail(err, IMGPROC_E_IO, "stat: %s", strerror(errno));
+        goto out_close_dst;
+    }
+    if (sst.st_dev == dst_st.st_dev && sst.st_ino == dst_st.st_ino) {
+        rc = imgproc__fail(err, IMGPROC_E_INVALID, "destination is the source");
+        goto out_close_dst;
+    }
+    if (ftruncate(sink.fd, 0) != 0) {
+        rc = imgproc__fail(err, IMGPROC_E_IO, "truncate %s: %s", dst, strerror(errno));
+        goto out_close_dst;
+    }
+
+    if (probe.fmt == IMGPROC_FMT_WEBP) {
+        /* libwebp needs the whole file in memory and libvips would mmap it: a file
+         * truncated under a mapping kills the process with SIGBUS. Read it instead (the
+         * same resident cost, which the estimate counts as file_bytes). */
+        void *data = NULL;
+        if ((rc = read_whole(in_fd, probe.file_bytes, &data, err)) != 0)
+            goto out_close_dst;
+        /* The blob owns the bytes; they go when the last libvips reference does. */
+        VipsBlob *blob = vips_blob_new(free_data, data, (size_t)probe.file_bytes);
+        source = vips_source_new_from_blob(blob);
+        vips_area_unref(VIPS_AREA(blob));
+    } else {
+        source = vips_source_new_from_descriptor(in_fd);
+    }
+    if (!source) {
+        rc = imgproc__fail_vips(err, IMGPROC_E_IO, "source");
+        goto out_close_dst;
+    }
+    ctx = vips_image_new();
+    t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 8);
+
+    VipsImage *img;
+    /* Convert to sRGB through the embedded profile when there is one; without one the
+     * thumbnail's processing-space conversion already ends in sRGB / B_W. CMYK (4-band
+     * JPEG) is the exception: that conversion already went through its profile. */
+    const char *export_profile = probe.has_icc && !(probe.fmt == IMGPROC_FMT_JPEG && probe.bands == 4)
+                                     ? "srgb"
+                                     : NULL;
+    VipsSize size = plan.upsize ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN;
+    VipsInteresting crop = plan.crop ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE;
+    if (job->naive) {
+        /* The load harness's naive service: the whole image decoded into memory first. */
+        if (!(t[0] = vips_image_new_from_source(source, LOAD_OPTIONS, "access",
+                                                 VIPS_ACCESS_SEQUENTIAL, NULL)) ||
+            !(t[1] = vips_image_copy_memory(t[0]))) {
+            rc = pipeline_fail(err, NULL, "decode");
+            goto out_unref;
+        }
+        if (vips_thumbnail_image(t[1], &t[2], (int)plan.box_w, "height", (int)plan.box_h,
+                                 "size", size, "crop", crop, "no_rotate", TRUE,
+                                 "export_profile", export_profile, NULL)) {
+            rc = pipeline_fail(err, NULL, "thumbnail");
+            goto out_unref;
+        }
+    } else if (vips_thumbnail_source(source, &t[2], (int)plan.box_w, "height", (int)plan.box_h,
+                                     "size", size, "crop", crop, "no_rotate", TRUE,
+                                     "export_profile", export_profile, "option_string",
+                                     LOAD_OPTIONS, NULL)) {
+        rc = pipeline_fail(err, NULL, "thumbnail");
+        goto out_unref;
+    }
+    img = t[2];
+
+    if (probe.orientation != 1) {
+        /* Rotation needs random access: materialise the (already resized) image. */
+        if (!(t[3] = vips_image_copy_memory(img)) || vips_copy(t[3], &t[4], NULL)) {
+            rc = pipeline_fail(err, NULL, "decode");
+            goto out_unref;
+        }
+        vips_image_set_int(t[4], VIPS_META_ORIENTATION, (int)probe.orientation);
+        if (vips_autorot(t[4], &t[5], NULL)) {
+            rc = pipeline_fail(err, NULL, "rotate");
+            goto out_unref;
+        }
+        img = t[5];
+    }
+    if (job->out_fmt == IMGPROC_FMT_JPEG && vips_image_hasalpha(img)) {
+        /* JPEG has no alpha: composite on white, as browsers show transparency. */
+        VipsArrayDouble *white = vips_array_double_newv(1, 255.0);
+        int frc = vips_flatten(img, &t[6], "background", white, NULL);
+        vips_area_unref(VIPS_AREA(white));
+        if (frc) {
+            rc = pipeline_fail(err, NULL, "flatten");
+            goto out_unref;
+        }
+        img = t[6];
+    }
+    bool strip = true;
+    if (opts->keep_icc && vips_image_get_typeof(img, VIPS_META_ICC_NAME)) {
+        if (!(t[7] = keep_only_icc(img))) {
+            rc = pipeline_fail(err, NULL, "metadata");
+            goto out_unref;
+        }
+        img = t[7];
+        strip = false;
+    }
+
+    target = vips_target_custom_new();
+    g_signal_connect(target, "write", G_CALLBACK(on_write), &sink);
+    g_signal_connect(target, "end", G_CALLBACK(on_end), &sink);
+    /* Decoding happens here, as the saver pulls pixels: truncation surfaces now. */
+    if (save(img, job->out_fmt, opts, strip, VIPS_TARGET(target))) {
+        rc = pipeline_fail(err, &sink, "process");
+        goto out_unref;
+    }
+    if (out) {
+        out->width = (uint32_t)img->Xsize;
+        out->height = (uint32_t)img->Ysize;
+        out->bytes = sink.bytes;
+    }
+
+out_unref:
+    VIPS_UNREF(target);
+    VIPS_UNREF(ctx);
+    VIPS_UNREF(source);
+out_close_dst:
+    if (close(sink.fd) != 0 && rc == 0)
+        rc = imgproc__fail(err, IMGPROC_E_IO, "close %s: %s", dst, strerror(errno));
+out_close_in:
+    close(in_fd);
+    return rc;
+}
