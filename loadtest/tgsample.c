@@ -6,8 +6,9 @@
  * rss/anon/file/hwm/threads come from /proc/PID/status (VmRSS, RssAnon, RssFile, VmHWM,
  * Threads), fds is the number of entries in /proc/PID/fd, cg_bytes the cgroup's memory
  * usage (v1 memory.usage_in_bytes or v2 memory.current; -1 without a cgroup), and the
- * last three are read from the server's admin /metrics (every 2nd sample, -1 when it
- * does not answer within 100 ms), so plots can show budget use beside RSS.
+ * last three are read from the server's admin /metrics by a thread of their own every
+ * 200 ms (-1 when the last scrape got no answer within 1 s), so plots can show budget
+ * use beside RSS and a slow scrape never delays the /proc samples.
  *
  *   tgsample PID OUT.csv [--cgroup DIR] [--admin HOST:PORT] [--interval MS] [--max S] */
 #define _GNU_SOURCE
@@ -17,7 +18,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +56,7 @@ static long long read_ll(const char *path)
     return atoll(buf);
 }
 
-/* One GET /metrics over a plain socket, 100 ms in all; picks three gauges. */
+/* One GET /metrics over a plain socket, 1 s in all; picks three gauges. */
 static int scrape(const char *host, int port, double *budget, double *queue, double *conns)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -61,14 +64,14 @@ static int scrape(const char *host, int port, double *budget, double *queue, dou
         return -1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
     inet_pton(AF_INET, host, &a.sin_addr);
-    double deadline = now_s() + 0.1;
+    double deadline = now_s() + 1.0;
     int r = connect(fd, (struct sockaddr *)&a, sizeof(a));
     if (r != 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;
     }
     struct pollfd p = {.fd = fd, .events = POLLOUT};
-    if (poll(&p, 1, 100) != 1 || (p.revents & (POLLERR | POLLHUP))) {
+    if (poll(&p, 1, 1000) != 1 || (p.revents & (POLLERR | POLLHUP))) {
         close(fd);
         return -1;
     }
@@ -106,6 +109,30 @@ static int scrape(const char *host, int port, double *budget, double *queue, dou
     return got ? 0 : -1;
 }
 
+static char g_host[64] = "127.0.0.1";
+static int g_port;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static double g_budget = -1, g_queue = -1, g_conns = -1;
+
+static void *scraper(void *arg)
+{
+    (void)arg;
+    while (!stop) {
+        double b = -1, q = -1, c = -1, t = now_s();
+        if (scrape(g_host, g_port, &b, &q, &c) != 0)
+            b = q = c = -1;
+        pthread_mutex_lock(&g_mu);
+        g_budget = b, g_queue = q, g_conns = c;
+        pthread_mutex_unlock(&g_mu);
+        double wait = t + 0.2 - now_s();
+        if (wait > 0) {
+            struct timespec ts = {0, (long)(wait * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -126,14 +153,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--max"))
             max_s = atof(argv[i + 1]);
     }
-    char host[64] = "127.0.0.1";
-    int port = 0;
     if (admin) {
         const char *c = strrchr(admin, ':');
-        if (c && (size_t)(c - admin) < sizeof(host)) {
-            memcpy(host, admin, (size_t)(c - admin));
-            host[c - admin] = 0;
-            port = atoi(c + 1);
+        if (c && (size_t)(c - admin) < sizeof(g_host)) {
+            memcpy(g_host, admin, (size_t)(c - admin));
+            g_host[c - admin] = 0;
+            g_port = atoi(c + 1);
         }
     }
     char cgpath[600] = "";
@@ -154,7 +179,9 @@ int main(int argc, char **argv)
     char path[128], fdpath[64];
     snprintf(path, sizeof(path), "/proc/%d/status", pid);
     snprintf(fdpath, sizeof(fdpath), "/proc/%d/fd", pid);
-    double t0 = now_s(), budget = -1, queue = -1, conns = -1;
+    double t0 = now_s(), budget, queue, conns;
+    pthread_t th;
+    bool scraping = g_port != 0 && pthread_create(&th, NULL, scraper, NULL) == 0;
     for (unsigned long k = 0; !stop; k++) {
         double t = now_s() - t0;
         if (t > max_s)
@@ -184,8 +211,9 @@ int main(int argc, char **argv)
             closedir(d);
         }
         long long cgb = cgpath[0] ? read_ll(cgpath) : -1;
-        if (port && k % 2 == 0 && scrape(host, port, &budget, &queue, &conns) != 0)
-            budget = queue = conns = -1;
+        pthread_mutex_lock(&g_mu);
+        budget = g_budget, queue = g_queue, conns = g_conns;
+        pthread_mutex_unlock(&g_mu);
         fprintf(o, "%.2f,%ld,%ld,%ld,%ld,%ld,%ld,%lld,%.0f,%.0f,%.0f\n", t, rss, anon, file, hwm, thr, fds, cgb, budget,
                 queue, conns);
         double next = t0 + (double)(k + 1) * interval / 1000.0, wait = next - now_s();
@@ -195,5 +223,8 @@ int main(int argc, char **argv)
         }
     }
     fclose(o);
+    stop = 1;
+    if (scraping)
+        pthread_join(th, NULL);
     return 0;
 }
