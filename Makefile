@@ -163,3 +163,32 @@ fuzz-smoke:
 # ---- end imgproc block -----------------------------------------------------------------
 
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
+
+# ---- loadtest/ (issue 6): the load harness ------------------------------------------------
+# Tools in build/loadtest/: tgload (libcurl multi client), tgsample (RSS/cgroup/fd/thread
+# sampler), tgconns (idle/slow/never-reading connections), tgmkimg (test-file maker,
+# free ports), vipsbench (in-process libvips ceiling). Runtime needs: libvips-tools
+# (`vips`), gnuplot-nox (plots), curl, coreutils; the harness uses root for its cgroup.
+#   make loadtest         full run, every scenario, naive and admit, report in loadtest/out/
+#   make loadtest-smoke   seconds-long run with small sizes; fails on any thumbgate rule
+#                         violation (naive-mode outcomes are reported, never fatal)
+# LOADTEST_ARGS passes extra arguments, e.g. make loadtest LOADTEST_ARGS="thundering-thumbnails".
+LT_BUILD = build/loadtest
+LT_TOOLS = $(LT_BUILD)/tgload $(LT_BUILD)/tgsample $(LT_BUILD)/tgconns $(LT_BUILD)/tgmkimg $(LT_BUILD)/vipsbench
+LT_CFLAGS = -O2 -g -std=gnu11 -Wall -Wextra -pthread
+$(LT_BUILD)/tgload: loadtest/tgload.c
+	@mkdir -p $(@D)
+	$(CC) $(LT_CFLAGS) -o $@ $< $(shell $(PKG_CONFIG) --cflags --libs libcurl)
+$(LT_BUILD)/vipsbench: loadtest/vipsbench.c
+	@mkdir -p $(@D)
+	$(CC) $(LT_CFLAGS) -o $@ $< $(shell $(PKG_CONFIG) --cflags --libs vips)
+$(LT_BUILD)/%: loadtest/%.c
+	@mkdir -p $(@D)
+	$(CC) $(LT_CFLAGS) -o $@ $<
+loadtest-tools: $(LT_TOOLS)
+loadtest: $(BIN) $(LT_TOOLS)
+	loadtest/run --mode both $(LOADTEST_ARGS)
+loadtest-smoke: $(BIN) $(LT_TOOLS)
+	loadtest/run --smoke --mode both $(LOADTEST_ARGS)
+.PHONY: loadtest-tools
+# ---- end loadtest/ ---------------------------------------------------------------------------
