@@ -475,7 +475,8 @@ static void watch_connections(srv_thread_t *th, uint64_t now)
     struct watch_ctx w = {.th = th, .now = now, .prev = th->seen, .nprev = th->nseen,
                           .limit_ms = th->srv->cfg->idle_timeout_ms};
     th->ctx.globalconf->http1.callbacks.foreach_request(&th->ctx, watch_one, &w);
-    qsort(w.next, w.nnext, sizeof(*w.next), by_sock);
+    if (w.nnext > 1)
+        qsort(w.next, w.nnext, sizeof(*w.next), by_sock);
     free(th->seen);
     th->seen = w.next;
     th->nseen = w.nnext;
@@ -498,10 +499,29 @@ static void on_tick(h2o_timeout_entry_t *entry)
     h2o_timeout_link(th->loop, &th->tick_timeout, &th->tick);
 }
 
+static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx);
+
+/* Each loop thread creates its own loop, context and sockets: h2o keeps per-thread
+ * state (the socket buffer prototype and its recycle allocator are __thread), so objects
+ * made on the main thread for another loop would share the main thread's allocator
+ * between loops, unlocked — heap corruption under load (found by loadtest request-churn). */
 static void *loop_main(void *arg)
 {
     srv_thread_t *th = arg;
     srv_t *srv = th->srv;
+    int rc = setup_thread(srv, th, th->idx);
+    pthread_mutex_lock(&srv->setup_mu);
+    srv->setup_reported++;
+    if (rc != 0)
+        srv->setup_failed = true;
+    else
+        th->ready = true;
+    pthread_cond_broadcast(&srv->setup_cv);
+    pthread_mutex_unlock(&srv->setup_mu);
+    if (rc != 0) {
+        atomic_fetch_add(&srv->loops_done, 1);
+        return NULL;
+    }
     uint64_t idle_since = srv__now_ms();
     /* loop 0 hosts the admin listener: it stays until the other loops have drained, so
      * /readyz keeps answering "draining" for as long as any request is in flight */
@@ -524,10 +544,8 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx, h2o_pathconf_t *pathconf)
+static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx)
 {
-    th->srv = srv;
-    th->idx = idx;
     th->loop = h2o_evloop_create();
     h2o_context_init(&th->ctx, th->loop, &srv->globalconf);
     th->accept_ctx.ctx = &th->ctx;
@@ -588,6 +606,8 @@ int srv_run(const cfg_t *cfg)
     srv->cfg = cfg;
     srv->started_at_ms = srv__now_ms();
     pthread_mutex_init(&srv->coalesce_mu, NULL);
+    pthread_mutex_init(&srv->setup_mu, NULL);
+    pthread_cond_init(&srv->setup_cv, NULL);
     srv->admin_fd = -1;
 
     /* signals go to the main thread's sigwait only: block them before any thread
@@ -665,20 +685,28 @@ int srv_run(const cfg_t *cfg)
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
     for (unsigned i = 0; i < IO_THREADS; i++)
         io.started += pthread_create(&io.threads[i], NULL, io_main, NULL) == 0;
-    for (unsigned i = 0; i < srv->nthreads; i++) {
-        if (setup_thread(srv, &srv->threads[i], i, pathconf) != 0) {
-            fprintf(stderr, "thumbgate: cannot open listener for thread %u: %s\n", i, strerror(errno));
-            srv->nthreads = i;
-            goto out_threads;
-        }
-    }
     unsigned started = 0;
-    for (; started < srv->nthreads; started++)
+    for (; started < srv->nthreads; started++) {
+        srv->threads[started].srv = srv;
+        srv->threads[started].idx = started;
         if (pthread_create(&srv->threads[started].tid, NULL, loop_main, &srv->threads[started]) != 0)
             break;
-    if (started < srv->nthreads) {
-        fprintf(stderr, "thumbgate: cannot start event loop threads\n");
-        srv->nthreads = started;
+    }
+    pthread_mutex_lock(&srv->setup_mu);
+    while (srv->setup_reported < started)
+        pthread_cond_wait(&srv->setup_cv, &srv->setup_mu);
+    bool failed = srv->setup_failed || started < srv->nthreads;
+    pthread_mutex_unlock(&srv->setup_mu);
+    srv->nthreads = started;
+    if (failed) {
+        fprintf(stderr, "thumbgate: cannot start the event loops (threads or listeners): %s\n", strerror(errno));
+        srv->shutdown_deadline_ms = srv__now_ms();
+        for (unsigned i = 0; i < started; i++)
+            if (srv->threads[i].ready) {
+                h2o_multithread_message_t *m = calloc(1, sizeof(*m));
+                h2o_multithread_send_message(&srv->threads[i].ctl_rx, m);
+            }
+        ret = 1;
         goto out_threads;
     }
 

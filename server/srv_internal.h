@@ -45,6 +45,7 @@ struct srv_thread {
     uint64_t last_watch_ms;
     _Atomic uint32_t nconns;            /**< open connections, refreshed every tick (for /metrics) */
     bool draining;
+    bool ready; /**< set up by its own thread (under srv->setup_mu) */
 };
 
 /** Process-wide server state. Created in srv_run, read-mostly. */
@@ -63,6 +64,10 @@ struct srv {
     struct sockaddr_storage listen_addr;
     atomic_bool shutting_down;
     atomic_int loops_done;
+    pthread_mutex_t setup_mu; /**< loops report their own set-up to srv_run */
+    pthread_cond_t setup_cv;
+    unsigned setup_reported;
+    bool setup_failed;
     _Atomic uint64_t job_gen; /**< jobs started so far (peak measurement, derive.c) */
     uint64_t started_at_ms;
     uint64_t shutdown_deadline_ms;
