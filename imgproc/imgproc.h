@@ -119,6 +119,14 @@ bool imgproc_selftest(void);
 /** libvips tracked memory now and its high-water (bytes). */
 void imgproc_vips_mem(uint64_t *now, uint64_t *highwater);
 
+/**
+ * True when @p buf holds a whole image of format @p fmt: the JPEG marker stream reaches
+ * EOI, the PNG chunk chain reaches IEND, the WebP RIFF size fits. Bytes after the end
+ * (e.g. a motion-photo trailer) are allowed. Linear scan, no allocation, no decode: a
+ * truncated upload is refused at once instead of failing every later decode.
+ */
+bool imgproc_is_complete(const void *buf, size_t len, imgproc_fmt_t fmt);
+
 /** Text for an IMGPROC_E_* code. */
 const char *imgproc_strerror(int code);
 

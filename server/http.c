@@ -371,6 +371,12 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     if (req->timestamps.request_begin_at.tv_sec != 0)
         dur_us = (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000000 +
                  (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
+    /* proc_ms: from the complete request (body received) to now: the server's own time,
+     * without the client's upload time */
+    int64_t proc_us = -1;
+    if (req->processed_at.at.tv_sec != 0)
+        proc_us = (int64_t)(now.tv_sec - req->processed_at.at.tv_sec) * 1000000 +
+                  (now.tv_usec - req->processed_at.at.tv_usec);
     /* bounded fields: the path is cut at 256 bytes and escaped; no body ever */
     char method[24], path[520], adm[64], err[64];
     json_escape(method, sizeof(method), req->input.method.base, req->input.method.len < 16 ? req->input.method.len : 16);
@@ -384,10 +390,11 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     char line[1200];
     int n = snprintf(line, sizeof(line),
                      "{\"t\":%ld.%03ld,\"log\":\"access\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
-                     "\"bytes\":%zu,\"in\":%zu,\"ms\":%.3f,\"wait_ms\":%.*s,\"estimate\":%.*s,\"admission\":\"%s\","
+                     "\"bytes\":%zu,\"in\":%zu,\"ms\":%.3f,\"proc_ms\":%.3f,\"wait_ms\":%.*s,\"estimate\":%.*s,\"admission\":\"%s\","
                      "\"error\":\"%s\"}\n",
                      (long)now.tv_sec, (long)now.tv_usec / 1000, method, path, metrics_route_name(route), status,
                      req->bytes_sent, req->entity.len, dur_us < 0 ? -1.0 : (double)dur_us / 1000.0,
+                     proc_us < 0 ? -1.0 : (double)proc_us / 1000.0,
                      (int)(wait.len < 12 ? wait.len : 12), wait.base, (int)(est.len < 20 ? est.len : 20), est.base,
                      adm, err);
     if (n > 0)

@@ -133,6 +133,12 @@ void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen)
                         probe.width, probe.height, srv->cfg->max_pixels);
         return;
     }
+    if (!imgproc_is_complete(body.base, body.len, probe.fmt)) {
+        atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
+        srv__send_error(req, 415, "corrupt_image", "the %s image is truncated: it ends before its last marker",
+                        imgproc_fmt_name(probe.fmt));
+        return;
+    }
     struct put_task *t = calloc(1, sizeof(*t));
     if (t == NULL) {
         srv__send_error(req, 503, "busy", "out of memory");

@@ -343,9 +343,15 @@ START_TEST(test_derive_corrupt_original_is_415)
     size_t len;
     char *img = tg_image(1200, 900, 3, "jpg", &len);
     tg_resp_t r;
-    /* the header is intact, the scan is cut: upload is accepted, decoding fails cleanly */
-    ck_assert_int_eq(tg_http(&S, "PUT", "/half.jpg", img, len / 2, NULL, &r), 201);
+    /* a truncated upload is refused at once ... */
+    ck_assert_int_eq(tg_http(&S, "PUT", "/half.jpg", img, len / 2, NULL, &r), 415);
     tg_resp_free(&r);
+    /* ... and a stored original damaged on disk fails its decode cleanly */
+    ck_assert_int_eq(tg_http(&S, "PUT", "/half.jpg", img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    char path[400];
+    snprintf(path, sizeof(path), "%s/orig/half.jpg@", S.root);
+    ck_assert_int_eq(truncate(path, (off_t)(len / 2)), 0);
     ck_assert_int_eq(tg_http(&S, "GET", "/half_100x100.jpg", NULL, 0, NULL, &r), 415);
     ck_assert_ptr_nonnull(strstr(r.body, "corrupt_image"));
     tg_resp_free(&r);

@@ -191,6 +191,15 @@ START_TEST(test_http_error_statuses)
     expect_error("PUT", "/text.png", "hello", 5, NULL, 415, "unsupported_format");
     expect_error("PUT", "/trunc.jpg", img, 20, NULL, 415, "corrupt_image");
     expect_error("PUT", "/empty.jpg", "", 0, NULL, 400, "empty_body");
+    /* whole headers, cut-off data: refused at upload, never stored */
+    static const char *const fmts[] = {"jpg", "png", "webp"};
+    for (int i = 0; i < 3; i++) {
+        size_t fl;
+        char *f = tg_image(100, 100, 3, fmts[i], &fl), path[32]; /* under the 64 KiB limit */
+        snprintf(path, sizeof(path), "/cut.%s", fmts[i]);
+        expect_error("PUT", path, f, fl * 2 / 3, NULL, 415, "corrupt_image");
+        g_free(f);
+    }
     /* 413: a tiny PNG declaring 50000x50000 pixels, refused from its header */
     unsigned char bomb[8192];
     size_t bl = png_bomb(bomb, 50000, 50000);
