@@ -104,10 +104,11 @@ check: check-asan
 # Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml.
 # Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
-# loadtest: gnuplot (plots), wrk, vips CLI (corpus generation).
+# loadtest: gnuplot (plots), wrk, vips CLI (corpus generation), curl, gdb (crash backtraces).
 DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
            libpng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
-           clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus
+           clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus \
+           curl gdb
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
@@ -190,5 +191,7 @@ loadtest: $(BIN) $(LT_TOOLS)
 	loadtest/run --mode both $(LOADTEST_ARGS)
 loadtest-smoke: $(BIN) $(LT_TOOLS)
 	loadtest/run --smoke --mode both $(LOADTEST_ARGS)
+# the smoke run is part of the suite so the harness cannot rot
+test: loadtest-smoke
 .PHONY: loadtest-tools
 # ---- end loadtest/ ---------------------------------------------------------------------------
