@@ -46,6 +46,66 @@ static void set_malloc_policy(void)
     mallopt(M_ARENA_MAX, IMGPROC_ARENA_MAX);
 }
 
+/* Runs every loader, resize path and saver once on tiny in-memory images, so that the
+ * one-time costs (codec code pages, GType classes, orc programs, lcms, the libvips thread
+ * pool) are paid at start-up rather than by the first jobs, whose estimates assume a warm
+ * process (a cold first job adds 1-2 MiB more). Best effort: failures are ignored. */
+static void warm_up(void)
+{
+    VipsImage *ctx = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 8);
+    VipsImage *srcs[5] = {NULL};
+    if (vips_black(&t[0], 48, 32, "bands", 3, NULL) ||
+        vips_linear1(t[0], &t[1], 1.0, 90.0, NULL) ||
+        vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL) ||
+        vips_bandjoin_const1(t[2], &t[3], 200.0, NULL) ||
+        vips_colourspace(t[2], &t[4], VIPS_INTERPRETATION_CMYK, NULL) ||
+        vips_icc_transform(t[2], &t[5], "p3", "input_profile", "srgb", NULL) ||
+        vips_extract_band(t[2], &t[6], 0, NULL))
+        goto out;
+    srcs[0] = t[2]; /* RGB */
+    srcs[1] = t[3]; /* RGBA */
+    srcs[2] = t[4]; /* CMYK */
+    srcs[3] = t[5]; /* tagged with an ICC profile */
+    srcs[4] = t[6]; /* grey */
+    /* Which source kinds go through which encodings: 0/1 JPEG baseline/progressive,
+     * 2/3 PNG plain/interlaced, 4/5 WebP lossy/lossless. */
+    static const struct {
+        int src, enc;
+    } paths[] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {0, 4}, {0, 5}, {1, 2}, {1, 4},
+                 {1, 5}, {2, 0}, {3, 0}, {3, 2}, {4, 0}, {4, 2}};
+    for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
+        VipsImage *in = srcs[paths[p].src];
+        int e = paths[p].enc;
+        void *buf = NULL;
+        size_t len = 0;
+        int rc;
+        if (e < 2)
+            rc = vips_jpegsave_buffer(in, &buf, &len, "interlace", e == 1, NULL);
+        else if (e < 4)
+            rc = vips_pngsave_buffer(in, &buf, &len, "interlace", e == 3, NULL);
+        else
+            rc = vips_webpsave_buffer(in, &buf, &len, "lossless", e == 5, "effort", 0, NULL);
+        VipsImage *th = NULL;
+        if (rc == 0 && vips_thumbnail_buffer(buf, len, &th, 16, "height", 16, "crop",
+                                             VIPS_INTERESTING_CENTRE, "export_profile",
+                                             paths[p].src == 3 ? "srgb" : NULL, NULL) == 0) {
+            void *o[3] = {NULL};
+            size_t ol;
+            if (vips_jpegsave_buffer(th, &o[0], &ol, NULL) == 0 &&
+                vips_pngsave_buffer(th, &o[1], &ol, NULL) == 0)
+                vips_webpsave_buffer(th, &o[2], &ol, "effort", 0, NULL);
+            for (int k = 0; k < 3; k++)
+                g_free(o[k]);
+            g_object_unref(th);
+        }
+        g_free(buf);
+    }
+out:
+    vips_error_clear();
+    g_object_unref(ctx);
+}
+
 int imgproc_init(const char *argv0)
 {
     set_malloc_policy();
@@ -64,6 +124,8 @@ int imgproc_init(const char *argv0)
     vips_operation_block_set("VipsForeignLoadJpeg", FALSE);
     vips_operation_block_set("VipsForeignLoadPng", FALSE);
     vips_operation_block_set("VipsForeignLoadWebp", FALSE);
+    warm_up();
+    imgproc_trim();
     return 0;
 }
 
