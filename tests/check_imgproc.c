@@ -947,9 +947,15 @@ START_TEST(test_imgproc_run_metadata_and_alpha)
     ck_assert_int_eq(vips_icc_transform(img, &prof, "srgb", "input_profile", "srgb", NULL), 0);
     ck_assert_int_eq(vips_copy(prof, &tagged, NULL), 0);
     vips_image_set_string(tagged, "exif-ifd0-Artist", "someone (someone, ASCII, 8 components, 8 bytes)");
+    static const char xmp[] = "<x:xmpmeta xmlns:x='adobe:ns:meta/'></x:xmpmeta>";
+    vips_image_set_blob_copy(tagged, VIPS_META_XMP_NAME, xmp, sizeof(xmp) - 1);
     const char *src = tpath("meta.jpg");
     ck_assert_int_eq(vips_jpegsave(tagged, src, "Q", 95, NULL), 0);
     g_object_unref(tagged);
+    VipsImage *s0 = load(src); /* the source really carries what must be stripped */
+    ck_assert(vips_image_get_typeof(s0, VIPS_META_XMP_NAME));
+    ck_assert(vips_image_get_typeof(s0, "exif-ifd0-Artist"));
+    g_object_unref(s0);
     g_object_unref(prof);
     g_object_unref(img);
     imgproc_probe_t p = probe_ok(src);
@@ -981,6 +987,33 @@ START_TEST(test_imgproc_run_metadata_and_alpha)
     VipsImage *r = load(tpath("keep.webp"));
     ck_assert_int_eq(r->Bands, 4);
     g_object_unref(r);
+}
+END_TEST
+
+START_TEST(test_imgproc_run_converts_to_srgb)
+{
+    /* sRGB red/blue quadrants re-encoded in Display P3 and tagged with that profile: the
+     * output must be sRGB again (red ~ 255,0,0), not the P3 numbers (~234,51,35). */
+    VipsImage *ctx = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 4);
+    t[0] = load(quadrant_image(G_PNG, 1, "q-srgb.png"));
+    ck_assert_int_eq(vips_icc_transform(t[0], &t[1], "p3", "input_profile", "srgb", NULL), 0);
+    const char *p3 = tpath("q-p3.png");
+    ck_assert_int_eq(vips_pngsave(t[1], p3, NULL), 0);
+    g_object_unref(ctx);
+    double c[3];
+    pixel(p3, 10, 10, c);
+    ck_assert_msg(c[1] > 30, "the P3 file should not hold sRGB numbers: %.0f,%.0f,%.0f", c[0],
+                  c[1], c[2]);
+    ck_assert(probe_ok(p3).has_icc);
+    static const imgproc_fmt_t fmts[] = {IMGPROC_FMT_PNG, IMGPROC_FMT_JPEG, IMGPROC_FMT_WEBP};
+    for (size_t f = 0; f < 3; f++) {
+        imgproc_job_t job = {IMGPROC_OP_CONVERT, 0, 0, fmts[f], false};
+        run_ok(p3, job, tpath("q-out"), 120, 80);
+        pixel(tpath("q-out"), 10, 10, c);
+        ck_assert_msg(c[0] > 240 && c[1] < 25 && c[2] < 25, "fmt %d: red came out %.0f,%.0f,%.0f",
+                      (int)fmts[f], c[0], c[1], c[2]);
+    }
 }
 END_TEST
 
@@ -1068,6 +1101,7 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_run_matches_vips_thumbnail);
     tcase_add_test(tc, test_imgproc_run_truncated_is_error_not_grey);
     tcase_add_test(tc, test_imgproc_run_metadata_and_alpha);
+    tcase_add_test(tc, test_imgproc_run_converts_to_srgb);
     tcase_add_test(tc, test_imgproc_run_rejects_bad_jobs);
     tcase_add_test(tc, test_imgproc_runtime_helpers);
     suite_add_tcase(s, tc);
