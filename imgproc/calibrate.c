@@ -65,15 +65,23 @@ typedef enum {
 static const struct {
     const char *name, *ext;
 } variants[V__COUNT] = {
-    [V_JPEG_BASE420] = {"jpeg-base420", "jpg"},  [V_JPEG_BASE444] = {"jpeg-base444", "jpg"},
-    [V_JPEG_PROG420] = {"jpeg-prog420", "jpg"},  [V_JPEG_PROG444] = {"jpeg-prog444", "jpg"},
-    [V_JPEG_GREY] = {"jpeg-grey", "jpg"},        [V_JPEG_CMYK] = {"jpeg-cmyk", "jpg"},
-    [V_PNG_RGB] = {"png-rgb", "png"},            [V_PNG_RGBA] = {"png-rgba", "png"},
-    [V_PNG_INTERLACED] = {"png-interlaced", "png"}, [V_PNG_GREY] = {"png-grey", "png"},
-    [V_PNG_RGB16] = {"png-rgb16", "png"},        [V_PNG_PALETTE] = {"png-palette", "png"},
-    [V_WEBP_LOSSY] = {"webp-lossy", "webp"},     [V_WEBP_ALPHA] = {"webp-alpha", "webp"},
+    [V_JPEG_BASE420] = {"jpeg-base420", "jpg"},
+    [V_JPEG_BASE444] = {"jpeg-base444", "jpg"},
+    [V_JPEG_PROG420] = {"jpeg-prog420", "jpg"},
+    [V_JPEG_PROG444] = {"jpeg-prog444", "jpg"},
+    [V_JPEG_GREY] = {"jpeg-grey", "jpg"},
+    [V_JPEG_CMYK] = {"jpeg-cmyk", "jpg"},
+    [V_PNG_RGB] = {"png-rgb", "png"},
+    [V_PNG_RGBA] = {"png-rgba", "png"},
+    [V_PNG_INTERLACED] = {"png-interlaced", "png"},
+    [V_PNG_GREY] = {"png-grey", "png"},
+    [V_PNG_RGB16] = {"png-rgb16", "png"},
+    [V_PNG_PALETTE] = {"png-palette", "png"},
+    [V_WEBP_LOSSY] = {"webp-lossy", "webp"},
+    [V_WEBP_ALPHA] = {"webp-alpha", "webp"},
     [V_WEBP_LOSSLESS] = {"webp-lossless", "webp"},
-    [V_JPEG_ICC] = {"jpeg-icc", "jpg"},          [V_PNG_ICC] = {"png-icc", "png"},
+    [V_JPEG_ICC] = {"jpeg-icc", "jpg"},
+    [V_PNG_ICC] = {"png-icc", "png"},
     [V_WEBP_ANIM] = {"webp-anim", "webp"},
 };
 
@@ -85,8 +93,7 @@ static VipsImage *make_content(int w, int h, int bands, bool alpha)
     VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 16);
     VipsImage *out = NULL;
     if (vips_xyz(&t[0], w, h, NULL) || vips_extract_band(t[0], &t[1], 0, NULL) ||
-        vips_extract_band(t[0], &t[2], 1, NULL) ||
-        vips_linear1(t[1], &t[3], 200.0 / w, 20, NULL) ||
+        vips_extract_band(t[0], &t[2], 1, NULL) || vips_linear1(t[1], &t[3], 200.0 / w, 20, NULL) ||
         vips_linear1(t[2], &t[4], 200.0 / h, 30, NULL) ||
         vips_sines(&t[5], w, h, "hfreq", 7.0, "vfreq", 5.0, NULL) ||
         vips_linear1(t[5], &t[6], 90, 128, NULL))
@@ -141,8 +148,8 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         double ink[3] = {255, 40, 40};
         for (int i = 0; i < 4; i++) {
             stack[i] = vips_image_copy_memory(t1);
-            if (!stack[i] ||
-                vips_draw_rect(stack[i], ink, 3, i * w / 5, h / 4, w / 5, h / 2, "fill", TRUE, NULL))
+            if (!stack[i] || vips_draw_rect(stack[i], ink, 3, i * w / 5, h / 4, w / 5, h / 2,
+                                            "fill", TRUE, NULL))
                 goto out;
         }
         int jrc = vips_arrayjoin(stack, &joined, 4, "across", 1, NULL);
@@ -183,9 +190,8 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_JPEG_ICC:
         rc = vips_jpegsave(t1, path, "Q", 85, "strip", strip, "interlace",
                            v == V_JPEG_PROG420 || v == V_JPEG_PROG444, "subsample_mode",
-                           (v == V_JPEG_BASE444 || v == V_JPEG_PROG444)
-                               ? VIPS_FOREIGN_SUBSAMPLE_OFF
-                               : VIPS_FOREIGN_SUBSAMPLE_ON,
+                           (v == V_JPEG_BASE444 || v == V_JPEG_PROG444) ? VIPS_FOREIGN_SUBSAMPLE_OFF
+                                                                        : VIPS_FOREIGN_SUBSAMPLE_ON,
                            NULL);
         break;
     case V_PNG_RGB:
@@ -386,8 +392,8 @@ typedef struct {
     double ms;
 } measure_t;
 
-static const imgproc_opts_t cal_opts = {.jpeg_quality = 80, .webp_quality = 75,
-                                        .png_compression = 6, .keep_icc = false};
+static const imgproc_opts_t cal_opts = {
+    .jpeg_quality = 80, .webp_quality = 75, .png_compression = 6, .keep_icc = false};
 
 static void *measure_thread(void *arg)
 {
@@ -640,8 +646,8 @@ static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool c
             snprintf(a[4], 32, "%d", (int)c->job.naive);
             snprintf(a[5], 32, "%d", (int)cold);
             image_path(warm, sizeof(warm), dir, c->v, 96, 64, c->orient);
-            char *args[] = {(char *)argv0, "--measure", paths[next], a[0], a[1], a[2], a[3], a[4],
-                            warm, a[5], NULL};
+            char *args[] = {(char *)argv0, "--measure", paths[next], a[0], a[1], a[2],
+                            a[3],          a[4],        warm,        a[5], NULL};
             if ((pids[next] = spawn_child(args, NULL, &fds[next])) < 0) {
                 res[next].status = -1;
                 res[next].done = true;
@@ -670,9 +676,8 @@ static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool c
         }
     }
     qsort(ratios, nres, sizeof(double), cmp_double);
-    double median = nres ? (nres % 2 ? ratios[nres / 2]
-                                     : (ratios[nres / 2 - 1] + ratios[nres / 2]) / 2)
-                         : 0;
+    double median =
+        nres ? (nres % 2 ? ratios[nres / 2] : (ratios[nres / 2 - 1] + ratios[nres / 2]) / 2) : 0;
     printf("cases=%zu underestimates=%zu median_ratio=%.2f worst_ratio=%.2f lowest_ratio=%.2f"
            " failed=%zu\n",
            nres, under, median, worst, nres ? lowest : 0, failed);
@@ -680,8 +685,8 @@ static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool c
         printf("targets (reduced grid checks underestimates only): underestimates=0 %s\n",
                under ? "FAIL" : "ok");
     else
-        printf("targets: underestimates=0 %s, median<=1.3 %s, worst<=3 %s\n",
-               under ? "FAIL" : "ok", median <= 1.3 ? "ok" : "FAIL", worst <= 3.0 ? "ok" : "FAIL");
+        printf("targets: underestimates=0 %s, median<=1.3 %s, worst<=3 %s\n", under ? "FAIL" : "ok",
+               median <= 1.3 ? "ok" : "FAIL", worst <= 3.0 ? "ok" : "FAIL");
     free(ratios);
     free(res);
     free(pids);
@@ -828,7 +833,8 @@ int main(int argc, char **argv)
             burst = atoi(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir DIR]\n",
+                    "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir "
+                    "DIR]\n",
                     argv[0]);
             return 2;
         }

@@ -57,8 +57,7 @@ static void warm_up(void)
     VipsImage *ctx = vips_image_new();
     VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 8);
     VipsImage *srcs[5] = {NULL};
-    if (vips_black(&t[0], 48, 32, "bands", 3, NULL) ||
-        vips_linear1(t[0], &t[1], 1.0, 90.0, NULL) ||
+    if (vips_black(&t[0], 48, 32, "bands", 3, NULL) || vips_linear1(t[0], &t[1], 1.0, 90.0, NULL) ||
         vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL) ||
         vips_bandjoin_const1(t[2], &t[3], 200.0, NULL) ||
         vips_colourspace(t[2], &t[4], VIPS_INTERPRETATION_CMYK, NULL) ||
@@ -74,8 +73,8 @@ static void warm_up(void)
      * 2/3 PNG plain/interlaced, 4/5 WebP lossy/lossless. */
     static const struct {
         int src, enc;
-    } paths[] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {0, 4}, {0, 5}, {1, 2}, {1, 4},
-                 {1, 5}, {2, 0}, {3, 0}, {3, 2}, {4, 0}, {4, 2}};
+    } paths[] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {0, 4}, {0, 5}, {1, 2},
+                 {1, 4}, {1, 5}, {2, 0}, {3, 0}, {3, 2}, {4, 0}, {4, 2}};
     for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
         VipsImage *in = srcs[paths[p].src];
         int e = paths[p].enc;
@@ -89,9 +88,9 @@ static void warm_up(void)
         else
             rc = vips_webpsave_buffer(in, &buf, &len, "lossless", e == 5, "effort", 0, NULL);
         VipsImage *th = NULL;
-        if (rc == 0 && vips_thumbnail_buffer(buf, len, &th, 16, "height", 16, "crop",
-                                             VIPS_INTERESTING_CENTRE, "export_profile",
-                                             paths[p].src == 3 ? "srgb" : NULL, NULL) == 0) {
+        if (rc == 0 &&
+            vips_thumbnail_buffer(buf, len, &th, 16, "height", 16, "crop", VIPS_INTERESTING_CENTRE,
+                                  "export_profile", paths[p].src == 3 ? "srgb" : NULL, NULL) == 0) {
             void *o[3] = {NULL};
             size_t ol;
             if (vips_jpegsave_buffer(th, &o[0], &ol, NULL) == 0 &&

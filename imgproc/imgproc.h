@@ -44,9 +44,9 @@ typedef struct {
     uint32_t orientation;   /**< EXIF orientation 1..8 (1 when absent or absurd) */
     uint32_t chroma_h, chroma_v; /**< JPEG max sampling factors (2,2 = 4:2:0; 1,1 = 4:4:4) */
     bool has_icc;           /**< an embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) */
-    uint64_t file_bytes;    /**< size of the encoded image (libwebp maps all of it) */
+    uint64_t file_bytes;    /**< size of the encoded image (libwebp needs all of it in memory) */
     uint64_t _jpeg_coef_bytes; /**< private: libjpeg whole-image coefficient buffer size */
-    uint64_t _meta_bytes;   /**< private: metadata (EXIF/ICC/XMP/text) the decoder keeps in memory */
+    uint64_t _meta_bytes;   /**< private: EXIF/ICC/XMP/text bytes the decoder keeps */
     uint32_t _flags;        /**< private: IMGPROC__F_* facts for the estimator */
 } imgproc_probe_t;
 

@@ -180,11 +180,11 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
 #define EST_SHORT_CAP_NAIVE 2.5   /* ... thumbnail of an in-memory image */
 #define EST_LCMS_CMYK (5.0 * MIB) /* CMYK -> sRGB through lcms, measured ~3-4 MiB */
 #define EST_LCMS_ICC (0.2 * MIB)  /* an RGB/grey profile to sRGB (cheap once lcms is warm) */
-#define EST_PNG_OUT (0.2 * MIB)    /* zlib deflate state and libpng rows */
-#define EST_WEBP_ROW 96.0          /* libwebp VP8 decoder rows and rescaler, per source column */
+#define EST_PNG_OUT (0.2 * MIB)   /* zlib deflate state and libpng rows */
+#define EST_WEBP_ROW 96.0         /* libwebp VP8 decoder rows and rescaler, per source column */
 #define EST_WEBP_OUT (0.1 * MIB)
-#define EST_WEBP_PX 4.0           /* libwebp encoder bytes per output pixel, beyond the RGB(A) copy */
-#define EST_WEBP_ALPHA_PX 21.0    /* ... extra when the output has alpha (lossless-coded alpha) */
+#define EST_WEBP_PX 4.0        /* libwebp encoder bytes per output pixel, beyond the RGB(A) copy */
+#define EST_WEBP_ALPHA_PX 21.0 /* ... extra when the output has alpha (lossless-coded alpha) */
 #define EST_MARGIN_EXACT 1.04
 #define EST_MARGIN_MODEL 1.08
 
@@ -237,10 +237,10 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
         exact += ow * oh * ob;
 
     double model = EST_FIXED + EST_FIXED_PER_BAND * ob;
-    double lines = EST_CACHE_LINES * bpl * (streamed ? 1 : 0) +
-                   (resize ? (job->naive ? EST_NAIVE_LINES : EST_RESIZE_LINES) : EST_COPY_LINES) *
-                       bpp;
-    double cap = job->naive ? EST_SHORT_CAP_NAIVE
+    double lines =
+        EST_CACHE_LINES * bpl * (streamed ? 1 : 0) +
+        (resize ? (job->naive ? EST_NAIVE_LINES : EST_RESIZE_LINES) : EST_COPY_LINES) * bpp;
+    double cap = job->naive    ? EST_SHORT_CAP_NAIVE
                  : premultiply ? EST_SHORT_CAP_FLOAT
                                : EST_SHORT_CAP;
     model += lw * fmin(lines, cap * lh * (bpl * (streamed ? 1 : 0) + bpp));
@@ -256,7 +256,8 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
         break;
     case IMGPROC_FMT_WEBP: {
         double enc_bands = 3 + alpha; /* webpsave takes RGB or RGBA */
-        model += EST_WEBP_OUT + ow * oh * (enc_bands + EST_WEBP_PX + (alpha ? EST_WEBP_ALPHA_PX : 0));
+        model +=
+            EST_WEBP_OUT + ow * oh * (enc_bands + EST_WEBP_PX + (alpha ? EST_WEBP_ALPHA_PX : 0));
         break;
     }
     default:
