@@ -136,7 +136,7 @@ format:
 # make fuzz-smoke       the same for 30 s (CI)
 IMGPROC_OBJS = $(filter $(BUILD)/imgproc/%,$(LIB_OBJS))
 CALIBRATE    = $(BUILD)/imgproc/calibrate
-CALIBRATE_FLAGS ?=
+CALIBRATE_FLAGS ?= --jobs 2
 $(CALIBRATE): $(BUILD)/imgproc/calibrate.o $(IMGPROC_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 calibrate: $(CALIBRATE)

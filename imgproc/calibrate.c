@@ -16,10 +16,12 @@
  * thread (the one-time costs a long-running server has already paid: code pages, GType
  * classes, libvips' thread pool, the thread's malloc arena), trims, resets VmHWM through
  * /proc/self/clear_refs ("5"), takes VmRSS as the base, runs the job in that same thread
- * and reports VmHWM - base: everything the job added, libvips-tracked or not. */
+ * and reports VmHWM - base: everything the job added, libvips-tracked or not. Jobs under
+ * 4 MiB are run twice that way and the larger peak is reported. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <spawn.h>
@@ -64,15 +66,23 @@ typedef enum {
 static const struct {
     const char *name, *ext;
 } variants[V__COUNT] = {
-    [V_JPEG_BASE420] = {"jpeg-base420", "jpg"},  [V_JPEG_BASE444] = {"jpeg-base444", "jpg"},
-    [V_JPEG_PROG420] = {"jpeg-prog420", "jpg"},  [V_JPEG_PROG444] = {"jpeg-prog444", "jpg"},
-    [V_JPEG_GREY] = {"jpeg-grey", "jpg"},        [V_JPEG_CMYK] = {"jpeg-cmyk", "jpg"},
-    [V_PNG_RGB] = {"png-rgb", "png"},            [V_PNG_RGBA] = {"png-rgba", "png"},
-    [V_PNG_INTERLACED] = {"png-interlaced", "png"}, [V_PNG_GREY] = {"png-grey", "png"},
-    [V_PNG_RGB16] = {"png-rgb16", "png"},        [V_PNG_PALETTE] = {"png-palette", "png"},
-    [V_WEBP_LOSSY] = {"webp-lossy", "webp"},     [V_WEBP_ALPHA] = {"webp-alpha", "webp"},
+    [V_JPEG_BASE420] = {"jpeg-base420", "jpg"},
+    [V_JPEG_BASE444] = {"jpeg-base444", "jpg"},
+    [V_JPEG_PROG420] = {"jpeg-prog420", "jpg"},
+    [V_JPEG_PROG444] = {"jpeg-prog444", "jpg"},
+    [V_JPEG_GREY] = {"jpeg-grey", "jpg"},
+    [V_JPEG_CMYK] = {"jpeg-cmyk", "jpg"},
+    [V_PNG_RGB] = {"png-rgb", "png"},
+    [V_PNG_RGBA] = {"png-rgba", "png"},
+    [V_PNG_INTERLACED] = {"png-interlaced", "png"},
+    [V_PNG_GREY] = {"png-grey", "png"},
+    [V_PNG_RGB16] = {"png-rgb16", "png"},
+    [V_PNG_PALETTE] = {"png-palette", "png"},
+    [V_WEBP_LOSSY] = {"webp-lossy", "webp"},
+    [V_WEBP_ALPHA] = {"webp-alpha", "webp"},
     [V_WEBP_LOSSLESS] = {"webp-lossless", "webp"},
-    [V_JPEG_ICC] = {"jpeg-icc", "jpg"},          [V_PNG_ICC] = {"png-icc", "png"},
+    [V_JPEG_ICC] = {"jpeg-icc", "jpg"},
+    [V_PNG_ICC] = {"png-icc", "png"},
     [V_WEBP_ANIM] = {"webp-anim", "webp"},
 };
 
@@ -84,8 +94,7 @@ static VipsImage *make_content(int w, int h, int bands, bool alpha)
     VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 16);
     VipsImage *out = NULL;
     if (vips_xyz(&t[0], w, h, NULL) || vips_extract_band(t[0], &t[1], 0, NULL) ||
-        vips_extract_band(t[0], &t[2], 1, NULL) ||
-        vips_linear1(t[1], &t[3], 200.0 / w, 20, NULL) ||
+        vips_extract_band(t[0], &t[2], 1, NULL) || vips_linear1(t[1], &t[3], 200.0 / w, 20, NULL) ||
         vips_linear1(t[2], &t[4], 200.0 / h, 30, NULL) ||
         vips_sines(&t[5], w, h, "hfreq", 7.0, "vfreq", 5.0, NULL) ||
         vips_linear1(t[5], &t[6], 90, 128, NULL))
@@ -140,8 +149,8 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         double ink[3] = {255, 40, 40};
         for (int i = 0; i < 4; i++) {
             stack[i] = vips_image_copy_memory(t1);
-            if (!stack[i] ||
-                vips_draw_rect(stack[i], ink, 3, i * w / 5, h / 4, w / 5, h / 2, "fill", TRUE, NULL))
+            if (!stack[i] || vips_draw_rect(stack[i], ink, 3, i * w / 5, h / 4, w / 5, h / 2,
+                                            "fill", TRUE, NULL))
                 goto out;
         }
         int jrc = vips_arrayjoin(stack, &joined, 4, "across", 1, NULL);
@@ -182,9 +191,8 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_JPEG_ICC:
         rc = vips_jpegsave(t1, path, "Q", 85, "strip", strip, "interlace",
                            v == V_JPEG_PROG420 || v == V_JPEG_PROG444, "subsample_mode",
-                           (v == V_JPEG_BASE444 || v == V_JPEG_PROG444)
-                               ? VIPS_FOREIGN_SUBSAMPLE_OFF
-                               : VIPS_FOREIGN_SUBSAMPLE_ON,
+                           (v == V_JPEG_BASE444 || v == V_JPEG_PROG444) ? VIPS_FOREIGN_SUBSAMPLE_OFF
+                                                                        : VIPS_FOREIGN_SUBSAMPLE_ON,
                            NULL);
         break;
     case V_PNG_RGB:
@@ -385,8 +393,10 @@ typedef struct {
     double ms;
 } measure_t;
 
-static const imgproc_opts_t cal_opts = {.jpeg_quality = 80, .webp_quality = 75,
-                                        .png_compression = 6, .keep_icc = false};
+static const imgproc_opts_t cal_opts = {
+    .jpeg_quality = 80, .webp_quality = 75, .png_compression = 6, .keep_icc = false};
+
+#define SMALL_JOB (4u << 20)
 
 static void *measure_thread(void *arg)
 {
@@ -412,25 +422,35 @@ static void *measure_thread(void *arg)
         return NULL;
     m->estimate = imgproc_estimate(&probe, &m->job);
     imgproc_output_dims(&probe, &m->job, &m->pw, &m->ph);
-    imgproc_trim();
-    if (reset_hwm() != 0) {
-        fprintf(stderr, "cannot reset VmHWM via /proc/self/clear_refs\n");
-        m->rc = -1;
-        return NULL;
+    /* Small jobs are measured twice and the larger peak kept: at a few hundred KiB the
+     * allocator's state makes single readings vary by 2x (a lucky low reading would make
+     * the estimate look wasteful, an unlucky high one is what the estimate must cover). */
+    for (int pass = 0; pass < 2; pass++) {
+        imgproc_trim();
+        if (reset_hwm() != 0) {
+            fprintf(stderr, "cannot reset VmHWM via /proc/self/clear_refs\n");
+            m->rc = -1;
+            return NULL;
+        }
+        long base = status_kib("VmRSS");
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        m->rc = imgproc_run(m->file, &m->job, &cal_opts, m->out_path, &m->out, &m->err);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long peak = status_kib("VmHWM");
+        if (m->rc != 0)
+            return NULL;
+        uint64_t measured = peak > base ? (uint64_t)(peak - base) * 1024 : 0;
+        if (pass == 0) {
+            uint64_t vips_hw;
+            imgproc_vips_mem(NULL, &vips_hw);
+            m->vips_hw = vips_hw;
+            m->ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+        }
+        m->measured = measured > m->measured ? measured : m->measured;
+        if (m->measured >= SMALL_JOB)
+            break;
     }
-    uint64_t vips_base;
-    imgproc_vips_mem(&vips_base, NULL);
-    long base = status_kib("VmRSS");
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    m->rc = imgproc_run(m->file, &m->job, &cal_opts, m->out_path, &m->out, &m->err);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    long peak = status_kib("VmHWM");
-    uint64_t vips_hw;
-    imgproc_vips_mem(NULL, &vips_hw);
-    m->vips_hw = vips_hw;
-    m->measured = peak > base ? (uint64_t)(peak - base) * 1024 : 0;
-    m->ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
     return NULL;
 }
 
@@ -639,8 +659,8 @@ static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool c
             snprintf(a[4], 32, "%d", (int)c->job.naive);
             snprintf(a[5], 32, "%d", (int)cold);
             image_path(warm, sizeof(warm), dir, c->v, 96, 64, c->orient);
-            char *args[] = {(char *)argv0, "--measure", paths[next], a[0], a[1], a[2], a[3], a[4],
-                            warm, a[5], NULL};
+            char *args[] = {(char *)argv0, "--measure", paths[next], a[0], a[1], a[2],
+                            a[3],          a[4],        warm,        a[5], NULL};
             if ((pids[next] = spawn_child(args, NULL, &fds[next])) < 0) {
                 res[next].status = -1;
                 res[next].done = true;
@@ -669,14 +689,17 @@ static int run_grid(const char *argv0, bool reduced, const char *dir_arg, bool c
         }
     }
     qsort(ratios, nres, sizeof(double), cmp_double);
-    double median = nres ? (nres % 2 ? ratios[nres / 2]
-                                     : (ratios[nres / 2 - 1] + ratios[nres / 2]) / 2)
-                         : 0;
+    double median =
+        nres ? (nres % 2 ? ratios[nres / 2] : (ratios[nres / 2 - 1] + ratios[nres / 2]) / 2) : 0;
     printf("cases=%zu underestimates=%zu median_ratio=%.2f worst_ratio=%.2f lowest_ratio=%.2f"
            " failed=%zu\n",
            nres, under, median, worst, nres ? lowest : 0, failed);
-    printf("targets: underestimates=0 %s, median<=1.3 %s, worst<=3 %s\n", under ? "FAIL" : "ok",
-           median <= 1.3 ? "ok" : "FAIL", worst <= 3.0 ? "ok" : "FAIL");
+    if (reduced) /* small images: the floor dominates, ratios are not meaningful here */
+        printf("targets (reduced grid checks underestimates only): underestimates=0 %s\n",
+               under ? "FAIL" : "ok");
+    else
+        printf("targets: underestimates=0 %s, median<=1.3 %s, worst<=3 %s\n", under ? "FAIL" : "ok",
+               median <= 1.3 ? "ok" : "FAIL", worst <= 3.0 ? "ok" : "FAIL");
     free(ratios);
     free(res);
     free(pids);
@@ -713,6 +736,9 @@ static int child_burst(int argc, char **argv)
     int n = atoi(argv[2]);
     int nfiles = argc - 4;
     const char *dir = argv[argc - 1];
+    const char *only_mmap = getenv("CALIBRATE_BURST_MMAP_ONLY");
+    if (only_mmap && strcmp(only_mmap, "1") == 0) /* with IMGPROC_MALLOC_DEFAULTS=1 */
+        mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     if (imgproc_init(argv[0]) != 0)
         return 2;
     long before = status_kib("VmRSS");
@@ -770,20 +796,26 @@ static int run_burst(const char *argv0, int n, const char *dir_arg)
     snprintf(ns, sizeof(ns), "%d", n);
     char *args[] = {(char *)argv0, "--burst-child", ns, f[0], f[1], f[2], dir, NULL};
     static char env_defaults[] = "IMGPROC_MALLOC_DEFAULTS=1";
+    static char env_mmap_only[] = "CALIBRATE_BURST_MMAP_ONLY=1";
     size_t ne = 0;
     while (environ[ne])
         ne++;
-    char **env = calloc(ne + 2, sizeof(char *));
+    char **env = calloc(ne + 3, sizeof(char *));
+    if (!env)
+        return 2;
     memcpy(env, environ, ne * sizeof(char *));
     env[ne] = env_defaults;
     char out[1024];
     printf("burst: %d concurrent jobs x 3 rounds (6000x4000 progressive + baseline JPEG, "
-           "4000x3000 PNG -> 290x290)\n",
+           "4000x3000 PNG -> 290x290), RSS in KiB\n",
            n);
     if (spawn_capture(args, out, sizeof(out), env) == 0)
-        printf("glibc defaults:      %s", out);
+        printf("glibc defaults:              %s", out);
+    env[ne + 1] = env_mmap_only;
+    if (spawn_capture(args, out, sizeof(out), env) == 0)
+        printf("M_MMAP_THRESHOLD=128K only:  %s", out);
     if (spawn_capture(args, out, sizeof(out), NULL) == 0)
-        printf("imgproc malloc policy: %s", out);
+        printf("imgproc malloc policy:       %s", out);
     free(env);
     if (!dir_arg)
         rm_rf(dir);
@@ -814,7 +846,8 @@ int main(int argc, char **argv)
             burst = atoi(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir DIR]\n",
+                    "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir "
+                    "DIR]\n",
                     argv[0]);
             return 2;
         }

@@ -44,9 +44,9 @@ typedef struct {
     uint32_t orientation;   /**< EXIF orientation 1..8 (1 when absent or absurd) */
     uint32_t chroma_h, chroma_v; /**< JPEG max sampling factors (2,2 = 4:2:0; 1,1 = 4:4:4) */
     bool has_icc;           /**< an embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) */
-    uint64_t file_bytes;    /**< size of the encoded image (libwebp maps all of it) */
+    uint64_t file_bytes;    /**< size of the encoded image (libwebp needs all of it in memory) */
     uint64_t _jpeg_coef_bytes; /**< private: libjpeg whole-image coefficient buffer size */
-    uint64_t _meta_bytes;   /**< private: metadata (EXIF/ICC/XMP/text) the decoder keeps in memory */
+    uint64_t _meta_bytes;   /**< private: EXIF/ICC/XMP/text bytes the decoder keeps */
     uint32_t _flags;        /**< private: IMGPROC__F_* facts for the estimator */
 } imgproc_probe_t;
 
@@ -75,8 +75,10 @@ typedef struct {
     uint64_t bytes;         /**< size of the output file */
 } imgproc_out_t;
 
-/** Once per process before any other call; sets libvips up for a server (cache off,
- *  vips concurrency 1, malloc settings). 0 or -IMGPROC_E_*. */
+/** Once per process before any other call and before starting threads; sets libvips up
+ *  for a server (cache off, vips concurrency 1, only the JPEG/PNG/WebP loaders, glibc
+ *  malloc settings — see imgproc.c) and warms every codec path up (~0.1 s) so that job
+ *  estimates, which assume a warm process, hold from the first job. 0 or -IMGPROC_E_*. */
 int imgproc_init(const char *argv0);
 /** At exit. */
 void imgproc_shutdown(void);
@@ -90,27 +92,47 @@ const char *imgproc_fmt_mime(imgproc_fmt_t fmt);
 /** File extension (no dot, case-insensitive: jpg, jpeg, png, webp) to format. */
 imgproc_fmt_t imgproc_fmt_from_ext(const char *ext, size_t len);
 
-/** Probes an image in memory (borrows @p buf). 0 or -IMGPROC_E_* with @p err filled. */
+/** Probes an image in memory (borrows @p buf). Parses headers only: no pixel decode, no
+ *  allocation, bounded work whatever the input. 0 or -IMGPROC_E_* with @p err filled:
+ *  UNSUPPORTED for unknown magic (and empty input), CORRUPT for malformed or truncated
+ *  headers, TOO_LARGE for dimensions the decoder refuses. */
 int imgproc_probe_buf(const void *buf, size_t len, imgproc_probe_t *out, imgproc_err_t *err);
-/** Probes a file. 0 or -IMGPROC_E_* with @p err filled. */
+/** Probes a file: reads a 64 KiB prefix, plus small bounded reads when the header goes
+ *  further (JPEG SOF after big APP segments, WebP chunks); ~15 us. Same results as
+ *  imgproc_probe_buf() on the whole file, IO for open/read errors. */
 int imgproc_probe_file(const char *path, imgproc_probe_t *out, imgproc_err_t *err);
 
-/** Peak bytes the job will add to the process (never below the measured peak). */
+/** Peak bytes the job will add to a warm process, computed from the header alone:
+ *  shrink-on-load, libjpeg's coefficient buffer for progressive JPEG, whole-image buffers
+ *  for interlaced PNG / lossless WebP / rotation / crop / naive decode, encoders. Checked
+ *  against measured peaks by `make calibrate` (never below them on its grid, median
+ *  ~1.25x). 0 for an invalid job. */
 uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job);
 
-/** Output dimensions the job will produce (for max_output checks before running). */
+/** Output dimensions the job will produce (for max_output checks before running); exact,
+ *  after EXIF orientation. 0x0 for an invalid job (FIT with both sides 0, COVER with a side
+ *  0). COVER always gives exactly width x height (enlarging small images); FIT never
+ *  enlarges; CONVERT keeps the size. */
 void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job, uint32_t *w, uint32_t *h);
 
 /**
  * Runs @p job on the file @p src and writes the encoded result to @p dst (created or
  * truncated; the caller renames it into place). Truncated/corrupt input is an error,
  * never a grey half-image. Thread-safe; call from worker threads only.
- * 0 or -IMGPROC_E_* with @p err filled (and @p dst possibly partial: caller unlinks).
+ * The source is probed again on the descriptor that is decoded, so the job always matches
+ * imgproc_output_dims()/imgproc_estimate() for those bytes. Output: EXIF orientation
+ * applied, sRGB (through the embedded profile if any), alpha flattened on white for JPEG,
+ * all metadata stripped except, with keep_icc, the (sRGB) ICC profile; animated WebP gives
+ * its first frame. Originals must be replaced by rename, never rewritten in place.
+ * 0 or -IMGPROC_E_* with @p err filled (and @p dst possibly partial: caller unlinks):
+ * CORRUPT (bad data, also mid-decode), UNSUPPORTED, TOO_LARGE (WebP output over 16383 px),
+ * IO (open/write/close), NOMEM, INVALID (bad job/opts, or @p dst is @p src).
  */
 int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts, const char *dst,
                 imgproc_out_t *out, imgproc_err_t *err);
 
-/** Returns freed heap to the OS (malloc_trim); the server calls it when idle. */
+/** Returns freed heap to the OS (malloc_trim(0)); the server calls it when no job is in
+ *  flight. Takes a few ms on a large heap; harmless to call often. */
 void imgproc_trim(void);
 
 /** A tiny libvips operation for /healthz; true when libvips works. */

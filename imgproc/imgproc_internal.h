@@ -22,9 +22,9 @@ enum {
 
 /** libvips limits we mirror in the probe so that admission never admits what the
  *  decoder would refuse. */
-#define IMGPROC__JPEG_MAX_DIM 65500u       /* libjpeg JPEG_MAX_DIMENSION */
-#define IMGPROC__PNG_MAX_DIM 10000000u     /* VIPS_MAX_COORD, set as libpng user limit */
-#define IMGPROC__WEBP_MAX_DIM 16383u       /* webp2vips / webpsave */
+#define IMGPROC__JPEG_MAX_DIM 65500u   /* libjpeg JPEG_MAX_DIMENSION */
+#define IMGPROC__PNG_MAX_DIM 10000000u /* VIPS_MAX_COORD, set as libpng user limit */
+#define IMGPROC__WEBP_MAX_DIM 16383u   /* webp2vips / webpsave */
 #define IMGPROC__WEBP_MAX_FRAMES 10000u
 
 /**
@@ -33,16 +33,16 @@ enum {
  * All sizes are in the stored (pre-orientation) frame unless named otherwise.
  */
 typedef struct {
-    bool swap;                 /**< orientation 5..8: width and height trade places */
-    uint32_t box_w, box_h;     /**< thumbnail target in stored orientation (VIPS_MAX_COORD = free) */
-    bool crop;                 /**< centre crop to box after the resize */
-    bool upsize;               /**< VIPS_SIZE_BOTH (cover may enlarge) rather than SIZE_DOWN */
-    uint32_t jpeg_shrink;      /**< libjpeg DCT scaling 1, 2, 4, 8 (1 for other formats) */
-    double webp_scale;         /**< libwebp scaling (1.0 = none) */
-    uint32_t load_w, load_h;   /**< image as the loader delivers it (after shrink-on-load) */
+    bool swap;               /**< orientation 5..8: width and height trade places */
+    uint32_t box_w, box_h;   /**< thumbnail target in stored orientation (VIPS_MAX_COORD = free) */
+    bool crop;               /**< centre crop to box after the resize */
+    bool upsize;             /**< VIPS_SIZE_BOTH (cover may enlarge) rather than SIZE_DOWN */
+    uint32_t jpeg_shrink;    /**< libjpeg DCT scaling 1, 2, 4, 8 (1 for other formats) */
+    double webp_scale;       /**< libwebp scaling (1.0 = none) */
+    uint32_t load_w, load_h; /**< image as the loader delivers it (after shrink-on-load) */
     uint32_t resized_w, resized_h; /**< after vips_resize */
-    uint32_t out_w, out_h;     /**< final output, after crop and orientation */
-    uint32_t out_bands;        /**< bands of the pipeline after sRGB conversion (1..4) */
+    uint32_t out_w, out_h;         /**< final output, after crop and orientation */
+    uint32_t out_bands;            /**< bands of the pipeline after sRGB conversion (1..4) */
 } imgproc__plan_t;
 
 /** Fills @p plan for @p job on @p probe. 0 or -IMGPROC_E_INVALID (bad job). */

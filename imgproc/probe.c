@@ -15,7 +15,8 @@
 
 #include "imgproc/imgproc_internal.h"
 
-/* ---- helpers shared with the rest of the module (kept here so the fuzzer needs no libvips) ---- */
+/* ---- helpers shared with the rest of the module (kept here so the fuzzer needs no libvips) ----
+ */
 
 imgproc_fmt_t imgproc_sniff(const void *buf, size_t len)
 {
@@ -50,14 +51,14 @@ enum { RD_OK = 0, RD_SHORT, RD_BUDGET, RD_IO };
 typedef struct {
     const uint8_t *buf; /* the whole data (buffer mode) or the prefix (file mode) */
     size_t buf_len;
-    uint64_t size;      /* total size of the data */
-    int fd;             /* -1 in buffer mode */
-    uint8_t *win;       /* pread window (file mode), allocated on first use */
+    uint64_t size; /* total size of the data */
+    int fd;        /* -1 in buffer mode */
+    uint8_t *win;  /* pread window (file mode), allocated on first use */
     size_t win_len;
     uint64_t win_off;
     unsigned preads;
     uint64_t extra;
-    int status;         /* RD_* of the first failed get */
+    int status; /* RD_* of the first failed get */
 } rd_t;
 
 #define RD_WIN_CAP (66 * 1024) /* the largest single request is a 64 KiB EXIF body */
@@ -125,17 +126,26 @@ static int rd_fail(const rd_t *r, imgproc_err_t *err, const char *fmt)
     }
 }
 
-static inline uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static inline uint32_t be16(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 8 | p[1];
+}
 static inline uint32_t be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
-static inline uint32_t le16(const uint8_t *p) { return (uint32_t)p[1] << 8 | p[0]; }
+static inline uint32_t le16(const uint8_t *p)
+{
+    return (uint32_t)p[1] << 8 | p[0];
+}
 static inline uint32_t le24(const uint8_t *p)
 {
     return (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
 }
-static inline uint32_t le32(const uint8_t *p) { return le24(p) | (uint32_t)p[3] << 24; }
+static inline uint32_t le32(const uint8_t *p)
+{
+    return le24(p) | (uint32_t)p[3] << 24;
+}
 
 /* ---- EXIF: just the orientation tag of IFD0 ---- */
 
@@ -259,8 +269,7 @@ static int probe_jpeg(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
             if (w == 0 || h == 0 || ncomp == 0)
                 return imgproc__fail(err, IMGPROC_E_CORRUPT, "jpeg: empty image");
             if (prec != 8)
-                return imgproc__fail(err, IMGPROC_E_UNSUPPORTED, "jpeg: %u-bit precision",
-                                     prec);
+                return imgproc__fail(err, IMGPROC_E_UNSUPPORTED, "jpeg: %u-bit precision", prec);
             if (ncomp != 1 && ncomp != 3 && ncomp != 4)
                 return imgproc__fail(err, IMGPROC_E_UNSUPPORTED, "jpeg: %u components", ncomp);
             if (w > IMGPROC__JPEG_MAX_DIM || h > IMGPROC__JPEG_MAX_DIM)
@@ -424,8 +433,7 @@ static int probe_png(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
                 have_plte = true;
                 n_palette = len / 3;
             }
-        } else if (memcmp(type, "tRNS", 4) == 0 && !have_trns && !inherent_alpha &&
-                   len <= 256) {
+        } else if (memcmp(type, "tRNS", 4) == 0 && !have_trns && !inherent_alpha && len <= 256) {
             /* libpng drops (with a warning) a tRNS of the wrong size, before PLTE, or
              * with a bad CRC; only a valid one gives libvips an alpha band. */
             bool size_ok = (ctype == 0 && len == 2) || (ctype == 2 && len == 6) ||
@@ -469,8 +477,8 @@ static int probe_png(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
 #define WEBP_MAX_CHUNKS 100000
 
 /* Dimensions (and alpha bit) of a "VP8 " or "VP8L" bitstream chunk payload at @p off. */
-static int webp_bitstream(rd_t *r, const uint8_t *fourcc, uint64_t off, uint32_t len,
-                          uint32_t *w, uint32_t *h, bool *alpha, imgproc_err_t *err)
+static int webp_bitstream(rd_t *r, const uint8_t *fourcc, uint64_t off, uint32_t len, uint32_t *w,
+                          uint32_t *h, bool *alpha, imgproc_err_t *err)
 {
     const uint8_t *p;
     if (memcmp(fourcc, "VP8 ", 4) == 0) {
@@ -513,8 +521,8 @@ static bool is_bitstream(const uint8_t *fourcc)
 }
 
 /* An ANMF payload at @p off (@p len bytes): frame rectangle and its image sub-chunks. */
-static int webp_anmf(rd_t *r, uint64_t off, uint32_t len, uint32_t cw, uint32_t ch,
-                     bool *alpha, bool *partial, imgproc_err_t *err)
+static int webp_anmf(rd_t *r, uint64_t off, uint32_t len, uint32_t cw, uint32_t ch, bool *alpha,
+                     bool *partial, imgproc_err_t *err)
 {
     const uint8_t *p;
     if (len < 16 + 8)
@@ -726,8 +734,8 @@ int imgproc__probe_fd(int fd, imgproc_probe_t *out, imgproc_err_t *err)
             break;
         got += (size_t)k;
     }
-    rd_t r = {.buf = mem, .buf_len = got, .size = got < want ? got : (uint64_t)st.st_size,
-              .fd = fd};
+    rd_t r = {
+        .buf = mem, .buf_len = got, .size = got < want ? got : (uint64_t)st.st_size, .fd = fd};
     rc = probe_rd(&r, out, err);
     free(r.win);
 out_free:

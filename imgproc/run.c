@@ -71,14 +71,12 @@ static int save(VipsImage *img, imgproc_fmt_t fmt, const imgproc_opts_t *o, bool
 {
     switch (fmt) {
     case IMGPROC_FMT_JPEG:
-        return vips_jpegsave_target(img, target, "Q", (int)o->jpeg_quality, "strip", strip,
-                                    NULL);
+        return vips_jpegsave_target(img, target, "Q", (int)o->jpeg_quality, "strip", strip, NULL);
     case IMGPROC_FMT_PNG:
-        return vips_pngsave_target(img, target, "compression", (int)o->png_compression,
-                                   "strip", strip, NULL);
+        return vips_pngsave_target(img, target, "compression", (int)o->png_compression, "strip",
+                                   strip, NULL);
     case IMGPROC_FMT_WEBP:
-        return vips_webpsave_target(img, target, "Q", (int)o->webp_quality, "strip", strip,
-                                    NULL);
+        return vips_webpsave_target(img, target, "Q", (int)o->webp_quality, "strip", strip, NULL);
     default:
         vips_error("imgproc", "bad output format");
         return -1;
@@ -213,22 +211,21 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
     /* Convert to sRGB through the embedded profile when there is one; without one the
      * thumbnail's processing-space conversion already ends in sRGB / B_W. CMYK (4-band
      * JPEG) is the exception: that conversion already went through its profile. */
-    const char *export_profile = probe.has_icc && !(probe.fmt == IMGPROC_FMT_JPEG && probe.bands == 4)
-                                     ? "srgb"
-                                     : NULL;
+    const char *export_profile =
+        probe.has_icc && !(probe.fmt == IMGPROC_FMT_JPEG && probe.bands == 4) ? "srgb" : NULL;
     VipsSize size = plan.upsize ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN;
     VipsInteresting crop = plan.crop ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE;
     if (job->naive) {
         /* The load harness's naive service: the whole image decoded into memory first. */
         if (!(t[0] = vips_image_new_from_source(source, LOAD_OPTIONS, "access",
-                                                 VIPS_ACCESS_SEQUENTIAL, NULL)) ||
+                                                VIPS_ACCESS_SEQUENTIAL, NULL)) ||
             !(t[1] = vips_image_copy_memory(t[0]))) {
             rc = pipeline_fail(err, NULL, "decode");
             goto out_unref;
         }
-        if (vips_thumbnail_image(t[1], &t[2], (int)plan.box_w, "height", (int)plan.box_h,
-                                 "size", size, "crop", crop, "no_rotate", TRUE,
-                                 "export_profile", export_profile, NULL)) {
+        if (vips_thumbnail_image(t[1], &t[2], (int)plan.box_w, "height", (int)plan.box_h, "size",
+                                 size, "crop", crop, "no_rotate", TRUE, "export_profile",
+                                 export_profile, NULL)) {
             rc = pipeline_fail(err, NULL, "thumbnail");
             goto out_unref;
         }

@@ -82,7 +82,15 @@ static VipsImage *content(int w, int h, int bands, bool alpha)
     return out;
 }
 
-typedef enum { G_JPEG, G_JPEG_PROG, G_JPEG444, G_PNG, G_PNG_INTERLACED, G_WEBP, G_WEBP_LOSSLESS } gen_t;
+typedef enum {
+    G_JPEG,
+    G_JPEG_PROG,
+    G_JPEG444,
+    G_PNG,
+    G_PNG_INTERLACED,
+    G_WEBP,
+    G_WEBP_LOSSLESS
+} gen_t;
 
 /* Saves @p img as @p kind to @p path, with EXIF orientation @p orient (1 = none). */
 static void save_as(VipsImage *img, gen_t kind, int orient, const char *path)
@@ -97,10 +105,9 @@ static void save_as(VipsImage *img, gen_t kind, int orient, const char *path)
     case G_JPEG:
     case G_JPEG_PROG:
     case G_JPEG444:
-        rc = vips_jpegsave(c, path, "Q", 95, "strip", strip, "interlace", kind == G_JPEG_PROG,
-                           "subsample_mode",
-                           kind == G_JPEG444 ? VIPS_FOREIGN_SUBSAMPLE_OFF : VIPS_FOREIGN_SUBSAMPLE_ON,
-                           NULL);
+        rc = vips_jpegsave(
+            c, path, "Q", 95, "strip", strip, "interlace", kind == G_JPEG_PROG, "subsample_mode",
+            kind == G_JPEG444 ? VIPS_FOREIGN_SUBSAMPLE_OFF : VIPS_FOREIGN_SUBSAMPLE_ON, NULL);
         break;
     case G_PNG:
     case G_PNG_INTERLACED:
@@ -191,10 +198,10 @@ static size_t exif_block(uint8_t *p, bool prefix, uint16_t v)
         memcpy(p, "Exif\0\0", 6);
         n = 6;
     }
-    static const uint8_t tiff[] = {'M', 'M', 0, 42, 0, 0, 0, 8, /* IFD0 at 8 */
-                                   0, 1,                          /* one entry */
-                                   0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0, /* SHORT x1 */
-                                   0, 0, 0, 0};
+    static const uint8_t tiff[] = {'M',  'M',  0, 42, 0, 0, 0, 8,             /* IFD0 at 8 */
+                                   0,    1,                                   /* one entry */
+                                   0x01, 0x12, 0, 3,  0, 0, 0, 1, 0, 0, 0, 0, /* SHORT x1 */
+                                   0,    0,    0, 0};
     memcpy(p + n, tiff, sizeof(tiff));
     p[n + 18] = v >> 8;
     p[n + 19] = v & 0xFF;
@@ -648,8 +655,15 @@ END_TEST
 
 static imgproc_probe_t fake(imgproc_fmt_t fmt, uint32_t w, uint32_t h, uint32_t orient)
 {
-    imgproc_probe_t p = {.fmt = fmt, .width = w, .height = h, .bands = 3, .bit_depth = 8,
-                         .pages = 1, .orientation = orient, .chroma_h = 2, .chroma_v = 2,
+    imgproc_probe_t p = {.fmt = fmt,
+                         .width = w,
+                         .height = h,
+                         .bands = 3,
+                         .bit_depth = 8,
+                         .pages = 1,
+                         .orientation = orient,
+                         .chroma_h = 2,
+                         .chroma_v = 2,
                          .file_bytes = (uint64_t)w * h / 4};
     p._jpeg_coef_bytes = (uint64_t)w * h * 3; /* 4:2:0: 1.5 samples/px, 2 bytes each */
     return p;
@@ -675,7 +689,7 @@ START_TEST(test_imgproc_output_dims_every_mode)
         {IMGPROC_FMT_JPEG, 6000, 4000, 6, IMGPROC_OP_FIT, 290, 0, 290, 435},
         {IMGPROC_FMT_JPEG, 6000, 4000, 8, IMGPROC_OP_CONVERT, 0, 0, 4000, 6000},
         {IMGPROC_FMT_JPEG, 6000, 4000, 3, IMGPROC_OP_CONVERT, 0, 0, 6000, 4000},
-        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_FIT, 290, 290, 100, 50},   /* no upscaling */
+        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_FIT, 290, 290, 100, 50},    /* no upscaling */
         {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_COVER, 290, 290, 290, 290}, /* exact cover */
         {IMGPROC_FMT_JPEG, 1, 10000, 1, IMGPROC_OP_FIT, 290, 290, 1, 290},
     };
@@ -765,9 +779,9 @@ START_TEST(test_imgproc_run_dims_and_format_every_mode)
         gen_t kind;
         bool alpha;
         const char *name;
-    } srcs[] = {{G_JPEG, false, "s.jpg"},          {G_JPEG_PROG, false, "sp.jpg"},
-                {G_PNG, false, "s.png"},           {G_PNG_INTERLACED, true, "si.png"},
-                {G_WEBP, false, "s.webp"},         {G_WEBP_LOSSLESS, true, "sl.webp"}};
+    } srcs[] = {{G_JPEG, false, "s.jpg"},  {G_JPEG_PROG, false, "sp.jpg"},
+                {G_PNG, false, "s.png"},   {G_PNG_INTERLACED, true, "si.png"},
+                {G_WEBP, false, "s.webp"}, {G_WEBP_LOSSLESS, true, "sl.webp"}};
     static const struct {
         imgproc_op_t op;
         uint32_t tw, th, ew, eh;
@@ -780,7 +794,8 @@ START_TEST(test_imgproc_run_dims_and_format_every_mode)
     static const imgproc_fmt_t fmts[] = {IMGPROC_FMT_JPEG, IMGPROC_FMT_PNG, IMGPROC_FMT_WEBP};
     for (size_t s = 0; s < sizeof(srcs) / sizeof(srcs[0]); s++) {
         char src[512];
-        snprintf(src, sizeof(src), "%s", gen(srcs[s].name, srcs[s].kind, 900, 600, 3, srcs[s].alpha, 1));
+        snprintf(src, sizeof(src), "%s",
+                 gen(srcs[s].name, srcs[s].kind, 900, 600, 3, srcs[s].alpha, 1));
         for (size_t j = 0; j < sizeof(jobs) / sizeof(jobs[0]); j++)
             for (size_t f = 0; f < 3; f++) {
                 imgproc_job_t job = {jobs[j].op, jobs[j].tw, jobs[j].th, fmts[f], j == 0 && f == 0};
@@ -828,9 +843,9 @@ START_TEST(test_imgproc_run_applies_orientation)
     /* Where the stored top-left (red) quadrant lands after orienting, per EXIF value. */
     static const struct {
         int o;
-        int w, h;     /* displayed size */
-        int rx, ry;   /* a point inside the red quadrant after orienting */
-    } t[] = {{1, 120, 80, 10, 10}, {3, 120, 80, 110, 70}, {6, 80, 120, 70, 10},
+        int w, h;   /* displayed size */
+        int rx, ry; /* a point inside the red quadrant after orienting */
+    } t[] = {{1, 120, 80, 10, 10},  {3, 120, 80, 110, 70}, {6, 80, 120, 70, 10},
              {8, 80, 120, 10, 110}, {2, 120, 80, 110, 10}, {5, 80, 120, 10, 10}};
     imgproc_job_t job = {IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false};
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -866,8 +881,10 @@ START_TEST(test_imgproc_run_matches_vips_thumbnail)
         gen_t kind;
         const char *name;
         imgproc_op_t op;
-    } t[] = {{G_JPEG, "r.jpg", IMGPROC_OP_FIT},       {G_JPEG_PROG, "rp.jpg", IMGPROC_OP_COVER},
-             {G_PNG, "r.png", IMGPROC_OP_FIT},        {G_PNG_INTERLACED, "ri.png", IMGPROC_OP_COVER},
+    } t[] = {{G_JPEG, "r.jpg", IMGPROC_OP_FIT},
+             {G_JPEG_PROG, "rp.jpg", IMGPROC_OP_COVER},
+             {G_PNG, "r.png", IMGPROC_OP_FIT},
+             {G_PNG_INTERLACED, "ri.png", IMGPROC_OP_COVER},
              {G_WEBP, "r.webp", IMGPROC_OP_FIT}};
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         char src[512];
@@ -907,7 +924,9 @@ START_TEST(test_imgproc_run_truncated_is_error_not_grey)
     static const struct {
         gen_t kind;
         const char *name;
-    } srcs[] = {{G_JPEG, "tr.jpg"}, {G_JPEG_PROG, "trp.jpg"}, {G_PNG, "tr.png"},
+    } srcs[] = {{G_JPEG, "tr.jpg"},
+                {G_JPEG_PROG, "trp.jpg"},
+                {G_PNG, "tr.png"},
                 {G_PNG_INTERLACED, "tri.png"}};
     for (size_t s = 0; s < sizeof(srcs) / sizeof(srcs[0]); s++) {
         char src[512], half[512];
@@ -946,10 +965,17 @@ START_TEST(test_imgproc_run_metadata_and_alpha)
     VipsImage *img = content(300, 200, 3, false), *tagged, *prof;
     ck_assert_int_eq(vips_icc_transform(img, &prof, "srgb", "input_profile", "srgb", NULL), 0);
     ck_assert_int_eq(vips_copy(prof, &tagged, NULL), 0);
-    vips_image_set_string(tagged, "exif-ifd0-Artist", "someone (someone, ASCII, 8 components, 8 bytes)");
+    vips_image_set_string(tagged, "exif-ifd0-Artist",
+                          "someone (someone, ASCII, 8 components, 8 bytes)");
+    static const char xmp[] = "<x:xmpmeta xmlns:x='adobe:ns:meta/'></x:xmpmeta>";
+    vips_image_set_blob_copy(tagged, VIPS_META_XMP_NAME, xmp, sizeof(xmp) - 1);
     const char *src = tpath("meta.jpg");
     ck_assert_int_eq(vips_jpegsave(tagged, src, "Q", 95, NULL), 0);
     g_object_unref(tagged);
+    VipsImage *s0 = load(src); /* the source really carries what must be stripped */
+    ck_assert(vips_image_get_typeof(s0, VIPS_META_XMP_NAME));
+    ck_assert(vips_image_get_typeof(s0, "exif-ifd0-Artist"));
+    g_object_unref(s0);
     g_object_unref(prof);
     g_object_unref(img);
     imgproc_probe_t p = probe_ok(src);
@@ -981,6 +1007,33 @@ START_TEST(test_imgproc_run_metadata_and_alpha)
     VipsImage *r = load(tpath("keep.webp"));
     ck_assert_int_eq(r->Bands, 4);
     g_object_unref(r);
+}
+END_TEST
+
+START_TEST(test_imgproc_run_converts_to_srgb)
+{
+    /* sRGB red/blue quadrants re-encoded in Display P3 and tagged with that profile: the
+     * output must be sRGB again (red ~ 255,0,0), not the P3 numbers (~234,51,35). */
+    VipsImage *ctx = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 4);
+    t[0] = load(quadrant_image(G_PNG, 1, "q-srgb.png"));
+    ck_assert_int_eq(vips_icc_transform(t[0], &t[1], "p3", "input_profile", "srgb", NULL), 0);
+    const char *p3 = tpath("q-p3.png");
+    ck_assert_int_eq(vips_pngsave(t[1], p3, NULL), 0);
+    g_object_unref(ctx);
+    double c[3];
+    pixel(p3, 10, 10, c);
+    ck_assert_msg(c[1] > 30, "the P3 file should not hold sRGB numbers: %.0f,%.0f,%.0f", c[0], c[1],
+                  c[2]);
+    ck_assert(probe_ok(p3).has_icc);
+    static const imgproc_fmt_t fmts[] = {IMGPROC_FMT_PNG, IMGPROC_FMT_JPEG, IMGPROC_FMT_WEBP};
+    for (size_t f = 0; f < 3; f++) {
+        imgproc_job_t job = {IMGPROC_OP_CONVERT, 0, 0, fmts[f], false};
+        run_ok(p3, job, tpath("q-out"), 120, 80);
+        pixel(tpath("q-out"), 10, 10, c);
+        ck_assert_msg(c[0] > 240 && c[1] < 25 && c[2] < 25, "fmt %d: red came out %.0f,%.0f,%.0f",
+                      (int)fmts[f], c[0], c[1], c[2]);
+    }
 }
 END_TEST
 
@@ -1068,6 +1121,7 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_run_matches_vips_thumbnail);
     tcase_add_test(tc, test_imgproc_run_truncated_is_error_not_grey);
     tcase_add_test(tc, test_imgproc_run_metadata_and_alpha);
+    tcase_add_test(tc, test_imgproc_run_converts_to_srgb);
     tcase_add_test(tc, test_imgproc_run_rejects_bad_jobs);
     tcase_add_test(tc, test_imgproc_runtime_helpers);
     suite_add_tcase(s, tc);
