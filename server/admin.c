@@ -14,26 +14,6 @@ struct admin_handler {
     srv_t *srv;
 };
 
-static void proc_status(uint64_t *anon, uint64_t *file, uint64_t *hwm, uint64_t *threads)
-{
-    FILE *s = fopen("/proc/self/status", "r");
-    char line[128];
-    uint64_t v;
-    *anon = *file = *hwm = *threads = 0;
-    while (s != NULL && fgets(line, sizeof(line), s) != NULL) {
-        if (sscanf(line, "RssAnon: %" SCNu64, &v) == 1)
-            *anon = v * 1024;
-        else if (sscanf(line, "RssFile: %" SCNu64, &v) == 1)
-            *file = v * 1024;
-        else if (sscanf(line, "VmHWM: %" SCNu64, &v) == 1)
-            *hwm = v * 1024;
-        else if (sscanf(line, "Threads: %" SCNu64, &v) == 1)
-            *threads = v;
-    }
-    if (s)
-        fclose(s);
-}
-
 static void gauge(FILE *o, const char *name, const char *help, double v)
 {
     fprintf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
@@ -105,13 +85,14 @@ static void render_metrics(srv_t *srv, FILE *o)
     gauge(o, "thumbgate_cache_bytes", "Bytes of derived results on disk.", (double)cbytes);
     counter(o, "thumbgate_cache_evictions_total", "Derived results evicted (least recently used).", cev);
 
-    uint64_t anon, file, hwm, threads, vnow, vhigh;
-    proc_status(&anon, &file, &hwm, &threads);
+    uint64_t vnow, vhigh;
+    metrics_proc_t pm;
+    metrics_proc_read(&pm);
     imgproc_vips_mem(&vnow, &vhigh);
-    gauge(o, "thumbgate_process_resident_anon_bytes", "RssAnon from /proc/self/status.", (double)anon);
-    gauge(o, "thumbgate_process_resident_file_bytes", "RssFile from /proc/self/status.", (double)file);
-    gauge(o, "thumbgate_process_resident_highwater_bytes", "VmHWM from /proc/self/status.", (double)hwm);
-    gauge(o, "thumbgate_process_threads", "Threads of the process.", (double)threads);
+    gauge(o, "thumbgate_process_resident_anon_bytes", "RssAnon from /proc/self/status.", (double)pm.rss_anon);
+    gauge(o, "thumbgate_process_resident_file_bytes", "RssFile from /proc/self/status.", (double)pm.rss_file);
+    gauge(o, "thumbgate_process_resident_highwater_bytes", "VmHWM from /proc/self/status.", (double)pm.hwm);
+    gauge(o, "thumbgate_process_threads", "Threads of the process.", (double)pm.threads);
     gauge(o, "thumbgate_vips_tracked_bytes", "Memory libvips tracks now.", (double)vnow);
     gauge(o, "thumbgate_vips_tracked_highwater_bytes", "Highest memory libvips tracked.", (double)vhigh);
     gauge(o, "thumbgate_uptime_seconds", "Seconds since start.", (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);

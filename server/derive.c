@@ -101,22 +101,6 @@ static void post_all(derive_job_t *job, int status, const char *code, const char
     free(job);
 }
 
-static uint64_t status_kb(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[128];
-    uint64_t v = 0;
-    size_t fl = strlen(field);
-    while (f && fgets(line, sizeof(line), f))
-        if (strncmp(line, field, fl) == 0 && line[fl] == ':') {
-            v = strtoull(line + fl + 1, NULL, 10);
-            break;
-        }
-    if (f)
-        fclose(f);
-    return v * 1024;
-}
-
 /* The real peak of a job is observable when it runs alone: reset the process's VmHWM
  * (clear_refs 5) as it starts and read VmHWM as it ends; if no other job started in
  * between, the rise is its peak (give or take other requests' memory). Feeds the
@@ -133,14 +117,18 @@ static bool peak_begin(srv_t *srv, uint64_t *gen, uint64_t *rss0)
         return false;
     bool ok = fputs("5", f) >= 0;
     ok &= fclose(f) == 0;
-    *rss0 = status_kb("VmRSS");
+    metrics_proc_t pm;
+    metrics_proc_read(&pm);
+    *rss0 = pm.rss;
     return ok && *rss0 > 0;
 }
 
 static void peak_end(srv_t *srv, bool measuring, uint64_t gen, uint64_t rss0, uint64_t estimate)
 {
     if (measuring && atomic_load_explicit(&srv->job_gen, memory_order_relaxed) == gen) {
-        uint64_t hwm = status_kb("VmHWM");
+        metrics_proc_t pm;
+        metrics_proc_read(&pm);
+        uint64_t hwm = pm.hwm;
         if (hwm > rss0) {
             double ratio = (double)estimate / (double)(hwm - rss0);
             metrics_hist_observe(&srv->metrics.est_ratio, (uint64_t)(ratio * 1e6)); /* buckets read as ratios */

@@ -134,23 +134,6 @@ void flight_job_end(flight_t *f, const void *id)
     pthread_mutex_unlock(&f->mu);
 }
 
-static void read_status(uint64_t *anon, uint64_t *file, uint64_t *hwm)
-{
-    FILE *s = fopen("/proc/self/status", "r");
-    char line[128];
-    uint64_t v;
-    while (s != NULL && fgets(line, sizeof(line), s) != NULL) {
-        if (sscanf(line, "RssAnon: %" SCNu64, &v) == 1)
-            *anon = v * 1024;
-        else if (sscanf(line, "RssFile: %" SCNu64, &v) == 1)
-            *file = v * 1024;
-        else if (sscanf(line, "VmHWM: %" SCNu64, &v) == 1)
-            *hwm = v * 1024;
-    }
-    if (s)
-        fclose(s);
-}
-
 void flight_tick(flight_t *f, uint64_t now_ms)
 {
     if (f == NULL || now_ms - f->last_ms < f->interval_ms)
@@ -162,7 +145,11 @@ void flight_tick(flight_t *f, uint64_t now_ms)
     gettimeofday(&tv, NULL);
     s.seq = ++f->seq;
     s.unix_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-    read_status(&s.rss_anon, &s.rss_file, &s.vm_hwm);
+    metrics_proc_t pm;
+    metrics_proc_read(&pm);
+    s.rss_anon = pm.rss_anon;
+    s.rss_file = pm.rss_file;
+    s.vm_hwm = pm.hwm;
     adm_stats_t as;
     adm_stats(f->srv->gate, &as);
     s.budget = as.budget;

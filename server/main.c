@@ -71,12 +71,7 @@ int main(int argc, char **argv)
     }
     /* block the shutdown signals before libvips or any other thread starts, so that
      * only the server's sigwait ever receives them */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    srv_block_signals(NULL);
 
     const cfg_t *cfg = cfg_load(file, environ, stderr);
     if (cfg == NULL)

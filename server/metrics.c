@@ -1,6 +1,11 @@
 /* metrics — slots, histograms and their Prometheus rendering. */
 #include "server/metrics.h"
 
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
 static const int status_slots[METRICS_NSTATUS - 1] = {200, 201, 204, 206, 304, 400, 401, 403,
                                                        404, 405, 413, 415, 416, 500, 503};
 
@@ -50,4 +55,30 @@ void metrics_hist_render(FILE *out, const char *name, const char *help, const me
     fprintf(out, "%s_sum %.6f\n", name,
             (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6 * scale);
     fprintf(out, "%s_count %llu\n", name, (unsigned long long)count);
+}
+
+void metrics_proc_read(metrics_proc_t *out)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        uint64_t scale;
+    } fields[] = {{"VmRSS:", offsetof(metrics_proc_t, rss), 1024},
+                  {"RssAnon:", offsetof(metrics_proc_t, rss_anon), 1024},
+                  {"RssFile:", offsetof(metrics_proc_t, rss_file), 1024},
+                  {"VmHWM:", offsetof(metrics_proc_t, hwm), 1024},
+                  {"Threads:", offsetof(metrics_proc_t, threads), 1}};
+    memset(out, 0, sizeof(*out));
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[128];
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+            size_t l = strlen(fields[i].name);
+            if (strncmp(line, fields[i].name, l) == 0) {
+                *(uint64_t *)((char *)out + fields[i].off) = strtoull(line + l, NULL, 10) * fields[i].scale;
+                break;
+            }
+        }
+    if (f)
+        fclose(f);
 }

@@ -37,6 +37,13 @@ typedef struct {
     metrics_hist_t est_ratio; /**< estimate / measured-peak ratio x 100 where measurable (naive: none) */
 } metrics_t;
 
+/** Memory figures of this process from /proc/self/status, in bytes (threads: a count). */
+typedef struct {
+    uint64_t rss, rss_anon, rss_file, hwm, threads;
+} metrics_proc_t;
+/** Reads /proc/self/status; fields it cannot read are 0. */
+void metrics_proc_read(metrics_proc_t *out);
+
 /** Status code to its slot (200,201,204,206,304,400,401,403,404,405,413,415,416,500,503,other). */
 unsigned metrics_status_slot(int status);
 int metrics_slot_status(unsigned slot);

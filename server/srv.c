@@ -90,6 +90,18 @@ uint64_t srv_auto_budget(uint32_t percent, const char **source)
     return srv_memory_limit(source) / 100 * percent;
 }
 
+void srv_block_signals(sigset_t *set)
+{
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if (set != NULL)
+        *set = sigs;
+}
+
 /* --- small helpers ------------------------------------------------------------------- */
 
 uint64_t srv__now_ms(void)
@@ -611,13 +623,9 @@ int srv_run(const cfg_t *cfg)
     srv->admin_fd = -1;
 
     /* signals go to the main thread's sigwait only: block them before any thread
-     * (workers, io, loops, libvips) is created, so every thread inherits the mask */
+     * (workers, io, loops) is created, so every thread inherits the mask */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    srv_block_signals(&sigs);
     signal(SIGPIPE, SIG_IGN);
 
 

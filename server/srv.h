@@ -3,6 +3,7 @@
 #ifndef THUMBGATE_SRV_H
 #define THUMBGATE_SRV_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "config/cfg.h"
@@ -13,6 +14,13 @@
  * code (0 after a clean drain, 1 when start-up failed).
  */
 int srv_run(const cfg_t *cfg);
+
+/**
+ * Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and so in every thread it
+ * creates afterwards), filling @p set (optional) with them: call it first in main, before
+ * libvips or anything else starts threads, so only srv_run's sigwait receives them.
+ */
+void srv_block_signals(sigset_t *set);
 
 /**
  * The memory limit the process runs under: cgroup v2 memory.max, else cgroup v1

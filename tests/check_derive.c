@@ -16,12 +16,6 @@
 
 static tg_server_t S;
 
-static void setup(void)
-{
-    ck_assert_int_eq(VIPS_INIT("check_derive"), 0);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static void teardown(void)
 {
     tg_cleanup(&S);
@@ -29,12 +23,7 @@ static void teardown(void)
 
 static void put(const char *path, int w, int h, const char *fmt)
 {
-    size_t len;
-    void *img = tg_image(w, h, 3, fmt, &len);
-    tg_resp_t r;
-    ck_assert_int_eq(tg_http(&S, "PUT", path, img, len, NULL, &r), 201);
-    tg_resp_free(&r);
-    g_free(img);
+    tg_put_image(&S, path, w, h, fmt);
 }
 
 static void expect_dims(const char *path, int w, int h, const char *mime)
@@ -367,7 +356,7 @@ Suite *derive_suite(void)
 {
     Suite *s = suite_create("derive");
     TCase *t = tcase_create("derived");
-    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_add_checked_fixture(t, tg_fixture_setup, teardown);
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_derive_every_route);
     tcase_add_test(t, test_derive_not_found_and_bad_sizes);

@@ -23,12 +23,6 @@
 
 static tg_server_t S;
 
-static void setup(void)
-{
-    ck_assert_int_eq(VIPS_INIT("check_http"), 0);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static void teardown(void)
 {
     tg_cleanup(&S);
@@ -534,7 +528,7 @@ Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
     TCase *t = tcase_create("originals");
-    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_add_checked_fixture(t, tg_fixture_setup, teardown);
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_http_roundtrip_each_format);
     tcase_add_test(t, test_http_replace_and_delete);

@@ -316,3 +316,19 @@ bool tg_dims(const void *buf, size_t len, int *w, int *h)
     g_object_unref(im);
     return true;
 }
+
+void tg_fixture_setup(void)
+{
+    ck_assert_int_eq(VIPS_INIT("thumbgate-tests"), 0);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void tg_put_image(tg_server_t *s, const char *path, int w, int h, const char *fmt)
+{
+    size_t len;
+    void *img = tg_image(w, h, 3, fmt, &len);
+    tg_resp_t r;
+    ck_assert_msg(tg_http(s, "PUT", path, img, len, NULL, &r) == 201, "PUT %s: %ld", path, r.status);
+    tg_resp_free(&r);
+    g_free(img);
+}

@@ -49,6 +49,11 @@ int tg_connect(tg_server_t *s);
 /** Reads until EOF or @p cap bytes; returns bytes read. */
 size_t tg_read_all(int fd, char *buf, size_t cap, int timeout_ms);
 
+/** Checked-fixture set-up for integration tests: libvips and libcurl in the forked child. */
+void tg_fixture_setup(void);
+/** PUTs a generated @p w x @p h image of @p fmt at @p path; fails the test unless 201. */
+void tg_put_image(tg_server_t *s, const char *path, int w, int h, const char *fmt);
+
 /** Encoded test image (noise, so sizes are realistic) of @p w x @p h in "jpg", "png", "webp";
  *  @p opts appended to the saver (e.g. "[Q=90,interlace]"). Caller frees with g_free. */
 void *tg_image(int w, int h, int bands, const char *fmt, size_t *len);
