@@ -169,8 +169,8 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
  * dominates). Re-run `make calibrate` after any libvips/codec upgrade.
  */
 #define MIB (1024.0 * 1024.0)
-#define EST_FIXED (0.45 * MIB)
-#define EST_FIXED_PER_BAND (0.4 * MIB)
+#define EST_FIXED (0.2 * MIB)
+#define EST_FIXED_PER_BAND (0.48 * MIB)
 #define EST_CACHE_LINES 500.0
 #define EST_RESIZE_LINES 1200.0
 #define EST_COPY_LINES 280.0
