@@ -164,9 +164,11 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
  *     and libwebp's encoder (picture, analysis, output), which works on the whole output.
  *
  * Exact terms get EST_MARGIN_EXACT, modelled ones EST_MARGIN_MODEL. The constants were fitted
- * on three runs of the full grid (655-759 cases each): no underestimate in any (lowest
- * estimate/measured 1.04), median 1.27-1.28, worst 2.5-2.9 (small images, where the floor
- * dominates). Re-run `make calibrate` after any libvips/codec upgrade.
+ * on repeated runs of the full calibration grid; `make calibrate` (759 cases) then gave
+ * cases=759 underestimates=0 median_ratio=1.26 worst_ratio=2.69 lowest_ratio=1.02. The
+ * worst ratios are sub-MiB jobs, where the floor dominates; the tightest are 1-band PNG
+ * thumbnails, CMYK conversions and interlaced PNG (2-4% margin). Re-run `make calibrate`
+ * after any libvips or codec upgrade.
  */
 #define MIB (1024.0 * 1024.0)
 #define EST_FIXED (0.2 * MIB)
