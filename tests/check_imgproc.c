@@ -1089,6 +1089,7 @@ Suite *imgproc_suite(void)
 
     tc = tcase_create("sniff");
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30); /* the fixture's imgproc_init warms libvips up */
     tcase_add_test(tc, test_imgproc_sniff_detects_magic);
     tcase_add_test(tc, test_imgproc_fmt_helpers_roundtrip);
     suite_add_tcase(s, tc);
@@ -1108,6 +1109,7 @@ Suite *imgproc_suite(void)
 
     tc = tcase_create("plan");
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_imgproc_output_dims_every_mode);
     tcase_add_test(tc, test_imgproc_plan_shrink_on_load);
     tcase_add_test(tc, test_imgproc_estimate_orders_costs);
