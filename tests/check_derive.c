@@ -299,6 +299,9 @@ START_TEST(test_derive_replaced_while_waiting_is_not_decoded)
     tg_start(&S, env, NULL);
     put("/blocker.png", 3000, 3000, "png");
     put("/r.jpg", 400, 300, "jpg");
+    /* made beforehand, so the replacing PUT lands while the blocker still runs */
+    size_t len;
+    void *bigger = tg_image(1000, 1000, 3, "png", &len);
     int a = tg_connect(&S), b = tg_connect(&S);
     static const char r1[] = "GET /blocker.webp HTTP/1.1\r\nHost: x\r\n\r\n";
     static const char r2[] = "GET /r_300x300.png HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -306,14 +309,10 @@ START_TEST(test_derive_replaced_while_waiting_is_not_decoded)
     ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
     ck_assert_int_eq(write(b, r2, sizeof(r2) - 1), (ssize_t)sizeof(r2) - 1);
     ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
-    {
-        size_t len;
-        void *img = tg_image(2000, 2000, 3, "png", &len);
-        tg_resp_t r;
-        ck_assert_int_eq(tg_http(&S, "PUT", "/r.jpg", img, len, NULL, &r), 200);
-        tg_resp_free(&r);
-        g_free(img);
-    }
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/r.jpg", bigger, len, NULL, &r), 200);
+    tg_resp_free(&r);
+    g_free(bigger);
     char buf[1024];
     tg_read_all(b, buf, sizeof(buf), 30000);
     ck_assert_msg(strncmp(buf, "HTTP/1.1 503", 12) == 0 && strstr(buf, "source_changed") && strstr(buf, "retry-after"),
