@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,8 +99,19 @@ static void usage(void)
     exit(2);
 }
 
+/* SIGINT/SIGTERM: stop starting requests, finish those in flight, print the figures
+ * (the harness runs a background client for exactly as long as another phase lasts). */
+static volatile sig_atomic_t stop_requested;
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
 int main(int argc, char **argv)
 {
+    signal(SIGINT, on_stop);
+    signal(SIGTERM, on_stop);
     const char *list = NULL, *logpath = NULL, *label = "load";
     long total = -1, conc = 8;
     double cap_s = 300, timeout_s = 60, fresh = 0, rate = 0;
@@ -212,7 +224,7 @@ int main(int argc, char **argv)
 
     for (;;) {
         double now = now_ms();
-        bool time_up = now - t0 > cap_s * 1000;
+        bool time_up = now - t0 > cap_s * 1000 || stop_requested;
         /* fill free slots */
         for (long i = 0; i < conc && next < total && !time_up; i++) {
             slot_t *s = &slots[i];
