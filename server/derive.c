@@ -164,7 +164,6 @@ static void job_run(adm_job_t *_job)
 
     uint64_t gen = 0, rss0 = 0;
     bool measuring = peak_begin(srv, &gen, &rss0);
-    atomic_fetch_add_explicit(&srv->metrics.jobs_started, 1, memory_order_relaxed);
     flight_job_begin(srv->flight, job, job->what, job->super.estimate);
     char tmp[STORE_PATH_MAX], src[64];
     imgproc_out_t out;
@@ -247,18 +246,6 @@ static void job_expire(adm_job_t *_job)
     pthread_mutex_unlock(&srv->coalesce_mu);
 }
 
-static void set_env(h2o_req_t *req, const char *name, size_t nlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void set_env(h2o_req_t *req, const char *name, size_t nlen, const char *fmt, ...)
-{
-    char buf[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    *h2o_req_getenv(req, name, nlen, 1) = h2o_strdup(&req->pool, buf, (size_t)n);
-}
-
 static void send_busy(srv_t *srv, h2o_req_t *req, const char *code, const char *msg)
 {
     char ra[16];
@@ -274,19 +261,19 @@ void srv__derive_on_done(srv_thread_t *th, h2o_multithread_message_t *msg)
     srv_t *srv = th->srv;
     h2o_req_t *req = w->req;
     h2o_linklist_unlink(&w->link);
-    set_env(req, H2O_STRLIT("TG_WAIT_MS"), "%" PRIu64, w->wait_ms);
+    srv__set_env(req, "TG_WAIT_MS", "%" PRIu64, w->wait_ms);
     char st[96];
     snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms, w->work_ms);
     srv__add_header(req, "server-timing", st);
     if (w->status == 200) {
         /* w->msg holds the cache path on success */
-        if (!srv__serve_path(srv, req, w->msg))
+        if (!srv__serve_path(srv, req, w->msg, NULL))
             send_busy(srv, req, "result_evicted", "the result was replaced before it could be sent; retry");
-    } else if (w->status == 503) {
-        set_env(req, H2O_STRLIT("TG_ADMISSION"), "expired");
+    } else if (w->status == 503 || w->status == 499) {
+        /* 499: nobody reads it, but answering closes the connection */
+        if (strcmp(w->code, "over_budget") == 0)
+            srv__set_env(req, "TG_ADMISSION", "expired");
         send_busy(srv, req, w->code, w->msg);
-    } else if (w->status == 499) {
-        send_busy(srv, req, w->code, w->msg); /* nobody reads it; it closes the connection */
     } else {
         srv__send_error(req, w->status, w->code, "%s", w->msg);
     }
@@ -323,7 +310,7 @@ void srv__derive_tick(srv_thread_t *th)
         pthread_mutex_unlock(&srv->coalesce_mu);
         atomic_fetch_add_explicit(&srv->metrics.jobs_dropped_gone, 1, memory_order_relaxed);
         h2o_linklist_unlink(&w->link);
-        set_env(w->req, H2O_STRLIT("TG_ADMISSION"), "client-gone");
+        srv__set_env(w->req, "TG_ADMISSION", "client-gone");
         send_busy(srv, w->req, "client_gone", "the client closed the connection");
         free(w);
     }
@@ -360,12 +347,11 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         return;
     }
     store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path, sizeof(job->cache_path));
-    if (srv__serve_path(srv, req, job->cache_path)) {
-        struct stat sb;
-        if (stat(job->cache_path, &sb) == 0)
-            store_cache_touch(job->cache_path, &sb);
+    struct stat sb;
+    if (srv__serve_path(srv, req, job->cache_path, &sb)) {
+        store_cache_touch(job->cache_path, &sb);
         atomic_fetch_add_explicit(&srv->metrics.cache_hits, 1, memory_order_relaxed);
-        set_env(req, H2O_STRLIT("TG_ADMISSION"), "cache-hit");
+        srv__set_env(req, "TG_ADMISSION", "cache-hit");
         free(job), free(w);
         return;
     }
@@ -382,7 +368,7 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     if ((uint64_t)probe.width * probe.height > cfg->max_pixels) {
         free(job), free(w);
         atomic_fetch_add_explicit(&srv->metrics.rejected_pixels, 1, memory_order_relaxed);
-        set_env(req, H2O_STRLIT("TG_ADMISSION"), "rejected-pixels");
+        srv__set_env(req, "TG_ADMISSION", "rejected-pixels");
         srv__send_error(req, 413, "too_many_pixels", "the original has %" PRIu32 "x%" PRIu32 " pixels, over limits.max_pixels",
                         probe.width, probe.height);
         return;
@@ -402,7 +388,7 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     job->super.estimate = imgproc_estimate(&probe, &job->ij);
     job->super.run = job_run;
     job->super.on_expire = job_expire;
-    set_env(req, H2O_STRLIT("TG_ESTIMATE"), "%" PRIu64, job->super.estimate);
+    srv__set_env(req, "TG_ESTIMATE", "%" PRIu64, job->super.estimate);
 
     srv_thread_t *th = srv__thread_of(req);
     w->super.th = th;
@@ -423,8 +409,8 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         /* an identical job finished between our cache miss and now: serve its result */
         pthread_mutex_unlock(&srv->coalesce_mu);
         atomic_fetch_add_explicit(&srv->metrics.cache_hits, 1, memory_order_relaxed);
-        set_env(req, H2O_STRLIT("TG_ADMISSION"), "cache-hit");
-        if (!srv__serve_path(srv, req, job->cache_path))
+        srv__set_env(req, "TG_ADMISSION", "cache-hit");
+        if (!srv__serve_path(srv, req, job->cache_path, NULL))
             send_busy(srv, req, "result_evicted", "the result was replaced before it could be sent; retry");
         free(job), free(w);
         return;
@@ -437,7 +423,7 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         pthread_mutex_unlock(&srv->coalesce_mu);
         free(job);
         atomic_fetch_add_explicit(&srv->metrics.coalesced, 1, memory_order_relaxed);
-        set_env(req, H2O_STRLIT("TG_ADMISSION"), "coalesced");
+        srv__set_env(req, "TG_ADMISSION", "coalesced");
         h2o_linklist_insert(&th->waiters, &w->link);
         return;
     }
@@ -454,15 +440,15 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         pthread_mutex_unlock(&srv->coalesce_mu);
         free(job), free(w);
         if (r == -ADM_E_TOO_BIG) {
-            set_env(req, H2O_STRLIT("TG_ADMISSION"), "rejected-too-big");
+            srv__set_env(req, "TG_ADMISSION", "rejected-too-big");
             srv__send_error(req, 413, "over_budget", "this image needs more memory than the whole budget allows");
         } else {
-            set_env(req, H2O_STRLIT("TG_ADMISSION"), "rejected-queue-full");
+            srv__set_env(req, "TG_ADMISSION", "rejected-queue-full");
             send_busy(srv, req, "over_budget", adm_strerror(r));
         }
         return;
     }
     pthread_mutex_unlock(&srv->coalesce_mu);
-    set_env(req, H2O_STRLIT("TG_ADMISSION"), queued ? "queued" : "admitted");
+    srv__set_env(req, "TG_ADMISSION", queued ? "queued" : "admitted");
     h2o_linklist_insert(&th->waiters, &w->link);
 }

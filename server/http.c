@@ -27,6 +27,18 @@ void srv__add_header(h2o_req_t *req, const char *name, const char *value)
     h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base, v.len);
 }
 
+void srv__set_env(h2o_req_t *req, const char *name, const char *fmt, ...)
+{
+    char buf[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    *h2o_req_getenv(req, name, strlen(name), 1) = h2o_strdup(&req->pool, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
 /* Escapes @p s for a JSON string into @p out (always terminated, truncated to fit). */
 static size_t json_escape(char *out, size_t cap, const char *s, size_t len)
 {
@@ -67,8 +79,7 @@ void srv__send_error(h2o_req_t *req, int status, const char *code, const char *f
     va_end(ap);
     json_escape(esc, sizeof(esc), msg, strlen(msg));
     int n = snprintf(json, sizeof(json), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, esc);
-    h2o_iovec_t *env = h2o_req_getenv(req, H2O_STRLIT("TG_ERROR"), 1);
-    *env = h2o_strdup(&req->pool, code, SIZE_MAX);
+    srv__set_env(req, "TG_ERROR", "%s", code);
     srv__send_json(req, status, json, (size_t)n);
 }
 

@@ -30,9 +30,8 @@ typedef struct {
     _Atomic uint64_t bytes_in, bytes_out;
     _Atomic uint64_t cache_hits, cache_misses, coalesced;
     _Atomic uint64_t jobs_failed, jobs_dropped_gone;
-    _Atomic uint64_t rejected_pixels, rejected_body, rejected_format;
+    _Atomic uint64_t rejected_pixels, rejected_format;
     _Atomic int64_t workers_busy;
-    _Atomic uint64_t jobs_started; /**< image jobs that began decoding */
     metrics_hist_t job_seconds, wait_seconds;
     metrics_hist_t est_ratio; /**< estimate / measured-peak ratio x 100 where measurable (naive: none) */
 } metrics_t;

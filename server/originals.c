@@ -201,7 +201,7 @@ void srv__handle_delete(srv_t *srv, h2o_req_t *req, const char *key, size_t keyl
     srv__io_submit(srv, &t->super);
 }
 
-bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path)
+bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *sb)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -213,6 +213,8 @@ bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path)
         close(fd);
         return false;
     }
+    if (sb != NULL)
+        *sb = st;
     imgproc_fmt_t fmt = imgproc_sniff(magic, (size_t)n);
     srv__send_file(req, fd, &st, imgproc_fmt_mime(fmt));
     return true;

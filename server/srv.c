@@ -224,11 +224,6 @@ struct api_handler {
     srv_t *srv;
 };
 
-static void set_route(h2o_req_t *req, const char *route)
-{
-    *h2o_req_getenv(req, H2O_STRLIT("TG_ROUTE"), 1) = h2o_iovec_init(route, strlen(route));
-}
-
 static int on_api_req(h2o_handler_t *_self, h2o_req_t *req)
 {
     srv_t *srv = ((struct api_handler *)_self)->srv;
@@ -252,28 +247,28 @@ static int on_api_req(h2o_handler_t *_self, h2o_req_t *req)
         return 0;
     }
     if (put) {
-        set_route(req, "put");
+        srv__set_env(req, "TG_ROUTE", "put");
         srv__handle_put(srv, req, rt->key, rt->keylen);
         return 0;
     }
     if (del) {
-        set_route(req, "delete");
+        srv__set_env(req, "TG_ROUTE", "delete");
         srv__handle_delete(srv, req, rt->key, rt->keylen);
         return 0;
     }
     char path[STORE_PATH_MAX];
     store_orig_path(srv->store, rt->key, path, sizeof(path));
-    set_route(req, "original");
-    if (srv__serve_path(srv, req, path)) /* an exact stored key always wins */
+    srv__set_env(req, "TG_ROUTE", "original");
+    if (srv__serve_path(srv, req, path, NULL)) /* an exact stored key always wins */
         return 0;
     int r = route_parse_derived(rt);
     if (r == -ROUTE_E_BADSIZE) {
-        set_route(req, "derived");
+        srv__set_env(req, "TG_ROUTE", "derived");
         srv__send_error(req, 400, "bad_size", "sizes are 1..%u pixels, without leading zeros", ROUTE_DIM_MAX);
         return 0;
     }
     if (rt->derived) {
-        set_route(req, "derived");
+        srv__set_env(req, "TG_ROUTE", "derived");
         srv__handle_derive(srv, req, rt);
         return 0;
     }

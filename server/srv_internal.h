@@ -107,14 +107,18 @@ void srv__register_http_filters(srv_t *srv, h2o_pathconf_t *pathconf);
 /** True when the peer of @p req has closed or reset its connection (safe from any thread). */
 bool srv__client_gone_fd(int fd);
 int srv__req_fd(h2o_req_t *req);
+/** Sets a per-request value the access logger reads (TG_ROUTE, TG_ADMISSION, TG_WAIT_MS,
+ *  TG_ESTIMATE, TG_ERROR); @p name must be static, the value is copied into the pool. */
+void srv__set_env(h2o_req_t *req, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /** Adds a Server-Timing / diagnostic header (name must be static). */
 void srv__add_header(h2o_req_t *req, const char *name, const char *value);
 
 /* --- originals.c --- */
 void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen);
 void srv__handle_delete(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen);
-/** GET/HEAD of a stored file (original or cached derived); false when not found. */
-bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path);
+/** GET/HEAD of a stored file (original or cached derived); false when not found.
+ *  @p sb (optional) receives the file's stat when it is served. */
+bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *sb);
 
 /* --- derive.c --- */
 void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt);
