@@ -114,11 +114,9 @@ START_TEST(test_admin_readyz_saturated_and_draining)
                          NULL};
     tg_start(&S, env, NULL);
     put("/s.png", 3000, 3000, "png");
-    int a = tg_connect(&S), b = tg_connect(&S);
-    static const char r1[] = "GET /s.webp HTTP/1.1\r\nHost: x\r\n\r\n", r2[] = "GET /s_700x.png HTTP/1.1\r\nHost: x\r\n\r\n";
-    ck_assert_int_eq(write(a, r1, sizeof(r1) - 1), (ssize_t)sizeof(r1) - 1);
+    int a = tg_send_get(&S, "/s.webp");
     ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
-    ck_assert_int_eq(write(b, r2, sizeof(r2) - 1), (ssize_t)sizeof(r2) - 1);
+    int b = tg_send_get(&S, "/s_700x.png");
     ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
     tg_resp_t r;
     ck_assert_int_eq(tg_admin(&S, "/readyz", &r), 503);
@@ -152,9 +150,7 @@ START_TEST(test_admin_flight_recorder_names_job_after_kill9)
     const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_FLIGHT_INTERVAL=100ms", NULL};
     tg_start(&S, env, NULL);
     put("/victim.png", 3000, 3000, "png");
-    int a = tg_connect(&S);
-    static const char r1[] = "GET /victim.webp HTTP/1.1\r\nHost: x\r\n\r\n";
-    ck_assert_int_eq(write(a, r1, sizeof(r1) - 1), (ssize_t)sizeof(r1) - 1);
+    int a = tg_send_get(&S, "/victim.webp");
     ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
     /* wait until a snapshot with the job is on disk (seen through /debug/flight) */
     bool seen = false;

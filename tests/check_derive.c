@@ -269,14 +269,10 @@ START_TEST(test_derive_gone_client_frees_its_place)
     tg_start(&S, env, NULL);
     put("/g.png", 3000, 3000, "png");
     /* a long job occupies the only worker */
-    int busy = tg_connect(&S);
-    static const char req1[] = "GET /g.webp HTTP/1.1\r\nHost: x\r\n\r\n";
-    ck_assert_int_eq(write(busy, req1, sizeof(req1) - 1), (ssize_t)sizeof(req1) - 1);
+    int busy = tg_send_get(&S, "/g.webp");
     ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
     /* a second job waits behind it; its client gives up */
-    int gone = tg_connect(&S);
-    static const char req2[] = "GET /g_500x.png HTTP/1.1\r\nHost: x\r\n\r\n";
-    ck_assert_int_eq(write(gone, req2, sizeof(req2) - 1), (ssize_t)sizeof(req2) - 1);
+    int gone = tg_send_get(&S, "/g_500x.png");
     ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
     close(gone);
     ck_assert(tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 10000));
@@ -302,12 +298,9 @@ START_TEST(test_derive_replaced_while_waiting_is_not_decoded)
     /* made beforehand, so the replacing PUT lands while the blocker still runs */
     size_t len;
     void *bigger = tg_image(1000, 1000, 3, "png", &len);
-    int a = tg_connect(&S), b = tg_connect(&S);
-    static const char r1[] = "GET /blocker.webp HTTP/1.1\r\nHost: x\r\n\r\n";
-    static const char r2[] = "GET /r_300x300.png HTTP/1.1\r\nHost: x\r\n\r\n";
-    ck_assert_int_eq(write(a, r1, sizeof(r1) - 1), (ssize_t)sizeof(r1) - 1);
+    int a = tg_send_get(&S, "/blocker.webp");
     ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
-    ck_assert_int_eq(write(b, r2, sizeof(r2) - 1), (ssize_t)sizeof(r2) - 1);
+    int b = tg_send_get(&S, "/r_300x300.png");
     ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
     tg_resp_t r;
     ck_assert_int_eq(tg_http(&S, "PUT", "/r.jpg", bigger, len, NULL, &r), 200);

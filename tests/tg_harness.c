@@ -263,6 +263,16 @@ int tg_connect(tg_server_t *s)
     return connect_port(s->port);
 }
 
+int tg_send_get(tg_server_t *s, const char *path)
+{
+    char req[600];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    int fd = tg_connect(s);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, req, (size_t)n), n);
+    return fd;
+}
+
 size_t tg_read_all(int fd, char *buf, size_t cap, int timeout_ms)
 {
     size_t n = 0;

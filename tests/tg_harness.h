@@ -46,6 +46,9 @@ bool tg_wait_metric(tg_server_t *s, const char *sample, double v, int timeout_ms
 
 /** Raw TCP connection to the public port; -1 on failure. */
 int tg_connect(tg_server_t *s);
+/** Opens a connection and sends "GET @p path" on it without reading the answer (for tests
+ *  that hold requests in flight); returns the socket. Fails the test on error. */
+int tg_send_get(tg_server_t *s, const char *path);
 /** Reads until EOF or @p cap bytes; returns bytes read. */
 size_t tg_read_all(int fd, char *buf, size_t cap, int timeout_ms);
 
