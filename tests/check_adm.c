@@ -292,6 +292,55 @@ START_TEST(test_adm_naive_runs_everything_at_once)
 }
 END_TEST
 
+
+/* Bug 1: queue_max 0 ("never wait"): a job that finds a free worker and budget runs even
+ * when it arrives before a worker has picked up the job ahead of it. */
+START_TEST(test_adm_queue_max_zero_admits_while_workers_free)
+{
+    for (int round = 0; round < 20; round++) {
+        setup();
+        adm_gate_t *g = gate(100 * MiB, 2, 0, 0, 10000);
+        tjob_t a, b, c;
+        tjob_init(&a, 10 * MiB);
+        tjob_init(&b, 10 * MiB);
+        tjob_init(&c, 10 * MiB);
+        ck_assert_int_eq(adm_submit(g, &a.super, adm_now_ms(), NULL), 0);
+        ck_assert_int_eq(adm_submit(g, &b.super, adm_now_ms(), NULL), 0);
+        wait_started(2);
+        /* both workers busy now: a third job may not wait */
+        ck_assert_int_eq(adm_submit(g, &c.super, adm_now_ms(), NULL), -ADM_E_QUEUE_FULL);
+        release();
+        wait_idle(g);
+        adm_destroy(g);
+    }
+}
+END_TEST
+
+/* Bug 2: queue_timeout 0: jobs that can start at once run; only waiting ones expire. */
+START_TEST(test_adm_queue_timeout_zero_runs_jobs_that_fit)
+{
+    adm_gate_t *g = gate(100 * MiB, 1, 8, 400 * MiB, 0);
+    tjob_t a, b;
+    tjob_init(&a, 10 * MiB);
+    tjob_init(&b, 10 * MiB);
+    ck_assert_int_eq(adm_submit(g, &a.super, adm_now_ms(), NULL), 0);
+    wait_started(1);
+    ck_assert(atomic_load(&a.started));
+    bool queued = false;
+    ck_assert_int_eq(adm_submit(g, &b.super, adm_now_ms(), &queued), 0);
+    ck_assert(queued);
+    wait_expired(1); /* it would have had to wait: it expires at once */
+    ck_assert(!atomic_load(&b.started));
+    release();
+    wait_idle(g);
+    adm_stats_t s;
+    adm_stats(g, &s);
+    ck_assert_uint_eq(s.in_use, 0);
+    ck_assert_uint_eq(s.expired, 1);
+    adm_destroy(g);
+}
+END_TEST
+
 Suite *adm_suite(void); /* called by check_main.c */
 Suite *adm_suite(void)
 {
@@ -307,6 +356,8 @@ Suite *adm_suite(void)
     tcase_add_test(t, test_adm_cancel_waiting_job_never_runs);
     tcase_add_test(t, test_adm_destroy_expires_waiting_jobs);
     tcase_add_test(t, test_adm_naive_runs_everything_at_once);
+    tcase_add_test(t, test_adm_queue_max_zero_admits_while_workers_free);
+    tcase_add_test(t, test_adm_queue_timeout_zero_runs_jobs_that_fit);
     suite_add_tcase(s, t);
     return s;
 }

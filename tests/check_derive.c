@@ -343,6 +343,151 @@ START_TEST(test_derive_corrupt_original_is_415)
 }
 END_TEST
 
+
+/* Bug 1: memory.queue_max 0 means "never wait": a job that finds a free worker and budget
+ * runs, however close behind another it arrives, and /readyz stays ready. */
+START_TEST(test_derive_queue_max_zero_runs_concurrent_jobs)
+{
+    const char *env[] = {"THUMBGATE_WORKERS=2", "THUMBGATE_MEMORY_BUDGET=2GiB", "THUMBGATE_MEMORY_QUEUE_MAX=0",
+                         NULL};
+    tg_start(&S, env, NULL);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_admin(&S, "/readyz", &r), 200);
+    tg_resp_free(&r);
+    put("/q0.png", 1500, 1500, "png");
+    for (int round = 0; round < 3; round++) {
+        char a[64], b[64];
+        snprintf(a, sizeof(a), "/q0_%dx.png", 300 + round);
+        snprintf(b, sizeof(b), "/q0_%dx.jpg", 400 + round);
+        const char *paths[2] = {a, b};
+        long st[2];
+        bool ra[2];
+        fire(paths, 2, st, ra);
+        ck_assert_msg(st[0] == 200 && st[1] == 200, "round %d: %ld %ld", round, st[0], st[1]);
+    }
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"queue_full\"}"), 0);
+}
+END_TEST
+
+/* Bug 2: memory.queue_timeout 0 must not expire jobs that can run at once. */
+START_TEST(test_derive_queue_timeout_zero_runs_jobs)
+{
+    const char *env[] = {"THUMBGATE_MEMORY_QUEUE_TIMEOUT=0ms", NULL};
+    tg_start(&S, env, NULL);
+    put("/t0.jpg", 400, 300, "jpg");
+    expect_dims("/t0_100x100.png", 100, 75, "image/png");
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"expired\"}"), 0);
+}
+END_TEST
+
+/* Bug 3: a job running alone must not reset the process's VmHWM (the highwater metric and
+ * the flight recorder report the process peak). */
+START_TEST(test_derive_job_alone_keeps_process_highwater)
+{
+    const char *env[] = {"THUMBGATE_WORKERS=1", NULL};
+    tg_start(&S, env, NULL);
+    put("/hw_big.png", 3000, 3000, "png");
+    put("/hw_small.jpg", 64, 64, "jpg");
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/hw_big.webp", NULL, 0, NULL, &r), 200);
+    tg_resp_free(&r);
+    double hwm = tg_metric(&S, "thumbgate_process_resident_highwater_bytes");
+    ck_assert_double_gt(hwm, 0);
+    ck_assert_int_eq(tg_http(&S, "GET", "/hw_small_10x10.jpg", NULL, 0, NULL, &r), 200);
+    tg_resp_free(&r);
+    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_completed_total", 2, 10000));
+    double after = tg_metric(&S, "thumbgate_process_resident_highwater_bytes");
+    ck_assert_msg(after >= hwm, "highwater fell from %.0f to %.0f", hwm, after);
+}
+END_TEST
+
+/* Bug 5: an original deleted while its job runs is a 404, not a 503. */
+START_TEST(test_derive_deleted_while_running_is_404)
+{
+    const char *env[] = {"THUMBGATE_WORKERS=1", NULL};
+    tg_start(&S, env, NULL);
+    put("/dr.png", 3000, 3000, "png");
+    int a = tg_send_get(&S, "/dr.webp");
+    ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/dr.png", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    char buf[1024];
+    tg_read_all(a, buf, sizeof(buf), 30000);
+    close(a);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 404", 12) == 0 && strstr(buf, "not_found"), "got: %.300s", buf);
+}
+END_TEST
+
+/* Bug 5: a WebP output over 16383 px is refused with a 400 before admission. */
+START_TEST(test_derive_webp_too_wide_is_400_before_admission)
+{
+    tg_start(&S, NULL, NULL);
+    put("/wide.png", 16384, 8, "png");
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/wide.webp", NULL, 0, NULL, &r), 400);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"error\":\"output_too_large\""));
+    tg_resp_free(&r);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_admitted_total"), 0);
+    /* the same size as PNG is fine */
+    ck_assert_int_eq(tg_http(&S, "GET", "/wide.jpg", NULL, 0, NULL, &r), 200);
+    tg_resp_free(&r);
+}
+END_TEST
+
+/* Bug 8: every key the contract allows stores and serves, and so do its derived names,
+ * however long a single segment is (file names stay under NAME_MAX). */
+START_TEST(test_derive_long_segment_keys)
+{
+    tg_start(&S, NULL, NULL);
+    char stem[600], key[1024], derived[1024];
+    /* 319 bytes, one segment: the key of the bug report */
+    memset(stem, 'k', 315);
+    stem[315] = '\0';
+    snprintf(key, sizeof(key), "/%s.jpg", stem);
+    ck_assert_uint_eq(strlen(key) - 1, 319);
+    size_t len;
+    void *img = tg_image(200, 100, 3, "jpg", &len);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", key, img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", key, NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    ck_assert(memcmp(r.body, img, len) == 0);
+    tg_resp_free(&r);
+    snprintf(derived, sizeof(derived), "/%s_50x50c.webp", stem);
+    expect_dims(derived, 50, 50, "image/webp");
+    /* the longest key: 512 bytes in one segment under a directory, and a derived name
+     * of its stem that is itself 512 bytes */
+    memset(stem, 'm', 497);
+    stem[497] = '\0';
+    snprintf(key, sizeof(key), "/d/%s.png", stem);
+    ck_assert_uint_eq(strlen(key) - 1, 503);
+    ck_assert_int_eq(tg_http(&S, "PUT", key, img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    snprintf(derived, sizeof(derived), "/d/%s_100x100c.png", stem);
+    ck_assert_uint_eq(strlen(derived) - 1, 512);
+    expect_dims(derived, 100, 100, "image/png");
+    memset(stem, 'n', 508);
+    stem[508] = '\0';
+    snprintf(key, sizeof(key), "/%s.jpg", stem);
+    ck_assert_uint_eq(strlen(key) - 1, 512);
+    ck_assert_int_eq(tg_http(&S, "PUT", key, img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", key, NULL, 0, NULL, &r), 200);
+    tg_resp_free(&r);
+    snprintf(derived, sizeof(derived), "/%s.png", stem);
+    expect_dims(derived, 200, 100, "image/png");
+    ck_assert_int_eq(tg_http(&S, "DELETE", key, NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", key, NULL, 0, NULL, &r), 404);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", derived, NULL, 0, NULL, &r), 404);
+    tg_resp_free(&r);
+    g_free(img);
+}
+END_TEST
+
 Suite *derive_suite(void); /* called by check_main.c */
 Suite *derive_suite(void)
 {
@@ -362,5 +507,15 @@ Suite *derive_suite(void)
     tcase_add_test(t, test_derive_corrupt_original_is_415);
     tcase_add_test(t, test_derive_replaced_while_waiting_is_not_decoded);
     suite_add_tcase(s, t);
+    TCase *b = tcase_create("issue10");
+    tcase_add_checked_fixture(b, tg_fixture_setup, teardown);
+    tcase_set_timeout(b, 120);
+    tcase_add_test(b, test_derive_queue_max_zero_runs_concurrent_jobs);
+    tcase_add_test(b, test_derive_queue_timeout_zero_runs_jobs);
+    tcase_add_test(b, test_derive_job_alone_keeps_process_highwater);
+    tcase_add_test(b, test_derive_deleted_while_running_is_404);
+    tcase_add_test(b, test_derive_webp_too_wide_is_400_before_admission);
+    tcase_add_test(b, test_derive_long_segment_keys);
+    suite_add_tcase(s, b);
     return s;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -523,6 +524,281 @@ START_TEST(test_http_never_reading_client_cut_off)
 }
 END_TEST
 
+
+static bool log_has(const char *needle)
+{
+    FILE *f = fopen(S.log, "r");
+    char line[4096];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* Bug 10: writes without a token are trusted from loopback; a listener that is not
+ * loopback with no token set gets a loud start-up warning (and only then). */
+START_TEST(test_http_open_listener_without_token_warns)
+{
+    const char *any[] = {"TG_LISTEN_HOST=0.0.0.0", NULL};
+    tg_start(&S, any, NULL);
+    ck_assert_int_eq(tg_stop(&S), 0);
+    ck_assert_msg(log_has("\"log\":\"warning\"") && log_has("auth.write_token"), "no warning in %s", S.log);
+    tg_cleanup(&S);
+    tg_start(&S, NULL, NULL);
+    ck_assert_int_eq(tg_stop(&S), 0);
+    ck_assert(!log_has("\"log\":\"warning\""));
+    tg_cleanup(&S);
+    const char *tok[] = {"TG_LISTEN_HOST=0.0.0.0", "THUMBGATE_AUTH_WRITE_TOKEN=0123456789abcdef0123", NULL};
+    tg_start(&S, tok, NULL);
+    ck_assert_int_eq(tg_stop(&S), 0);
+    ck_assert(!log_has("\"log\":\"warning\""));
+}
+END_TEST
+
+/* Bug 9: a test process that dies without its teardown takes its server with it. */
+START_TEST(test_http_server_dies_with_its_test)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        tg_server_t s2;
+        tg_start(&s2, NULL, NULL);
+        ssize_t w = write(fds[1], &s2, sizeof(s2));
+        _exit(w == (ssize_t)sizeof(s2) ? 0 : 1); /* no tg_stop, no tg_cleanup */
+    }
+    tg_server_t s2;
+    ck_assert_int_eq(read(fds[0], &s2, sizeof(s2)), (ssize_t)sizeof(s2));
+    close(fds[0]);
+    close(fds[1]);
+    waitpid(child, NULL, 0);
+    bool gone = false;
+    uint64_t t0 = ms_now();
+    while (!gone && ms_now() - t0 < 20000) {
+        char p[64], st[512] = "";
+        snprintf(p, sizeof(p), "/proc/%d/stat", (int)s2.pid);
+        FILE *f = fopen(p, "r");
+        if (f == NULL) {
+            gone = true;
+            break;
+        }
+        size_t n = fread(st, 1, sizeof(st) - 1, f);
+        fclose(f);
+        st[n] = '\0';
+        const char *rp = strrchr(st, ')');
+        gone = rp != NULL && rp[2] == 'Z';
+        if (!gone)
+            poll(NULL, 0, 20);
+    }
+    if (!gone)
+        kill(s2.pid, SIGKILL);
+    s2.pid = 0;
+    tg_cleanup(&s2);
+    ck_assert_msg(gone, "the server outlived its test process");
+}
+END_TEST
+
+/* Bug 4: the watchdog tells connections apart by identity, not by the address of their
+ * socket: a new connection never inherits the idle age of a closed one. */
+START_TEST(test_http_new_connection_gets_its_own_idle_time)
+{
+    const char *env[] = {"THUMBGATE_HTTP_IDLE_TIMEOUT=3s", "THUMBGATE_THREADS=1", NULL};
+    tg_start(&S, env, NULL);
+    for (int round = 0; round < 3; round++) {
+        int a = tg_connect(&S);
+        ck_assert_int_ge(a, 0);
+        char buf[256];
+        /* a stays idle for 2 s (well inside its 3 s) and goes */
+        ck_assert_uint_eq(tg_read_all(a, buf, sizeof(buf), 2000), 0);
+        close(a);
+        int b = tg_connect(&S);
+        ck_assert_int_ge(b, 0);
+        /* b idles 1.5 s: its own age is half the timeout, so it must still be open */
+        struct pollfd p = {.fd = b, .events = POLLIN};
+        int pr = poll(&p, 1, 1500);
+        ck_assert_msg(pr == 0, "round %d: the new connection was closed after 1.5 s idle", round);
+        static const char req[] = "GET /none.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        ck_assert_int_eq(write(b, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+        tg_read_all(b, buf, sizeof(buf), 10000);
+        close(b);
+        ck_assert_msg(strncmp(buf, "HTTP/1.1 404", 12) == 0, "got: %.80s", buf);
+    }
+}
+END_TEST
+
+/* Bug 6: http.request_timeout is a progress timeout for bodies: a slow but steady upload
+ * is stored; a stalled one gets a 408, not a silent close. */
+START_TEST(test_http_slow_upload_progress_and_stall_408)
+{
+    const char *env[] = {"THUMBGATE_HTTP_REQUEST_TIMEOUT=2s", NULL};
+    tg_start(&S, env, NULL);
+    size_t len;
+    char *img = tg_image(120, 120, 3, "jpg", &len);
+    char head[200], buf[2048];
+    int hl = snprintf(head, sizeof(head), "PUT /slow.jpg HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", len);
+    int fd = tg_connect(&S);
+    ck_assert_int_eq(write(fd, head, (size_t)hl), hl);
+    /* 8 pieces 500 ms apart: 4 s in all, twice the timeout, never 2 s without a byte */
+    size_t piece = (len + 7) / 8;
+    for (size_t off = 0; off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+        ck_assert_int_eq(write(fd, img + off, n), (ssize_t)n);
+        if (off + n < len)
+            poll(NULL, 0, 500); /* pacing the client, not waiting for the server */
+    }
+    tg_read_all(fd, buf, sizeof(buf), 15000);
+    close(fd);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 201", 12) == 0, "slow upload: %.200s", buf);
+    /* half a body, then nothing */
+    fd = tg_connect(&S);
+    ck_assert_int_eq(write(fd, head, (size_t)hl), hl);
+    ck_assert_int_eq(write(fd, img, len / 2), (ssize_t)(len / 2));
+    tg_read_all(fd, buf, sizeof(buf), 15000);
+    close(fd);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408", 12) == 0 && strstr(buf, "\"error\":\"request_timeout\""),
+                  "stalled upload: %.200s", buf);
+    /* a head that never ends gets the same answer */
+    fd = tg_connect(&S);
+    ck_assert_int_eq(write(fd, "GET /x.jpg HTTP/1.1\r\nHost:", 26), 26);
+    tg_read_all(fd, buf, sizeof(buf), 15000);
+    close(fd);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408", 12) == 0, "stalled head: %.200s", buf);
+    g_free(img);
+}
+END_TEST
+
+/* A small tmpfs as storage root, so the disk can be filled for real. */
+static char tmpfs_dir[64];
+
+static bool mount_small_tmpfs(const char *size)
+{
+    snprintf(tmpfs_dir, sizeof(tmpfs_dir), "/tmp/tgfull.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpfs_dir));
+    char opts[64];
+    snprintf(opts, sizeof(opts), "size=%s", size);
+    if (mount("tmpfs", tmpfs_dir, "tmpfs", 0, opts) != 0) {
+        rmdir(tmpfs_dir);
+        return false;
+    }
+    return true;
+}
+
+static void fill_disk(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    static char block[65536];
+    while (write(fd, block, sizeof(block)) > 0)
+        ;
+    while (write(fd, block, 512) > 0)
+        ;
+    while (write(fd, block, 1) > 0)
+        ;
+    close(fd);
+}
+
+/* Storage full: a PUT and a derived result answer 507 storage_full, the stored original
+ * stays as it was and no temp file is left. */
+START_TEST(test_http_disk_full_is_507)
+{
+    if (!mount_small_tmpfs("16m")) {
+        fprintf(stderr, "test_http_disk_full_is_507: cannot mount a tmpfs (not root?): skipped\n");
+        return;
+    }
+    char root[128];
+    snprintf(root, sizeof(root), "%s/store", tmpfs_dir);
+    tg_start(&S, NULL, root);
+    size_t len, len2;
+    void *v1 = tg_image(300, 300, 3, "png", &len);
+    void *v2 = tg_image(400, 400, 3, "png", &len2);
+    put_ok("/full.png", v1, len, 201);
+    char filler[160];
+    snprintf(filler, sizeof(filler), "%s/filler", tmpfs_dir);
+    fill_disk(filler);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/full.png", v2, len2, NULL, &r), 507);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"error\":\"storage_full\""));
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/full.webp", NULL, 0, NULL, &r), 507);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"error\":\"storage_full\""));
+    tg_resp_free(&r);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_http_requests_total{route=\"put\",status=\"507\"}"), 1);
+    ck_assert_int_eq(tg_http(&S, "GET", "/full.png", NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    ck_assert(memcmp(r.body, v1, len) == 0);
+    tg_resp_free(&r);
+    ck_assert_uint_eq(count_dir(S.root, "tmp"), 0);
+    /* space again: both work */
+    unlink(filler);
+    put_ok("/full.png", v2, len2, 200);
+    ck_assert_int_eq(tg_http(&S, "GET", "/full.webp", NULL, 0, NULL, &r), 200);
+    tg_resp_free(&r);
+    tg_cleanup(&S);
+    umount2(tmpfs_dir, MNT_DETACH);
+    rmdir(tmpfs_dir);
+    g_free(v1);
+    g_free(v2);
+}
+END_TEST
+
+static bool has_put_temp;
+static int find_put_temp(const char *p, const struct stat *sb, int type, struct FTW *f)
+{
+    const char *b = strrchr(p, '/');
+    has_put_temp |= type == FTW_F && b != NULL && strncmp(b + 1, "put.", 4) == 0;
+    return 0;
+}
+
+/* kill -9 while a replacing PUT is being written: after a restart the key serves one of
+ * the two complete versions (never a mix), and no temp file is left behind. */
+START_TEST(test_http_kill9_during_store_keeps_original)
+{
+    tg_start(&S, NULL, NULL);
+    size_t len, len2;
+    void *v1 = tg_image(300, 300, 3, "png", &len);
+    void *v2 = tg_image(3000, 3000, 3, "png", &len2); /* ~27 MB: the write takes a while */
+    put_ok("/k.png", v1, len, 201);
+    char head[200], tmp[400];
+    int hl = snprintf(head, sizeof(head), "PUT /k.png HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", len2);
+    int fd = tg_connect(&S);
+    ck_assert_int_eq(write(fd, head, (size_t)hl), hl);
+    size_t off = 0;
+    while (off < len2) {
+        ssize_t w = write(fd, (char *)v2 + off, len2 - off);
+        ck_assert_int_gt(w, 0);
+        off += (size_t)w;
+    }
+    /* the io thread's temp file appears: kill the server in the middle of the store */
+    snprintf(tmp, sizeof(tmp), "%s/tmp", S.root);
+    has_put_temp = false;
+    uint64_t t0 = ms_now();
+    while (!has_put_temp && ms_now() - t0 < 30000) {
+        nftw(tmp, find_put_temp, 16, FTW_PHYS);
+        if (!has_put_temp)
+            poll(NULL, 0, 1);
+    }
+    kill(S.pid, SIGKILL);
+    waitpid(S.pid, NULL, 0);
+    S.pid = 0;
+    close(fd);
+    ck_assert_msg(has_put_temp, "never saw the upload's temp file");
+    char root[256];
+    snprintf(root, sizeof(root), "%s", S.root);
+    tg_start(&S, NULL, root);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/k.png", NULL, 0, NULL, &r), 200);
+    ck_assert_msg((r.len == len && memcmp(r.body, v1, len) == 0) || (r.len == len2 && memcmp(r.body, v2, len2) == 0),
+                  "the original is neither version (%zu bytes)", r.len);
+    tg_resp_free(&r);
+    ck_assert_uint_eq(count_dir(S.root, "tmp"), 0);
+    g_free(v1);
+    g_free(v2);
+}
+END_TEST
+
 Suite *http_suite(void); /* called by check_main.c */
 Suite *http_suite(void)
 {
@@ -543,5 +819,15 @@ Suite *http_suite(void)
     tcase_add_test(t, test_http_idle_connection_closed);
     tcase_add_test(t, test_http_never_reading_client_cut_off);
     suite_add_tcase(s, t);
+    TCase *b = tcase_create("issue10");
+    tcase_add_checked_fixture(b, tg_fixture_setup, teardown);
+    tcase_set_timeout(b, 120);
+    tcase_add_test(b, test_http_open_listener_without_token_warns);
+    tcase_add_test(b, test_http_server_dies_with_its_test);
+    tcase_add_test(b, test_http_new_connection_gets_its_own_idle_time);
+    tcase_add_test(b, test_http_slow_upload_progress_and_stall_408);
+    tcase_add_test(b, test_http_disk_full_is_507);
+    tcase_add_test(b, test_http_kill9_during_store_keeps_original);
+    suite_add_tcase(s, b);
     return s;
 }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -70,9 +71,14 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
         s->admin_port = free_port();
     while (s->admin_port == s->port);
 
+    pid_t parent = getpid();
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        /* Check runs each test in a forked child and skips the teardown of a failing one:
+         * the server dies with its test process instead of outliving it */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         char listen[64], admin[64], rootenv[300];
         snprintf(listen, sizeof(listen), "THUMBGATE_LISTEN=127.0.0.1:%d", s->port);
         snprintf(admin, sizeof(admin), "THUMBGATE_ADMIN_LISTEN=127.0.0.1:%d", s->admin_port);
@@ -84,6 +90,11 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
         putenv("THUMBGATE_LOG_ACCESS=false");
         for (size_t i = 0; env && env[i]; i++)
             putenv((char *)env[i]);
+        const char *host = getenv("TG_LISTEN_HOST"); /* test-only: listen on another address */
+        if (host != NULL) {
+            snprintf(listen, sizeof(listen), "THUMBGATE_LISTEN=%s:%d", host, s->port);
+            putenv(listen);
+        }
         int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 2);
         dup2(fd, 1);
