@@ -18,7 +18,8 @@ struct adm_gate {
     adm_config_t cfg;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    adm_job_t *head, *tail;
+    adm_job_t *head, *tail;             /**< waiting for budget, FIFO, each with a deadline */
+    adm_job_t *ready_head, *ready_tail; /**< admitted at submit (budget taken), not yet picked up */
     uint32_t nthreads;
     pthread_t *threads;
     struct worker_arg *args;
@@ -117,8 +118,23 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&g->mu);
     for (;;) {
         uint64_t now = adm_now_ms();
+        /* jobs admitted at submit hold their budget already: run them first */
+        adm_job_t *job = g->ready_head;
+        if (!reaper && job != NULL) {
+            g->ready_head = job->_next;
+            if (g->ready_head == NULL)
+                g->ready_tail = NULL;
+            job->_next = NULL;
+            uint64_t e = job->estimate;
+            pthread_mutex_unlock(&g->mu);
+            job->run(job); /* the job may be freed from here on */
+            pthread_mutex_lock(&g->mu);
+            give_budget(g, NULL, e);
+            pthread_cond_broadcast(&g->cv);
+            continue;
+        }
         /* expire waiting jobs past their deadline, oldest first */
-        adm_job_t *job = g->head;
+        job = g->head;
         if (job != NULL && job->_deadline_ms <= now) {
             unlink_job(g, job);
             job->_state = JOB_DONE;
@@ -139,7 +155,7 @@ static void *worker_main(void *arg)
             pthread_cond_broadcast(&g->cv); /* budget freed: the head may fit now */
             continue;
         }
-        if (g->stopping && g->head == NULL)
+        if (g->stopping && g->head == NULL && g->ready_head == NULL)
             break;
         if (job != NULL) {
             /* wait for budget or the head's deadline, whichever comes first */
@@ -271,28 +287,39 @@ int adm_submit(adm_gate_t *g, adm_job_t *job, uint64_t now_ms, bool *queued)
         ret = -ADM_E_TOO_BIG;
         goto out_unlock;
     }
-    /* a free worker will take it at once when nothing waits ahead and it fits; a
-     * fitting job with all workers busy still waits in the queue (bounded below) */
-    q = !(g->head == NULL && g->st.in_use + job->estimate <= g->cfg.budget && g->st.running < g->cfg.workers);
-    if (q && (g->st.queue_len >= g->cfg.queue_max || g->st.queued_bytes + job->estimate > g->cfg.queue_max_bytes)) {
+    /* a job that fits, with a worker free and nothing waiting ahead, is admitted here and
+     * now (its budget and worker reserved), so it never waits, expires or counts against
+     * the queue however soon the next job arrives; anything else waits, bounded below */
+    q = !(g->head == NULL && g->st.in_use + job->estimate <= g->cfg.budget &&
+          g->st.running < g->cfg.workers);
+    if (q && (g->st.queue_len >= g->cfg.queue_max ||
+              g->st.queued_bytes + job->estimate > g->cfg.queue_max_bytes)) {
         g->st.rejected_queue_full++;
         ret = -ADM_E_QUEUE_FULL;
         goto out_unlock;
     }
-    job->_state = JOB_WAITING;
     job->_enqueued_ms = now_ms;
-    job->_deadline_ms = now_ms + g->cfg.queue_timeout_ms;
     job->_next = NULL;
-    job->_prev = g->tail;
-    if (g->tail)
-        g->tail->_next = job;
-    else
-        g->head = job;
-    g->tail = job;
-    g->st.queue_len++;
-    g->st.queued_bytes += job->estimate;
-    if (q)
+    if (!q) {
+        take_budget(g, job);
+        if (g->ready_tail)
+            g->ready_tail->_next = job;
+        else
+            g->ready_head = job;
+        g->ready_tail = job;
+    } else {
+        job->_state = JOB_WAITING;
+        job->_deadline_ms = now_ms + g->cfg.queue_timeout_ms;
+        job->_prev = g->tail;
+        if (g->tail)
+            g->tail->_next = job;
+        else
+            g->head = job;
+        g->tail = job;
+        g->st.queue_len++;
+        g->st.queued_bytes += job->estimate;
         g->st.queued++;
+    }
     /* broadcast: a signal could wake only the reaper, which never runs jobs */
     pthread_cond_broadcast(&g->cv);
 out_unlock:

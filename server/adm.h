@@ -8,6 +8,9 @@
  * job waits at most for the jobs already running. The queue is bounded by length and
  * by the sum of waiting estimates; each wait has a deadline. in_use only counts jobs
  * that are running, and is exact: every admitted job releases its E when run returns.
+ * A job that can start at submit (fits, a worker free, nobody waiting) is admitted there
+ * and then: it takes its budget and a worker at once and never waits, so queue_max 0 and
+ * queue_timeout 0 both mean "never wait" and refuse only jobs that would have to.
  *
  * Naive mode (load harness only): no budget, no queue, every job starts at once on a
  * thread of its own — what the incident's service did. */
@@ -44,9 +47,9 @@ struct adm_job {
 typedef struct {
     uint64_t budget;           /**< B */
     uint32_t workers;          /**< worker threads */
-    uint32_t queue_max;        /**< waiting jobs at most */
+    uint32_t queue_max;        /**< waiting jobs at most (0: never wait) */
     uint64_t queue_max_bytes;  /**< sum of waiting estimates at most */
-    uint64_t queue_timeout_ms; /**< longest wait */
+    uint64_t queue_timeout_ms; /**< longest wait (0: a job that cannot start at once expires) */
     bool naive;
 } adm_config_t;
 
