@@ -9,11 +9,13 @@
 #include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +43,36 @@ static int map_errno(int e)
     return -STORE_E_IO;
 }
 
+static void fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* fsync of the directory holding @p path: makes a rename or a new entry in it durable. */
+static void fsync_parent(const char *path)
+{
+    char buf[STORE_PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    char *slash = strrchr(buf, '/');
+    if (slash == NULL)
+        return;
+    *slash = '\0';
+    fsync_dir(buf);
+}
+
+/* mkdir of @p dir; a new directory is recorded durably in its parent. */
+static int mkdir_durable(const char *dir)
+{
+    if (mkdir(dir, 0755) != 0)
+        return errno == EEXIST ? 0 : -1;
+    fsync_parent(dir);
+    return 0;
+}
+
 /* mkdir -p of every directory above the last '/' of @p path. */
 static int mkdir_parents(const char *path)
 {
@@ -54,28 +86,11 @@ static int mkdir_parents(const char *path)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        if (mkdir_durable(buf) != 0)
             return -1;
         *p = '/';
     }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-static void fsync_parent(const char *path)
-{
-    char buf[STORE_PATH_MAX];
-    snprintf(buf, sizeof(buf), "%s", path);
-    char *slash = strrchr(buf, '/');
-    if (slash == NULL)
-        return;
-    *slash = '\0';
-    int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
+    return mkdir_durable(buf);
 }
 
 /* Removes empty directories from the parent of @p path up to (not including) @p stop. */
@@ -113,8 +128,23 @@ static uint64_t remove_tree(const char *path)
     return tl_freed;
 }
 
-/* Removes entries of tmp/ not modified for @p max_age seconds. */
-static void remove_stale_tmp(const char *root, time_t max_age)
+/* True when tmp/ entry @p name ("<host>.<pid>.<random>") belongs to a process of this
+ * host that no longer exists: its files were never published and can go at once. */
+static bool owner_is_dead(const char *name, const char *host)
+{
+    size_t hl = strlen(host);
+    if (strncmp(name, host, hl) != 0 || name[hl] != '.')
+        return false;
+    char *end;
+    long pid = strtol(name + hl + 1, &end, 10);
+    if (pid <= 0 || *end != '.' || pid == (long)getpid())
+        return false;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Removes entries of tmp/ not modified for @p max_age seconds, and at once those of
+ * instances on this host that died (kill -9, OOM) with a write half done. */
+static void remove_stale_tmp(const char *root, const char *host, time_t max_age)
 {
     char tmp[ROOT_MAX + 16], p[ROOT_MAX + 300];
     snprintf(tmp, sizeof(tmp), "%s/tmp", root);
@@ -126,7 +156,7 @@ static void remove_stale_tmp(const char *root, time_t max_age)
         if (e->d_name[0] == '.')
             continue;
         snprintf(p, sizeof(p), "%s/%s", tmp, e->d_name);
-        if (lstat(p, &sb) == 0 && now - sb.st_mtime > max_age)
+        if (lstat(p, &sb) == 0 && (now - sb.st_mtime > max_age || owner_is_dead(e->d_name, host)))
             remove_tree(p);
     }
     if (d)
@@ -190,12 +220,14 @@ store_t *store_create(const char *root, uint64_t cache_max, char *err, size_t er
      * share storage.root never delete or collide with each other's files. Directories
      * untouched for an hour belong to instances that died: no rename ever published
      * their contents, so they are garbage. */
-    char host[64] = "host";
+    char host[41] = "host";
     gethostname(host, sizeof(host) - 1);
-    host[strcspn(host, "/")] = '\0';
-    unsigned rnd = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16) ^ (unsigned)(uintptr_t)st;
-    snprintf(st->tmpdir, sizeof(st->tmpdir), "%s/tmp/%.40s.%ld.%08x", st->root, host, (long)getpid(), rnd);
-    remove_stale_tmp(st->root, 3600);
+    host[strcspn(host, "/.")] = '\0';
+    static _Atomic unsigned instances; /* several stores in one process (tests) */
+    unsigned rnd = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16) ^ (unsigned)(uintptr_t)st ^
+                   (atomic_fetch_add(&instances, 1) * 0x9e3779b9u);
+    snprintf(st->tmpdir, sizeof(st->tmpdir), "%s/tmp/%s.%ld.%08x", st->root, host, (long)getpid(), rnd);
+    remove_stale_tmp(st->root, host, 3600);
     if (mkdir(st->tmpdir, 0755) != 0) {
         snprintf(err, errlen, "storage.root: cannot create %s: %s", st->tmpdir, strerror(errno));
         free(st);
@@ -220,9 +252,66 @@ void store_destroy(store_t *st)
     free(st);
 }
 
+/* Key to file names. A key may hold a segment of up to 512 bytes, over NAME_MAX: such a
+ * segment is cut into directories of SEG_CHUNK bytes each ending in '~' (outside the key
+ * charset, so the mapping is one-to-one). The cut is made in the part before the last '.'
+ * and the rest keeps its extension, so originals of one stem ("<stem>.jpg", "<stem>.png")
+ * share a directory whenever their extensions are up to 50 bytes. Every component stays
+ * at most SEG_TAIL + 1 ('@') bytes. */
+#define SEG_CHUNK 200
+#define SEG_TAIL 250
+
+static size_t map_segment(const char *seg, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+    const char *dot = NULL;
+    for (size_t i = len; i > 1; i--)
+        if (seg[i - 1] == '.') {
+            dot = seg + i - 1;
+            break;
+        }
+    size_t base = dot ? (size_t)(dot - seg) : len, p = 0;
+    while (base - p > SEG_CHUNK && o + SEG_CHUNK + 2 < cap) {
+        memcpy(out + o, seg + p, SEG_CHUNK);
+        o += SEG_CHUNK;
+        out[o++] = '~';
+        out[o++] = '/';
+        p += SEG_CHUNK;
+    }
+    while (len - p > SEG_TAIL && o + SEG_CHUNK + 2 < cap) {
+        memcpy(out + o, seg + p, SEG_CHUNK);
+        o += SEG_CHUNK;
+        out[o++] = '~';
+        out[o++] = '/';
+        p += SEG_CHUNK;
+    }
+    size_t n = len - p < cap - o ? len - p : cap - o;
+    memcpy(out + o, seg + p, n);
+    return o + n;
+}
+
+/* "<root>/<tree>/<mapped key><suffix>" */
+static void map_path(const store_t *st, const char *tree, const char *key, const char *suffix, char *out,
+                     size_t outlen)
+{
+    int n = snprintf(out, outlen, "%s/%s/", st->root, tree);
+    size_t o = n > 0 && (size_t)n < outlen ? (size_t)n : 0;
+    const char *seg = key;
+    for (;;) {
+        const char *slash = strchr(seg, '/');
+        size_t len = slash ? (size_t)(slash - seg) : strlen(seg);
+        o += map_segment(seg, len, out + o, outlen - o - 1);
+        if (slash == NULL || o + 2 >= outlen)
+            break;
+        out[o++] = '/';
+        seg = slash + 1;
+    }
+    snprintf(out + o, outlen - o, "%s", suffix);
+}
+
 void store_orig_path(const store_t *st, const char *key, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s/orig/%s@", st->root, key);
+    map_path(st, "orig", key, "@", out, outlen);
 }
 
 const char *store_spill_template(const store_t *st)
@@ -232,12 +321,12 @@ const char *store_spill_template(const store_t *st)
 
 static void stem_link_path(const store_t *st, const char *stem, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s/stem/%s@", st->root, stem);
+    map_path(st, "stem", stem, "@", out, outlen);
 }
 
 static void stem_cache_dir(const store_t *st, const char *stem, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s/cache/%s@", st->root, stem);
+    map_path(st, "cache", stem, "@", out, outlen);
 }
 
 /* The stem of a key: everything before the last '.' of its last segment (NULL-free copy). */
@@ -264,6 +353,7 @@ static int point_stem(store_t *st, const char *stem, const char *base)
         unlink(tmp);
         return map_errno(e);
     }
+    fsync_parent(link);
     return 0;
 }
 
@@ -373,10 +463,13 @@ out_unlink:
     return ret;
 }
 
-/* After deleting @p base, repoint the stem link at another "<stem>.*" original or remove it. */
+#define LINK_MAX 600 /* a stem link holds the last segment of a key: at most 512 bytes */
+
+/* After deleting @p key (last segment @p base), repoint the stem link at another
+ * "<stem>.*" original or remove it. The siblings share the deleted file's directory. */
 static void repair_stem(store_t *st, const char *key, const char *stem, const char *base)
 {
-    char link[STORE_PATH_MAX], target[NAME_MAX + 1];
+    char link[STORE_PATH_MAX], target[LINK_MAX];
     stem_link_path(st, stem, link, sizeof(link));
     ssize_t n = readlink(link, target, sizeof(target) - 1);
     if (n < 0)
@@ -385,23 +478,25 @@ static void repair_stem(store_t *st, const char *key, const char *stem, const ch
     if (strcmp(target, base) != 0)
         return; /* points at another original of the same stem: still right */
     char dir[STORE_PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s/orig/%.*s", st->root, (int)(base - key), key);
-    size_t stembase_len = strlen(stem) - (size_t)(base - key);
+    store_orig_path(st, key, dir, sizeof(dir));
+    char *name = strrchr(dir, '/');
+    *name++ = '\0';
+    const char *ldot = strrchr(name, '.');
+    size_t prefix_len = ldot ? (size_t)(ldot - name) + 1 : 0; /* "<last chunk of stem>." */
     const char *stembase = stem + (base - key);
-    DIR *d = opendir(dir);
-    char other[NAME_MAX + 1] = "";
-    if (d != NULL) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            size_t l = strlen(e->d_name);
-            if (l > stembase_len + 2 && strncmp(e->d_name, stembase, stembase_len) == 0 &&
-                e->d_name[stembase_len] == '.' && e->d_name[l - 1] == '@' && strchr(e->d_name + stembase_len + 1, '.') == NULL) {
-                snprintf(other, sizeof(other), "%.*s", (int)(l - 1), e->d_name);
-                break;
-            }
+    char other[LINK_MAX] = "";
+    DIR *d = prefix_len ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l > prefix_len + 1 && strncmp(e->d_name, name, prefix_len) == 0 && e->d_name[l - 1] == '@' &&
+            memchr(e->d_name + prefix_len, '.', l - prefix_len) == NULL) {
+            snprintf(other, sizeof(other), "%s.%.*s", stembase, (int)(l - 1 - prefix_len), e->d_name + prefix_len);
+            break;
         }
-        closedir(d);
     }
+    if (d)
+        closedir(d);
     if (other[0] != '\0')
         point_stem(st, stem, other);
     else
@@ -434,17 +529,18 @@ int store_delete(store_t *st, const char *key)
 
 int store_find_source(const store_t *st, const char *stem, char *path, size_t pathlen, struct stat *sb)
 {
-    char link[STORE_PATH_MAX], target[NAME_MAX + 1];
+    char link[STORE_PATH_MAX], target[LINK_MAX], key[LINK_MAX + 520];
     stem_link_path(st, stem, link, sizeof(link));
     ssize_t n = readlink(link, target, sizeof(target) - 1);
     if (n <= 0)
         return -STORE_E_NOTFOUND;
     target[n] = '\0';
     if (strchr(target, '/') != NULL)
-        return -STORE_E_NOTFOUND; /* we only ever write basenames */
+        return -STORE_E_NOTFOUND; /* we only ever write last segments */
     const char *slash = strrchr(stem, '/');
     int dirlen = slash ? (int)(slash - stem + 1) : 0;
-    snprintf(path, pathlen, "%s/orig/%.*s%s@", st->root, dirlen, stem, target);
+    snprintf(key, sizeof(key), "%.*s%s", dirlen, stem, target);
+    store_orig_path(st, key, path, pathlen);
     if (stat(path, sb) != 0 || !S_ISREG(sb->st_mode))
         return -STORE_E_NOTFOUND;
     return 0;
@@ -453,9 +549,10 @@ int store_find_source(const store_t *st, const char *stem, char *path, size_t pa
 void store_cache_path(const store_t *st, const char *stem, const struct stat *src, const char *variant, char *out,
                       size_t outlen)
 {
-    char gen[64];
+    char gen[64], suffix[160];
     gen_name(src, gen, sizeof(gen));
-    snprintf(out, outlen, "%s/cache/%s@/%s/%s", st->root, stem, gen, variant);
+    snprintf(suffix, sizeof(suffix), "@/%s/%s", gen, variant);
+    map_path(st, "cache", stem, suffix, out, outlen);
 }
 
 int store_tmp_file(const store_t *st, char *out, size_t outlen)
@@ -555,18 +652,29 @@ void store_cache_evict(store_t *st)
 int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path, const struct stat *src)
 {
     struct stat now, res;
-    if (stat(src_path, &now) != 0 || now.st_ino != src->st_ino || now.st_mtim.tv_sec != src->st_mtim.tv_sec ||
+    if (stat(src_path, &now) != 0) {
+        unlink(tmp); /* the original was deleted while we worked */
+        return -STORE_E_NOTFOUND;
+    }
+    if (now.st_ino != src->st_ino || now.st_mtim.tv_sec != src->st_mtim.tv_sec ||
         now.st_mtim.tv_nsec != src->st_mtim.tv_nsec) {
         unlink(tmp); /* the original changed while we worked: this result is for nobody */
-        return -STORE_E_NOTFOUND;
+        return -STORE_E_CHANGED;
     }
     struct stat old;
     bool replacing = stat(final, &old) == 0;
-    if (stat(tmp, &res) != 0 || rename_into(tmp, final) != 0) {
+    /* durable before it is visible: the bytes, then the rename (new directories are
+     * recorded in their parents by mkdir_parents) */
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &res) != 0 || fsync(fd) != 0 || rename_into(tmp, final) != 0) {
         int ret = map_errno(errno);
+        if (fd >= 0)
+            close(fd);
         unlink(tmp);
         return ret;
     }
+    close(fd);
+    fsync_parent(final);
     atomic_fetch_add(&st->cache_bytes, (uint64_t)res.st_size);
     if (replacing) /* the same result made twice: count it once */
         cache_sub(st, (uint64_t)old.st_size);
@@ -582,6 +690,15 @@ void store_cache_touch(const char *path, const struct stat *sb)
         struct timespec times[2] = {ts, {.tv_nsec = UTIME_OMIT}};
         utimensat(AT_FDCWD, path, times, 0);
     }
+}
+
+bool store_out_of_space(const store_t *st)
+{
+    struct statvfs vfs;
+    if (statvfs(st->tmpdir, &vfs) != 0)
+        return false;
+    /* a write that failed for space leaves (nearly) no free block or no free inode */
+    return (uint64_t)vfs.f_bfree * vfs.f_frsize < (64u << 10) || vfs.f_ffree == 0;
 }
 
 void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions)

@@ -1,12 +1,15 @@
 /* store — the storage root on disk:
  *   orig/<key>@            originals ('@' is outside the key charset, so key "a" and
- *                          key "a/b" never collide as file vs directory)
+ *                          key "a/b" never collide as file vs directory); a key segment
+ *                          longer than 250 bytes is cut into directories ending in '~'
+ *                          so no file name exceeds NAME_MAX (store.c, map_segment)
  *   stem/<stem>@           symlink to the basename of the original a derived URL uses
  *   cache/<stem>@/<gen>/<variant>  derived results; <gen> = source inode + mtime, so a
  *                          replaced or deleted original makes old results unreachable
  *   tmp/<instance>/        temp files (uploads, results, h2o body spill) of one running
  *                          instance; same filesystem, never shared between instances
- * Writes are temp file + fsync + rename + directory fsync. Thread-safe. */
+ * Writes (originals, results, stem links) are temp file + fsync + rename + directory
+ * fsync; new directories are fsynced into their parents. Thread-safe. */
 #ifndef THUMBGATE_STORE_H
 #define THUMBGATE_STORE_H
 
@@ -25,6 +28,7 @@ enum {
     STORE_E_CONFLICT = 2, /**< key collides with an existing directory */
     STORE_E_NOSPACE = 3,  /**< ENOSPC / EDQUOT */
     STORE_E_IO = 4,
+    STORE_E_CHANGED = 5,  /**< the source of a result was replaced while the result was made */
 };
 
 /** Creates the layout under @p root (mkdir -p), removes stale temp files, sizes the cache.
@@ -61,7 +65,8 @@ int store_tmp_file(const store_t *st, char *out, size_t outlen);
 /**
  * Moves the finished result @p tmp to @p final (creating its directories) if the source
  * @p src_path still has the identity @p src; otherwise discards it. Accounts the bytes and
- * (eviction is separate: store_cache_over_bound / store_cache_evict). 0 or -STORE_E_*.
+ * (eviction is separate: store_cache_over_bound / store_cache_evict). 0 or -STORE_E_*:
+ * NOTFOUND when the source is gone, CHANGED when it was replaced (the result is dropped).
  */
 int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path, const struct stat *src);
 
@@ -75,6 +80,10 @@ void store_maintain(store_t *st);
 
 /** Marks a cached result as used now (cheap; at most once a minute per file). */
 void store_cache_touch(const char *path, const struct stat *sb);
+
+/** True when the storage filesystem has (nearly) no free block or inode left: tells a
+ *  failed result write that ran out of space (507) from other I/O errors. */
+bool store_out_of_space(const store_t *st);
 
 /** Bytes currently held by cached results, and the number of evictions so far. */
 void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions);
