@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const int status_slots[METRICS_NSTATUS - 1] = {200, 201, 204, 206, 304, 400, 401, 403,
-                                                       404, 405, 413, 415, 416, 500, 503};
+/* every status the server sends (the error table in errors.c, files, h2o's own) */
+static const int status_slots[METRICS_NSTATUS - 1] = {200, 201, 204, 206, 304, 400, 401,
+                                                       403, 404, 405, 408, 409, 413, 415,
+                                                       416, 499, 500, 503, 507};
 
 const double metrics_hist_bounds[METRICS_HIST_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                           0.25,  0.5,    1,     2.5,  5,     10,  30};

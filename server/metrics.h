@@ -17,7 +17,7 @@ typedef enum {
     METRICS_ROUTE_MAX
 } metrics_route_t;
 
-#define METRICS_NSTATUS 16
+#define METRICS_NSTATUS 20
 #define METRICS_HIST_BUCKETS 14
 
 typedef struct {
@@ -43,7 +43,7 @@ typedef struct {
 /** Reads /proc/self/status; fields it cannot read are 0. */
 void metrics_proc_read(metrics_proc_t *out);
 
-/** Status code to its slot (200,201,204,206,304,400,401,403,404,405,413,415,416,500,503,other). */
+/** Status code to its slot (200 ... 507: every status the server sends; the last slot is "other"). */
 unsigned metrics_status_slot(int status);
 int metrics_slot_status(unsigned slot);
 const char *metrics_route_name(metrics_route_t r);
