@@ -102,6 +102,13 @@ int imgproc_probe_buf(const void *buf, size_t len, imgproc_probe_t *out, imgproc
  *  imgproc_probe_buf() on the whole file, IO for open/read errors. */
 int imgproc_probe_file(const char *path, imgproc_probe_t *out, imgproc_err_t *err);
 
+/** imgproc_probe_file() on an open descriptor (borrowed; read with pread only), so a caller
+ *  can probe and later decode the same bytes without opening the file twice. */
+int imgproc_probe_fd(int fd, imgproc_probe_t *out, imgproc_err_t *err);
+
+/** Largest WebP side (libwebp): a WebP output above it fails; check before admission. */
+#define IMGPROC_WEBP_MAX_DIM 16383u
+
 /** Peak bytes the job will add to a warm process, computed from the header alone:
  *  shrink-on-load, libjpeg's coefficient buffer for progressive JPEG, whole-image buffers
  *  for interlaced PNG / lossless WebP / rotation / crop / naive decode, encoders. Checked
@@ -130,6 +137,11 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
  */
 int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts, const char *dst,
                 imgproc_out_t *out, imgproc_err_t *err);
+
+/** imgproc_run() on an open source descriptor (borrowed, not closed; read from offset 0
+ *  with pread/its own reads): the caller opens the source once for probe and decode. */
+int imgproc_run_fd(int src_fd, const imgproc_job_t *job, const imgproc_opts_t *opts, const char *dst,
+                   imgproc_out_t *out, imgproc_err_t *err);
 
 /** Returns freed heap to the OS (malloc_trim(0)); the server calls it when no job is in
  *  flight. Takes a few ms on a large heap; harmless to call often. */

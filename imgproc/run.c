@@ -134,7 +134,20 @@ static bool opts_ok(const imgproc_opts_t *o)
 int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts,
                 const char *dst, imgproc_out_t *out, imgproc_err_t *err)
 {
-    int rc = 0, in_fd = -1;
+    if (!src)
+        return imgproc__fail(err, IMGPROC_E_INVALID, "bad arguments");
+    int in_fd = open(src, O_RDONLY | O_CLOEXEC);
+    if (in_fd < 0)
+        return imgproc__fail(err, IMGPROC_E_IO, "open %s: %s", src, strerror(errno));
+    int rc = imgproc_run_fd(in_fd, job, opts, dst, out, err);
+    close(in_fd);
+    return rc;
+}
+
+int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *opts,
+                   const char *dst, imgproc_out_t *out, imgproc_err_t *err)
+{
+    int rc = 0;
     sink_t sink = {.fd = -1};
     imgproc_probe_t probe;
     imgproc__plan_t plan;
@@ -145,13 +158,11 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
 
     if (out)
         memset(out, 0, sizeof(*out));
-    if (!src || !job || !opts || !dst || !opts_ok(opts))
+    if (in_fd < 0 || !job || !opts || !dst || !opts_ok(opts))
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad arguments");
     if (!imgproc_fmt_name(job->out_fmt))
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad output format");
 
-    if ((in_fd = open(src, O_RDONLY | O_CLOEXEC)) < 0)
-        return imgproc__fail(err, IMGPROC_E_IO, "open %s: %s", src, strerror(errno));
     if ((rc = imgproc__probe_fd(in_fd, &probe, err)) != 0)
         goto out_close_in;
     if ((rc = imgproc__plan(&probe, job, &plan)) != 0) {
@@ -294,6 +305,5 @@ out_close_dst:
     if (close(sink.fd) != 0 && rc == 0)
         rc = imgproc__fail(err, IMGPROC_E_IO, "close %s: %s", dst, strerror(errno));
 out_close_in:
-    close(in_fd);
     return rc;
 }
