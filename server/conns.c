@@ -1,0 +1,317 @@
+/* conns — listeners, accept with the limit, and the connection watchdog (see conns.h). */
+#include "server/conns.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/errors.h"
+#include "server/json.h"
+
+/* What a connection was doing when the watchdog last saw it. */
+enum { SEEN_IDLE = 1, SEEN_SENDING, SEEN_HEAD, SEEN_BODY };
+
+typedef struct {
+    uint64_t id; /* h2o's connection id: unique for the process, never reused */
+    uint64_t sig, since_ms;
+    int kind;
+} seen_t;
+
+struct conns {
+    h2o_context_t *ctx;
+    h2o_accept_ctx_t *accept_ctx;
+    h2o_socket_t *listener;
+    conns_conf_t conf;
+    seen_t *seen; /* last round, sorted by id */
+    size_t nseen;
+};
+
+conns_t *conns_create(h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, const conns_conf_t *conf)
+{
+    conns_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->ctx = ctx;
+    c->accept_ctx = accept_ctx;
+    c->conf = *conf;
+    if (c->conf.max_conns == 0)
+        c->conf.max_conns = 1;
+    return c;
+}
+
+void conns_destroy(conns_t *c)
+{
+    if (c == NULL)
+        return;
+    free(c->seen);
+    free(c);
+}
+
+size_t conns_count(const conns_t *c)
+{
+    size_t n = 0;
+    for (h2o_linklist_t *p = c->ctx->http1._conns.next; p != &c->ctx->http1._conns; p = p->next)
+        n++;
+    return n;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    conns_t *c = listener->data;
+    if (err != NULL)
+        return;
+    for (int i = 0; i < 16; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break;
+        if (conns_count(c) >= c->conf.max_conns) {
+            /* over the connection bound: close at once rather than let the backlog grow */
+            h2o_socket_close(sock);
+            continue;
+        }
+        h2o_accept(c->accept_ctx, sock);
+    }
+}
+
+void conns_listen(conns_t *c, int fd)
+{
+    c->listener = h2o_evloop_socket_create(c->ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    c->listener->data = c;
+    h2o_socket_read_start(c->listener, on_accept);
+}
+
+void conns_stop_listening(conns_t *c)
+{
+    if (c->listener == NULL)
+        return;
+    h2o_socket_read_stop(c->listener);
+    h2o_socket_close(c->listener);
+    c->listener = NULL;
+}
+
+static void on_plain_accept(h2o_socket_t *listener, const char *err)
+{
+    h2o_socket_t *sock;
+    if (err == NULL && (sock = h2o_evloop_socket_accept(listener)) != NULL)
+        h2o_accept(listener->data, sock);
+}
+
+h2o_socket_t *conns_listen_plain(h2o_evloop_t *loop, int fd, h2o_accept_ctx_t *accept_ctx)
+{
+    h2o_socket_t *l = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    l->data = accept_ctx;
+    h2o_socket_read_start(l, on_plain_accept);
+    return l;
+}
+
+static h2o_socket_t *sock_of(h2o_req_t *req)
+{
+    return req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+}
+
+static int is_busy(h2o_req_t *req, void *cbdata)
+{
+    h2o_socket_t *sock = sock_of(req);
+    /* a connection with a parsed request or unread bytes is mid-request (e.g. an upload) */
+    return req->input.method.base != NULL || (sock != NULL && sock->input->size != 0);
+}
+
+bool conns_all_idle(const conns_t *c)
+{
+    return c->ctx->globalconf->http1.callbacks.foreach_request(c->ctx, is_busy, NULL) == 0;
+}
+
+/* --- watchdog -------------------------------------------------------------------------
+ * h2o 2.2 has no keep-alive idle timeout for HTTP/1 and no write timeout, and its
+ * request timeout is one deadline for idle + head + body that closes without a response.
+ * Each round classifies every connection:
+ *   idle between requests, or a response that made no progress: idle_timeout, then shut;
+ *   a request head not complete: request_timeout from when it was first seen, then 408;
+ *   a body not moving (no byte received): request_timeout, then 408 — a slow but steady
+ *   upload is never cut;
+ *   a complete request waiting for our answer: not timed here (the queue timeout is).
+ * Connections are told apart by h2o's connection id, never by memory address. */
+typedef struct {
+    conns_t *c;
+    uint64_t now;
+    seen_t *next;
+    size_t nnext, cap;
+} round_t;
+
+static int by_id(const void *a, const void *b)
+{
+    const seen_t *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* A 408 written straight to the socket: h2o is reading this connection, not writing it. */
+static void send_408(h2o_socket_t *sock)
+{
+    err_http_t h = errors_http(ERR_REQ, ERR_REQ_TIMEOUT);
+    char body[256], msg[512];
+    json_t j;
+    json_begin(&j, body, sizeof(body));
+    json_str(&j, "error", h.code);
+    json_str(&j, "message", "the request stopped arriving (http.request_timeout)");
+    size_t bl = json_end(&j);
+    int n = snprintf(msg, sizeof(msg),
+                     "HTTP/1.1 408 Request Timeout\r\nServer: thumbgate\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     bl, body);
+    if (n > 0 && (size_t)n < sizeof(msg)) {
+        ssize_t w = send(h2o_socket_get_fd(sock), msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w; /* best effort: the connection ends either way */
+    }
+}
+
+static int watch_one(h2o_req_t *req, void *cbdata)
+{
+    round_t *r = cbdata;
+    conns_t *c = r->c;
+    h2o_socket_t *sock = sock_of(req);
+    if (sock == NULL)
+        return 0;
+    seen_t cur = {.id = req->conn->id};
+    uint64_t limit;
+    if (req->input.method.base == NULL) {
+        cur.kind = sock->input->size == 0 ? SEEN_IDLE : SEEN_HEAD;
+        limit = cur.kind == SEEN_IDLE ? c->conf.idle_timeout_ms : c->conf.request_timeout_ms;
+    } else if (req->res.status != 0) {
+        cur.kind = SEEN_SENDING, cur.sig = req->bytes_sent;
+        limit = c->conf.idle_timeout_ms;
+    } else if (req->processed_at.at.tv_sec == 0) {
+        cur.kind = SEEN_BODY, cur.sig = sock->input->size; /* the body collects there until complete */
+        limit = c->conf.request_timeout_ms;
+    } else {
+        return 0; /* waiting for our answer (queue) */
+    }
+    seen_t *old = r->c->seen ? bsearch(&cur, c->seen, c->nseen, sizeof(cur), by_id) : NULL;
+    cur.since_ms = old != NULL && old->kind == cur.kind && old->sig == cur.sig ? old->since_ms : r->now;
+    if (r->now - cur.since_ms >= limit) {
+        if (cur.kind == SEEN_HEAD || cur.kind == SEEN_BODY) {
+            send_408(sock);
+            if (c->conf.timeouts != NULL)
+                atomic_fetch_add_explicit(c->conf.timeouts, 1, memory_order_relaxed);
+        }
+        /* h2o sees the error on its next read or write and closes the connection cleanly */
+        shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+        return 0;
+    }
+    if (r->nnext == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        seen_t *n = realloc(r->next, cap * sizeof(*n));
+        if (n == NULL)
+            return 0;
+        r->next = n;
+        r->cap = cap;
+    }
+    r->next[r->nnext++] = cur;
+    return 0;
+}
+
+void conns_watch(conns_t *c, uint64_t now_ms)
+{
+    round_t r = {.c = c, .now = now_ms};
+    c->ctx->globalconf->http1.callbacks.foreach_request(c->ctx, watch_one, &r);
+    if (r.nnext > 1)
+        qsort(r.next, r.nnext, sizeof(*r.next), by_id);
+    free(c->seen);
+    c->seen = r.next;
+    c->nseen = r.nnext;
+}
+
+/* --- addresses and listening sockets ----------------------------------------------------- */
+
+int conns_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[128];
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    char *h = host;
+    if (h[0] == '[') { /* [::1]:8080 */
+        h++;
+        h[strcspn(h, "]")] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV},
+                    *res;
+    if (getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res) != 0)
+        return -1;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* SO_REUSEPORT would let a second thumbgate (or anything of the same user) share the
+ * port silently and take half the traffic: bind once without it to prove the address
+ * is free before the per-thread listeners join it. */
+int conns_probe_free(const struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), ret = -1;
+    if (fd < 0)
+        return -1;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)); /* TIME_WAIT leftovers are fine */
+    if (bind(fd, (const struct sockaddr *)ss, len) == 0)
+        ret = 0;
+    close(fd);
+    return ret;
+}
+
+bool conns_port_is_zero(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port == 0
+                                     : ((const struct sockaddr_in *)ss)->sin_port == 0;
+}
+
+int conns_open_listener(struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    if (bind(fd, (struct sockaddr *)ss, len) != 0 || listen(fd, 1024) != 0) {
+        close(fd);
+        return -1;
+    }
+    /* port 0: the first bind picks the port, the other threads join it */
+    socklen_t l = len;
+    getsockname(fd, (struct sockaddr *)ss, &l);
+    return fd;
+}
+
+bool conns_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+void conns_addr_str(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        snprintf(out, len, "[%s]:%u", host, ntohs(a->sin6_port));
+    } else {
+        const struct sockaddr_in *a = (const void *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        snprintf(out, len, "%s:%u", host, ntohs(a->sin_port));
+    }
+}

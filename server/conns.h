@@ -1,0 +1,53 @@
+/* conns — the connections room: listening sockets, accept with the connection limit, and
+ * the watchdog that ends connections h2o 2.2 would keep forever (idle between requests,
+ * responses that stopped moving) or drop without a word (a request that stopped arriving
+ * gets a 408). One conns_t per event loop; it sees every accepted socket and every
+ * connection's state each round, so per-connection accounting belongs here.
+ * Memory: a watchdog entry of 32 bytes per open connection, per loop. */
+#ifndef THUMBGATE_CONNS_H
+#define THUMBGATE_CONNS_H
+
+#include <h2o.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef struct {
+    uint32_t max_conns;          /**< open connections of this loop at most; more are closed at accept */
+    uint64_t idle_timeout_ms;    /**< http.idle_timeout: idle between requests, or a stalled response */
+    uint64_t request_timeout_ms; /**< http.request_timeout: a head not complete, or a body not moving */
+    _Atomic uint64_t *timeouts;  /**< counts the 408s sent (optional) */
+} conns_conf_t;
+
+typedef struct conns conns_t;
+
+/** Watchdog state for the loop of @p ctx; accepted sockets go to @p accept_ctx. */
+conns_t *conns_create(h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, const conns_conf_t *conf);
+void conns_destroy(conns_t *c);
+/** Accepts on listening socket @p fd (taken) with the limit. */
+void conns_listen(conns_t *c, int fd);
+/** Stops accepting and closes the listening socket (drain). */
+void conns_stop_listening(conns_t *c);
+/** One watchdog round (call every few hundred ms from the loop). */
+void conns_watch(conns_t *c, uint64_t now_ms);
+/** Open connections now. */
+size_t conns_count(const conns_t *c);
+/** True when no connection is in the middle of a request (drain). */
+bool conns_all_idle(const conns_t *c);
+
+/** Accepts on @p fd (taken) without limit or watchdog (the admin listener). */
+h2o_socket_t *conns_listen_plain(h2o_evloop_t *loop, int fd, h2o_accept_ctx_t *accept_ctx);
+
+/** "host:port" / "[v6]:port" to an address. 0 or -1. */
+int conns_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+/** Binds once without SO_REUSEPORT: 0 when nobody else listens on @p ss. */
+int conns_probe_free(const struct sockaddr_storage *ss, socklen_t len);
+bool conns_port_is_zero(const struct sockaddr_storage *ss);
+/** A non-blocking SO_REUSEPORT listener; port 0 is resolved into @p ss. -1 on failure. */
+int conns_open_listener(struct sockaddr_storage *ss, socklen_t len);
+/** True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+bool conns_is_loopback(const struct sockaddr_storage *ss);
+void conns_addr_str(const struct sockaddr_storage *ss, char *out, size_t len);
+
+#endif
