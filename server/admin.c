@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "server/flight.h"
+#include "server/json.h"
 #include "server/srv_internal.h"
 
 struct admin_handler {
@@ -122,22 +123,29 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
         return -1;
     int status = 200;
     const char *ctype = "application/json";
+    char jbuf[512];
+    json_t j;
+    json_begin(&j, jbuf, sizeof(jbuf));
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/metrics"))) {
         render_metrics(srv, o);
         ctype = "text/plain; version=0.0.4; charset=utf-8";
     } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/healthz"))) {
         bool ok = imgproc_selftest();
         status = ok ? 200 : 503;
-        fprintf(o, "{\"status\":\"%s\",\"libvips\":%s}\n", ok ? "ok" : "failing", ok ? "true" : "false");
+        json_str(&j, "status", ok ? "ok" : "failing");
+        json_bool(&j, "libvips", ok);
     } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/readyz"))) {
         adm_stats_t a;
         adm_stats(srv->gate, &a);
         bool draining = atomic_load(&srv->shutting_down);
-        bool saturated = a.queue_len >= srv->cfg->queue_max;
+        /* saturated: a new job that cannot start at once would be refused */
+        bool saturated = srv->cfg->queue_max > 0 ? a.queue_len >= srv->cfg->queue_max
+                                                 : a.running >= a.workers;
         status = draining || saturated ? 503 : 200;
-        fprintf(o, "{\"ready\":%s,\"draining\":%s,\"queue_saturated\":%s,\"queue_length\":%u}\n",
-                status == 200 ? "true" : "false", draining ? "true" : "false", saturated ? "true" : "false",
-                a.queue_len);
+        json_bool(&j, "ready", status == 200);
+        json_bool(&j, "draining", draining);
+        json_bool(&j, "queue_saturated", saturated);
+        json_u64(&j, "queue_length", a.queue_len);
     } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/debug/flight"))) {
         char path[1100];
         if (srv->cfg->flight_path[0])
@@ -147,12 +155,16 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
         fflush(o);
         if (flight_dump(path, o, true, 120) != 0) {
             status = 404;
-            fprintf(o, "{\"error\":\"not_found\",\"message\":\"the flight recorder is off\"}\n");
+            json_str(&j, "error", "not_found");
+            json_str(&j, "message", "the flight recorder is off");
         }
     } else {
         status = 404;
-        fprintf(o, "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics /healthz /readyz /debug/flight\"}\n");
+        json_str(&j, "error", "not_found");
+        json_str(&j, "message", "admin endpoints: /metrics /healthz /readyz /debug/flight");
     }
+    if (!j.first) /* a JSON answer was written into j, not into o */
+        fwrite(jbuf, 1, json_end(&j), o);
     fclose(o);
     send_text(req, status, ctype, buf, len);
     free(buf);

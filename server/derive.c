@@ -15,25 +15,36 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "server/errors.h"
 #include "server/flight.h"
+#include "server/iopool.h"
+#include "server/json.h"
 #include "server/srv_internal.h"
 
 #define JOBMAP_BUCKETS 1024
 
 typedef struct derive_job derive_job_t;
 
+/* The outcome of a job: ok, or a module error (mapped to HTTP by errors_http). */
+typedef struct {
+    bool ok;
+    err_domain_t domain;
+    int err;
+    char msg[256];
+} outcome_t;
+
 typedef struct waiter {
-    srv_task_t super; /* run == NULL: a derive completion (see on_done_messages) */
+    h2o_multithread_message_t msg; /* on th->derive_rx: only derive completions go there */
+    srv_thread_t *th;
     h2o_req_t *req;
     derive_job_t *job; /* NULL once the outcome is posted; under coalesce_mu */
     int fd;
     h2o_linklist_t link; /* in th->waiters; loop-owned */
     struct waiter *next; /* in job->waiters; under coalesce_mu */
     uint64_t joined_ms;
-    /* outcome, written by the poster before the message is sent */
-    int status;
-    const char *code;
-    char msg[STORE_PATH_MAX]; /* error text, or the cache path on success */
+    char result[STORE_PATH_MAX]; /* the cache path this request is served from */
+    /* written by the poster before the message is sent */
+    outcome_t out;
     uint64_t wait_ms, work_ms;
 } waiter_t;
 
@@ -49,7 +60,15 @@ struct derive_job {
     derive_job_t *map_next;
     uint64_t submitted_ms;
     bool started;
+    int src_fd; /* the source, opened once by the handler; probed and decoded from it */
 };
+
+static void job_free(derive_job_t *job)
+{
+    if (job != NULL && job->src_fd >= 0)
+        close(job->src_fd);
+    free(job);
+}
 
 struct srv_jobmap {
     derive_job_t *buckets[JOBMAP_BUCKETS];
@@ -82,64 +101,107 @@ static void map_remove(srv_t *srv, derive_job_t *job)
 }
 
 /* Posts the outcome to every waiter and frees the job. Called with coalesce_mu held. */
-static void post_all(derive_job_t *job, int status, const char *code, const char *msg, uint64_t wait_ms,
-                     uint64_t work_ms)
+static void post_all(derive_job_t *job, const outcome_t *out, uint64_t wait_ms, uint64_t work_ms)
 {
     map_remove(job->srv, job);
     waiter_t *w = job->waiters, *next;
     for (; w; w = next) {
         next = w->next;
         w->job = NULL;
-        w->status = status;
-        w->code = code;
-        if (status != 200) /* on success msg keeps the cache path set at submit */
-            snprintf(w->msg, sizeof(w->msg), "%s", msg ? msg : "");
+        w->out = *out;
         w->wait_ms = wait_ms;
         w->work_ms = work_ms;
-        h2o_multithread_send_message(&w->super.th->done_rx, &w->super.super);
+        h2o_multithread_send_message(&w->th->derive_rx, &w->msg);
     }
-    free(job);
+    job_free(job);
 }
 
-/* The real peak of a job is observable when it runs alone: reset the process's VmHWM
- * (clear_refs 5) as it starts and read VmHWM as it ends; if no other job started in
- * between, the rise is its peak (give or take other requests' memory). Feeds the
+static outcome_t fail(err_domain_t domain, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static outcome_t fail(err_domain_t domain, int err, const char *fmt, ...)
+{
+    outcome_t o = {.ok = false, .domain = domain, .err = err < 0 ? -err : err};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o.msg, sizeof(o.msg), fmt, ap);
+    va_end(ap);
+    return o;
+}
+
+/* The real peak of a job is observable when it runs alone and raises the process's
+ * VmHWM: then the new high-water mark was reached during the job, and its rise over the
+ * RSS at the start is the job's peak. VmHWM itself is never reset (no clear_refs), so it
+ * stays the process peak for /metrics, the flight recorder and the load harness; a lone
+ * job that stays under an earlier peak is simply not measured. Feeds the
  * estimate/measured histogram so operators see the estimator's accuracy live. */
-static bool peak_begin(srv_t *srv, uint64_t *gen, uint64_t *rss0)
-{
-    if (atomic_fetch_add_explicit(&srv->metrics.workers_busy, 1, memory_order_relaxed) != 0) {
-        atomic_fetch_add_explicit(&srv->job_gen, 1, memory_order_relaxed);
-        return false;
-    }
-    *gen = atomic_fetch_add_explicit(&srv->job_gen, 1, memory_order_relaxed) + 1;
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (f == NULL)
-        return false;
-    bool ok = fputs("5", f) >= 0;
-    ok &= fclose(f) == 0;
-    metrics_proc_t pm;
-    metrics_proc_read(&pm);
-    *rss0 = pm.rss;
-    return ok && *rss0 > 0;
-}
+typedef struct {
+    bool alone;
+    uint64_t gen, rss0, hwm0;
+} peak_t;
 
-static void peak_end(srv_t *srv, bool measuring, uint64_t gen, uint64_t rss0, uint64_t estimate)
+static void peak_begin(srv_t *srv, peak_t *p)
 {
-    if (measuring && atomic_load_explicit(&srv->job_gen, memory_order_relaxed) == gen) {
+    p->alone = atomic_fetch_add_explicit(&srv->metrics.workers_busy, 1, memory_order_relaxed) == 0;
+    p->gen = atomic_fetch_add_explicit(&srv->job_gen, 1, memory_order_relaxed) + 1;
+    if (p->alone) {
         metrics_proc_t pm;
         metrics_proc_read(&pm);
-        uint64_t hwm = pm.hwm;
-        if (hwm > rss0) {
-            double ratio = (double)estimate / (double)(hwm - rss0);
+        p->rss0 = pm.rss;
+        p->hwm0 = pm.hwm;
+        p->alone = pm.rss > 0 && pm.hwm > 0;
+    }
+}
+
+static void peak_end(srv_t *srv, const peak_t *p, uint64_t estimate)
+{
+    if (p->alone && atomic_load_explicit(&srv->job_gen, memory_order_relaxed) == p->gen) {
+        metrics_proc_t pm;
+        metrics_proc_read(&pm);
+        if (pm.hwm > p->hwm0 && pm.hwm > p->rss0) {
+            double ratio = (double)estimate / (double)(pm.hwm - p->rss0);
             metrics_hist_observe(&srv->metrics.est_ratio, (uint64_t)(ratio * 1e6)); /* buckets read as ratios */
         }
     }
     atomic_fetch_add_explicit(&srv->metrics.workers_busy, -1, memory_order_relaxed);
 }
 
-static void do_evict(srv_t *srv)
+static void do_evict(void *store)
 {
-    store_cache_evict(srv->store);
+    store_cache_evict(store);
+}
+
+/* Decodes the source (opened once, on the descriptor the checks were made on) into a temp
+ * file and commits it to the cache. */
+static outcome_t make_result(srv_t *srv, derive_job_t *job)
+{
+    /* the descriptor holds exactly the bytes that were probed and admitted; a key
+     * deleted or replaced meanwhile gets no result (its clients hear why) */
+    struct stat now;
+    if (stat(job->src, &now) != 0)
+        return fail(ERR_STORE, STORE_E_NOTFOUND, "the original was deleted");
+    if (now.st_ino != job->src_st.st_ino || now.st_size != job->src_st.st_size ||
+        now.st_mtim.tv_sec != job->src_st.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != job->src_st.st_mtim.tv_nsec)
+        return fail(ERR_STORE, STORE_E_CHANGED, "the original was replaced while the job waited; retry");
+    char tmp[STORE_PATH_MAX];
+    int r = store_tmp_file(srv->store, tmp, sizeof(tmp));
+    if (r != 0)
+        return fail(ERR_STORE, r, "cannot create a temp file for the result");
+    imgproc_out_t res;
+    imgproc_err_t ierr = {0};
+    outcome_t out = {.ok = true};
+    r = imgproc_run_fd(job->src_fd, &job->ij, &srv->imgopts, tmp, &res, &ierr);
+    if (r == -IMGPROC_E_IO && store_out_of_space(srv->store))
+        out = fail(ERR_STORE, STORE_E_NOSPACE, "no space left to store the result");
+    else if (r != 0)
+        out = fail(ERR_IMGPROC, r, "%s", ierr.msg);
+    else if ((r = store_cache_commit(srv->store, tmp, job->cache_path, job->src, &job->src_st)) != 0)
+        out = fail(ERR_STORE, r,
+                   r == -STORE_E_NOTFOUND  ? "the original was deleted"
+                   : r == -STORE_E_CHANGED ? "the original changed; retry"
+                                           : "cannot store the result");
+    if (!out.ok)
+        unlink(tmp); /* commit removes it itself; harmless then */
+    return out;
 }
 
 static void job_run(adm_job_t *_job)
@@ -155,129 +217,88 @@ static void job_run(adm_job_t *_job)
     if (!anyone) {
         /* every client went away while the job waited: do not decode for nobody */
         atomic_fetch_add_explicit(&srv->metrics.jobs_dropped_gone, 1, memory_order_relaxed);
-        post_all(job, 499, "client_gone", "the client closed the connection", start - job->submitted_ms, 0);
+        outcome_t gone = fail(ERR_REQ, ERR_REQ_CLIENT_GONE, "the client closed the connection");
+        post_all(job, &gone, start - job->submitted_ms, 0);
         pthread_mutex_unlock(&srv->coalesce_mu);
         return;
     }
     job->started = true;
     pthread_mutex_unlock(&srv->coalesce_mu);
 
-    uint64_t gen = 0, rss0 = 0;
-    bool measuring = peak_begin(srv, &gen, &rss0);
+    peak_t peak;
+    peak_begin(srv, &peak);
     flight_job_begin(srv->flight, job, job->what, job->super.estimate);
-    char tmp[STORE_PATH_MAX], src[64];
-    imgproc_out_t out;
-    imgproc_err_t err = {0};
-    int r, status = 200;
-    const char *code = NULL;
-    /* decode exactly the file that was probed and admitted: an original replaced while
-     * the job waited could need far more memory than its estimate */
-    int sfd = open(job->src, O_RDONLY | O_CLOEXEC);
-    struct stat now;
-    if (sfd < 0 || fstat(sfd, &now) != 0 || now.st_ino != job->src_st.st_ino || now.st_size != job->src_st.st_size ||
-        now.st_mtim.tv_sec != job->src_st.st_mtim.tv_sec || now.st_mtim.tv_nsec != job->src_st.st_mtim.tv_nsec) {
-        status = 503, code = "source_changed";
-        snprintf(err.msg, sizeof(err.msg), "the original was replaced while the job waited; retry");
-        r = 0;
-    } else if ((r = store_tmp_file(srv->store, tmp, sizeof(tmp))) != 0) {
-        snprintf(err.msg, sizeof(err.msg), "cannot create a temp file");
-        r = -IMGPROC_E_IO;
-    } else {
-        snprintf(src, sizeof(src), "/proc/self/fd/%d", sfd);
-        r = imgproc_run(src, &job->ij, &srv->imgopts, tmp, &out, &err);
-        if (r == 0) {
-            int c = store_cache_commit(srv->store, tmp, job->cache_path, job->src, &job->src_st);
-            if (c == -STORE_E_NOTFOUND)
-                status = 503, code = "source_changed", snprintf(err.msg, sizeof(err.msg), "the original changed; retry");
-            else if (c != 0)
-                r = -IMGPROC_E_IO, snprintf(err.msg, sizeof(err.msg), "cannot store the result");
-        } else {
-            unlink(tmp);
-        }
-    }
-    if (sfd >= 0)
-        close(sfd);
+    outcome_t out = make_result(srv, job);
     flight_job_end(srv->flight, job);
-    peak_end(srv, measuring, gen, rss0, job->super.estimate);
+    peak_end(srv, &peak, job->super.estimate);
     uint64_t end = srv__now_ms();
     metrics_hist_observe(&srv->metrics.job_seconds, (end - start) * 1000);
     metrics_hist_observe(&srv->metrics.wait_seconds, (start - job->submitted_ms) * 1000);
-
-    switch (-r) {
-    case IMGPROC_OK:
-        break;
-    case IMGPROC_E_UNSUPPORTED:
-    case IMGPROC_E_CORRUPT:
-        status = 415, code = "corrupt_image";
-        break;
-    case IMGPROC_E_TOO_LARGE:
-        status = 413, code = "too_many_pixels";
-        break;
-    case IMGPROC_E_NOMEM:
-        status = 503, code = "busy";
-        break;
-    case IMGPROC_E_INVALID:
-        status = 400, code = "bad_request";
-        break;
-    default:
-        status = 500, code = "processing_error";
-    }
-    if (r != 0) {
+    if (!out.ok) {
         atomic_fetch_add_explicit(&srv->metrics.jobs_failed, 1, memory_order_relaxed);
-        if (srv->cfg->log_level >= CFG_LOG_WARN)
-            fprintf(stderr, "{\"log\":\"error\",\"op\":\"derive\",\"src\":\"%.300s\",\"status\":%d,\"error\":\"%.200s\"}\n",
-                job->src, status, err.msg);
+        if (srv->cfg->log_level >= CFG_LOG_WARN) {
+            err_http_t h = errors_http(out.domain, out.err);
+            char line[1024];
+            json_t j;
+            json_begin(&j, line, sizeof(line));
+            json_str(&j, "log", "error");
+            json_str(&j, "op", "derive");
+            json_str(&j, "src", job->src);
+            json_i64(&j, "status", h.status);
+            json_str(&j, "error", out.msg);
+            fwrite(line, 1, json_end(&j), stderr);
+        }
     }
     pthread_mutex_lock(&srv->coalesce_mu);
-    post_all(job, status, code, err.msg, start - job->submitted_ms, end - start);
+    post_all(job, &out, start - job->submitted_ms, end - start);
     pthread_mutex_unlock(&srv->coalesce_mu);
     /* everyone has their answer; a cache over its bound is trimmed off the job path */
-    if (status == 200 && store_cache_over_bound(srv->store))
-        srv__io_submit_detached(srv, do_evict);
+    if (out.ok && store_cache_over_bound(srv->store))
+        iopool_submit_detached(do_evict, srv->store);
 }
 
 static void job_expire(adm_job_t *_job)
 {
     derive_job_t *job = (void *)_job;
     srv_t *srv = job->srv;
+    outcome_t out = fail(ERR_ADM, ADM_E_EXPIRED, "the memory budget stayed full for the whole wait");
     pthread_mutex_lock(&srv->coalesce_mu);
-    post_all(job, 503, "over_budget", "the memory budget stayed full for the whole wait", srv__now_ms() - job->submitted_ms,
-             0);
+    post_all(job, &out, srv__now_ms() - job->submitted_ms, 0);
     pthread_mutex_unlock(&srv->coalesce_mu);
 }
 
-static void send_busy(srv_t *srv, h2o_req_t *req, const char *code, const char *msg)
+/* Completions of derive jobs, on the loop of each waiting request. */
+static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
 {
-    char ra[16];
-    int n = snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(srv->gate));
-    h2o_iovec_t v = h2o_strdup(&req->pool, ra, (size_t)n); /* h2o keeps the pointer, not a copy */
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, v.base, v.len);
-    srv__send_error(req, 503, code, "%s", msg);
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, msg, m);
+        h2o_req_t *req = w->req;
+        h2o_linklist_unlink(&w->link);
+        srv__set_env(req, "TG_WAIT_MS", "%" PRIu64, w->wait_ms);
+        char st[96];
+        snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms, w->work_ms);
+        srv__add_header(req, "server-timing", st);
+        if (w->out.ok) {
+            if (!srv__serve_path(w->th->srv, req, w->result, NULL))
+                srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
+                              "the result was replaced before it could be sent; retry");
+        } else {
+            if (w->out.domain == ERR_ADM && w->out.err == ADM_E_EXPIRED)
+                srv__set_env(req, "TG_ADMISSION", "expired");
+            /* 499: nobody reads it, but answering closes the connection */
+            srv__send_err(req, w->out.domain, w->out.err, "%s", w->out.msg);
+        }
+        free(w);
+    }
 }
 
-void srv__derive_on_done(srv_thread_t *th, h2o_multithread_message_t *msg)
+void srv__derive_init_loop(srv_thread_t *th)
 {
-    waiter_t *w = (waiter_t *)msg;
-    srv_t *srv = th->srv;
-    h2o_req_t *req = w->req;
-    h2o_linklist_unlink(&w->link);
-    srv__set_env(req, "TG_WAIT_MS", "%" PRIu64, w->wait_ms);
-    char st[96];
-    snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms, w->work_ms);
-    srv__add_header(req, "server-timing", st);
-    if (w->status == 200) {
-        /* w->msg holds the cache path on success */
-        if (!srv__serve_path(srv, req, w->msg, NULL))
-            send_busy(srv, req, "result_evicted", "the result was replaced before it could be sent; retry");
-    } else if (w->status == 503 || w->status == 499) {
-        /* 499: nobody reads it, but answering closes the connection */
-        if (strcmp(w->code, "over_budget") == 0)
-            srv__set_env(req, "TG_ADMISSION", "expired");
-        send_busy(srv, req, w->code, w->msg);
-    } else {
-        srv__send_error(req, w->status, w->code, "%s", w->msg);
-    }
-    free(w);
+    h2o_linklist_init_anchor(&th->waiters);
+    h2o_multithread_register_receiver(th->ctx.queue, &th->derive_rx, on_derive_messages);
 }
 
 void srv__derive_tick(srv_thread_t *th)
@@ -305,13 +326,13 @@ void srv__derive_tick(srv_thread_t *th)
         /* the last waiter of a job that has not started takes it out of the queue */
         if (job->waiters == NULL && !job->started && adm_cancel(srv->gate, &job->super)) {
             map_remove(srv, job);
-            free(job);
+            job_free(job);
         }
         pthread_mutex_unlock(&srv->coalesce_mu);
         atomic_fetch_add_explicit(&srv->metrics.jobs_dropped_gone, 1, memory_order_relaxed);
         h2o_linklist_unlink(&w->link);
         srv__set_env(w->req, "TG_ADMISSION", "client-gone");
-        send_busy(srv, w->req, "client_gone", "the client closed the connection");
+        srv__send_err(w->req, ERR_REQ, ERR_REQ_CLIENT_GONE, "the client closed the connection");
         free(w);
     }
 }
@@ -327,23 +348,39 @@ static bool size_allowed(const cfg_t *cfg, const imgproc_job_t *j)
     return false;
 }
 
+/* Refuses @p req before any job exists; frees what was made for it. */
+static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t d, int err, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t d, int err, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    job_free(job);
+    free(w);
+    srv__send_err(req, d, err, "%s", msg);
+}
+
 void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
 {
     const cfg_t *cfg = srv->cfg;
     if (!size_allowed(cfg, &rt->job)) {
-        srv__send_error(req, 400, "size_not_allowed", "this size is not in limits.sizes");
+        srv__send_err(req, ERR_REQ, ERR_REQ_SIZE_NOT_ALLOWED, "this size is not in limits.sizes");
         return;
     }
     derive_job_t *job = calloc(1, sizeof(*job));
     waiter_t *w = calloc(1, sizeof(*w));
     if (job == NULL || w == NULL) {
-        free(job), free(w);
-        send_busy(srv, req, "busy", "out of memory");
+        free(job);
+        refuse(req, NULL, w, ERR_REQ, ERR_REQ_BUSY, "out of memory");
         return;
     }
-    if (store_find_source(srv->store, rt->stem, job->src, sizeof(job->src), &job->src_st) != 0) {
-        free(job), free(w);
-        srv__send_error(req, 404, "not_found", "no original stored for this derived image");
+    job->src_fd = -1;
+    if (store_find_source(srv->store, rt->stem, job->src, sizeof(job->src), &job->src_st) != 0)
+        {
+        refuse(req, job, w, ERR_REQ, ERR_REQ_NOT_FOUND, "no original stored for this derived image");
         return;
     }
     store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path, sizeof(job->cache_path));
@@ -352,36 +389,55 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         store_cache_touch(job->cache_path, &sb);
         atomic_fetch_add_explicit(&srv->metrics.cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
-        free(job), free(w);
+        job_free(job), free(w);
         return;
     }
     atomic_fetch_add_explicit(&srv->metrics.cache_misses, 1, memory_order_relaxed);
 
+    /* the source is opened once: probed here, decoded from the same descriptor later */
+    if ((job->src_fd = open(job->src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(job->src_fd, &job->src_st) != 0)
+        {
+        refuse(req, job, w, ERR_REQ, ERR_REQ_NOT_FOUND, "no original stored for this derived image");
+        return;
+    }
+    /* the original may have been replaced since the cache lookup: name its own results */
+    store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path, sizeof(job->cache_path));
     /* header only, bounded read: the decision is made before any pixel is decoded */
     imgproc_probe_t probe;
     imgproc_err_t ierr = {0};
-    if (imgproc_probe_file(job->src, &probe, &ierr) != 0) {
-        free(job), free(w);
-        srv__send_error(req, 415, "corrupt_image", "the stored original cannot be read: %s", ierr.msg);
+    int r = imgproc_probe_fd(job->src_fd, &probe, &ierr);
+    if (r != 0)
+        {
+        refuse(req, job, w, ERR_IMGPROC, IMGPROC_E_CORRUPT, "the stored original cannot be read: %s",
+                      ierr.msg);
         return;
     }
     if ((uint64_t)probe.width * probe.height > cfg->max_pixels) {
-        free(job), free(w);
         atomic_fetch_add_explicit(&srv->metrics.rejected_pixels, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "rejected-pixels");
-        srv__send_error(req, 413, "too_many_pixels", "the original has %" PRIu32 "x%" PRIu32 " pixels, over limits.max_pixels",
-                        probe.width, probe.height);
+        {
+        refuse(req, job, w, ERR_REQ, ERR_REQ_TOO_MANY_PIXELS,
+                      "the original has %" PRIu32 "x%" PRIu32 " pixels, over limits.max_pixels", probe.width,
+                      probe.height);
         return;
+    }
     }
     job->ij = rt->job;
     snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
     job->ij.naive = cfg->memory_mode == CFG_MODE_NAIVE;
     uint32_t ow, oh;
     imgproc_output_dims(&probe, &job->ij, &ow, &oh);
-    if (ow > cfg->max_output_width || oh > cfg->max_output_height) {
-        free(job), free(w);
-        srv__send_error(req, 400, "output_too_large", "the output would be %" PRIu32 "x%" PRIu32 ", over limits.max_output",
-                        ow, oh);
+    if (ow > cfg->max_output_width || oh > cfg->max_output_height)
+        {
+        refuse(req, job, w, ERR_REQ, ERR_REQ_OUTPUT_TOO_LARGE,
+                      "the output would be %" PRIu32 "x%" PRIu32 ", over limits.max_output", ow, oh);
+        return;
+    }
+    if (job->ij.out_fmt == IMGPROC_FMT_WEBP && (ow > IMGPROC_WEBP_MAX_DIM || oh > IMGPROC_WEBP_MAX_DIM))
+        {
+        refuse(req, job, w, ERR_REQ, ERR_REQ_OUTPUT_TOO_LARGE,
+                      "the output would be %" PRIu32 "x%" PRIu32 ", over WebP's %u pixels a side", ow, oh,
+                      IMGPROC_WEBP_MAX_DIM);
         return;
     }
     job->srv = srv;
@@ -391,18 +447,19 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     srv__set_env(req, "TG_ESTIMATE", "%" PRIu64, job->super.estimate);
 
     srv_thread_t *th = srv__thread_of(req);
-    w->super.th = th;
+    w->th = th;
     w->req = req;
     w->fd = srv__req_fd(req);
     w->joined_ms = srv__now_ms();
-    snprintf(w->msg, sizeof(w->msg), "%s", job->cache_path);
+    snprintf(w->result, sizeof(w->result), "%s", job->cache_path);
 
     pthread_mutex_lock(&srv->coalesce_mu);
     if (srv->jobs == NULL && (srv->jobs = calloc(1, sizeof(*srv->jobs))) == NULL) {
         pthread_mutex_unlock(&srv->coalesce_mu);
-        free(job), free(w);
-        send_busy(srv, req, "busy", "out of memory");
+        {
+        refuse(req, job, w, ERR_REQ, ERR_REQ_BUSY, "out of memory");
         return;
+    }
     }
     derive_job_t *same = map_find(srv, job->cache_path);
     if (same == NULL && access(job->cache_path, F_OK) == 0) {
@@ -411,8 +468,9 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         atomic_fetch_add_explicit(&srv->metrics.cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
         if (!srv__serve_path(srv, req, job->cache_path, NULL))
-            send_busy(srv, req, "result_evicted", "the result was replaced before it could be sent; retry");
-        free(job), free(w);
+            srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
+                          "the result was replaced before it could be sent; retry");
+        job_free(job), free(w);
         return;
     }
     if (same != NULL) {
@@ -421,7 +479,7 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         w->next = same->waiters;
         same->waiters = w;
         pthread_mutex_unlock(&srv->coalesce_mu);
-        free(job);
+        job_free(job);
         atomic_fetch_add_explicit(&srv->metrics.coalesced, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "coalesced");
         h2o_linklist_insert(&th->waiters, &w->link);
@@ -434,19 +492,15 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     job->map_next = srv->jobs->buckets[b];
     srv->jobs->buckets[b] = job;
     bool queued = false;
-    int r = adm_submit(srv->gate, &job->super, job->submitted_ms, &queued);
+    r = adm_submit(srv->gate, &job->super, job->submitted_ms, &queued);
     if (r != 0) {
         map_remove(srv, job);
         pthread_mutex_unlock(&srv->coalesce_mu);
-        free(job), free(w);
-        if (r == -ADM_E_TOO_BIG) {
-            srv__set_env(req, "TG_ADMISSION", "rejected-too-big");
-            srv__send_error(req, 413, "over_budget", "this image needs more memory than the whole budget allows");
-        } else {
-            srv__set_env(req, "TG_ADMISSION", "rejected-queue-full");
-            send_busy(srv, req, "over_budget", adm_strerror(r));
-        }
+        srv__set_env(req, "TG_ADMISSION", r == -ADM_E_TOO_BIG ? "rejected-too-big" : "rejected-queue-full");
+        {
+        refuse(req, job, w, ERR_ADM, r, "%s", adm_strerror(r));
         return;
+    }
     }
     pthread_mutex_unlock(&srv->coalesce_mu);
     srv__set_env(req, "TG_ADMISSION", queued ? "queued" : "admitted");

@@ -8,9 +8,11 @@
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "server/json.h"
 #include "server/srv_internal.h"
 
 #define FILE_CHUNK (64 * 1024)
@@ -39,25 +41,6 @@ void srv__set_env(h2o_req_t *req, const char *name, const char *fmt, ...)
     *h2o_req_getenv(req, name, strlen(name), 1) = h2o_strdup(&req->pool, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
-/* Escapes @p s for a JSON string into @p out (always terminated, truncated to fit). */
-static size_t json_escape(char *out, size_t cap, const char *s, size_t len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 7 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c < 0x20 || c >= 0x7f) {
-            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o] = '\0';
-    return o;
-}
-
 void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len)
 {
     static h2o_generator_t generator = {NULL, NULL};
@@ -70,17 +53,32 @@ void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len)
     h2o_send(req, is_head(req) ? NULL : &body, is_head(req) ? 0 : 1, H2O_SEND_STATE_FINAL);
 }
 
-void srv__send_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)
+static void send_error_status(h2o_req_t *req, int status, const char *code, const char *msg)
 {
-    char msg[512], esc[1024], json[1300];
+    char body[1400];
+    json_t j;
+    json_begin(&j, body, sizeof(body));
+    json_str(&j, "error", code);
+    json_str(&j, "message", msg);
+    size_t n = json_end(&j);
+    srv__set_env(req, "TG_ERROR", "%s", code);
+    srv__send_json(req, status, body, n);
+}
+
+void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt, ...)
+{
+    char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_escape(esc, sizeof(esc), msg, strlen(msg));
-    int n = snprintf(json, sizeof(json), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, esc);
-    srv__set_env(req, "TG_ERROR", "%s", code);
-    srv__send_json(req, status, json, (size_t)n);
+    err_http_t h = errors_http(domain, err);
+    if (h.status == 503) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(srv__thread_of(req)->srv->gate));
+        srv__add_header(req, "retry-after", ra);
+    }
+    send_error_status(req, h.status, h.code, msg);
 }
 
 /* --- files ------------------------------------------------------------------------ */
@@ -188,7 +186,17 @@ static bool etag_matches(h2o_iovec_t inm, const char *etag, size_t etaglen)
     return false;
 }
 
-void srv__send_file(h2o_req_t *req, int fd, const struct stat *st, const char *mime)
+/* Our validator: inode, size and mtime in ms. Originals are replaced by rename, so the
+ * inode changes with every version, even one of the same size in the same second (h2o's
+ * own "mtime-size" ETag would not). */
+static size_t make_etag(const struct stat *st, char *out, size_t cap)
+{
+    return (size_t)snprintf(out, cap, "\"%" PRIx64 "-%" PRIx64 "-%lx\"", (uint64_t)st->st_ino, (uint64_t)st->st_size,
+                            (unsigned long)(st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000));
+}
+
+/* Sends an open file answering conditionals, a Range and HEAD; takes ownership of @p fd. */
+static void send_file_full(h2o_req_t *req, int fd, const struct stat *st, const char *mime)
 {
     struct file_gen *gen = h2o_mem_alloc_shared(&req->pool, sizeof(*gen), on_file_dispose);
     gen->fd = fd;
@@ -198,8 +206,7 @@ void srv__send_file(h2o_req_t *req, int fd, const struct stat *st, const char *m
 
     uint64_t size = (uint64_t)st->st_size;
     char *etag = h2o_mem_alloc_pool(&req->pool, 64);
-    size_t etaglen = (size_t)snprintf(etag, 64, "\"%" PRIx64 "-%" PRIx64 "-%lx\"", (uint64_t)st->st_ino, size,
-                                      (unsigned long)(st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000));
+    size_t etaglen = make_etag(st, etag, 64);
     char *lm = h2o_mem_alloc_pool(&req->pool, H2O_TIMESTR_RFC1123_LEN + 1);
     struct tm gmt;
     gmtime_r(&st->st_mtime, &gmt);
@@ -217,13 +224,9 @@ void srv__send_file(h2o_req_t *req, int fd, const struct stat *st, const char *m
     } else if ((i = h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1)) != -1) {
         h2o_iovec_t v = req->headers.entries[i].value;
         not_modified = v.len == H2O_TIMESTR_RFC1123_LEN && memcmp(v.base, lm, v.len) == 0;
-        if (!not_modified) {
-            struct tm t = {0};
-            char tmp[64];
-            snprintf(tmp, sizeof(tmp), "%.*s", (int)v.len, v.base);
-            if (strptime(tmp, "%a, %d %b %Y %H:%M:%S GMT", &t) != NULL)
-                not_modified = timegm(&t) >= st->st_mtime;
-        }
+        struct tm t;
+        if (!not_modified && h2o_time_parse_rfc1123(v.base, v.len, &t) == 0)
+            not_modified = timegm(&t) >= st->st_mtime;
     }
     if (not_modified) {
         static h2o_generator_t nogen = {NULL, NULL};
@@ -248,7 +251,7 @@ void srv__send_file(h2o_req_t *req, int fd, const struct stat *st, const char *m
         char *cr = h2o_mem_alloc_pool(&req->pool, 48);
         int n = snprintf(cr, 48, "bytes */%" PRIu64, size);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, cr, (size_t)n);
-        srv__send_error(req, 416, "range_not_satisfiable", "the range is outside the %" PRIu64 "-byte file", size);
+        srv__send_err(req, ERR_REQ, ERR_REQ_RANGE, "the range is outside the %" PRIu64 "-byte file", size);
         return;
     }
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, mime, strlen(mime));
@@ -272,6 +275,44 @@ void srv__send_file(h2o_req_t *req, int fd, const struct stat *st, const char *m
     }
     gen->buf = h2o_mem_alloc_pool(&req->pool, gen->remaining < FILE_CHUNK ? (size_t)gen->remaining : FILE_CHUNK);
     file_proceed(&gen->super, req);
+}
+
+bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *sb)
+{
+    /* the loop's h2o filecache: files opened in this loop iteration are opened once (it
+     * is cleared after every iteration, so a replaced file is never served stale) */
+    h2o_filecache_ref_t *ref = h2o_filecache_open_file(req->conn->ctx->filecache, path, O_RDONLY | O_CLOEXEC);
+    if (ref == NULL)
+        return false;
+    unsigned char magic[16];
+    ssize_t n;
+    if (!S_ISREG(ref->st.st_mode) || (n = pread(ref->fd, magic, sizeof(magic), 0)) < 0) {
+        h2o_filecache_close_file(ref);
+        return false;
+    }
+    struct stat st = ref->st;
+    if (sb != NULL)
+        *sb = st;
+    const char *mime = imgproc_fmt_mime(imgproc_sniff(magic, (size_t)n));
+    bool plain = !is_head(req) && h2o_find_header(&req->headers, H2O_TOKEN_RANGE, -1) == -1 &&
+                 h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1) == -1 &&
+                 h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1) == -1;
+    if (plain) {
+        /* the common case, a whole GET: h2o's own file sender (Last-Modified,
+         * Accept-Ranges, Content-Length, the body from the cached descriptor) with our ETag */
+        char *etag = h2o_mem_alloc_pool(&req->pool, 64);
+        size_t etaglen = make_etag(&st, etag, 64);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
+        h2o_filecache_close_file(ref);
+        return h2o_file_send(req, 200, "OK", path, h2o_iovec_init(mime, strlen(mime)), H2O_FILE_FLAG_NO_ETAG) == 0;
+    }
+    /* conditionals, ranges and HEAD: answered here, from the same open file */
+    int fd = dup(ref->fd);
+    h2o_filecache_close_file(ref);
+    if (fd < 0)
+        return false;
+    send_file_full(req, fd, &st, mime);
+    return true;
 }
 
 /* --- client liveness ------------------------------------------------------------------ */
@@ -321,16 +362,14 @@ static void on_setup_json_errors(h2o_filter_t *self, h2o_req_t *req, h2o_ostream
     if (req->res.status >= 400 && ct != -1 &&
         h2o_memis(req->res.headers.entries[ct].value.base, req->res.headers.entries[ct].value.len,
                   H2O_STRLIT("text/plain; charset=utf-8"))) {
-        const char *code = req->res.status == 413   ? "body_too_large"
-                           : req->res.status == 404 ? "not_found"
-                           : req->res.status == 405 ? "method_not_allowed"
-                           : req->res.status == 417 ? "expectation_failed"
-                           : req->res.status >= 500 ? "internal_error"
-                                                    : "bad_request";
+        const char *code = errors_http(ERR_H2O, req->res.status).code;
         const char *reason = req->res.reason ? req->res.reason : "error";
-        char esc[256], *json = h2o_mem_alloc_pool(&req->pool, 400);
-        json_escape(esc, sizeof(esc), reason, strlen(reason));
-        int n = snprintf(json, 400, "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, esc);
+        char *json = h2o_mem_alloc_pool(&req->pool, 400);
+        json_t j;
+        json_begin(&j, json, 400);
+        json_str(&j, "error", code);
+        json_str(&j, "message", reason);
+        size_t n = json_end(&j);
         req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
         req->res.content_length = (size_t)n;
         struct json_ostream *os = (void *)h2o_add_ostream(req, sizeof(*os), slot);
@@ -389,27 +428,29 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
         proc_us = (int64_t)(now.tv_sec - req->processed_at.at.tv_sec) * 1000000 +
                   (now.tv_usec - req->processed_at.at.tv_usec);
     /* bounded fields: the path is cut at 256 bytes and escaped; no body ever */
-    char method[24], path[520], adm[64], err[64];
-    json_escape(method, sizeof(method), req->input.method.base, req->input.method.len < 16 ? req->input.method.len : 16);
-    json_escape(path, sizeof(path), req->input.path.base, req->input.path.len < 256 ? req->input.path.len : 256);
     h2o_iovec_t a = env_or(req, H2O_STRLIT("TG_ADMISSION"), "");
     h2o_iovec_t e = env_or(req, H2O_STRLIT("TG_ERROR"), "");
-    json_escape(adm, sizeof(adm), a.base, a.len < 40 ? a.len : 40);
-    json_escape(err, sizeof(err), e.base, e.len < 40 ? e.len : 40);
     h2o_iovec_t wait = env_or(req, H2O_STRLIT("TG_WAIT_MS"), "0");
     h2o_iovec_t est = env_or(req, H2O_STRLIT("TG_ESTIMATE"), "0");
-    char line[1200];
-    int n = snprintf(line, sizeof(line),
-                     "{\"t\":%ld.%03ld,\"log\":\"access\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
-                     "\"bytes\":%zu,\"in\":%zu,\"ms\":%.3f,\"proc_ms\":%.3f,\"wait_ms\":%.*s,\"estimate\":%.*s,\"admission\":\"%s\","
-                     "\"error\":\"%s\"}\n",
-                     (long)now.tv_sec, (long)now.tv_usec / 1000, method, path, metrics_route_name(route), status,
-                     req->bytes_sent, req->entity.len, dur_us < 0 ? -1.0 : (double)dur_us / 1000.0,
-                     proc_us < 0 ? -1.0 : (double)proc_us / 1000.0,
-                     (int)(wait.len < 12 ? wait.len : 12), wait.base, (int)(est.len < 20 ? est.len : 20), est.base,
-                     adm, err);
-    if (n > 0)
-        fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
+    char line[1600];
+    json_t j;
+    json_begin(&j, line, sizeof(line));
+    json_fixed3(&j, "t", (double)now.tv_sec + (double)(now.tv_usec / 1000) / 1000.0);
+    json_str(&j, "log", "access");
+    json_strn(&j, "method", req->input.method.base, req->input.method.len < 16 ? req->input.method.len : 16);
+    json_strn(&j, "path", req->input.path.base, req->input.path.len < 256 ? req->input.path.len : 256);
+    json_str(&j, "route", metrics_route_name(route));
+    json_i64(&j, "status", status);
+    json_u64(&j, "bytes", req->bytes_sent);
+    json_u64(&j, "in", req->entity.len);
+    json_fixed3(&j, "ms", dur_us < 0 ? -1.0 : (double)dur_us / 1000.0);
+    json_fixed3(&j, "proc_ms", proc_us < 0 ? -1.0 : (double)proc_us / 1000.0);
+    json_u64(&j, "wait_ms", strtoull(wait.base, NULL, 10));
+    json_u64(&j, "estimate", strtoull(est.base, NULL, 10));
+    json_strn(&j, "admission", a.base, a.len < 40 ? a.len : 40);
+    json_strn(&j, "error", e.base, e.len < 40 ? e.len : 40);
+    size_t n = json_end(&j);
+    fwrite(line, 1, n, stderr);
 }
 
 void srv__register_http_filters(srv_t *srv, h2o_pathconf_t *pathconf)

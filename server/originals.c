@@ -13,23 +13,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "server/conns.h"
+#include "server/iopool.h"
+#include "server/json.h"
 #include "server/srv_internal.h"
 
 static bool is_loopback(h2o_req_t *req)
 {
     struct sockaddr_storage ss;
     socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (len == 0)
-        return false;
-    if (ss.ss_family == AF_INET)
-        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-    if (ss.ss_family == AF_INET6) {
-        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-        if (IN6_IS_ADDR_LOOPBACK(a))
-            return true;
-        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
-    }
-    return false;
+    return len != 0 && conns_is_loopback(&ss);
 }
 
 /* Constant-time comparison, so the token cannot be guessed byte by byte from timing. */
@@ -48,27 +41,29 @@ static bool check_write_auth(srv_t *srv, h2o_req_t *req)
     if (token[0] == '\0') {
         if (is_loopback(req))
             return true;
-        srv__send_error(req, 403, "forbidden", "writes are accepted only from loopback when no write token is set");
+        srv__send_err(req, ERR_AUTH, ERR_AUTH_NOT_LOOPBACK,
+                      "writes are accepted only from loopback when no write token is set");
         return false;
     }
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     if (i == -1) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
-        srv__send_error(req, 401, "unauthorized", "this server needs Authorization: Bearer <token> for writes");
+        srv__send_err(req, ERR_AUTH, ERR_AUTH_NO_TOKEN, "this server needs Authorization: Bearer <token> for writes");
         return false;
     }
     h2o_iovec_t v = req->headers.entries[i].value;
     if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0 ||
         !token_equals(v.base + 7, v.len - 7, token, strlen(token))) {
-        srv__send_error(req, 403, "forbidden", "the write token is wrong");
+        srv__send_err(req, ERR_AUTH, ERR_AUTH_BAD_TOKEN, "the write token is wrong");
         return false;
     }
     return true;
 }
 
 struct put_task {
-    srv_task_t super;
+    iopool_task_t super;
     h2o_req_t *req;
+    store_t *store;
     const char *key; /* in req->pool */
     h2o_iovec_t body;
     imgproc_probe_t probe;
@@ -77,29 +72,39 @@ struct put_task {
     char err[256];
 };
 
-static void put_run(srv_task_t *_t)
+static void put_run(iopool_task_t *_t)
 {
     struct put_task *t = (void *)_t;
-    t->ret = store_put(t->super.th->srv->store, t->key, t->body.base, t->body.len, &t->replaced, t->err, sizeof(t->err));
+    t->ret = store_put(t->store, t->key, t->body.base, t->body.len, &t->replaced, t->err, sizeof(t->err));
 }
 
-static void put_done(srv_task_t *_t)
+static void put_done(iopool_task_t *_t)
 {
     struct put_task *t = (void *)_t;
     h2o_req_t *req = t->req;
-    if (t->ret == -STORE_E_NOSPACE) {
-        srv__send_error(req, 507, "storage_full", "no space left to store the upload: %s", t->err);
-    } else if (t->ret == -STORE_E_CONFLICT) {
-        srv__send_error(req, 409, "key_conflict", "the key collides with stored data: %s", t->err);
-    } else if (t->ret != 0) {
-        fprintf(stderr, "{\"log\":\"error\",\"op\":\"put\",\"key\":\"%.200s\",\"error\":\"%s\"}\n", t->key, t->err);
-        srv__send_error(req, 500, "storage_error", "could not store the upload");
+    if (t->ret != 0) {
+        if (t->ret != -STORE_E_NOSPACE && t->ret != -STORE_E_CONFLICT) {
+            char line[900];
+            json_t j;
+            json_begin(&j, line, sizeof(line));
+            json_str(&j, "log", "error");
+            json_str(&j, "op", "put");
+            json_str(&j, "key", t->key);
+            json_str(&j, "error", t->err);
+            fwrite(line, 1, json_end(&j), stderr);
+        }
+        srv__send_err(req, ERR_STORE, t->ret, "could not store the upload: %s", t->err);
     } else {
-        char json[800];
-        int n = snprintf(json, sizeof(json),
-                         "{\"key\":\"%s\",\"bytes\":%zu,\"format\":\"%s\",\"width\":%" PRIu32 ",\"height\":%" PRIu32 "}\n",
-                         t->key, t->body.len, imgproc_fmt_name(t->probe.fmt), t->probe.width, t->probe.height);
-        srv__send_json(req, t->replaced ? 200 : 201, json, (size_t)n);
+        char body[900];
+        json_t j;
+        json_begin(&j, body, sizeof(body));
+        json_str(&j, "key", t->key);
+        json_u64(&j, "bytes", t->body.len);
+        json_str(&j, "format", imgproc_fmt_name(t->probe.fmt));
+        json_u64(&j, "width", t->probe.width);
+        json_u64(&j, "height", t->probe.height);
+        size_t n = json_end(&j);
+        srv__send_json(req, t->replaced ? 200 : 201, body, n);
     }
     free(t);
 }
@@ -110,71 +115,73 @@ void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen)
         return;
     h2o_iovec_t body = req->entity;
     if (body.base == NULL || body.len == 0) {
-        srv__send_error(req, 400, "empty_body", "PUT needs the image bytes as the request body");
+        srv__send_err(req, ERR_REQ, ERR_REQ_EMPTY_BODY, "PUT needs the image bytes as the request body");
         return;
     }
     imgproc_probe_t probe;
     imgproc_err_t ierr = {0};
     if (imgproc_sniff(body.base, body.len) == IMGPROC_FMT_UNKNOWN) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
-        srv__send_error(req, 415, "unsupported_format", "the body is not a JPEG, PNG or WebP image");
+        srv__send_err(req, ERR_REQ, ERR_REQ_UNSUPPORTED_BODY, "the body is not a JPEG, PNG or WebP image");
         return;
     }
     /* header only: no pixel is decoded on upload */
     if (imgproc_probe_buf(body.base, body.len, &probe, &ierr) != 0) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
-        srv__send_error(req, 415, "corrupt_image", "the image header is malformed: %s", ierr.msg);
+        srv__send_err(req, ERR_IMGPROC, IMGPROC_E_CORRUPT, "the image header is malformed: %s", ierr.msg);
         return;
     }
     if ((uint64_t)probe.width * probe.height > srv->cfg->max_pixels) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_pixels, 1, memory_order_relaxed);
-        srv__send_error(req, 413, "too_many_pixels",
+        srv__send_err(req, ERR_REQ, ERR_REQ_TOO_MANY_PIXELS,
                         "the header declares %" PRIu32 "x%" PRIu32 " pixels, over limits.max_pixels %" PRIu64,
                         probe.width, probe.height, srv->cfg->max_pixels);
         return;
     }
     if (!imgproc_is_complete(body.base, body.len, probe.fmt)) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
-        srv__send_error(req, 415, "corrupt_image", "the %s image is truncated: it ends before its last marker",
+        srv__send_err(req, ERR_IMGPROC, IMGPROC_E_CORRUPT, "the %s image is truncated: it ends before its last marker",
                         imgproc_fmt_name(probe.fmt));
         return;
     }
     struct put_task *t = calloc(1, sizeof(*t));
     if (t == NULL) {
-        srv__send_error(req, 503, "busy", "out of memory");
+        srv__send_err(req, ERR_REQ, ERR_REQ_BUSY, "out of memory");
         return;
     }
-    t->super.th = srv__thread_of(req);
+    t->super.reply_to = &srv__thread_of(req)->io_rx;
+    t->store = srv->store;
     t->super.run = put_run;
     t->super.done = put_done;
     t->req = req;
     t->key = h2o_strdup(&req->pool, key, keylen).base;
     t->body = body; /* borrowed: h2o keeps it until we respond, reading is stopped */
     t->probe = probe;
-    srv__io_submit(srv, &t->super);
+    iopool_submit(&t->super);
 }
 
 struct del_task {
-    srv_task_t super;
+    iopool_task_t super;
     h2o_req_t *req;
+    store_t *store;
     const char *key;
     int ret;
 };
 
-static void del_run(srv_task_t *_t)
+static void del_run(iopool_task_t *_t)
 {
     struct del_task *t = (void *)_t;
-    t->ret = store_delete(t->super.th->srv->store, t->key);
+    t->ret = store_delete(t->store, t->key);
 }
 
-static void del_done(srv_task_t *_t)
+static void del_done(iopool_task_t *_t)
 {
     struct del_task *t = (void *)_t;
     static h2o_generator_t gen = {NULL, NULL};
     if (t->ret == -STORE_E_NOTFOUND) {
-        srv__send_error(t->req, 404, "not_found", "no original stored under this key");
+        srv__send_err(t->req, ERR_STORE, t->ret, "no original stored under this key");
     } else if (t->ret != 0) {
-        srv__send_error(t->req, 500, "storage_error", "could not delete");
+        srv__send_err(t->req, ERR_STORE, t->ret, "could not delete");
     } else {
         t->req->res.status = 204;
         t->req->res.reason = "No Content";
@@ -190,32 +197,14 @@ void srv__handle_delete(srv_t *srv, h2o_req_t *req, const char *key, size_t keyl
         return;
     struct del_task *t = calloc(1, sizeof(*t));
     if (t == NULL) {
-        srv__send_error(req, 503, "busy", "out of memory");
+        srv__send_err(req, ERR_REQ, ERR_REQ_BUSY, "out of memory");
         return;
     }
-    t->super.th = srv__thread_of(req);
+    t->super.reply_to = &srv__thread_of(req)->io_rx;
+    t->store = srv->store;
     t->super.run = del_run;
     t->super.done = del_done;
     t->req = req;
     t->key = h2o_strdup(&req->pool, key, keylen).base;
-    srv__io_submit(srv, &t->super);
-}
-
-bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *sb)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    struct stat st;
-    unsigned char magic[16];
-    ssize_t n;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (n = pread(fd, magic, sizeof(magic), 0)) < 0) {
-        close(fd);
-        return false;
-    }
-    if (sb != NULL)
-        *sb = st;
-    imgproc_fmt_t fmt = imgproc_sniff(magic, (size_t)n);
-    srv__send_file(req, fd, &st, imgproc_fmt_mime(fmt));
-    return true;
+    iopool_submit(&t->super);
 }

@@ -22,13 +22,4 @@ int srv_run(const cfg_t *cfg);
  */
 void srv_block_signals(sigset_t *set);
 
-/**
- * The memory limit the process runs under: cgroup v2 memory.max, else cgroup v1
- * memory.limit_in_bytes, else MemTotal. @p source (optional) names where it came from.
- */
-uint64_t srv_memory_limit(const char **source);
-
-/** The budget `auto` resolves to: @p percent of srv_memory_limit(). */
-uint64_t srv_auto_budget(uint32_t percent, const char **source);
-
 #endif

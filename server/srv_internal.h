@@ -1,6 +1,14 @@
-/* Internal to server/: the per-process and per-event-loop state shared by the
- * server's files (srv.c, http.c, store.c, originals.c, derive.c, admin.c).
- * Nothing outside server/ includes this. */
+/* INTERNAL to server/ (nothing outside server/ includes it): the process context srv_t
+ * and the per-loop srv_thread_t that the rooms share, and the entry points of the rooms
+ * that have no public header of their own:
+ *   lifecycle  srv.c        start, loops, drain, stop (public: srv.h)
+ *   router     router.c     request -> room (router.h)
+ *   responses  http.c       JSON errors (via errors.c), files, access log, h2o error filter
+ *   originals  originals.c  PUT / DELETE / GET of stored keys
+ *   derived    derive.c     derived URLs: cache, probe, admission, coalescing, jobs
+ *   admin      admin.c      /metrics /healthz /readyz /debug/flight
+ * Rooms with their own public header: conns.h, iopool.h, sysfacts.h, errors.h, json.h,
+ * store.h, adm.h, route.h, metrics.h, flight.h. */
 #ifndef THUMBGATE_SRV_INTERNAL_H
 #define THUMBGATE_SRV_INTERNAL_H
 
@@ -14,6 +22,7 @@
 #include "config/cfg.h"
 #include "imgproc/imgproc.h"
 #include "server/adm.h"
+#include "server/errors.h"
 #include "server/metrics.h"
 #include "server/route.h"
 #include "server/store.h"
@@ -29,19 +38,18 @@ struct srv_thread {
     h2o_evloop_t *loop;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
-    h2o_socket_t *listener;
+    struct conns *conns; /**< listener, accept limit, watchdog (conns.c) */
     /* admin listener: only on thread 0, with its own globalconf/context */
     h2o_context_t admin_ctx;
     h2o_accept_ctx_t admin_accept_ctx;
     h2o_socket_t *admin_listener;
-    h2o_multithread_receiver_t done_rx; /**< completions of worker/io tasks for this loop */
+    h2o_multithread_receiver_t io_rx;     /**< completions of io tasks for this loop (iopool.c) */
+    h2o_multithread_receiver_t derive_rx; /**< completions of derive jobs for this loop (derive.c) */
     h2o_multithread_receiver_t ctl_rx;  /**< shutdown requests */
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick;           /**< 100 ms housekeeping: gone clients, queue expiry */
     h2o_linklist_t waiters;             /**< derive waiters owned by this loop */
     uint64_t inflight;                  /**< requests handled and not yet disposed (this loop) */
-    void *seen;                         /**< watchdog: connections seen last round, sorted (srv.c) */
-    size_t nseen;
     uint64_t last_watch_ms;
     _Atomic uint32_t nconns;            /**< open connections, refreshed every tick (for /metrics) */
     bool draining;
@@ -79,29 +87,20 @@ struct srv {
 /* --- srv.c --- */
 srv_thread_t *srv__thread_of(h2o_req_t *req);
 uint64_t srv__now_ms(void);
-/** Runs @p fn(arg) on the small io pool (disk-heavy work off the loop), then @p done on @p th's loop. */
-typedef struct srv_task srv_task_t;
-struct srv_task {
-    h2o_multithread_message_t super; /**< must be first: linked into done_rx */
-    srv_thread_t *th;
-    void (*run)(srv_task_t *task);  /**< on an io thread */
-    void (*done)(srv_task_t *task); /**< back on th's loop */
-    srv_task_t *_next;
-};
-void srv__io_submit(srv_t *srv, srv_task_t *task);
-/** Runs @p fn(srv) on the io pool with no completion message (background upkeep). */
-void srv__io_submit_detached(srv_t *srv, void (*fn)(srv_t *srv));
 /** Counts a request as in flight until its pool is cleared (drain on shutdown). */
 void srv__track_request(h2o_req_t *req);
 
 /* --- http.c --- */
-/** Sends a JSON error {"error","message"}; the one place codes map to statuses. */
-void srv__send_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)
+/** Sends the JSON error {"error","message"} of module error @p err of @p domain: status and
+ *  code come from errors_http() (the one table); a 503 carries Retry-After. */
+void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /** Sends a JSON body with @p status (borrows @p json; copied into the pool). */
 void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len);
-/** Serves an open file: ETag, Last-Modified, 304, Range/206/416, HEAD. Takes ownership of @p fd. */
-void srv__send_file(h2o_req_t *req, int fd, const struct stat *st, const char *mime);
+/** GET/HEAD of a stored file (original or cached derived) with ETag, Last-Modified, 304,
+ *  Range/206/416 and HEAD; a whole GET goes through h2o_file_send and the loop's filecache.
+ *  false when not found. @p sb (optional) receives the file's stat when it is served. */
+bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *sb);
 /** Registers the JSON-error filter and access logger on @p pathconf. */
 void srv__register_http_filters(srv_t *srv, h2o_pathconf_t *pathconf);
 /** True when the peer of @p req has closed or reset its connection (safe from any thread). */
@@ -116,14 +115,13 @@ void srv__add_header(h2o_req_t *req, const char *name, const char *value);
 /* --- originals.c --- */
 void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen);
 void srv__handle_delete(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen);
-/** GET/HEAD of a stored file (original or cached derived); false when not found.
- *  @p sb (optional) receives the file's stat when it is served. */
-bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *sb);
+
 
 /* --- derive.c --- */
 void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt);
 void srv__derive_tick(srv_thread_t *th);
-void srv__derive_on_done(srv_thread_t *th, h2o_multithread_message_t *msg);
+/** Sets up the loop's waiter list and the receiver of derive completions. */
+void srv__derive_init_loop(srv_thread_t *th);
 
 /* --- admin.c --- */
 void srv__admin_register(srv_t *srv);

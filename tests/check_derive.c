@@ -360,6 +360,8 @@ START_TEST(test_derive_queue_max_zero_runs_concurrent_jobs)
         snprintf(a, sizeof(a), "/q0_%dx.png", 300 + round);
         snprintf(b, sizeof(b), "/q0_%dx.jpg", 400 + round);
         const char *paths[2] = {a, b};
+        /* the workers of the last round have handed their budget back */
+        ck_assert(tg_wait_metric(&S, "thumbgate_jobs_completed_total", 2 * round, 10000));
         long st[2];
         bool ra[2];
         fire(paths, 2, st, ra);
