@@ -35,9 +35,10 @@ enum {
 /** A unit of work. The caller owns the memory; the gate borrows it from adm_submit
  *  until it calls run or on_expire, or until adm_cancel returns true. */
 struct adm_job {
-    uint64_t estimate;                  /**< E, bytes */
-    void (*run)(adm_job_t *job);        /**< on a worker thread, budget held */
-    void (*on_expire)(adm_job_t *job);  /**< on a worker thread, with the gate unlocked: the wait expired */
+    uint64_t estimate;           /**< E, bytes */
+    void (*run)(adm_job_t *job); /**< on a worker thread, budget held */
+    void (*on_expire)(
+        adm_job_t *job); /**< on a worker thread, with the gate unlocked: the wait expired */
     /* private */
     uint64_t _deadline_ms, _enqueued_ms;
     adm_job_t *_next, *_prev;

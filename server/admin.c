@@ -33,29 +33,45 @@ static void render_metrics(srv_t *srv, FILE *o)
     adm_stats(srv->gate, &a);
     metrics_t *m = &srv->metrics;
     gauge(o, "thumbgate_budget_bytes", "Memory budget for image work.", (double)a.budget);
-    gauge(o, "thumbgate_budget_in_use_bytes", "Estimated bytes of the jobs running now.", (double)a.in_use);
-    gauge(o, "thumbgate_budget_in_use_highwater_bytes", "Highest budget in use since start.", (double)a.in_use_highwater);
+    gauge(o, "thumbgate_budget_in_use_bytes", "Estimated bytes of the jobs running now.",
+          (double)a.in_use);
+    gauge(o, "thumbgate_budget_in_use_highwater_bytes", "Highest budget in use since start.",
+          (double)a.in_use_highwater);
     gauge(o, "thumbgate_queue_length", "Jobs waiting for budget.", a.queue_len);
-    gauge(o, "thumbgate_queue_bytes", "Sum of the estimates of waiting jobs.", (double)a.queued_bytes);
+    gauge(o, "thumbgate_queue_bytes", "Sum of the estimates of waiting jobs.",
+          (double)a.queued_bytes);
     gauge(o, "thumbgate_workers", "Image worker threads.", a.workers);
-    gauge(o, "thumbgate_workers_busy", "Workers decoding or encoding now.", (double)LOAD(m->workers_busy));
+    gauge(o, "thumbgate_workers_busy", "Workers decoding or encoding now.",
+          (double)LOAD(m->workers_busy));
     counter(o, "thumbgate_jobs_admitted_total", "Jobs that got budget and ran.", a.admitted);
-    counter(o, "thumbgate_jobs_queued_total", "Jobs that had to wait for budget or a worker.", a.queued);
+    counter(o, "thumbgate_jobs_queued_total", "Jobs that had to wait for budget or a worker.",
+            a.queued);
     counter(o, "thumbgate_jobs_completed_total", "Jobs finished (any outcome).", a.completed);
-    counter(o, "thumbgate_jobs_failed_total", "Jobs whose decode or encode failed.", LOAD(m->jobs_failed));
-    counter(o, "thumbgate_jobs_coalesced_total", "Requests that joined an identical running job.", LOAD(m->coalesced));
+    counter(o, "thumbgate_jobs_failed_total", "Jobs whose decode or encode failed.",
+            LOAD(m->jobs_failed));
+    counter(o, "thumbgate_jobs_coalesced_total", "Requests that joined an identical running job.",
+            LOAD(m->coalesced));
     fprintf(o, "# HELP thumbgate_jobs_rejected_total Jobs refused or dropped, by reason.\n"
                "# TYPE thumbgate_jobs_rejected_total counter\n");
-    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"too_big\"} %" PRIu64 "\n", a.rejected_too_big);
-    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"queue_full\"} %" PRIu64 "\n", a.rejected_queue_full);
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"too_big\"} %" PRIu64 "\n",
+            a.rejected_too_big);
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"queue_full\"} %" PRIu64 "\n",
+            a.rejected_queue_full);
     fprintf(o, "thumbgate_jobs_rejected_total{reason=\"expired\"} %" PRIu64 "\n", a.expired);
-    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"pixels\"} %" PRIu64 "\n", LOAD(m->rejected_pixels));
-    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"client_gone\"} %" PRIu64 "\n", LOAD(m->jobs_dropped_gone));
-    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"format\"} %" PRIu64 "\n", LOAD(m->rejected_format));
-    metrics_hist_render(o, "thumbgate_job_duration_seconds", "Time a job spent decoding and encoding.", &m->job_seconds, 1);
-    metrics_hist_render(o, "thumbgate_queue_wait_seconds", "Time a job waited for budget.", &m->wait_seconds, 1);
-    metrics_hist_render(o, "thumbgate_estimate_ratio",
-                        "Estimate / measured peak of jobs that ran alone (below 1 = underestimate).", &m->est_ratio, 1);
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"pixels\"} %" PRIu64 "\n",
+            LOAD(m->rejected_pixels));
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"client_gone\"} %" PRIu64 "\n",
+            LOAD(m->jobs_dropped_gone));
+    fprintf(o, "thumbgate_jobs_rejected_total{reason=\"format\"} %" PRIu64 "\n",
+            LOAD(m->rejected_format));
+    metrics_hist_render(o, "thumbgate_job_duration_seconds",
+                        "Time a job spent decoding and encoding.", &m->job_seconds, 1);
+    metrics_hist_render(o, "thumbgate_queue_wait_seconds", "Time a job waited for budget.",
+                        &m->wait_seconds, 1);
+    metrics_hist_render(
+        o, "thumbgate_estimate_ratio",
+        "Estimate / measured peak of jobs that ran alone (below 1 = underestimate).", &m->est_ratio,
+        1);
 
     fprintf(o, "# HELP thumbgate_http_requests_total Requests by route and status.\n"
                "# TYPE thumbgate_http_requests_total counter\n");
@@ -66,37 +82,49 @@ static void render_metrics(srv_t *srv, FILE *o)
             if (v == 0)
                 continue;
             if (code)
-                fprintf(o, "thumbgate_http_requests_total{route=\"%s\",status=\"%d\"} %" PRIu64 "\n",
+                fprintf(o,
+                        "thumbgate_http_requests_total{route=\"%s\",status=\"%d\"} %" PRIu64 "\n",
                         metrics_route_name(r), code, v);
             else
-                fprintf(o, "thumbgate_http_requests_total{route=\"%s\",status=\"other\"} %" PRIu64 "\n",
-                        metrics_route_name(r), v);
+                fprintf(
+                    o, "thumbgate_http_requests_total{route=\"%s\",status=\"other\"} %" PRIu64 "\n",
+                    metrics_route_name(r), v);
         }
-    counter(o, "thumbgate_http_received_bytes_total", "Request body bytes received.", LOAD(m->bytes_in));
+    counter(o, "thumbgate_http_received_bytes_total", "Request body bytes received.",
+            LOAD(m->bytes_in));
     counter(o, "thumbgate_http_sent_bytes_total", "Response bytes sent.", LOAD(m->bytes_out));
     uint64_t conns = 0;
     for (unsigned i = 0; i < srv->nthreads; i++)
         conns += atomic_load_explicit(&srv->threads[i].nconns, memory_order_relaxed);
-    gauge(o, "thumbgate_open_connections", "Open client connections on the public listener.", (double)conns);
+    gauge(o, "thumbgate_open_connections", "Open client connections on the public listener.",
+          (double)conns);
 
-    counter(o, "thumbgate_cache_hits_total", "Derived images served from the result cache.", LOAD(m->cache_hits));
-    counter(o, "thumbgate_cache_misses_total", "Derived images that needed a job.", LOAD(m->cache_misses));
+    counter(o, "thumbgate_cache_hits_total", "Derived images served from the result cache.",
+            LOAD(m->cache_hits));
+    counter(o, "thumbgate_cache_misses_total", "Derived images that needed a job.",
+            LOAD(m->cache_misses));
     uint64_t cbytes, cev;
     store_cache_stats(srv->store, &cbytes, &cev);
     gauge(o, "thumbgate_cache_bytes", "Bytes of derived results on disk.", (double)cbytes);
-    counter(o, "thumbgate_cache_evictions_total", "Derived results evicted (least recently used).", cev);
+    counter(o, "thumbgate_cache_evictions_total", "Derived results evicted (least recently used).",
+            cev);
 
     uint64_t vnow, vhigh;
     metrics_proc_t pm;
     metrics_proc_read(&pm);
     imgproc_vips_mem(&vnow, &vhigh);
-    gauge(o, "thumbgate_process_resident_anon_bytes", "RssAnon from /proc/self/status.", (double)pm.rss_anon);
-    gauge(o, "thumbgate_process_resident_file_bytes", "RssFile from /proc/self/status.", (double)pm.rss_file);
-    gauge(o, "thumbgate_process_resident_highwater_bytes", "VmHWM from /proc/self/status.", (double)pm.hwm);
+    gauge(o, "thumbgate_process_resident_anon_bytes", "RssAnon from /proc/self/status.",
+          (double)pm.rss_anon);
+    gauge(o, "thumbgate_process_resident_file_bytes", "RssFile from /proc/self/status.",
+          (double)pm.rss_file);
+    gauge(o, "thumbgate_process_resident_highwater_bytes", "VmHWM from /proc/self/status.",
+          (double)pm.hwm);
     gauge(o, "thumbgate_process_threads", "Threads of the process.", (double)pm.threads);
     gauge(o, "thumbgate_vips_tracked_bytes", "Memory libvips tracks now.", (double)vnow);
-    gauge(o, "thumbgate_vips_tracked_highwater_bytes", "Highest memory libvips tracked.", (double)vhigh);
-    gauge(o, "thumbgate_uptime_seconds", "Seconds since start.", (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);
+    gauge(o, "thumbgate_vips_tracked_highwater_bytes", "Highest memory libvips tracked.",
+          (double)vhigh);
+    gauge(o, "thumbgate_uptime_seconds", "Seconds since start.",
+          (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);
 }
 
 static void send_text(h2o_req_t *req, int status, const char *ctype, char *body, size_t len)
@@ -105,8 +133,10 @@ static void send_text(h2o_req_t *req, int status, const char *ctype, char *body,
     req->res.status = status;
     req->res.reason = status == 200 ? "OK" : "Error";
     req->res.content_length = len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype,
+                   strlen(ctype));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
     h2o_iovec_t b = h2o_strdup(&req->pool, body, len);
     h2o_start_response(req, &gen);
     h2o_send(req, &b, 1, H2O_SEND_STATE_FINAL);
@@ -139,8 +169,8 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
         adm_stats(srv->gate, &a);
         bool draining = atomic_load(&srv->shutting_down);
         /* saturated: a new job that cannot start at once would be refused */
-        bool saturated = srv->cfg->queue_max > 0 ? a.queue_len >= srv->cfg->queue_max
-                                                 : a.running >= a.workers;
+        bool saturated =
+            srv->cfg->queue_max > 0 ? a.queue_len >= srv->cfg->queue_max : a.running >= a.workers;
         status = draining || saturated ? 503 : 200;
         json_bool(&j, "ready", status == 200);
         json_bool(&j, "draining", draining);
@@ -176,7 +206,8 @@ void srv__admin_register(srv_t *srv)
     h2o_config_init(&srv->admin_globalconf);
     srv->admin_globalconf.http1.upgrade_to_http2 = 0;
     srv->admin_globalconf.max_request_entity_size = 4096;
-    srv->admin_hostconf = h2o_config_register_host(&srv->admin_globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    srv->admin_hostconf = h2o_config_register_host(&srv->admin_globalconf,
+                                                   h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(srv->admin_hostconf, "/", 0);
     struct admin_handler *h = (void *)h2o_create_handler(pc, sizeof(*h));
     h->super.on_req = on_admin_req;

@@ -159,10 +159,11 @@ static void send_408(h2o_socket_t *sock)
     json_str(&j, "error", h.code);
     json_str(&j, "message", "the request stopped arriving (http.request_timeout)");
     size_t bl = json_end(&j);
-    int n = snprintf(msg, sizeof(msg),
-                     "HTTP/1.1 408 Request Timeout\r\nServer: thumbgate\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     bl, body);
+    int n = snprintf(
+        msg, sizeof(msg),
+        "HTTP/1.1 408 Request Timeout\r\nServer: thumbgate\r\nContent-Type: application/json\r\n"
+        "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+        bl, body);
     if (n > 0 && (size_t)n < sizeof(msg)) {
         ssize_t w = send(h2o_socket_get_fd(sock), msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w; /* best effort: the connection ends either way */
@@ -185,13 +186,15 @@ static int watch_one(h2o_req_t *req, void *cbdata)
         cur.kind = SEEN_SENDING, cur.sig = req->bytes_sent;
         limit = c->conf.idle_timeout_ms;
     } else if (req->processed_at.at.tv_sec == 0) {
-        cur.kind = SEEN_BODY, cur.sig = sock->input->size; /* the body collects there until complete */
+        cur.kind = SEEN_BODY,
+        cur.sig = sock->input->size; /* the body collects there until complete */
         limit = c->conf.request_timeout_ms;
     } else {
         return 0; /* waiting for our answer (queue) */
     }
     seen_t *old = r->c->seen ? bsearch(&cur, c->seen, c->nseen, sizeof(cur), by_id) : NULL;
-    cur.since_ms = old != NULL && old->kind == cur.kind && old->sig == cur.sig ? old->since_ms : r->now;
+    cur.since_ms =
+        old != NULL && old->kind == cur.kind && old->sig == cur.sig ? old->since_ms : r->now;
     if (r->now - cur.since_ms >= limit) {
         if (cur.kind == SEEN_HEAD || cur.kind == SEEN_BODY) {
             send_408(sock);
@@ -240,7 +243,9 @@ int conns_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *
         h++;
         h[strcspn(h, "]")] = '\0';
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV},
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV},
                     *res;
     if (getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res) != 0)
         return -1;

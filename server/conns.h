@@ -14,10 +14,12 @@
 #include <sys/socket.h>
 
 typedef struct {
-    uint32_t max_conns;          /**< open connections of this loop at most; more are closed at accept */
-    uint64_t idle_timeout_ms;    /**< http.idle_timeout: idle between requests, or a stalled response */
-    uint64_t request_timeout_ms; /**< http.request_timeout: a head not complete, or a body not moving */
-    _Atomic uint64_t *timeouts;  /**< counts the 408s sent (optional) */
+    uint32_t max_conns; /**< open connections of this loop at most; more are closed at accept */
+    uint64_t
+        idle_timeout_ms; /**< http.idle_timeout: idle between requests, or a stalled response */
+    uint64_t
+        request_timeout_ms; /**< http.request_timeout: a head not complete, or a body not moving */
+    _Atomic uint64_t *timeouts; /**< counts the 408s sent (optional) */
 } conns_conf_t;
 
 typedef struct conns conns_t;

@@ -116,7 +116,8 @@ static void post_all(derive_job_t *job, const outcome_t *out, uint64_t wait_ms, 
     job_free(job);
 }
 
-static outcome_t fail(err_domain_t domain, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static outcome_t fail(err_domain_t domain, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static outcome_t fail(err_domain_t domain, int err, const char *fmt, ...)
 {
     outcome_t o = {.ok = false, .domain = domain, .err = err < 0 ? -err : err};
@@ -158,7 +159,8 @@ static void peak_end(srv_t *srv, const peak_t *p, uint64_t estimate)
         metrics_proc_read(&pm);
         if (pm.hwm > p->hwm0 && pm.hwm > p->rss0) {
             double ratio = (double)estimate / (double)(pm.hwm - p->rss0);
-            metrics_hist_observe(&srv->metrics.est_ratio, (uint64_t)(ratio * 1e6)); /* buckets read as ratios */
+            metrics_hist_observe(&srv->metrics.est_ratio,
+                                 (uint64_t)(ratio * 1e6)); /* buckets read as ratios */
         }
     }
     atomic_fetch_add_explicit(&srv->metrics.workers_busy, -1, memory_order_relaxed);
@@ -181,7 +183,8 @@ static outcome_t make_result(srv_t *srv, derive_job_t *job)
     if (now.st_ino != job->src_st.st_ino || now.st_size != job->src_st.st_size ||
         now.st_mtim.tv_sec != job->src_st.st_mtim.tv_sec ||
         now.st_mtim.tv_nsec != job->src_st.st_mtim.tv_nsec)
-        return fail(ERR_STORE, STORE_E_CHANGED, "the original was replaced while the job waited; retry");
+        return fail(ERR_STORE, STORE_E_CHANGED,
+                    "the original was replaced while the job waited; retry");
     char tmp[STORE_PATH_MAX];
     int r = store_tmp_file(srv->store, tmp, sizeof(tmp));
     if (r != 0)
@@ -194,7 +197,8 @@ static outcome_t make_result(srv_t *srv, derive_job_t *job)
         out = fail(ERR_STORE, STORE_E_NOSPACE, "no space left to store the result");
     else if (r != 0)
         out = fail(ERR_IMGPROC, r, "%s", ierr.msg);
-    else if ((r = store_cache_commit(srv->store, tmp, job->cache_path, job->src, &job->src_st)) != 0)
+    else if ((r = store_cache_commit(srv->store, tmp, job->cache_path, job->src, &job->src_st)) !=
+             0)
         out = fail(ERR_STORE, r,
                    r == -STORE_E_NOTFOUND  ? "the original was deleted"
                    : r == -STORE_E_CHANGED ? "the original changed; retry"
@@ -261,7 +265,8 @@ static void job_expire(adm_job_t *_job)
 {
     derive_job_t *job = (void *)_job;
     srv_t *srv = job->srv;
-    outcome_t out = fail(ERR_ADM, ADM_E_EXPIRED, "the memory budget stayed full for the whole wait");
+    outcome_t out =
+        fail(ERR_ADM, ADM_E_EXPIRED, "the memory budget stayed full for the whole wait");
     pthread_mutex_lock(&srv->coalesce_mu);
     post_all(job, &out, srv__now_ms() - job->submitted_ms, 0);
     pthread_mutex_unlock(&srv->coalesce_mu);
@@ -279,7 +284,8 @@ static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *m
         h2o_linklist_unlink(&w->link);
         srv__set_env(req, "TG_WAIT_MS", "%" PRIu64, w->wait_ms);
         char st[96];
-        snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms, w->work_ms);
+        snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms,
+                 w->work_ms);
         srv__add_header(req, "server-timing", st);
         if (w->out.ok) {
             if (!srv__serve_path(w->th->srv, req, w->result, NULL))
@@ -349,9 +355,10 @@ static bool size_allowed(const cfg_t *cfg, const imgproc_job_t *j)
 }
 
 /* Refuses @p req before any job exists; frees what was made for it. */
-static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t d, int err, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t d, int err, const char *fmt, ...)
+static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t d, int err,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t d, int err,
+                   const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -378,12 +385,13 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         return;
     }
     job->src_fd = -1;
-    if (store_find_source(srv->store, rt->stem, job->src, sizeof(job->src), &job->src_st) != 0)
-        {
-        refuse(req, job, w, ERR_REQ, ERR_REQ_NOT_FOUND, "no original stored for this derived image");
+    if (store_find_source(srv->store, rt->stem, job->src, sizeof(job->src), &job->src_st) != 0) {
+        refuse(req, job, w, ERR_REQ, ERR_REQ_NOT_FOUND,
+               "no original stored for this derived image");
         return;
     }
-    store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path, sizeof(job->cache_path));
+    store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
+                     sizeof(job->cache_path));
     struct stat sb;
     if (srv__serve_path(srv, req, job->cache_path, &sb)) {
         store_cache_touch(job->cache_path, &sb);
@@ -395,49 +403,49 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     atomic_fetch_add_explicit(&srv->metrics.cache_misses, 1, memory_order_relaxed);
 
     /* the source is opened once: probed here, decoded from the same descriptor later */
-    if ((job->src_fd = open(job->src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(job->src_fd, &job->src_st) != 0)
-        {
-        refuse(req, job, w, ERR_REQ, ERR_REQ_NOT_FOUND, "no original stored for this derived image");
+    if ((job->src_fd = open(job->src, O_RDONLY | O_CLOEXEC)) < 0 ||
+        fstat(job->src_fd, &job->src_st) != 0) {
+        refuse(req, job, w, ERR_REQ, ERR_REQ_NOT_FOUND,
+               "no original stored for this derived image");
         return;
     }
     /* the original may have been replaced since the cache lookup: name its own results */
-    store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path, sizeof(job->cache_path));
+    store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
+                     sizeof(job->cache_path));
     /* header only, bounded read: the decision is made before any pixel is decoded */
     imgproc_probe_t probe;
     imgproc_err_t ierr = {0};
     int r = imgproc_probe_fd(job->src_fd, &probe, &ierr);
-    if (r != 0)
-        {
-        refuse(req, job, w, ERR_IMGPROC, IMGPROC_E_CORRUPT, "the stored original cannot be read: %s",
-                      ierr.msg);
+    if (r != 0) {
+        refuse(req, job, w, ERR_IMGPROC, IMGPROC_E_CORRUPT,
+               "the stored original cannot be read: %s", ierr.msg);
         return;
     }
     if ((uint64_t)probe.width * probe.height > cfg->max_pixels) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_pixels, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "rejected-pixels");
         {
-        refuse(req, job, w, ERR_REQ, ERR_REQ_TOO_MANY_PIXELS,
-                      "the original has %" PRIu32 "x%" PRIu32 " pixels, over limits.max_pixels", probe.width,
-                      probe.height);
-        return;
-    }
+            refuse(req, job, w, ERR_REQ, ERR_REQ_TOO_MANY_PIXELS,
+                   "the original has %" PRIu32 "x%" PRIu32 " pixels, over limits.max_pixels",
+                   probe.width, probe.height);
+            return;
+        }
     }
     job->ij = rt->job;
     snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
     job->ij.naive = cfg->memory_mode == CFG_MODE_NAIVE;
     uint32_t ow, oh;
     imgproc_output_dims(&probe, &job->ij, &ow, &oh);
-    if (ow > cfg->max_output_width || oh > cfg->max_output_height)
-        {
+    if (ow > cfg->max_output_width || oh > cfg->max_output_height) {
         refuse(req, job, w, ERR_REQ, ERR_REQ_OUTPUT_TOO_LARGE,
-                      "the output would be %" PRIu32 "x%" PRIu32 ", over limits.max_output", ow, oh);
+               "the output would be %" PRIu32 "x%" PRIu32 ", over limits.max_output", ow, oh);
         return;
     }
-    if (job->ij.out_fmt == IMGPROC_FMT_WEBP && (ow > IMGPROC_WEBP_MAX_DIM || oh > IMGPROC_WEBP_MAX_DIM))
-        {
+    if (job->ij.out_fmt == IMGPROC_FMT_WEBP &&
+        (ow > IMGPROC_WEBP_MAX_DIM || oh > IMGPROC_WEBP_MAX_DIM)) {
         refuse(req, job, w, ERR_REQ, ERR_REQ_OUTPUT_TOO_LARGE,
-                      "the output would be %" PRIu32 "x%" PRIu32 ", over WebP's %u pixels a side", ow, oh,
-                      IMGPROC_WEBP_MAX_DIM);
+               "the output would be %" PRIu32 "x%" PRIu32 ", over WebP's %u pixels a side", ow, oh,
+               IMGPROC_WEBP_MAX_DIM);
         return;
     }
     job->srv = srv;
@@ -457,9 +465,9 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     if (srv->jobs == NULL && (srv->jobs = calloc(1, sizeof(*srv->jobs))) == NULL) {
         pthread_mutex_unlock(&srv->coalesce_mu);
         {
-        refuse(req, job, w, ERR_REQ, ERR_REQ_BUSY, "out of memory");
-        return;
-    }
+            refuse(req, job, w, ERR_REQ, ERR_REQ_BUSY, "out of memory");
+            return;
+        }
     }
     derive_job_t *same = map_find(srv, job->cache_path);
     if (same == NULL && access(job->cache_path, F_OK) == 0) {
@@ -496,11 +504,12 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     if (r != 0) {
         map_remove(srv, job);
         pthread_mutex_unlock(&srv->coalesce_mu);
-        srv__set_env(req, "TG_ADMISSION", r == -ADM_E_TOO_BIG ? "rejected-too-big" : "rejected-queue-full");
+        srv__set_env(req, "TG_ADMISSION",
+                     r == -ADM_E_TOO_BIG ? "rejected-too-big" : "rejected-queue-full");
         {
-        refuse(req, job, w, ERR_ADM, r, "%s", adm_strerror(r));
-        return;
-    }
+            refuse(req, job, w, ERR_ADM, r, "%s", adm_strerror(r));
+            return;
+        }
     }
     pthread_mutex_unlock(&srv->coalesce_mu);
     srv__set_env(req, "TG_ADMISSION", queued ? "queued" : "admitted");

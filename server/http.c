@@ -26,7 +26,8 @@ void srv__add_header(h2o_req_t *req, const char *name, const char *value)
 {
     /* h2o keeps the value pointer, not a copy: it must live in the request's pool */
     h2o_iovec_t v = h2o_strdup(&req->pool, value, SIZE_MAX);
-    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base, v.len);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base,
+                          v.len);
 }
 
 void srv__set_env(h2o_req_t *req, const char *name, const char *fmt, ...)
@@ -38,7 +39,8 @@ void srv__set_env(h2o_req_t *req, const char *name, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
-    *h2o_req_getenv(req, name, strlen(name), 1) = h2o_strdup(&req->pool, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+    *h2o_req_getenv(req, name, strlen(name), 1) =
+        h2o_strdup(&req->pool, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
 void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len)
@@ -48,7 +50,8 @@ void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len)
     req->res.status = status;
     req->res.reason = status < 300 ? "OK" : "Error";
     req->res.content_length = len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
     h2o_start_response(req, &generator);
     h2o_send(req, is_head(req) ? NULL : &body, is_head(req) ? 0 : 1, H2O_SEND_STATE_FINAL);
 }
@@ -114,7 +117,8 @@ static void file_proceed(h2o_generator_t *_self, h2o_req_t *req)
     self->off += n;
     self->remaining -= (uint64_t)n;
     h2o_iovec_t buf = h2o_iovec_init(self->buf, (size_t)n);
-    h2o_send(req, &buf, 1, self->remaining == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+    h2o_send(req, &buf, 1,
+             self->remaining == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void file_stop(h2o_generator_t *_self, h2o_req_t *req)
@@ -191,8 +195,9 @@ static bool etag_matches(h2o_iovec_t inm, const char *etag, size_t etaglen)
  * own "mtime-size" ETag would not). */
 static size_t make_etag(const struct stat *st, char *out, size_t cap)
 {
-    return (size_t)snprintf(out, cap, "\"%" PRIx64 "-%" PRIx64 "-%lx\"", (uint64_t)st->st_ino, (uint64_t)st->st_size,
-                            (unsigned long)(st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000));
+    return (size_t)snprintf(
+        out, cap, "\"%" PRIx64 "-%" PRIx64 "-%lx\"", (uint64_t)st->st_ino, (uint64_t)st->st_size,
+        (unsigned long)(st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000));
 }
 
 /* Sends an open file answering conditionals, a Range and HEAD; takes ownership of @p fd. */
@@ -213,8 +218,10 @@ static void send_file_full(h2o_req_t *req, int fd, const struct stat *st, const 
     h2o_time2str_rfc1123(lm, &gmt);
 
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LAST_MODIFIED, NULL, lm, H2O_TIMESTR_RFC1123_LEN);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL, H2O_STRLIT("bytes"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LAST_MODIFIED, NULL, lm,
+                   H2O_TIMESTR_RFC1123_LEN);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL,
+                   H2O_STRLIT("bytes"));
 
     /* conditional GET: If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2) */
     ssize_t i;
@@ -243,15 +250,17 @@ static void send_file_full(h2o_req_t *req, int fd, const struct stat *st, const 
         range = parse_range(req->headers.entries[i].value, size, &first, &last);
         /* If-Range with a different validator: send the whole file */
         ssize_t ir = h2o_find_header(&req->headers, H2O_TOKEN_IF_RANGE, -1);
-        if (range != 0 && ir != -1 && !h2o_memis(req->headers.entries[ir].value.base, req->headers.entries[ir].value.len,
-                                                 etag, etaglen))
+        if (range != 0 && ir != -1 &&
+            !h2o_memis(req->headers.entries[ir].value.base, req->headers.entries[ir].value.len,
+                       etag, etaglen))
             range = 0, first = 0, last = size ? size - 1 : 0;
     }
     if (range < 0) {
         char *cr = h2o_mem_alloc_pool(&req->pool, 48);
         int n = snprintf(cr, 48, "bytes */%" PRIu64, size);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, cr, (size_t)n);
-        srv__send_err(req, ERR_REQ, ERR_REQ_RANGE, "the range is outside the %" PRIu64 "-byte file", size);
+        srv__send_err(req, ERR_REQ, ERR_REQ_RANGE, "the range is outside the %" PRIu64 "-byte file",
+                      size);
         return;
     }
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, mime, strlen(mime));
@@ -273,7 +282,8 @@ static void send_file_full(h2o_req_t *req, int fd, const struct stat *st, const 
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
         return;
     }
-    gen->buf = h2o_mem_alloc_pool(&req->pool, gen->remaining < FILE_CHUNK ? (size_t)gen->remaining : FILE_CHUNK);
+    gen->buf = h2o_mem_alloc_pool(&req->pool, gen->remaining < FILE_CHUNK ? (size_t)gen->remaining
+                                                                          : FILE_CHUNK);
     file_proceed(&gen->super, req);
 }
 
@@ -281,7 +291,8 @@ bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *
 {
     /* the loop's h2o filecache: files opened in this loop iteration are opened once (it
      * is cleared after every iteration, so a replaced file is never served stale) */
-    h2o_filecache_ref_t *ref = h2o_filecache_open_file(req->conn->ctx->filecache, path, O_RDONLY | O_CLOEXEC);
+    h2o_filecache_ref_t *ref =
+        h2o_filecache_open_file(req->conn->ctx->filecache, path, O_RDONLY | O_CLOEXEC);
     if (ref == NULL)
         return false;
     unsigned char magic[16];
@@ -304,7 +315,8 @@ bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *
         size_t etaglen = make_etag(&st, etag, 64);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
         h2o_filecache_close_file(ref);
-        return h2o_file_send(req, 200, "OK", path, h2o_iovec_init(mime, strlen(mime)), H2O_FILE_FLAG_NO_ETAG) == 0;
+        return h2o_file_send(req, 200, "OK", path, h2o_iovec_init(mime, strlen(mime)),
+                             H2O_FILE_FLAG_NO_ETAG) == 0;
     }
     /* conditionals, ranges and HEAD: answered here, from the same open file */
     int fd = dup(ref->fd);
@@ -319,7 +331,8 @@ bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *
 
 int srv__req_fd(h2o_req_t *req)
 {
-    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
     return sock ? h2o_socket_get_fd(sock) : -1;
 }
 
@@ -343,8 +356,8 @@ struct json_ostream {
     bool sent;
 };
 
-static void json_ostream_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
-                              h2o_send_state_t state)
+static void json_ostream_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *bufs,
+                              size_t bufcnt, h2o_send_state_t state)
 {
     struct json_ostream *self = (void *)_self;
     /* drop h2o's text body; send ours once */
@@ -409,7 +422,8 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     srv_t *srv = self->srv;
     int status = req->res.status;
     metrics_route_t route = route_of(req);
-    atomic_fetch_add_explicit(&srv->metrics.requests[route][metrics_status_slot(status)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->metrics.requests[route][metrics_status_slot(status)], 1,
+                              memory_order_relaxed);
     atomic_fetch_add_explicit(&srv->metrics.bytes_out, req->bytes_sent, memory_order_relaxed);
     atomic_fetch_add_explicit(&srv->metrics.bytes_in, req->entity.len, memory_order_relaxed);
     if (!srv->cfg->access_log)
@@ -437,8 +451,10 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     json_begin(&j, line, sizeof(line));
     json_fixed3(&j, "t", (double)now.tv_sec + (double)(now.tv_usec / 1000) / 1000.0);
     json_str(&j, "log", "access");
-    json_strn(&j, "method", req->input.method.base, req->input.method.len < 16 ? req->input.method.len : 16);
-    json_strn(&j, "path", req->input.path.base, req->input.path.len < 256 ? req->input.path.len : 256);
+    json_strn(&j, "method", req->input.method.base,
+              req->input.method.len < 16 ? req->input.method.len : 16);
+    json_strn(&j, "path", req->input.path.base,
+              req->input.path.len < 256 ? req->input.path.len : 256);
     json_str(&j, "route", metrics_route_name(route));
     json_i64(&j, "status", status);
     json_u64(&j, "bytes", req->bytes_sent);

@@ -68,7 +68,8 @@ void iopool_stop(void)
 static void on_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
 {
     while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         h2o_linklist_unlink(&m->link);
         iopool_task_t *t = H2O_STRUCT_FROM_MEMBER(iopool_task_t, msg, m);
         t->done(t);

@@ -15,12 +15,15 @@ extern char **environ;
 
 static void usage(FILE *out)
 {
-    fputs("usage: thumbgate [-c FILE]            run the server (default: the embedded config/thumbgate.yaml)\n"
-          "       thumbgate --check-config [FILE] validate, print the effective config; exit 0 or 2\n"
-          "       thumbgate flight FILE [--json] [-n N]  print a flight recorder ring, newest first\n"
-          "       thumbgate --version | --help\n"
-          "Every config key can be overridden by THUMBGATE_<KEY_PATH> (memory.budget -> THUMBGATE_MEMORY_BUDGET).\n",
-          out);
+    fputs(
+        "usage: thumbgate [-c FILE]            run the server (default: the embedded "
+        "config/thumbgate.yaml)\n"
+        "       thumbgate --check-config [FILE] validate, print the effective config; exit 0 or 2\n"
+        "       thumbgate flight FILE [--json] [-n N]  print a flight recorder ring, newest first\n"
+        "       thumbgate --version | --help\n"
+        "Every config key can be overridden by THUMBGATE_<KEY_PATH> (memory.budget -> "
+        "THUMBGATE_MEMORY_BUDGET).\n",
+        out);
 }
 
 int main(int argc, char **argv)

@@ -7,12 +7,11 @@
 #include <string.h>
 
 /* every status the server sends (the error table in errors.c, files, h2o's own) */
-static const int status_slots[METRICS_NSTATUS - 1] = {200, 201, 204, 206, 304, 400, 401,
-                                                       403, 404, 405, 408, 409, 413, 415,
-                                                       416, 499, 500, 503, 507};
+static const int status_slots[METRICS_NSTATUS - 1] = {
+    200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 413, 415, 416, 499, 500, 503, 507};
 
-const double metrics_hist_bounds[METRICS_HIST_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                          0.25,  0.5,    1,     2.5,  5,     10,  30};
+const double metrics_hist_bounds[METRICS_HIST_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 
 unsigned metrics_status_slot(int status)
 {
@@ -29,7 +28,8 @@ int metrics_slot_status(unsigned slot)
 
 const char *metrics_route_name(metrics_route_t r)
 {
-    static const char *const names[METRICS_ROUTE_MAX] = {"put", "delete", "original", "derived", "other"};
+    static const char *const names[METRICS_ROUTE_MAX] = {"put", "delete", "original", "derived",
+                                                         "other"};
     return r < METRICS_ROUTE_MAX ? names[r] : "other";
 }
 
@@ -44,13 +44,15 @@ void metrics_hist_observe(metrics_hist_t *h, uint64_t us)
         }
 }
 
-void metrics_hist_render(FILE *out, const char *name, const char *help, const metrics_hist_t *h, double scale)
+void metrics_hist_render(FILE *out, const char *name, const char *help, const metrics_hist_t *h,
+                         double scale)
 {
     fprintf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (unsigned i = 0; i < METRICS_HIST_BUCKETS; i++) {
         cum += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
-        fprintf(out, "%s_bucket{le=\"%g\"} %llu\n", name, metrics_hist_bounds[i] * scale, (unsigned long long)cum);
+        fprintf(out, "%s_bucket{le=\"%g\"} %llu\n", name, metrics_hist_bounds[i] * scale,
+                (unsigned long long)cum);
     }
     uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
     fprintf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)count);
@@ -77,7 +79,8 @@ void metrics_proc_read(metrics_proc_t *out)
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
             size_t l = strlen(fields[i].name);
             if (strncmp(line, fields[i].name, l) == 0) {
-                *(uint64_t *)((char *)out + fields[i].off) = strtoull(line + l, NULL, 10) * fields[i].scale;
+                *(uint64_t *)((char *)out + fields[i].off) =
+                    strtoull(line + l, NULL, 10) * fields[i].scale;
                 break;
             }
         }

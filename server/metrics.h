@@ -33,7 +33,8 @@ typedef struct {
     _Atomic uint64_t rejected_pixels, rejected_format;
     _Atomic int64_t workers_busy;
     metrics_hist_t job_seconds, wait_seconds;
-    metrics_hist_t est_ratio; /**< estimate / measured-peak ratio x 100 where measurable (naive: none) */
+    metrics_hist_t
+        est_ratio; /**< estimate / measured-peak ratio x 100 where measurable (naive: none) */
 } metrics_t;
 
 /** Memory figures of this process from /proc/self/status, in bytes (threads: a count). */
@@ -43,7 +44,8 @@ typedef struct {
 /** Reads /proc/self/status; fields it cannot read are 0. */
 void metrics_proc_read(metrics_proc_t *out);
 
-/** Status code to its slot (200 ... 507: every status the server sends; the last slot is "other"). */
+/** Status code to its slot (200 ... 507: every status the server sends; the last slot is "other").
+ */
 unsigned metrics_status_slot(int status);
 int metrics_slot_status(unsigned slot);
 const char *metrics_route_name(metrics_route_t r);
@@ -52,6 +54,7 @@ void metrics_hist_observe(metrics_hist_t *h, uint64_t us);
 /** Upper bounds (seconds) of the histogram buckets. */
 extern const double metrics_hist_bounds[METRICS_HIST_BUCKETS];
 /** Writes @p h as a Prometheus histogram named @p name (with _bucket/_sum/_count). */
-void metrics_hist_render(FILE *out, const char *name, const char *help, const metrics_hist_t *h, double scale);
+void metrics_hist_render(FILE *out, const char *name, const char *help, const metrics_hist_t *h,
+                         double scale);
 
 #endif

@@ -47,8 +47,10 @@ static bool check_write_auth(srv_t *srv, h2o_req_t *req)
     }
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     if (i == -1) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
-        srv__send_err(req, ERR_AUTH, ERR_AUTH_NO_TOKEN, "this server needs Authorization: Bearer <token> for writes");
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer"));
+        srv__send_err(req, ERR_AUTH, ERR_AUTH_NO_TOKEN,
+                      "this server needs Authorization: Bearer <token> for writes");
         return false;
     }
     h2o_iovec_t v = req->headers.entries[i].value;
@@ -75,7 +77,8 @@ struct put_task {
 static void put_run(iopool_task_t *_t)
 {
     struct put_task *t = (void *)_t;
-    t->ret = store_put(t->store, t->key, t->body.base, t->body.len, &t->replaced, t->err, sizeof(t->err));
+    t->ret = store_put(t->store, t->key, t->body.base, t->body.len, &t->replaced, t->err,
+                       sizeof(t->err));
 }
 
 static void put_done(iopool_task_t *_t)
@@ -115,33 +118,38 @@ void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen)
         return;
     h2o_iovec_t body = req->entity;
     if (body.base == NULL || body.len == 0) {
-        srv__send_err(req, ERR_REQ, ERR_REQ_EMPTY_BODY, "PUT needs the image bytes as the request body");
+        srv__send_err(req, ERR_REQ, ERR_REQ_EMPTY_BODY,
+                      "PUT needs the image bytes as the request body");
         return;
     }
     imgproc_probe_t probe;
     imgproc_err_t ierr = {0};
     if (imgproc_sniff(body.base, body.len) == IMGPROC_FMT_UNKNOWN) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
-        srv__send_err(req, ERR_REQ, ERR_REQ_UNSUPPORTED_BODY, "the body is not a JPEG, PNG or WebP image");
+        srv__send_err(req, ERR_REQ, ERR_REQ_UNSUPPORTED_BODY,
+                      "the body is not a JPEG, PNG or WebP image");
         return;
     }
     /* header only: no pixel is decoded on upload */
     if (imgproc_probe_buf(body.base, body.len, &probe, &ierr) != 0) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
-        srv__send_err(req, ERR_IMGPROC, IMGPROC_E_CORRUPT, "the image header is malformed: %s", ierr.msg);
+        srv__send_err(req, ERR_IMGPROC, IMGPROC_E_CORRUPT, "the image header is malformed: %s",
+                      ierr.msg);
         return;
     }
     if ((uint64_t)probe.width * probe.height > srv->cfg->max_pixels) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_pixels, 1, memory_order_relaxed);
         srv__send_err(req, ERR_REQ, ERR_REQ_TOO_MANY_PIXELS,
-                        "the header declares %" PRIu32 "x%" PRIu32 " pixels, over limits.max_pixels %" PRIu64,
-                        probe.width, probe.height, srv->cfg->max_pixels);
+                      "the header declares %" PRIu32 "x%" PRIu32
+                      " pixels, over limits.max_pixels %" PRIu64,
+                      probe.width, probe.height, srv->cfg->max_pixels);
         return;
     }
     if (!imgproc_is_complete(body.base, body.len, probe.fmt)) {
         atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
-        srv__send_err(req, ERR_IMGPROC, IMGPROC_E_CORRUPT, "the %s image is truncated: it ends before its last marker",
-                        imgproc_fmt_name(probe.fmt));
+        srv__send_err(req, ERR_IMGPROC, IMGPROC_E_CORRUPT,
+                      "the %s image is truncated: it ends before its last marker",
+                      imgproc_fmt_name(probe.fmt));
         return;
     }
     struct put_task *t = calloc(1, sizeof(*t));

@@ -7,8 +7,8 @@
 
 static bool is_key_char(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 bool route_segment_is_valid(const char *seg, size_t len)
@@ -104,7 +104,8 @@ int route_parse_derived(route_t *rt)
         if (x != NULL) {
             size_t wl = (size_t)(x - s), hl = slen - wl - 1;
             /* size-shaped: digits 'x' digits with at least one side present */
-            if ((wl == 0 || all_digits(s, wl)) && (hl == 0 || all_digits(x + 1, hl)) && wl + hl > 0) {
+            if ((wl == 0 || all_digits(s, wl)) && (hl == 0 || all_digits(x + 1, hl)) &&
+                wl + hl > 0) {
                 uint32_t w = 0, h = 0;
                 if ((wl && parse_dim(s, wl, &w) != 1) || (hl && parse_dim(x + 1, hl, &h) != 1))
                     return -ROUTE_E_BADSIZE;

@@ -22,10 +22,10 @@ enum {
 typedef struct {
     char key[ROUTE_KEY_MAX + 1]; /**< the key, without the leading '/' and query */
     size_t keylen;
-    bool derived;                /**< the last segment matched the derived grammar */
-    char stem[ROUTE_KEY_MAX + 1];/**< for derived: the source key without its extension */
-    imgproc_job_t job;           /**< for derived: op, box and output format */
-    char variant[48];            /**< for derived: canonical name, e.g. "290x290c.webp", "full.png" */
+    bool derived;                 /**< the last segment matched the derived grammar */
+    char stem[ROUTE_KEY_MAX + 1]; /**< for derived: the source key without its extension */
+    imgproc_job_t job;            /**< for derived: op, box and output format */
+    char variant[48]; /**< for derived: canonical name, e.g. "290x290c.webp", "full.png" */
 } route_t;
 
 /**

@@ -18,16 +18,19 @@ static int on_api_req(h2o_handler_t *_self, h2o_req_t *req)
     bool put = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("PUT"));
     bool del = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"));
     if (!get && !put && !del) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD, PUT, DELETE"));
-        srv__send_err(req, ERR_REQ, ERR_REQ_METHOD, "method %.*s is not allowed; use GET, HEAD, PUT or DELETE",
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
+                       H2O_STRLIT("GET, HEAD, PUT, DELETE"));
+        srv__send_err(req, ERR_REQ, ERR_REQ_METHOD,
+                      "method %.*s is not allowed; use GET, HEAD, PUT or DELETE",
                       (int)(req->method.len < 16 ? req->method.len : 16), req->method.base);
         return 0;
     }
     if (route_parse_key(req->path.base, req->path.len, rt) != 0) {
         srv__send_err(req, ERR_ROUTE, ROUTE_E_BADKEY,
-                        "keys are segments of [A-Za-z0-9._-] joined by '/', at most %d bytes, without '.' or '..' "
-                        "segments",
-                        ROUTE_KEY_MAX);
+                      "keys are segments of [A-Za-z0-9._-] joined by '/', at most %d bytes, "
+                      "without '.' or '..' "
+                      "segments",
+                      ROUTE_KEY_MAX);
         return 0;
     }
     if (put) {
@@ -48,7 +51,8 @@ static int on_api_req(h2o_handler_t *_self, h2o_req_t *req)
     int r = route_parse_derived(rt);
     if (r == -ROUTE_E_BADSIZE) {
         srv__set_env(req, "TG_ROUTE", "derived");
-        srv__send_err(req, ERR_ROUTE, ROUTE_E_BADSIZE, "sizes are 1..%u pixels, without leading zeros", ROUTE_DIM_MAX);
+        srv__send_err(req, ERR_ROUTE, ROUTE_E_BADSIZE,
+                      "sizes are 1..%u pixels, without leading zeros", ROUTE_DIM_MAX);
         return 0;
     }
     if (rt->derived) {

@@ -88,7 +88,8 @@ static void on_ctl_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *mess
 {
     srv_thread_t *th = H2O_STRUCT_FROM_MEMBER(srv_thread_t, ctl_rx, rx);
     while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *msg = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_multithread_message_t *msg =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         h2o_linklist_unlink(&msg->link);
         free(msg);
     }
@@ -175,10 +176,12 @@ static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx)
     conns_conf_t cc = {.max_conns = srv->cfg->max_connections / srv->nthreads,
                        .idle_timeout_ms = srv->cfg->idle_timeout_ms,
                        .request_timeout_ms = srv->cfg->req_timeout_ms,
-                       .timeouts = &srv->metrics.requests[METRICS_ROUTE_OTHER][metrics_status_slot(408)]};
+                       .timeouts =
+                           &srv->metrics.requests[METRICS_ROUTE_OTHER][metrics_status_slot(408)]};
     if ((th->conns = conns_create(&th->ctx, &th->accept_ctx, &cc)) == NULL)
         return -1;
-    int fd = idx == 0 ? srv->listen_fd : conns_open_listener(&srv->listen_addr, sizeof(srv->listen_addr));
+    int fd = idx == 0 ? srv->listen_fd
+                      : conns_open_listener(&srv->listen_addr, sizeof(srv->listen_addr));
     if (fd < 0)
         return -1;
     conns_listen(th->conns, fd);
@@ -223,19 +226,21 @@ int srv_run(const cfg_t *cfg)
     srv_block_signals(&sigs);
     signal(SIGPIPE, SIG_IGN);
 
-
-    if ((srv->store = store_create(cfg->storage_root, cfg->cache_max_bytes, err, sizeof(err))) == NULL) {
+    if ((srv->store = store_create(cfg->storage_root, cfg->cache_max_bytes, err, sizeof(err))) ==
+        NULL) {
         fprintf(stderr, "thumbgate: %s\n", err);
         return 1;
     }
     /* bodies above the spill threshold live in an unlinked file under storage.root/tmp
      * (mmap'd by h2o), not in anonymous memory */
     h2o_socket_buffer_mmap_settings.threshold = cfg->upload_spill_bytes;
-    snprintf(h2o_socket_buffer_mmap_settings.fn_template, sizeof(h2o_socket_buffer_mmap_settings.fn_template), "%s",
+    snprintf(h2o_socket_buffer_mmap_settings.fn_template,
+             sizeof(h2o_socket_buffer_mmap_settings.fn_template), "%s",
              store_spill_template(srv->store));
 
     const char *bsrc = "memory.budget";
-    uint64_t budget = cfg->memory_budget ? cfg->memory_budget : srv_auto_budget(cfg->memory_budget_percent, &bsrc);
+    uint64_t budget = cfg->memory_budget ? cfg->memory_budget
+                                         : srv_auto_budget(cfg->memory_budget_percent, &bsrc);
     unsigned workers = cfg->workers ? cfg->workers : sysfacts_ncores();
     adm_config_t ac = {.budget = budget,
                        .workers = workers,
@@ -247,7 +252,8 @@ int srv_run(const cfg_t *cfg)
         fprintf(stderr, "thumbgate: cannot start %u worker threads\n", workers);
         goto out_store;
     }
-    srv->imgopts = (imgproc_opts_t){cfg->jpeg_quality, cfg->webp_quality, cfg->png_compression, cfg->keep_icc};
+    srv->imgopts =
+        (imgproc_opts_t){cfg->jpeg_quality, cfg->webp_quality, cfg->png_compression, cfg->keep_icc};
 
     /* public API */
     h2o_config_init(&srv->globalconf);
@@ -255,11 +261,13 @@ int srv_run(const cfg_t *cfg)
     /* h2o's request timeout is one deadline for idle + head + body that closes without a
      * word; conns.c times each phase instead (idle, head, body progress -> 408) */
     srv->globalconf.http1.req_timeout = 24 * 3600 * 1000;
-    srv->globalconf.http1.upgrade_to_http2 = 0; /* h2c is off: TLS and HTTP/2 belong to the balancer */
+    srv->globalconf.http1.upgrade_to_http2 =
+        0; /* h2c is off: TLS and HTTP/2 belong to the balancer */
     srv->globalconf.http2.idle_timeout = cfg->idle_timeout_ms;
     srv->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("thumbgate"));
     srv->globalconf.filecache.capacity = 64; /* per loop, emptied after every loop iteration */
-    srv->hostconf = h2o_config_register_host(&srv->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    srv->hostconf =
+        h2o_config_register_host(&srv->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(srv->hostconf, "/", 0);
     router_register(srv, pathconf);
     srv__register_http_filters(srv, pathconf);
@@ -273,7 +281,8 @@ int srv_run(const cfg_t *cfg)
         fprintf(stderr, "thumbgate: cannot listen on %s: %s\n", cfg->listen, strerror(errno));
         goto out_gate;
     }
-    if (!conns_is_loopback(&srv->listen_addr) && cfg->write_token[0] == '\0' && cfg->log_level >= CFG_LOG_WARN) {
+    if (!conns_is_loopback(&srv->listen_addr) && cfg->write_token[0] == '\0' &&
+        cfg->log_level >= CFG_LOG_WARN) {
         /* writes without a token are trusted from loopback: behind a proxy on this host
          * every client is loopback, so anyone who reaches the proxy could write */
         char line[600];
@@ -281,10 +290,11 @@ int srv_run(const cfg_t *cfg)
         json_begin(&j, line, sizeof(line));
         json_str(&j, "log", "warning");
         json_str(&j, "listen", cfg->listen);
-        json_str(&j, "message",
-                 "listen is not loopback and auth.write_token is empty: PUT and DELETE are accepted "
-                 "from any loopback client, which behind a reverse proxy on this host is every client; "
-                 "set auth.write_token");
+        json_str(
+            &j, "message",
+            "listen is not loopback and auth.write_token is empty: PUT and DELETE are accepted "
+            "from any loopback client, which behind a reverse proxy on this host is every client; "
+            "set auth.write_token");
         fwrite(line, 1, json_end(&j), stderr);
     }
     struct sockaddr_storage admin_addr;
@@ -306,7 +316,8 @@ int srv_run(const cfg_t *cfg)
     for (; started < srv->nthreads; started++) {
         srv->threads[started].srv = srv;
         srv->threads[started].idx = started;
-        if (pthread_create(&srv->threads[started].tid, NULL, loop_main, &srv->threads[started]) != 0)
+        if (pthread_create(&srv->threads[started].tid, NULL, loop_main, &srv->threads[started]) !=
+            0)
             break;
     }
     pthread_mutex_lock(&srv->setup_mu);
@@ -316,7 +327,8 @@ int srv_run(const cfg_t *cfg)
     pthread_mutex_unlock(&srv->setup_mu);
     srv->nthreads = started;
     if (failed) {
-        fprintf(stderr, "thumbgate: cannot start the event loops (threads or listeners): %s\n", strerror(errno));
+        fprintf(stderr, "thumbgate: cannot start the event loops (threads or listeners): %s\n",
+                strerror(errno));
         srv->shutdown_deadline_ms = srv__now_ms();
         for (unsigned i = 0; i < started; i++)
             if (srv->threads[i].ready) {

@@ -43,15 +43,16 @@ struct srv_thread {
     h2o_context_t admin_ctx;
     h2o_accept_ctx_t admin_accept_ctx;
     h2o_socket_t *admin_listener;
-    h2o_multithread_receiver_t io_rx;     /**< completions of io tasks for this loop (iopool.c) */
-    h2o_multithread_receiver_t derive_rx; /**< completions of derive jobs for this loop (derive.c) */
-    h2o_multithread_receiver_t ctl_rx;  /**< shutdown requests */
+    h2o_multithread_receiver_t io_rx; /**< completions of io tasks for this loop (iopool.c) */
+    h2o_multithread_receiver_t
+        derive_rx;                     /**< completions of derive jobs for this loop (derive.c) */
+    h2o_multithread_receiver_t ctl_rx; /**< shutdown requests */
     h2o_timeout_t tick_timeout;
-    h2o_timeout_entry_t tick;           /**< 100 ms housekeeping: gone clients, queue expiry */
-    h2o_linklist_t waiters;             /**< derive waiters owned by this loop */
-    uint64_t inflight;                  /**< requests handled and not yet disposed (this loop) */
+    h2o_timeout_entry_t tick; /**< 100 ms housekeeping: gone clients, queue expiry */
+    h2o_linklist_t waiters;   /**< derive waiters owned by this loop */
+    uint64_t inflight;        /**< requests handled and not yet disposed (this loop) */
     uint64_t last_watch_ms;
-    _Atomic uint32_t nconns;            /**< open connections, refreshed every tick (for /metrics) */
+    _Atomic uint32_t nconns; /**< open connections, refreshed every tick (for /metrics) */
     bool draining;
     bool ready; /**< set up by its own thread (under srv->setup_mu) */
 };
@@ -80,7 +81,8 @@ struct srv {
     uint64_t started_at_ms;
     uint64_t shutdown_deadline_ms;
     pthread_mutex_t coalesce_mu;
-    struct srv_jobmap *jobs; /**< in-flight derive jobs by cache path (coalescing); under coalesce_mu */
+    struct srv_jobmap
+        *jobs; /**< in-flight derive jobs by cache path (coalescing); under coalesce_mu */
     struct flight *flight;
 };
 
@@ -108,14 +110,14 @@ bool srv__client_gone_fd(int fd);
 int srv__req_fd(h2o_req_t *req);
 /** Sets a per-request value the access logger reads (TG_ROUTE, TG_ADMISSION, TG_WAIT_MS,
  *  TG_ESTIMATE, TG_ERROR); @p name must be static, the value is copied into the pool. */
-void srv__set_env(h2o_req_t *req, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void srv__set_env(h2o_req_t *req, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /** Adds a Server-Timing / diagnostic header (name must be static). */
 void srv__add_header(h2o_req_t *req, const char *name, const char *value);
 
 /* --- originals.c --- */
 void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen);
 void srv__handle_delete(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen);
-
 
 /* --- derive.c --- */
 void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt);

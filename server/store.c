@@ -201,7 +201,8 @@ store_t *store_create(const char *root, uint64_t cache_max, char *err, size_t er
         return NULL;
     }
     if (strlen(real) >= ROOT_MAX) {
-        snprintf(err, errlen, "storage.root %s: the path is longer than %d bytes", real, ROOT_MAX - 1);
+        snprintf(err, errlen, "storage.root %s: the path is longer than %d bytes", real,
+                 ROOT_MAX - 1);
         free(st);
         return NULL;
     }
@@ -226,7 +227,8 @@ store_t *store_create(const char *root, uint64_t cache_max, char *err, size_t er
     static _Atomic unsigned instances; /* several stores in one process (tests) */
     unsigned rnd = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16) ^ (unsigned)(uintptr_t)st ^
                    (atomic_fetch_add(&instances, 1) * 0x9e3779b9u);
-    snprintf(st->tmpdir, sizeof(st->tmpdir), "%s/tmp/%s.%ld.%08x", st->root, host, (long)getpid(), rnd);
+    snprintf(st->tmpdir, sizeof(st->tmpdir), "%s/tmp/%s.%ld.%08x", st->root, host, (long)getpid(),
+             rnd);
     remove_stale_tmp(st->root, host, 3600);
     if (mkdir(st->tmpdir, 0755) != 0) {
         snprintf(err, errlen, "storage.root: cannot create %s: %s", st->tmpdir, strerror(errno));
@@ -291,8 +293,8 @@ static size_t map_segment(const char *seg, size_t len, char *out, size_t cap)
 }
 
 /* "<root>/<tree>/<mapped key><suffix>" */
-static void map_path(const store_t *st, const char *tree, const char *key, const char *suffix, char *out,
-                     size_t outlen)
+static void map_path(const store_t *st, const char *tree, const char *key, const char *suffix,
+                     char *out, size_t outlen)
 {
     int n = snprintf(out, outlen, "%s/%s/", st->root, tree);
     size_t o = n > 0 && (size_t)n < outlen ? (size_t)n : 0;
@@ -345,7 +347,8 @@ static int point_stem(store_t *st, const char *stem, const char *base)
 {
     char link[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
     stem_link_path(st, stem, link, sizeof(link));
-    snprintf(tmp, sizeof(tmp), "%s/link.%llu", st->tmpdir, (unsigned long long)atomic_fetch_add(&st->seq, 1));
+    snprintf(tmp, sizeof(tmp), "%s/link.%llu", st->tmpdir,
+             (unsigned long long)atomic_fetch_add(&st->seq, 1));
     if (mkdir_parents(link) != 0 || symlink(base, tmp) != 0)
         return map_errno(errno);
     if (rename(tmp, link) != 0) {
@@ -359,8 +362,8 @@ static int point_stem(store_t *st, const char *stem, const char *base)
 
 static void gen_name(const struct stat *src, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%llx-%llx.%lx", (unsigned long long)src->st_ino, (unsigned long long)src->st_mtim.tv_sec,
-             (unsigned long)src->st_mtim.tv_nsec);
+    snprintf(out, outlen, "%llx-%llx.%lx", (unsigned long long)src->st_ino,
+             (unsigned long long)src->st_mtim.tv_sec, (unsigned long)src->st_mtim.tv_nsec);
 }
 
 /* Removes the stem's cached results of every source generation but @p keep (NULL: all).
@@ -414,7 +417,8 @@ static ssize_t write_all(int fd, const char *p, size_t len)
     return (ssize_t)done;
 }
 
-int store_put(store_t *st, const char *key, const void *data, size_t len, bool *replaced, char *err, size_t errlen)
+int store_put(store_t *st, const char *key, const void *data, size_t len, bool *replaced, char *err,
+              size_t errlen)
 {
     char final[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
     int fd = -1, ret = 0;
@@ -489,9 +493,11 @@ static void repair_stem(store_t *st, const char *key, const char *stem, const ch
     struct dirent *e;
     while (d != NULL && (e = readdir(d)) != NULL) {
         size_t l = strlen(e->d_name);
-        if (l > prefix_len + 1 && strncmp(e->d_name, name, prefix_len) == 0 && e->d_name[l - 1] == '@' &&
+        if (l > prefix_len + 1 && strncmp(e->d_name, name, prefix_len) == 0 &&
+            e->d_name[l - 1] == '@' &&
             memchr(e->d_name + prefix_len, '.', l - prefix_len) == NULL) {
-            snprintf(other, sizeof(other), "%s.%.*s", stembase, (int)(l - 1 - prefix_len), e->d_name + prefix_len);
+            snprintf(other, sizeof(other), "%s.%.*s", stembase, (int)(l - 1 - prefix_len),
+                     e->d_name + prefix_len);
             break;
         }
     }
@@ -527,7 +533,8 @@ int store_delete(store_t *st, const char *key)
     return 0;
 }
 
-int store_find_source(const store_t *st, const char *stem, char *path, size_t pathlen, struct stat *sb)
+int store_find_source(const store_t *st, const char *stem, char *path, size_t pathlen,
+                      struct stat *sb)
 {
     char link[STORE_PATH_MAX], target[LINK_MAX], key[LINK_MAX + 520];
     stem_link_path(st, stem, link, sizeof(link));
@@ -546,8 +553,8 @@ int store_find_source(const store_t *st, const char *stem, char *path, size_t pa
     return 0;
 }
 
-void store_cache_path(const store_t *st, const char *stem, const struct stat *src, const char *variant, char *out,
-                      size_t outlen)
+void store_cache_path(const store_t *st, const char *stem, const struct stat *src,
+                      const char *variant, char *out, size_t outlen)
 {
     char gen[64], suffix[160];
     gen_name(src, gen, sizeof(gen));
@@ -649,7 +656,8 @@ void store_cache_evict(store_t *st)
     pthread_mutex_unlock(&st->evict_mu);
 }
 
-int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path, const struct stat *src)
+int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path,
+                       const struct stat *src)
 {
     struct stat now, res;
     if (stat(src_path, &now) != 0) {

@@ -28,7 +28,7 @@ enum {
     STORE_E_CONFLICT = 2, /**< key collides with an existing directory */
     STORE_E_NOSPACE = 3,  /**< ENOSPC / EDQUOT */
     STORE_E_IO = 4,
-    STORE_E_CHANGED = 5,  /**< the source of a result was replaced while the result was made */
+    STORE_E_CHANGED = 5, /**< the source of a result was replaced while the result was made */
 };
 
 /** Creates the layout under @p root (mkdir -p), removes stale temp files, sizes the cache.
@@ -47,17 +47,21 @@ const char *store_spill_template(const store_t *st);
  * and drops the stem's cached results. *replaced tells whether a version existed.
  * 0 or -STORE_E_*; on failure the previous version is untouched and no temp file remains.
  */
-int store_put(store_t *st, const char *key, const void *data, size_t len, bool *replaced, char *err, size_t errlen);
+int store_put(store_t *st, const char *key, const void *data, size_t len, bool *replaced, char *err,
+              size_t errlen);
 
-/** Removes the original of @p key and every derived result of its stem. 0 or -STORE_E_NOTFOUND / -STORE_E_IO. */
+/** Removes the original of @p key and every derived result of its stem. 0 or -STORE_E_NOTFOUND /
+ * -STORE_E_IO. */
 int store_delete(store_t *st, const char *key);
 
-/** Finds the original a derived URL of @p stem uses. 0 with @p path / @p sb filled, or -STORE_E_NOTFOUND. */
-int store_find_source(const store_t *st, const char *stem, char *path, size_t pathlen, struct stat *sb);
+/** Finds the original a derived URL of @p stem uses. 0 with @p path / @p sb filled, or
+ * -STORE_E_NOTFOUND. */
+int store_find_source(const store_t *st, const char *stem, char *path, size_t pathlen,
+                      struct stat *sb);
 
 /** Cache path of @p variant of @p stem whose source is described by @p src. */
-void store_cache_path(const store_t *st, const char *stem, const struct stat *src, const char *variant, char *out,
-                      size_t outlen);
+void store_cache_path(const store_t *st, const char *stem, const struct stat *src,
+                      const char *variant, char *out, size_t outlen);
 
 /** A new empty temp file path under tmp/ (the file exists, mode 0644). 0 or -STORE_E_IO. */
 int store_tmp_file(const store_t *st, char *out, size_t outlen);
@@ -68,7 +72,8 @@ int store_tmp_file(const store_t *st, char *out, size_t outlen);
  * (eviction is separate: store_cache_over_bound / store_cache_evict). 0 or -STORE_E_*:
  * NOTFOUND when the source is gone, CHANGED when it was replaced (the result is dropped).
  */
-int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path, const struct stat *src);
+int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path,
+                       const struct stat *src);
 
 /** True when the cached results exceed storage.cache_max (then call store_cache_evict). */
 bool store_cache_over_bound(store_t *st);

@@ -17,7 +17,7 @@ typedef struct {
     pthread_cond_t *cv;
     bool *release; /* the job returns once *release is true */
     atomic_int started, expired;
-    int order;          /* position in which it started */
+    int order; /* position in which it started */
     atomic_int *counter;
 } tjob_t;
 
@@ -89,9 +89,13 @@ static void setup(void)
     atomic_store(&start_seq, 0);
 }
 
-static adm_gate_t *gate(uint64_t budget, uint32_t workers, uint32_t qmax, uint64_t qbytes, uint64_t timeout)
+static adm_gate_t *gate(uint64_t budget, uint32_t workers, uint32_t qmax, uint64_t qbytes,
+                        uint64_t timeout)
 {
-    adm_config_t c = {.budget = budget, .workers = workers, .queue_max = qmax, .queue_max_bytes = qbytes,
+    adm_config_t c = {.budget = budget,
+                      .workers = workers,
+                      .queue_max = qmax,
+                      .queue_max_bytes = qbytes,
                       .queue_timeout_ms = timeout};
     adm_gate_t *g = adm_create(&c);
     ck_assert_ptr_nonnull(g);
@@ -159,7 +163,8 @@ START_TEST(test_adm_fifo_large_job_not_overtaken)
     adm_gate_t *g = gate(100 * MiB, 4, 8, 1000 * MiB, 60000);
     tjob_t first, large, small;
     tjob_init(&first, 60 * MiB);
-    tjob_init(&large, 95 * MiB); /* small cannot run beside large: their order is the gate's, not a race */
+    tjob_init(&large,
+              95 * MiB); /* small cannot run beside large: their order is the gate's, not a race */
     tjob_init(&small, 10 * MiB);
     ck_assert_int_eq(adm_submit(g, &first.super, adm_now_ms(), NULL), 0);
     wait_started(1);
@@ -189,7 +194,8 @@ START_TEST(test_adm_queue_bounded_by_length_and_bytes)
     ck_assert_int_eq(adm_submit(g, &run.super, adm_now_ms(), NULL), 0);
     wait_started(1);
     ck_assert_int_eq(adm_submit(g, &a.super, adm_now_ms(), NULL), 0);
-    ck_assert_int_eq(adm_submit(g, &big.super, adm_now_ms(), NULL), -ADM_E_QUEUE_FULL); /* 50+99 > 140 bytes */
+    ck_assert_int_eq(adm_submit(g, &big.super, adm_now_ms(), NULL),
+                     -ADM_E_QUEUE_FULL); /* 50+99 > 140 bytes */
     ck_assert_int_eq(adm_submit(g, &b.super, adm_now_ms(), NULL), 0);
     ck_assert_int_eq(adm_submit(g, &c.super, adm_now_ms(), NULL), -ADM_E_QUEUE_FULL); /* length 2 */
     adm_stats_t s;
@@ -243,7 +249,7 @@ START_TEST(test_adm_cancel_waiting_job_never_runs)
     wait_started(1);
     ck_assert_int_eq(adm_submit(g, &w.super, adm_now_ms(), NULL), 0);
     ck_assert(adm_cancel(g, &w.super));
-    ck_assert(!adm_cancel(g, &w.super)); /* second cancel: already gone */
+    ck_assert(!adm_cancel(g, &w.super));   /* second cancel: already gone */
     ck_assert(!adm_cancel(g, &run.super)); /* running: cannot be cancelled */
     release();
     wait_idle(g);
@@ -275,7 +281,8 @@ END_TEST
 
 START_TEST(test_adm_naive_runs_everything_at_once)
 {
-    adm_config_t c = {.budget = 10 * MiB, .workers = 1, .queue_max = 1, .queue_max_bytes = 1, .naive = true};
+    adm_config_t c = {
+        .budget = 10 * MiB, .workers = 1, .queue_max = 1, .queue_max_bytes = 1, .naive = true};
     adm_gate_t *g = adm_create(&c);
     tjob_t j[4];
     for (int i = 0; i < 4; i++) {
@@ -291,7 +298,6 @@ START_TEST(test_adm_naive_runs_everything_at_once)
     adm_destroy(g); /* waits for the detached threads */
 }
 END_TEST
-
 
 /* Bug 1: queue_max 0 ("never wait"): a job that finds a free worker and budget runs even
  * when it arrives before a worker has picked up the job ahead of it. */

@@ -65,7 +65,8 @@ START_TEST(test_admin_metrics_pass_promtool_and_move)
     tg_resp_free(&r);
     ck_assert_int_eq(tg_http(&S, "GET", "/m.png", NULL, 0, NULL, &r), 200);
     tg_resp_free(&r);
-    ck_assert_int_eq(tg_http(&S, "GET", "/absent.jpg", NULL, 0, NULL, &r), 404); /* a conversion of stem "absent" */
+    ck_assert_int_eq(tg_http(&S, "GET", "/absent.jpg", NULL, 0, NULL, &r),
+                     404); /* a conversion of stem "absent" */
     tg_resp_free(&r);
     ck_assert_int_eq(tg_http(&S, "GET", "/absent", NULL, 0, NULL, &r), 404);
     tg_resp_free(&r);
@@ -79,7 +80,8 @@ START_TEST(test_admin_metrics_pass_promtool_and_move)
     fwrite(r.body, 1, r.len, f);
     fclose(f);
     tg_resp_free(&r);
-    ck_assert_msg(system("command -v promtool >/dev/null") == 0, "promtool is missing: run make deps");
+    ck_assert_msg(system("command -v promtool >/dev/null") == 0,
+                  "promtool is missing: run make deps");
     char cmd[400];
     snprintf(cmd, sizeof(cmd), "promtool check metrics < %s", path);
     int st = system(cmd);
@@ -87,12 +89,18 @@ START_TEST(test_admin_metrics_pass_promtool_and_move)
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "promtool rejected /metrics");
 
     /* the access logger counts after the response is sent: wait for the last one */
-    ck_assert(tg_wait_metric(&S, "thumbgate_http_requests_total{route=\"other\",status=\"400\"}", 1, 5000));
-    ck_assert_double_eq(tg_metric(&S, "thumbgate_http_requests_total{route=\"put\",status=\"201\"}"), 1);
-    ck_assert_double_eq(tg_metric(&S, "thumbgate_http_requests_total{route=\"derived\",status=\"200\"}"), 2);
-    ck_assert_double_eq(tg_metric(&S, "thumbgate_http_requests_total{route=\"original\",status=\"200\"}"), 1);
-    ck_assert_double_eq(tg_metric(&S, "thumbgate_http_requests_total{route=\"original\",status=\"404\"}"), 1);
-    ck_assert_double_eq(tg_metric(&S, "thumbgate_http_requests_total{route=\"derived\",status=\"404\"}"), 1);
+    ck_assert(tg_wait_metric(&S, "thumbgate_http_requests_total{route=\"other\",status=\"400\"}", 1,
+                             5000));
+    ck_assert_double_eq(
+        tg_metric(&S, "thumbgate_http_requests_total{route=\"put\",status=\"201\"}"), 1);
+    ck_assert_double_eq(
+        tg_metric(&S, "thumbgate_http_requests_total{route=\"derived\",status=\"200\"}"), 2);
+    ck_assert_double_eq(
+        tg_metric(&S, "thumbgate_http_requests_total{route=\"original\",status=\"200\"}"), 1);
+    ck_assert_double_eq(
+        tg_metric(&S, "thumbgate_http_requests_total{route=\"original\",status=\"404\"}"), 1);
+    ck_assert_double_eq(
+        tg_metric(&S, "thumbgate_http_requests_total{route=\"derived\",status=\"404\"}"), 1);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_cache_misses_total"), 1);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_cache_hits_total"), 1);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_admitted_total"), 1);
@@ -112,8 +120,8 @@ END_TEST
 
 START_TEST(test_admin_readyz_saturated_and_draining)
 {
-    const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_MAX=1", "THUMBGATE_MEMORY_QUEUE_TIMEOUT=60s",
-                         NULL};
+    const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_MAX=1",
+                         "THUMBGATE_MEMORY_QUEUE_TIMEOUT=60s", NULL};
     tg_start(&S, env, NULL);
     put("/s.png", 3000, 3000, "png");
     int a = tg_send_get(&S, "/s.webp");
@@ -158,7 +166,8 @@ START_TEST(test_admin_flight_recorder_names_job_after_kill9)
     bool seen = false;
     for (int i = 0; i < 400 && !seen; i++) {
         tg_resp_t r;
-        if (tg_admin(&S, "/debug/flight", &r) == 200 && strstr(r.body, "\"what\":\"victim full.webp\""))
+        if (tg_admin(&S, "/debug/flight", &r) == 200 &&
+            strstr(r.body, "\"what\":\"victim full.webp\""))
             seen = true;
         tg_resp_free(&r);
     }
@@ -202,8 +211,9 @@ START_TEST(test_admin_access_log_line)
         if (strstr(line, "\"log\":\"access\"") && strstr(line, "\"method\":\"PUT\"") &&
             strstr(line, "\"path\":\"/logged.jpg\"") && strstr(line, "\"status\":201"))
             put_lines++;
-        if (strstr(line, "\"path\":\"/logged_10x10.png\"") && strstr(line, "\"admission\":\"admitted\"") &&
-            strstr(line, "\"estimate\":") && strstr(line, "\"wait_ms\":"))
+        if (strstr(line, "\"path\":\"/logged_10x10.png\"") &&
+            strstr(line, "\"admission\":\"admitted\"") && strstr(line, "\"estimate\":") &&
+            strstr(line, "\"wait_ms\":"))
             derive_lines++;
         ck_assert_ptr_null(memmem(line, strlen(line), img + 2, 16)); /* no body bytes */
     }

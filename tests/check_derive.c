@@ -30,14 +30,15 @@ static void expect_dims(const char *path, int w, int h, const char *mime)
 {
     tg_resp_t r;
     char ct[64];
-    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld %s", path, r.status, r.body);
+    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld %s", path, r.status,
+                  r.body);
     ck_assert(tg_header(&r, "content-type", ct, sizeof(ct)));
     ck_assert_str_eq(ct, mime);
     int gw, gh;
     ck_assert(tg_dims(r.body, r.len, &gw, &gh));
     /* the free side may round either way (217.5 -> 217 or 218); exact rounding is imgproc's test */
-    ck_assert_msg(abs(gw - w) <= 1 && abs(gh - h) <= 1 && (gw == w || gh == h), "%s: got %dx%d want %dx%d", path, gw,
-                  gh, w, h);
+    ck_assert_msg(abs(gw - w) <= 1 && abs(gh - h) <= 1 && (gw == w || gh == h),
+                  "%s: got %dx%d want %dx%d", path, gw, gh, w, h);
     tg_resp_free(&r);
 }
 
@@ -50,7 +51,7 @@ START_TEST(test_derive_every_route)
     expect_dims("/img/cat_100x100c.png", 100, 100, "image/png");
     expect_dims("/img/cat_300x.jpg", 300, 225, "image/jpeg");
     expect_dims("/img/cat_x150.png", 200, 150, "image/png");
-    expect_dims("/img/cat.webp", 800, 600, "image/webp");   /* full-size conversion */
+    expect_dims("/img/cat.webp", 800, 600, "image/webp");          /* full-size conversion */
     expect_dims("/img/cat_2000x2000.jpg", 800, 600, "image/jpeg"); /* no upscaling */
     /* second time: from the cache, with validators, and 304 */
     tg_resp_t r;
@@ -125,7 +126,8 @@ START_TEST(test_derive_invalidated_on_replace_and_delete)
     ck_assert_int_eq(tg_http(&S, "PUT", "/inv.webp", img, len, NULL, &r), 201);
     tg_resp_free(&r);
     expect_dims("/inv_100x100.png", 50, 100, "image/png");
-    ck_assert_int_eq(tg_http(&S, "PUT", "/inv.jpg", img, len, NULL, &r), 200); /* same stem, replaced */
+    ck_assert_int_eq(tg_http(&S, "PUT", "/inv.jpg", img, len, NULL, &r),
+                     200); /* same stem, replaced */
     tg_resp_free(&r);
     expect_dims("/inv_100x100.png", 50, 100, "image/png");
     ck_assert_int_eq(tg_http(&S, "DELETE", "/inv.jpg", NULL, 0, NULL, &r), 204);
@@ -180,7 +182,8 @@ static void fire(const char *const *paths, int n, long *status, bool *retry_afte
     for (int i = 0; i < n; i++) {
         curl_easy_getinfo(e[i], CURLINFO_RESPONSE_CODE, &status[i]);
         struct curl_header *h;
-        retry_after[i] = curl_easy_header(e[i], "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK;
+        retry_after[i] =
+            curl_easy_header(e[i], "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK;
         curl_multi_remove_handle(m, e[i]);
         curl_easy_cleanup(e[i]);
     }
@@ -190,11 +193,12 @@ static void fire(const char *const *paths, int n, long *status, bool *retry_afte
 START_TEST(test_derive_full_budget_and_queue_give_503_retry_after)
 {
     /* one job at a time fits; nobody may wait: every other distinct job is refused */
-    const char *env[] = {"THUMBGATE_MEMORY_BUDGET=400MiB", "THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_MAX=0", NULL};
+    const char *env[] = {"THUMBGATE_MEMORY_BUDGET=400MiB", "THUMBGATE_WORKERS=1",
+                         "THUMBGATE_MEMORY_QUEUE_MAX=0", NULL};
     tg_start(&S, env, NULL);
     put("/slow.png", 3000, 3000, "png");
-    const char *paths[6] = {"/slow.webp", "/slow_1000x.png", "/slow_1001x.png", "/slow_1002x.png", "/slow_1003x.png",
-                            "/slow_1004x.png"};
+    const char *paths[6] = {"/slow.webp",      "/slow_1000x.png", "/slow_1001x.png",
+                            "/slow_1002x.png", "/slow_1003x.png", "/slow_1004x.png"};
     long st[6];
     bool ra[6];
     fire(paths, 6, st, ra);
@@ -210,7 +214,8 @@ START_TEST(test_derive_full_budget_and_queue_give_503_retry_after)
     }
     ck_assert_int_ge(ok, 1);
     ck_assert_int_ge(busy, 1);
-    ck_assert_double_ge(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"queue_full\"}"), busy);
+    ck_assert_double_ge(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"queue_full\"}"),
+                        busy);
     /* admission is exact: nothing is held after the burst */
     ck_assert(tg_wait_metric(&S, "thumbgate_jobs_completed_total", ok, 10000));
     ck_assert_double_eq(tg_metric(&S, "thumbgate_budget_in_use_bytes"), 0);
@@ -234,7 +239,8 @@ START_TEST(test_derive_wait_expires_with_503)
             ck_assert(ra[i]);
         }
     ck_assert_int_ge(expired, 1);
-    ck_assert_double_ge(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"expired\"}"), expired);
+    ck_assert_double_ge(tg_metric(&S, "thumbgate_jobs_rejected_total{reason=\"expired\"}"),
+                        expired);
     ck_assert(tg_wait_metric(&S, "thumbgate_jobs_completed_total", 3 - expired, 10000));
     ck_assert_double_eq(tg_metric(&S, "thumbgate_budget_in_use_bytes"), 0);
 }
@@ -275,7 +281,8 @@ START_TEST(test_derive_gone_client_frees_its_place)
     int gone = tg_send_get(&S, "/g_500x.png");
     ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
     close(gone);
-    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 10000));
+    ck_assert(
+        tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 10000));
     ck_assert_double_eq(tg_metric(&S, "thumbgate_queue_length"), 0);
     char buf[256];
     tg_read_all(busy, buf, sizeof(buf), 30000);
@@ -308,7 +315,8 @@ START_TEST(test_derive_replaced_while_waiting_is_not_decoded)
     g_free(bigger);
     char buf[1024];
     tg_read_all(b, buf, sizeof(buf), 30000);
-    ck_assert_msg(strncmp(buf, "HTTP/1.1 503", 12) == 0 && strstr(buf, "source_changed") && strstr(buf, "retry-after"),
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 503", 12) == 0 && strstr(buf, "source_changed") &&
+                      strstr(buf, "retry-after"),
                   "got: %.300s", buf);
     tg_read_all(a, buf, sizeof(buf), 30000);
     close(a);
@@ -343,13 +351,12 @@ START_TEST(test_derive_corrupt_original_is_415)
 }
 END_TEST
 
-
 /* Bug 1: memory.queue_max 0 means "never wait": a job that finds a free worker and budget
  * runs, however close behind another it arrives, and /readyz stays ready. */
 START_TEST(test_derive_queue_max_zero_runs_concurrent_jobs)
 {
-    const char *env[] = {"THUMBGATE_WORKERS=2", "THUMBGATE_MEMORY_BUDGET=2GiB", "THUMBGATE_MEMORY_QUEUE_MAX=0",
-                         NULL};
+    const char *env[] = {"THUMBGATE_WORKERS=2", "THUMBGATE_MEMORY_BUDGET=2GiB",
+                         "THUMBGATE_MEMORY_QUEUE_MAX=0", NULL};
     tg_start(&S, env, NULL);
     tg_resp_t r;
     ck_assert_int_eq(tg_admin(&S, "/readyz", &r), 200);
@@ -417,7 +424,8 @@ START_TEST(test_derive_deleted_while_running_is_404)
     char buf[1024];
     tg_read_all(a, buf, sizeof(buf), 30000);
     close(a);
-    ck_assert_msg(strncmp(buf, "HTTP/1.1 404", 12) == 0 && strstr(buf, "not_found"), "got: %.300s", buf);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 404", 12) == 0 && strstr(buf, "not_found"), "got: %.300s",
+                  buf);
 }
 END_TEST
 

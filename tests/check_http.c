@@ -66,7 +66,9 @@ START_TEST(test_http_roundtrip_each_format)
         snprintf(path, sizeof(path), "/rt/pic.%s", fmts[i]);
         tg_resp_t r;
         ck_assert_int_eq(tg_http(&S, "PUT", path, img, len, NULL, &r), 201);
-        snprintf(want, sizeof(want), "{\"key\":\"rt/pic.%s\",\"bytes\":%zu,\"format\":\"%s\",\"width\":320,\"height\":200}\n",
+        snprintf(want, sizeof(want),
+                 "{\"key\":\"rt/"
+                 "pic.%s\",\"bytes\":%zu,\"format\":\"%s\",\"width\":320,\"height\":200}\n",
                  fmts[i], len, names[i]);
         ck_assert_str_eq(r.body, want);
         tg_resp_free(&r);
@@ -116,24 +118,28 @@ START_TEST(test_http_replace_and_delete)
 }
 END_TEST
 
-static void expect_error(const char *method, const char *path, const void *body, size_t len, const char *const *hdrs,
-                         long status, const char *code)
+static void expect_error(const char *method, const char *path, const void *body, size_t len,
+                         const char *const *hdrs, long status, const char *code)
 {
     tg_resp_t r;
     char ct[64], want[64];
-    ck_assert_msg(tg_http(&S, method, path, body, len, hdrs, &r) == status, "%s %s: got %ld want %ld (%s)", method,
-                  path, r.status, status, r.body ? r.body : "");
+    ck_assert_msg(tg_http(&S, method, path, body, len, hdrs, &r) == status,
+                  "%s %s: got %ld want %ld (%s)", method, path, r.status, status,
+                  r.body ? r.body : "");
     ck_assert(tg_header(&r, "content-type", ct, sizeof(ct)));
     ck_assert_str_eq(ct, "application/json");
     snprintf(want, sizeof(want), "{\"error\":\"%s\"", code);
-    ck_assert_msg(r.body && strncmp(r.body, want, strlen(want)) == 0, "%s %s: body %s", method, path, r.body);
+    ck_assert_msg(r.body && strncmp(r.body, want, strlen(want)) == 0, "%s %s: body %s", method,
+                  path, r.body);
     ck_assert_ptr_nonnull(strstr(r.body, "\"message\":\""));
     tg_resp_free(&r);
 }
 
-static size_t png_chunk(unsigned char *out, const char *type, const unsigned char *data, uint32_t len)
+static size_t png_chunk(unsigned char *out, const char *type, const unsigned char *data,
+                        uint32_t len)
 {
-    unsigned char hdr[8] = {len >> 24, len >> 16, len >> 8, len, type[0], type[1], type[2], type[3]};
+    unsigned char hdr[8] = {len >> 24, len >> 16, len >> 8, len,
+                            type[0],   type[1],   type[2],  type[3]};
     memcpy(out, hdr, 8);
     if (len)
         memcpy(out + 8, data, len);
@@ -148,7 +154,8 @@ static size_t png_chunk(unsigned char *out, const char *type, const unsigned cha
 static size_t png_bomb(unsigned char *out, uint32_t w, uint32_t h)
 {
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    unsigned char ihdr[13] = {w >> 24, w >> 16, w >> 8, w, h >> 24, h >> 16, h >> 8, h, 8, 2, 0, 0, 0};
+    unsigned char ihdr[13] = {w >> 24, w >> 16, w >> 8, w, h >> 24, h >> 16, h >> 8,
+                              h,       8,       2,      0, 0,       0};
     size_t rowlen = 1 + (size_t)w * 3, n = 8;
     unsigned char *row = calloc(1, rowlen), z[4096];
     uLongf zl = sizeof(z);
@@ -168,8 +175,9 @@ START_TEST(test_http_error_statuses)
     size_t len;
     void *img = tg_image(64, 64, 3, "jpg", &len);
     /* bad keys and traversal attempts */
-    static const char *const bad[] = {"/../etc/passwd", "/a/../../x", "/%2e%2e/x", "//x", "/a//b", "/a/", "/a%00b",
-                                      "/sp%20ace", "/./x", "/caf%C3%A9"};
+    static const char *const bad[] = {"/../etc/passwd", "/a/../../x", "/%2e%2e/x", "//x",
+                                      "/a//b",          "/a/",        "/a%00b",    "/sp%20ace",
+                                      "/./x",           "/caf%C3%A9"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         expect_error("GET", bad[i], NULL, 0, NULL, 400, "bad_key");
         expect_error("PUT", bad[i], img, len, NULL, 400, "bad_key");
@@ -301,7 +309,8 @@ START_TEST(test_http_auth_token)
     ck_assert_int_eq(tg_http(&S, "PUT", "/a.jpg", img, len, good, &r), 201);
     tg_resp_free(&r);
     expect_error("DELETE", "/a.jpg", NULL, 0, NULL, 401, "unauthorized");
-    ck_assert_int_eq(tg_http(&S, "GET", "/a.jpg", NULL, 0, NULL, &r), 200); /* reads need no token */
+    ck_assert_int_eq(tg_http(&S, "GET", "/a.jpg", NULL, 0, NULL, &r),
+                     200); /* reads need no token */
     tg_resp_free(&r);
     ck_assert_int_eq(tg_http(&S, "DELETE", "/a.jpg", NULL, 0, good, &r), 204);
     tg_resp_free(&r);
@@ -315,7 +324,8 @@ static int start_partial_put(const char *path, const void *body, size_t total, s
     int fd = tg_connect(&S);
     ck_assert_int_ge(fd, 0);
     char hdr[256];
-    int n = snprintf(hdr, sizeof(hdr), "PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", path, total);
+    int n = snprintf(hdr, sizeof(hdr), "PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
+                     path, total);
     ck_assert_int_eq(write(fd, hdr, (size_t)n), n);
     ck_assert_int_eq(write(fd, body, sent), (ssize_t)sent);
     return fd;
@@ -349,7 +359,8 @@ START_TEST(test_http_sigterm_during_upload_drains_it)
     int fd = start_partial_put("/drain.png", img, len, len / 3);
     /* the server is mid-body: SIGTERM must stop accepting but finish this upload */
     tg_resp_t r;
-    ck_assert_int_eq(tg_http(&S, "GET", "/none.jpg", NULL, 0, NULL, &r), 404); /* synchronise: server is serving */
+    ck_assert_int_eq(tg_http(&S, "GET", "/none.jpg", NULL, 0, NULL, &r),
+                     404); /* synchronise: server is serving */
     tg_resp_free(&r);
     kill(S.pid, SIGTERM);
     ck_assert_int_eq(write(fd, (char *)img + len / 3, len - len / 3), (ssize_t)(len - len / 3));
@@ -434,7 +445,8 @@ START_TEST(test_http_large_upload_rss_bounded)
     sm.stop = true;
     pthread_join(t, NULL);
     if (!sanitized)
-        ck_assert_msg(sm.max_anon - before < 32 * 1024, "RssAnon peaked %ld KiB above idle", sm.max_anon - before);
+        ck_assert_msg(sm.max_anon - before < 32 * 1024, "RssAnon peaked %ld KiB above idle",
+                      sm.max_anon - before);
     ck_assert_int_eq(tg_http(&S, "GET", "/huge.jpg", NULL, 0, NULL, &r), 200);
     ck_assert_uint_eq(r.len, total);
     ck_assert(memcmp(r.body, body, total) == 0);
@@ -468,7 +480,8 @@ START_TEST(test_http_second_instance_refused)
     ck_assert(WIFEXITED(st));
     ck_assert_int_eq(WEXITSTATUS(st), 1);
     tg_resp_t r;
-    ck_assert_int_eq(tg_http(&S, "GET", "/x.jpg", NULL, 0, NULL, &r), 404); /* the first one still serves */
+    ck_assert_int_eq(tg_http(&S, "GET", "/x.jpg", NULL, 0, NULL, &r),
+                     404); /* the first one still serves */
     tg_resp_free(&r);
 }
 END_TEST
@@ -483,7 +496,8 @@ static uint64_t ms_now(void)
 /* A connection that sends nothing is closed after http.idle_timeout, not request_timeout. */
 START_TEST(test_http_idle_connection_closed)
 {
-    const char *env[] = {"THUMBGATE_HTTP_IDLE_TIMEOUT=500ms", "THUMBGATE_HTTP_REQUEST_TIMEOUT=60s", NULL};
+    const char *env[] = {"THUMBGATE_HTTP_IDLE_TIMEOUT=500ms", "THUMBGATE_HTTP_REQUEST_TIMEOUT=60s",
+                         NULL};
     tg_start(&S, env, NULL);
     int fd = tg_connect(&S);
     uint64_t t0 = ms_now();
@@ -524,7 +538,6 @@ START_TEST(test_http_never_reading_client_cut_off)
 }
 END_TEST
 
-
 static bool log_has(const char *needle)
 {
     FILE *f = fopen(S.log, "r");
@@ -544,13 +557,15 @@ START_TEST(test_http_open_listener_without_token_warns)
     const char *any[] = {"TG_LISTEN_HOST=0.0.0.0", NULL};
     tg_start(&S, any, NULL);
     ck_assert_int_eq(tg_stop(&S), 0);
-    ck_assert_msg(log_has("\"log\":\"warning\"") && log_has("auth.write_token"), "no warning in %s", S.log);
+    ck_assert_msg(log_has("\"log\":\"warning\"") && log_has("auth.write_token"), "no warning in %s",
+                  S.log);
     tg_cleanup(&S);
     tg_start(&S, NULL, NULL);
     ck_assert_int_eq(tg_stop(&S), 0);
     ck_assert(!log_has("\"log\":\"warning\""));
     tg_cleanup(&S);
-    const char *tok[] = {"TG_LISTEN_HOST=0.0.0.0", "THUMBGATE_AUTH_WRITE_TOKEN=0123456789abcdef0123", NULL};
+    const char *tok[] = {"TG_LISTEN_HOST=0.0.0.0",
+                         "THUMBGATE_AUTH_WRITE_TOKEN=0123456789abcdef0123", NULL};
     tg_start(&S, tok, NULL);
     ck_assert_int_eq(tg_stop(&S), 0);
     ck_assert(!log_has("\"log\":\"warning\""));
@@ -607,8 +622,8 @@ END_TEST
 START_TEST(test_http_new_connection_gets_its_own_idle_time)
 {
     enum { N = 40 };
-    const char *env[] = {"THUMBGATE_HTTP_IDLE_TIMEOUT=3s", "THUMBGATE_THREADS=1", "THUMBGATE_LIMITS_MAX_CONNECTIONS=1000",
-                         NULL};
+    const char *env[] = {"THUMBGATE_HTTP_IDLE_TIMEOUT=3s", "THUMBGATE_THREADS=1",
+                         "THUMBGATE_LIMITS_MAX_CONNECTIONS=1000", NULL};
     tg_start(&S, env, NULL);
     for (int round = 0; round < 4; round++) {
         int a[N], b[N];
@@ -630,7 +645,8 @@ START_TEST(test_http_new_connection_gets_its_own_idle_time)
             closed += (p[i].revents & (POLLIN | POLLHUP)) != 0;
         for (int i = 0; i < N; i++)
             close(b[i]);
-        ck_assert_msg(closed == 0, "round %d: %d new connections were closed after less than 1.5 s idle", round,
+        ck_assert_msg(closed == 0,
+                      "round %d: %d new connections were closed after less than 1.5 s idle", round,
                       closed);
     }
 }
@@ -646,7 +662,8 @@ START_TEST(test_http_slow_upload_progress_and_stall_408)
     size_t len;
     char *img = tg_image(120, 120, 3, "jpg", &len);
     char head[200], buf[2048];
-    int hl = snprintf(head, sizeof(head), "PUT /slow.jpg HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", len);
+    int hl = snprintf(head, sizeof(head),
+                      "PUT /slow.jpg HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", len);
     int fd = tg_connect(&S);
     ck_assert_int_eq(write(fd, head, (size_t)hl), hl);
     /* 8 pieces 500 ms apart: 4 s in all, twice the timeout, never 2 s without a byte */
@@ -666,7 +683,8 @@ START_TEST(test_http_slow_upload_progress_and_stall_408)
     ck_assert_int_eq(write(fd, img, len / 2), (ssize_t)(len / 2));
     tg_read_all(fd, buf, sizeof(buf), 15000);
     close(fd);
-    ck_assert_msg(strncmp(buf, "HTTP/1.1 408", 12) == 0 && strstr(buf, "\"error\":\"request_timeout\""),
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408", 12) == 0 &&
+                      strstr(buf, "\"error\":\"request_timeout\""),
                   "stalled upload: %.200s", buf);
     /* a head that never ends gets the same answer */
     fd = tg_connect(&S);
@@ -733,7 +751,8 @@ START_TEST(test_http_disk_full_is_507)
     ck_assert_int_eq(tg_http(&S, "GET", "/full.webp", NULL, 0, NULL, &r), 507);
     ck_assert_ptr_nonnull(strstr(r.body, "\"error\":\"storage_full\""));
     tg_resp_free(&r);
-    ck_assert_double_eq(tg_metric(&S, "thumbgate_http_requests_total{route=\"put\",status=\"507\"}"), 1);
+    ck_assert_double_eq(
+        tg_metric(&S, "thumbgate_http_requests_total{route=\"put\",status=\"507\"}"), 1);
     ck_assert_int_eq(tg_http(&S, "GET", "/full.png", NULL, 0, NULL, &r), 200);
     ck_assert_uint_eq(r.len, len);
     ck_assert(memcmp(r.body, v1, len) == 0);
@@ -770,7 +789,8 @@ START_TEST(test_http_kill9_during_store_keeps_original)
     void *v2 = tg_image(3000, 3000, 3, "png", &len2); /* ~27 MB: the write takes a while */
     put_ok("/k.png", v1, len, 201);
     char head[200], tmp[400];
-    int hl = snprintf(head, sizeof(head), "PUT /k.png HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", len2);
+    int hl = snprintf(head, sizeof(head),
+                      "PUT /k.png HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", len2);
     int fd = tg_connect(&S);
     ck_assert_int_eq(write(fd, head, (size_t)hl), hl);
     size_t off = 0;
@@ -798,7 +818,8 @@ START_TEST(test_http_kill9_during_store_keeps_original)
     tg_start(&S, NULL, root);
     tg_resp_t r;
     ck_assert_int_eq(tg_http(&S, "GET", "/k.png", NULL, 0, NULL, &r), 200);
-    ck_assert_msg((r.len == len && memcmp(r.body, v1, len) == 0) || (r.len == len2 && memcmp(r.body, v2, len2) == 0),
+    ck_assert_msg((r.len == len && memcmp(r.body, v1, len) == 0) ||
+                      (r.len == len2 && memcmp(r.body, v2, len2) == 0),
                   "the original is neither version (%zu bytes)", r.len);
     tg_resp_free(&r);
     ck_assert_uint_eq(count_dir(S.root, "tmp"), 0);

@@ -25,7 +25,9 @@ START_TEST(test_json_escapes_hostile_strings)
     json_u64(&j, "status", 500);
     json_bool(&j, "ok", false);
     json_end(&j);
-    ck_assert_str_eq(line, "{\"log\":\"error\",\"src\":\"/data/orig/we\\\"ird@\",\"status\":500,\"ok\":false}\n");
+    ck_assert_str_eq(
+        line,
+        "{\"log\":\"error\",\"src\":\"/data/orig/we\\\"ird@\",\"status\":500,\"ok\":false}\n");
 }
 END_TEST
 
@@ -52,8 +54,8 @@ END_TEST
 static void expect(err_domain_t d, int code, int status, const char *name)
 {
     err_http_t h = errors_http(d, code);
-    ck_assert_msg(h.status == status && strcmp(h.code, name) == 0, "domain %d code %d: %d %s, want %d %s", d, code,
-                  h.status, h.code, status, name);
+    ck_assert_msg(h.status == status && strcmp(h.code, name) == 0,
+                  "domain %d code %d: %d %s, want %d %s", d, code, h.status, h.code, status, name);
     h = errors_http(d, -code); /* modules return their errors negated */
     ck_assert_int_eq(h.status, status);
 }

@@ -8,8 +8,8 @@
 #include "server/metrics.h"
 
 /* Every status thumbgate answers with (DESIGN.md and the error table). */
-static const int sent[] = {200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 408,
-                           409, 413, 415, 416, 499, 500, 503, 507};
+static const int sent[] = {200, 201, 204, 206, 304, 400, 401, 403, 404, 405,
+                           408, 409, 413, 415, 416, 499, 500, 503, 507};
 
 START_TEST(test_metrics_every_sent_status_has_a_slot)
 {
@@ -48,10 +48,10 @@ START_TEST(test_metrics_histogram_buckets_and_render)
 {
     static metrics_hist_t h;
     memset(&h, 0, sizeof(h));
-    metrics_hist_observe(&h, 500);       /* 0.5 ms: first bucket (le 0.001) */
-    metrics_hist_observe(&h, 1000);      /* exactly 1 ms: still le 0.001 */
-    metrics_hist_observe(&h, 7000);      /* 7 ms: le 0.01 */
-    metrics_hist_observe(&h, 60000000);  /* 60 s: above every bound, only +Inf */
+    metrics_hist_observe(&h, 500);      /* 0.5 ms: first bucket (le 0.001) */
+    metrics_hist_observe(&h, 1000);     /* exactly 1 ms: still le 0.001 */
+    metrics_hist_observe(&h, 7000);     /* 7 ms: le 0.01 */
+    metrics_hist_observe(&h, 60000000); /* 60 s: above every bound, only +Inf */
     char *buf = NULL;
     size_t len = 0;
     FILE *o = open_memstream(&buf, &len);

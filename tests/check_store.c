@@ -71,7 +71,8 @@ static void put(const char *key, const char *data)
 {
     bool replaced;
     char err[256];
-    ck_assert_msg(store_put(st, key, data, strlen(data), &replaced, err, sizeof(err)) == 0, "%s: %s", key, err);
+    ck_assert_msg(store_put(st, key, data, strlen(data), &replaced, err, sizeof(err)) == 0,
+                  "%s: %s", key, err);
 }
 
 static char *slurp(const char *path)

@@ -37,7 +37,8 @@ static int free_port(void)
 static int connect_port(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
         close(fd);
@@ -349,7 +350,8 @@ void tg_put_image(tg_server_t *s, const char *path, int w, int h, const char *fm
     size_t len;
     void *img = tg_image(w, h, 3, fmt, &len);
     tg_resp_t r;
-    ck_assert_msg(tg_http(s, "PUT", path, img, len, NULL, &r) == 201, "PUT %s: %ld", path, r.status);
+    ck_assert_msg(tg_http(s, "PUT", path, img, len, NULL, &r) == 201, "PUT %s: %ld", path,
+                  r.status);
     tg_resp_free(&r);
     g_free(img);
 }

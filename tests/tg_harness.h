@@ -25,8 +25,8 @@ typedef struct {
 
 /** Starts the server with extra "KEY=VALUE" environment entries (NULL-terminated list,
  *  may be NULL; "TG_LISTEN_HOST=<addr>" makes it listen on <addr> instead of 127.0.0.1).
- *  The server gets SIGKILL when the test process that started it dies. @p root: storage root to reuse, or NULL for a new temp dir. Waits until
- *  both listeners accept. Fails the test on error. */
+ *  The server gets SIGKILL when the test process that started it dies. @p root: storage root to
+ * reuse, or NULL for a new temp dir. Waits until both listeners accept. Fails the test on error. */
 void tg_start(tg_server_t *s, const char *const *env, const char *root);
 /** SIGTERM, wait; returns the exit status (or -signal). */
 int tg_stop(tg_server_t *s);
