@@ -57,8 +57,15 @@ int main(int argc, char **argv)
         if (cfg == NULL)
             return 2;
         cfg_print(cfg, stdout);
+        memplan_t plan;
+        char err[768];
+        int rc = srv_plan(cfg, &plan, err, sizeof(err));
+        if (rc == 0)
+            memplan_print(&plan, stdout);
+        else
+            fprintf(stderr, "%s: memory plan: %s\n", cfg->source, err);
         cfg_free(cfg);
-        return 0;
+        return rc == 0 ? 0 : 2;
     }
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {

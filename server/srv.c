@@ -17,10 +17,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/connguard.h"
 #include "server/flight.h"
 #include "server/srv_internal.h"
 
 #define IO_THREADS 2
+
+static unsigned ncores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
 
 /* --- memory limit ------------------------------------------------------------------- */
 
@@ -85,9 +92,13 @@ uint64_t srv_memory_limit(const char **source)
     return lim ? lim : total;
 }
 
-uint64_t srv_auto_budget(uint32_t percent, const char **source)
+int srv_plan(const cfg_t *cfg, memplan_t *plan, char *err, size_t errlen)
 {
-    return srv_memory_limit(source) / 100 * percent;
+    const char *src = "MemTotal";
+    uint64_t limit = srv_memory_limit(&src);
+    unsigned threads = cfg->threads ? cfg->threads : ncores();
+    unsigned workers = cfg->workers ? cfg->workers : ncores();
+    return memplan_compute(cfg, limit, src, strstr(src, "v2") != NULL, threads, workers, plan, err, errlen);
 }
 
 void srv_block_signals(sigset_t *set)
@@ -341,32 +352,18 @@ static int open_listener(struct sockaddr_storage *ss, socklen_t len)
     return fd;
 }
 
-static size_t count_conns(h2o_context_t *ctx)
-{
-    size_t n = 0;
-    for (h2o_linklist_t *p = ctx->http1._conns.next; p != &ctx->http1._conns; p = p->next)
-        n++;
-    return n;
-}
-
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     srv_thread_t *th = listener->data;
     if (err != NULL)
         return;
-    uint32_t per_thread = th->srv->cfg->max_connections / th->srv->nthreads;
-    if (per_thread == 0)
-        per_thread = 1;
     for (int i = 0; i < 16; i++) {
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
-        if (count_conns(&th->ctx) >= per_thread) {
-            /* over the connection bound: close at once rather than let the backlog grow */
-            h2o_socket_close(sock);
-            continue;
-        }
-        h2o_accept(&th->accept_ctx, sock);
+        /* over the connection bound: answered and closed at once, so the backlog never grows */
+        if (connguard_accept(th->srv->guard, sock))
+            h2o_accept(&th->accept_ctx, sock);
     }
 }
 
@@ -500,7 +497,6 @@ static void on_tick(h2o_timeout_entry_t *entry)
         if (th->idx == 0)
             store_maintain(th->srv->store);
     }
-    atomic_store_explicit(&th->nconns, (uint32_t)count_conns(&th->ctx), memory_order_relaxed);
     if (th->idx == 0)
         flight_tick(th->srv->flight, srv__now_ms());
     h2o_timeout_link(th->loop, &th->tick_timeout, &th->tick);
@@ -535,6 +531,7 @@ static void *loop_main(void *arg)
     while (!(th->draining && (loop_is_drained(th) || srv__now_ms() >= srv->shutdown_deadline_ms) &&
              (th->idx != 0 || (unsigned)atomic_load(&srv->loops_done) >= srv->nthreads - 1))) {
         h2o_evloop_run(th->loop, 1000);
+        connguard_scan(srv->guard, &th->ctx, th->idx);
         /* give freed heap back to the OS once everything has been quiet for a while */
         if (th->idx == 0 && srv->cfg->malloc_trim_idle) {
             adm_stats_t as;
@@ -567,6 +564,7 @@ static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx)
     int fd = idx == 0 ? srv->listen_fd : open_listener(&srv->listen_addr, sizeof(srv->listen_addr));
     if (fd < 0)
         return -1;
+    connguard_tune_listener(srv->guard, fd);
     th->listener = h2o_evloop_socket_create(th->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     th->listener->data = th;
     h2o_socket_read_start(th->listener, on_accept);
@@ -581,11 +579,6 @@ static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx)
     return 0;
 }
 
-static unsigned ncores(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
-}
 
 static void addr_str(const struct sockaddr_storage *ss, char *out, size_t len)
 {
@@ -634,9 +627,21 @@ int srv_run(const cfg_t *cfg)
     snprintf(h2o_socket_buffer_mmap_settings.fn_template, sizeof(h2o_socket_buffer_mmap_settings.fn_template), "%s",
              store_spill_template(srv->store));
 
-    const char *bsrc = "memory.budget";
-    uint64_t budget = cfg->memory_budget ? cfg->memory_budget : srv_auto_budget(cfg->memory_budget_percent, &bsrc);
+    if (srv_plan(cfg, &srv->plan, err, sizeof(err)) != 0) {
+        fprintf(stderr, "thumbgate: %s\n", err);
+        goto out_store;
+    }
+    uint64_t budget = srv->plan.budget;
+    const char *bsrc = srv->plan.budget_auto ? srv->plan.limit_source : "memory.budget";
     unsigned workers = cfg->workers ? cfg->workers : ncores();
+    connguard_config_t gc = {.max_connections = srv->plan.max_connections,
+                             .max_header_bytes = cfg->max_header_bytes,
+                             .max_body_inflight = srv->plan.max_body_inflight,
+                             .max_upload = cfg->max_upload,
+                             .socket_buffer = cfg->socket_buffer,
+                             .write_token = cfg->write_token};
+    if ((srv->guard = connguard_create(&gc)) == NULL)
+        goto out_store;
     adm_config_t ac = {.budget = budget,
                        .workers = workers,
                        .queue_max = cfg->queue_max,
@@ -645,7 +650,7 @@ int srv_run(const cfg_t *cfg)
                        .naive = cfg->memory_mode == CFG_MODE_NAIVE};
     if ((srv->gate = adm_create(&ac)) == NULL) {
         fprintf(stderr, "thumbgate: cannot start %u worker threads\n", workers);
-        goto out_store;
+        goto out_guard;
     }
     srv->imgopts = (imgproc_opts_t){cfg->jpeg_quality, cfg->webp_quality, cfg->png_compression, cfg->keep_icc};
 
@@ -723,6 +728,8 @@ int srv_run(const cfg_t *cfg)
             ",\"budget_source\":\"%s\",\"mode\":\"%s\",\"storage\":\"%s\",\"pid\":%ld}\n",
             a1, a2, srv->nthreads, workers, budget, bsrc, ac.naive ? "naive" : "admit", cfg->storage_root,
             (long)getpid());
+    if (cfg->log_level >= CFG_LOG_INFO)
+        memplan_log(&srv->plan, stderr);
 
     for (;;) {
         int sig = 0;
@@ -773,6 +780,8 @@ out_listen:
     close(srv->listen_fd);
 out_gate:
     adm_destroy(srv->gate);
+out_guard:
+    connguard_destroy(srv->guard);
 out_store:
     store_destroy(srv->store);
     return ret;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "config/cfg.h"
+#include "server/memplan.h"
 
 /**
  * Runs the server on @p cfg (borrowed) until SIGTERM/SIGINT, then stops accepting,
@@ -28,7 +29,8 @@ void srv_block_signals(sigset_t *set);
  */
 uint64_t srv_memory_limit(const char **source);
 
-/** The budget `auto` resolves to: @p percent of srv_memory_limit(). */
-uint64_t srv_auto_budget(uint32_t percent, const char **source);
+/** The memory plan of @p cfg under the limit this process runs under (memplan.h);
+ *  0, or -1 with a message naming the keys to lower. */
+int srv_plan(const cfg_t *cfg, memplan_t *plan, char *err, size_t errlen);
 
 #endif

@@ -14,6 +14,8 @@
 #include "config/cfg.h"
 #include "imgproc/imgproc.h"
 #include "server/adm.h"
+#include "server/connguard.h"
+#include "server/memplan.h"
 #include "server/metrics.h"
 #include "server/route.h"
 #include "server/store.h"
@@ -43,7 +45,6 @@ struct srv_thread {
     void *seen;                         /**< watchdog: connections seen last round, sorted (srv.c) */
     size_t nseen;
     uint64_t last_watch_ms;
-    _Atomic uint32_t nconns;            /**< open connections, refreshed every tick (for /metrics) */
     bool draining;
     bool ready; /**< set up by its own thread (under srv->setup_mu) */
 };
@@ -74,6 +75,8 @@ struct srv {
     pthread_mutex_t coalesce_mu;
     struct srv_jobmap *jobs; /**< in-flight derive jobs by cache path (coalescing); under coalesce_mu */
     struct flight *flight;
+    memplan_t plan;            /**< the memory plan worked out at start */
+    struct connguard *guard;   /**< connection and request-body bounds */
 };
 
 /* --- srv.c --- */

@@ -1,0 +1,232 @@
+/* connguard — connection memory bounds (see connguard.h for what and why). */
+#include "server/connguard.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/auth.h"
+
+struct connguard {
+    connguard_config_t cfg;
+    _Atomic uint64_t open;
+    _Atomic uint64_t reserved;
+    _Atomic uint64_t refused[CONNGUARD_R_MAX];
+    _Atomic uint64_t input_ram[CONNGUARD_MAX_LOOPS], input_spill[CONNGUARD_MAX_LOOPS];
+};
+
+/* What connguard keeps per connection: freed by h2o's on_close callback of the socket. */
+typedef struct {
+    connguard_t *g;
+    struct timeval body_seen; /**< request_body_begin_at of the request last reserved for */
+    uint64_t reserved;
+    bool refused;
+} gconn_t;
+
+connguard_t *connguard_create(const connguard_config_t *cfg)
+{
+    connguard_t *g = calloc(1, sizeof(*g));
+    if (g != NULL)
+        g->cfg = *cfg;
+    return g;
+}
+
+void connguard_destroy(connguard_t *g)
+{
+    free(g);
+}
+
+const char *connguard_reason_name(connguard_reason_t r)
+{
+    static const char *const names[CONNGUARD_R_MAX] = {"max_connections", "header_too_large",
+                                                       "body_bytes_in_flight", "unauthorized"};
+    return r < CONNGUARD_R_MAX ? names[r] : "other";
+}
+
+void connguard_tune_listener(const connguard_t *g, int fd)
+{
+    int sz = (int)g->cfg.socket_buffer;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+}
+
+static void release(connguard_t *g, gconn_t *c)
+{
+    if (c->reserved != 0)
+        atomic_fetch_sub_explicit(&g->reserved, c->reserved, memory_order_relaxed);
+    c->reserved = 0;
+}
+
+static bool reserve(connguard_t *g, gconn_t *c, uint64_t bytes, bool force)
+{
+    uint64_t cur = atomic_load_explicit(&g->reserved, memory_order_relaxed);
+    do {
+        if (!force && cur + bytes > g->cfg.max_body_inflight)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&g->reserved, &cur, cur + bytes,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    c->reserved += bytes;
+    return true;
+}
+
+static void on_close(void *data)
+{
+    gconn_t *c = data;
+    release(c->g, c);
+    atomic_fetch_sub_explicit(&c->g->open, 1, memory_order_relaxed);
+    free(c);
+}
+
+/* Answers on the raw socket (h2o has not produced a response: it is still reading the
+ * request) and shuts both directions, so h2o's next read sees the end and closes. */
+static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, int status, const char *code,
+                      const char *msg)
+{
+    static const char *const reasons[] = {[401] = "Unauthorized",
+                                          [403] = "Forbidden",
+                                          [431] = "Request Header Fields Too Large",
+                                          [503] = "Service Unavailable"};
+    char body[320], res[640];
+    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, msg);
+    int n = snprintf(res, sizeof(res),
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                     "Connection: close\r\n%s%s\r\n%s",
+                     status, reasons[status], blen, status == 503 ? "Retry-After: 1\r\n" : "",
+                     status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", body);
+    ssize_t w;
+    while ((w = write(fd, res, (size_t)n)) < 0 && errno == EINTR)
+        ;
+    shutdown(fd, SHUT_RDWR);
+    atomic_fetch_add_explicit(&g->refused[why], 1, memory_order_relaxed);
+}
+
+bool connguard_accept(connguard_t *g, h2o_socket_t *sock)
+{
+    int fd = h2o_socket_get_fd(sock);
+    gconn_t *c = NULL;
+    if (atomic_fetch_add_explicit(&g->open, 1, memory_order_relaxed) >= g->cfg.max_connections ||
+        (c = calloc(1, sizeof(*c))) == NULL) {
+        atomic_fetch_sub_explicit(&g->open, 1, memory_order_relaxed);
+        refuse_fd(g, fd, CONNGUARD_R_CONNECTIONS, 503, "too_many_connections",
+                  "the server holds limits.max_connections connections; try again");
+        h2o_socket_close(sock);
+        return false;
+    }
+    c->g = g;
+    sock->on_close.cb = on_close;
+    sock->on_close.data = c;
+    return true;
+}
+
+/* The declared length of the body after the head at the start of @p in (h2o has
+ * lower-cased the header names in place): Content-Length, or max_upload for chunked. */
+static uint64_t declared_length(const connguard_t *g, const h2o_buffer_t *in)
+{
+    const char *p = in->bytes, *end = in->bytes + in->size;
+    for (;;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL)
+            return g->cfg.max_upload;
+        p = nl + 1;
+        if (p >= end || *p == '\r' || *p == '\n')
+            return 0; /* end of the head: no body header found */
+        if ((size_t)(end - p) > 15 && memcmp(p, "content-length:", 15) == 0)
+            return strtoull(p + 15, NULL, 10);
+        if ((size_t)(end - p) > 18 && memcmp(p, "transfer-encoding:", 18) == 0)
+            return g->cfg.max_upload;
+    }
+}
+
+struct scan {
+    connguard_t *g;
+    uint64_t ram, spill;
+};
+
+static bool is_write(h2o_req_t *req)
+{
+    return h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("PUT")) ||
+           h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("DELETE"));
+}
+
+static int scan_one(h2o_req_t *req, void *cbdata)
+{
+    struct scan *s = cbdata;
+    connguard_t *g = s->g;
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (sock == NULL || sock->on_close.cb != on_close)
+        return 0;
+    gconn_t *c = sock->on_close.data;
+    h2o_buffer_t *in = sock->input;
+    bool spilled = in->bytes != NULL && in->_fd != -1;
+    if (in->bytes != NULL) {
+        if (spilled)
+            s->spill += in->capacity;
+        else
+            s->ram += in->capacity;
+    }
+    if (c->refused)
+        return 0;
+    int fd = h2o_socket_get_fd(sock);
+    bool processed = req->processed_at.at.tv_sec != 0;
+    struct timeval body_at = req->timestamps.request_body_begin_at;
+    if (body_at.tv_sec == 0) {
+        /* no body on this request (yet): reading a head, handling a GET, or idle */
+        if (!processed && in->size > g->cfg.max_header_bytes) {
+            c->refused = true;
+            refuse_fd(g, fd, CONNGUARD_R_HEADER, 431, "header_too_large",
+                      "the request head is larger than limits.max_header_bytes");
+        } else if (c->reserved != 0 && !spilled) {
+            release(g, c); /* the last body is gone and its buffer is back in memory */
+        }
+        return 0;
+    }
+    if (timercmp(&body_at, &c->body_seen, ==))
+        return 0; /* already reserved for */
+    release(g, c);
+    c->body_seen = body_at;
+    uint64_t len = declared_length(g, in);
+    if (processed) {
+        /* the whole body came with the head: the handler holds it now; count it */
+        reserve(g, c, len, true);
+        return 0;
+    }
+    const char *msg;
+    int st;
+    if (is_write(req) && (st = auth_write(g->cfg.write_token, req, &msg)) != 0) {
+        c->refused = true;
+        refuse_fd(g, fd, CONNGUARD_R_AUTH, st, st == 401 ? "unauthorized" : "forbidden", msg);
+    } else if (!reserve(g, c, len, false)) {
+        c->refused = true;
+        refuse_fd(g, fd, CONNGUARD_R_BODIES, 503, "busy",
+                  "too many request bodies are in flight (limits.max_body_inflight); retry later");
+    }
+    return 0;
+}
+
+void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
+{
+    struct scan s = {.g = g};
+    ctx->globalconf->http1.callbacks.foreach_request(ctx, scan_one, &s);
+    if (loop < CONNGUARD_MAX_LOOPS) {
+        atomic_store_explicit(&g->input_ram[loop], s.ram, memory_order_relaxed);
+        atomic_store_explicit(&g->input_spill[loop], s.spill, memory_order_relaxed);
+    }
+}
+
+void connguard_stats(connguard_t *g, connguard_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->open = atomic_load_explicit(&g->open, memory_order_relaxed);
+    out->body_reserved = atomic_load_explicit(&g->reserved, memory_order_relaxed);
+    for (unsigned i = 0; i < CONNGUARD_MAX_LOOPS; i++) {
+        out->input_ram += atomic_load_explicit(&g->input_ram[i], memory_order_relaxed);
+        out->input_spill += atomic_load_explicit(&g->input_spill[i], memory_order_relaxed);
+    }
+    for (unsigned r = 0; r < CONNGUARD_R_MAX; r++)
+        out->refused[r] = atomic_load_explicit(&g->refused[r], memory_order_relaxed);
+}
