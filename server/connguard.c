@@ -17,11 +17,22 @@ struct connguard {
     _Atomic uint64_t reserved;
     _Atomic uint64_t refused[CONNGUARD_R_MAX];
     _Atomic uint64_t input_ram[CONNGUARD_MAX_LOOPS], input_spill[CONNGUARD_MAX_LOOPS];
+    /* per loop, touched only by that loop's thread */
+    struct {
+        h2o_linklist_t conns; /**< gconn_t of the loop's open connections */
+        size_t unlearned;     /**< of them, those whose request is not yet known */
+    } loops[CONNGUARD_MAX_LOOPS];
 };
 
 /* What connguard keeps per connection: freed by h2o's on_close callback of the socket. */
 typedef struct {
     connguard_t *g;
+    h2o_socket_t *sock;
+    /* h2o's HTTP/1 connection embeds its request, so its address is fixed for the
+     * connection's life: learned once from foreach_request, then read directly */
+    h2o_req_t *req;
+    h2o_linklist_t link; /**< in g->loops[loop].conns */
+    unsigned loop;
     struct timeval body_seen; /**< request_body_begin_at of the request last reserved for */
     uint64_t reserved;
     bool refused;
@@ -30,8 +41,11 @@ typedef struct {
 connguard_t *connguard_create(const connguard_config_t *cfg)
 {
     connguard_t *g = calloc(1, sizeof(*g));
-    if (g != NULL)
-        g->cfg = *cfg;
+    if (g == NULL)
+        return NULL;
+    g->cfg = *cfg;
+    for (unsigned i = 0; i < CONNGUARD_MAX_LOOPS; i++)
+        h2o_linklist_init_anchor(&g->loops[i].conns);
     return g;
 }
 
@@ -77,6 +91,9 @@ static void on_close(void *data)
 {
     gconn_t *c = data;
     release(c->g, c);
+    h2o_linklist_unlink(&c->link);
+    if (c->req == NULL)
+        c->g->loops[c->loop].unlearned--;
     atomic_fetch_sub_explicit(&c->g->open, 1, memory_order_relaxed);
     free(c);
 }
@@ -104,7 +121,7 @@ static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, int status
     atomic_fetch_add_explicit(&g->refused[why], 1, memory_order_relaxed);
 }
 
-bool connguard_accept(connguard_t *g, h2o_socket_t *sock)
+bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
 {
     int fd = h2o_socket_get_fd(sock);
     gconn_t *c = NULL;
@@ -117,6 +134,10 @@ bool connguard_accept(connguard_t *g, h2o_socket_t *sock)
         return false;
     }
     c->g = g;
+    c->sock = sock;
+    c->loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
+    h2o_linklist_insert(&g->loops[c->loop].conns, &c->link);
+    g->loops[c->loop].unlearned++;
     sock->on_close.cb = on_close;
     sock->on_close.data = c;
     return true;
@@ -141,37 +162,33 @@ static uint64_t declared_length(const connguard_t *g, const h2o_buffer_t *in)
     }
 }
 
-struct scan {
-    connguard_t *g;
-    uint64_t ram, spill;
-};
-
 static bool is_write(h2o_req_t *req)
 {
     return h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("PUT")) ||
            h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("DELETE"));
 }
 
-static int scan_one(h2o_req_t *req, void *cbdata)
+static int learn_one(h2o_req_t *req, void *cbdata)
 {
-    struct scan *s = cbdata;
-    connguard_t *g = s->g;
     h2o_socket_t *sock =
         req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
-    if (sock == NULL || sock->on_close.cb != on_close)
-        return 0;
-    gconn_t *c = sock->on_close.data;
-    h2o_buffer_t *in = sock->input;
-    bool spilled = in->bytes != NULL && in->_fd != -1;
-    if (in->bytes != NULL) {
-        if (spilled)
-            s->spill += in->capacity;
-        else
-            s->ram += in->capacity;
+    if (sock != NULL && sock->on_close.cb == on_close) {
+        gconn_t *c = sock->on_close.data;
+        if (c->req == NULL) {
+            c->req = req;
+            c->g->loops[c->loop].unlearned--;
+        }
     }
-    if (c->refused)
-        return 0;
-    int fd = h2o_socket_get_fd(sock);
+    return 0;
+}
+
+/* One connection's rules; see connguard.h. */
+static void check_one(connguard_t *g, gconn_t *c)
+{
+    h2o_req_t *req = c->req;
+    h2o_buffer_t *in = c->sock->input;
+    bool spilled = in->bytes != NULL && in->_fd != -1;
+    int fd = h2o_socket_get_fd(c->sock);
     bool processed = req->processed_at.at.tv_sec != 0;
     struct timeval body_at = req->timestamps.request_body_begin_at;
     if (body_at.tv_sec == 0) {
@@ -183,17 +200,17 @@ static int scan_one(h2o_req_t *req, void *cbdata)
         } else if (c->reserved != 0 && !spilled) {
             release(g, c); /* the last body is gone and its buffer is back in memory */
         }
-        return 0;
+        return;
     }
     if (timercmp(&body_at, &c->body_seen, ==))
-        return 0; /* already reserved for */
+        return; /* already reserved for */
     release(g, c);
     c->body_seen = body_at;
     uint64_t len = declared_length(g, in);
     if (processed) {
         /* the whole body came with the head: the handler holds it now; count it */
         reserve(g, c, len, true);
-        return 0;
+        return;
     }
     const char *msg;
     int st;
@@ -205,17 +222,28 @@ static int scan_one(h2o_req_t *req, void *cbdata)
         refuse_fd(g, fd, CONNGUARD_R_BODIES, 503, "busy",
                   "too many request bodies are in flight (limits.max_body_inflight); retry later");
     }
-    return 0;
 }
 
 void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
 {
-    struct scan s = {.g = g};
-    ctx->globalconf->http1.callbacks.foreach_request(ctx, scan_one, &s);
-    if (loop < CONNGUARD_MAX_LOOPS) {
-        atomic_store_explicit(&g->input_ram[loop], s.ram, memory_order_relaxed);
-        atomic_store_explicit(&g->input_spill[loop], s.spill, memory_order_relaxed);
+    if (loop >= CONNGUARD_MAX_LOOPS)
+        loop = CONNGUARD_MAX_LOOPS - 1;
+    if (g->loops[loop].unlearned != 0)
+        ctx->globalconf->http1.callbacks.foreach_request(ctx, learn_one, NULL);
+    uint64_t ram = 0, spill = 0;
+    h2o_linklist_t *anchor = &g->loops[loop].conns;
+    for (h2o_linklist_t *l = anchor->next; l != anchor; l = l->next) {
+        gconn_t *c = H2O_STRUCT_FROM_MEMBER(gconn_t, link, l);
+        h2o_buffer_t *in = c->sock->input;
+        if (in->bytes != NULL)
+            *(in->_fd != -1 ? &spill : &ram) += in->capacity;
+        /* idle and owing nothing: the common case costs these two loads */
+        if (c->refused || c->req == NULL || (in->size == 0 && c->reserved == 0))
+            continue;
+        check_one(g, c);
     }
+    atomic_store_explicit(&g->input_ram[loop], ram, memory_order_relaxed);
+    atomic_store_explicit(&g->input_spill[loop], spill, memory_order_relaxed);
 }
 
 void connguard_stats(connguard_t *g, connguard_stats_t *out)

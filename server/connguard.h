@@ -62,9 +62,9 @@ void connguard_destroy(connguard_t *g);
 /** Sets the kernel buffer sizes on a listening socket (accepted sockets inherit them). */
 void connguard_tune_listener(const connguard_t *g, int fd);
 
-/** Takes a newly accepted socket: true to hand it to h2o, false when it was refused
- *  (answered 503 and closed here). */
-bool connguard_accept(connguard_t *g, h2o_socket_t *sock);
+/** Takes a newly accepted socket of loop @p loop (whose thread must also scan it):
+ *  true to hand it to h2o, false when it was refused (answered 503 and closed here). */
+bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop);
 
 /** Looks at every connection of @p ctx (call on its loop after each iteration);
  *  @p loop is the loop's index, for the per-loop buffer figures. */

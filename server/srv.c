@@ -362,7 +362,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         if (sock == NULL)
             break;
         /* over the connection bound: answered and closed at once, so the backlog never grows */
-        if (connguard_accept(th->srv->guard, sock))
+        if (connguard_accept(th->srv->guard, sock, th->idx))
             h2o_accept(&th->accept_ctx, sock);
     }
 }
