@@ -119,13 +119,29 @@ START_TEST(test_memlimit_v1_docker)
     put("/proc/self/mountinfo", MI_OVERLAY MI_PROC
         "609 600 0:56 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - tmpfs tmpfs "
         "rw,mode=755\n" MI_V1_CPU "611 609 0:31 /docker/4f1e /sys/fs/cgroup/memory "
-                                  "ro,nosuid,nodev,noexec,relatime master:15 - cgroup "
+        "ro,nosuid,nodev,noexec,relatime master:15 - cgroup "
         "cgroup rw,memory\n");
     put("/sys/fs/cgroup/memory/memory.limit_in_bytes", "536870912\n");
     put("/sys/fs/cgroup/memory/memory.stat", "cache 4096\nhierarchical_memory_limit 536870912\n");
     put("/sys/fs/cgroup/cpu,cpuacct/memory.limit_in_bytes",
         "1024\n"); /* not the memory controller */
     expect(512 * MiB, MEMLIMIT_SRC_V1, "/sys/fs/cgroup/memory/memory.limit_in_bytes");
+}
+END_TEST
+
+/* v1 container whose process sits in a child of the mounted cgroup (an init that makes
+ * its own cgroups): the path maps through the mount root to the child's directory, whose
+ * limit is the smallest. Appending the full host-side path to the mount point would miss
+ * it and find only the container's. */
+START_TEST(test_memlimit_v1_docker_child_cgroup)
+{
+    put("/proc/meminfo", MEMINFO);
+    put("/proc/self/cgroup", "9:memory:/docker/4f1e/app\n");
+    put("/proc/self/mountinfo", MI_OVERLAY MI_PROC
+        "611 609 0:31 /docker/4f1e /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+    put("/sys/fs/cgroup/memory/memory.limit_in_bytes", "1073741824\n");
+    put("/sys/fs/cgroup/memory/app/memory.limit_in_bytes", "268435456\n");
+    expect(256 * MiB, MEMLIMIT_SRC_V1, "/sys/fs/cgroup/memory/app/memory.limit_in_bytes");
 }
 END_TEST
 
@@ -317,6 +333,7 @@ Suite *memlimit_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_memlimit_v1_host);
     tcase_add_test(tc, test_memlimit_v1_docker);
+    tcase_add_test(tc, test_memlimit_v1_docker_child_cgroup);
     tcase_add_test(tc, test_memlimit_v1_ancestor_hierarchical);
     tcase_add_test(tc, test_memlimit_v2_host);
     tcase_add_test(tc, test_memlimit_v2_cgroupns);
