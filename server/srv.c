@@ -19,6 +19,7 @@
 
 #include "server/connguard.h"
 #include "server/flight.h"
+#include "server/memlimit.h"
 #include "server/srv_internal.h"
 
 #define IO_THREADS 2
@@ -31,65 +32,9 @@ static unsigned ncores(void)
 
 /* --- memory limit ------------------------------------------------------------------- */
 
-static uint64_t read_u64_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return 0;
-    char buf[64] = "";
-    uint64_t v = 0;
-    if (fgets(buf, sizeof(buf), f) != NULL && strncmp(buf, "max", 3) != 0)
-        v = strtoull(buf, NULL, 10);
-    fclose(f);
-    return v;
-}
-
-static uint64_t mem_total(void)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    uint64_t kb = 0;
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, "MemTotal: %" SCNu64 " kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb * 1024;
-}
-
 uint64_t srv_memory_limit(const char **source)
 {
-    uint64_t total = mem_total(), lim = 0;
-    const char *src = "MemTotal";
-    FILE *f = fopen("/proc/self/cgroup", "r");
-    char line[1024], path[1400];
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        line[strcspn(line, "\n")] = '\0';
-        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (c2 == NULL)
-            continue;
-        *c2 = '\0';
-        const char *ctrls = c1 + 1, *cg = c2 + 1;
-        uint64_t v = 0;
-        if (strcmp(line, "0") == 0 && *ctrls == '\0') {
-            snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", cg);
-            if ((v = read_u64_file(path)) != 0)
-                src = "cgroup v2 memory.max";
-        } else if (strstr(ctrls, "memory") != NULL) {
-            snprintf(path, sizeof(path), "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", cg);
-            if ((v = read_u64_file(path)) != 0)
-                src = "cgroup v1 memory.limit_in_bytes";
-        }
-        if (v != 0 && v < total && (lim == 0 || v < lim))
-            lim = v;
-    }
-    if (f)
-        fclose(f);
-    if (lim == 0)
-        src = "MemTotal";
-    if (source)
-        *source = src;
-    return lim ? lim : total;
+    return memlimit_bytes("/", source);
 }
 
 int srv_plan(const cfg_t *cfg, memplan_t *plan, char *err, size_t errlen)
