@@ -105,10 +105,11 @@ check: check-asan
 # Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
 # loadtest: gnuplot (plots), wrk, vips CLI (corpus generation), curl, gdb (crash backtraces).
+# image-check: podman (builds deploy/Dockerfile), debootstrap (its Debian 12 base: no registry).
 DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
            libpng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
            clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus \
-           curl gdb
+           curl gdb podman debootstrap
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
@@ -125,6 +126,14 @@ run: deps
 
 clean:
 	rm -rf build $(BIN)
+
+# Builds deploy/Dockerfile with podman (base image from debootstrap, cached in
+# build/image-check/) and runs the image's binary in a chroot laid out like a cgroup v1
+# container with a 512 MiB limit: the limit and the budget must come from that cgroup.
+# Needs root; run by .ci/run, not part of `make test`.
+image-check:
+	deploy/image-check.sh
+.PHONY: image-check
 
 format:
 	clang-format -i $(wildcard server/*.[ch] imgproc/*.[ch] config/*.[ch] tests/*.[ch] loadtest/*.[ch])

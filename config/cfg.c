@@ -103,7 +103,12 @@ static const cfg_row_t rows[] = {
     ROW("limits.max_output_width", ROW_UINT, max_output_width, 1, MAX_SIDE, "16384", 0, NULL, NULL),
     ROW("limits.max_output_height", ROW_UINT, max_output_height, 1, MAX_SIDE, "16384", 0, NULL,
         NULL),
-    ROW("limits.max_connections", ROW_UINT, max_connections, 1, 1000000, "4096", 0, NULL, NULL),
+    ROW("limits.max_connections", ROW_UINT, max_connections, 1, 1000000, "auto", ROW_AUTO, NULL,
+        NULL),
+    ROW("limits.max_header_bytes", ROW_SIZE, max_header_bytes, KIB, 400 * KIB, "16KiB", 0, NULL,
+        NULL),
+    ROW("limits.max_body_inflight", ROW_SIZE, max_body_inflight, KIB, PIB, "auto", ROW_AUTO, NULL,
+        NULL),
     ROW("limits.sizes", ROW_SIZES, sizes, 0, 0, "", 0, NULL, NULL),
 
     ROW("memory.budget", ROW_SIZE, memory_budget, MIB, 16 * TIB, "auto", ROW_AUTO, NULL, NULL),
@@ -117,7 +122,8 @@ static const cfg_row_t rows[] = {
     ROW("http.request_timeout", ROW_DURATION, req_timeout_ms, SEC, 24 * HOUR, "60s", 0, NULL, NULL),
     ROW("http.idle_timeout", ROW_DURATION, idle_timeout_ms, 100, HOUR, "10s", 0, NULL, NULL),
     ROW("http.shutdown_timeout", ROW_DURATION, shutdown_timeout_ms, 0, HOUR, "10s", 0, NULL, NULL),
-    ROW("http.upload_spill", ROW_SIZE, upload_spill_bytes, 64 * KIB, GIB, "1MiB", 0, NULL, NULL),
+    ROW("http.upload_spill", ROW_SIZE, upload_spill_bytes, 16 * KIB, GIB, "64KiB", 0, NULL, NULL),
+    ROW("http.socket_buffer", ROW_SIZE, socket_buffer, 4 * KIB, 4 * MIB, "16KiB", 0, NULL, NULL),
 
     ROW("auth.write_token", ROW_STR, write_token, 0, 0, "", ROW_SECRET, NULL, check_token),
 

@@ -35,7 +35,9 @@ typedef struct cfg {
     uint64_t max_pixels;        /**< `limits.max_pixels` */
     uint32_t max_output_width;  /**< `limits.max_output_width` */
     uint32_t max_output_height; /**< `limits.max_output_height` */
-    uint32_t max_connections;   /**< `limits.max_connections` (per process) */
+    uint32_t max_connections;   /**< `limits.max_connections` (per process); 0 = auto (memplan) */
+    uint64_t max_header_bytes;  /**< `limits.max_header_bytes`: a request head larger is refused */
+    uint64_t max_body_inflight; /**< `limits.max_body_inflight`: body bytes in flight; 0 = auto */
     cfg_size_t sizes[CFG_MAX_SIZES]; /**< `limits.sizes`: allow-list like "290x290,100x,640x480c" */
     uint32_t nsizes;            /**< 0 = any size allowed */
 
@@ -50,7 +52,8 @@ typedef struct cfg {
     uint64_t req_timeout_ms;    /**< `http.request_timeout`: whole request read (headers + body) */
     uint64_t idle_timeout_ms;   /**< `http.idle_timeout`: keep-alive / HTTP/2 idle */
     uint64_t shutdown_timeout_ms; /**< `http.shutdown_timeout`: drain deadline on SIGTERM */
-    uint64_t upload_spill_bytes; /**< `http.upload_spill`: bodies above this live in a file, not RAM */
+    uint64_t upload_spill_bytes; /**< `http.upload_spill`: a socket buffer becomes a file at this size */
+    uint64_t socket_buffer;     /**< `http.socket_buffer`: SO_RCVBUF / SO_SNDBUF of client sockets */
 
     char write_token[256];      /**< `auth.write_token`: Bearer token for PUT/DELETE; empty = loopback only */
 

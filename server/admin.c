@@ -27,6 +27,37 @@ static void counter(FILE *o, const char *name, const char *help, uint64_t v)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
+/* The memory plan's terms beside what each term holds now (memplan.h, connguard.h). */
+static void render_plan(srv_t *srv, FILE *o)
+{
+    const memplan_t *p = &srv->plan;
+    fprintf(o, "# HELP thumbgate_memory_plan_bytes Worst case of each term of the memory plan.\n"
+               "# TYPE thumbgate_memory_plan_bytes gauge\n");
+    const struct {
+        const char *term;
+        uint64_t v;
+    } terms[] = {{"limit", p->limit},         {"baseline", p->baseline},   {"budget", p->budget},
+                 {"connections", p->connections}, {"bodies", p->bodies}, {"flight", p->flight},
+                 {"kernel", p->kernel},       {"slack", p->slack},         {"total", p->total}};
+    for (size_t i = 0; i < sizeof(terms) / sizeof(terms[0]); i++)
+        fprintf(o, "thumbgate_memory_plan_bytes{term=\"%s\"} %" PRIu64 "\n", terms[i].term, terms[i].v);
+    connguard_stats_t g;
+    connguard_stats(srv->guard, &g);
+    gauge(o, "thumbgate_open_connections", "Open client connections on the public listener.", (double)g.open);
+    gauge(o, "thumbgate_max_connections", "limits.max_connections as resolved by the memory plan.",
+          (double)p->max_connections);
+    gauge(o, "thumbgate_body_reserved_bytes", "Request-body bytes reserved now (limits.max_body_inflight).",
+          (double)g.body_reserved);
+    gauge(o, "thumbgate_conn_input_ram_bytes", "Connection input buffers held in memory.", (double)g.input_ram);
+    gauge(o, "thumbgate_conn_input_spill_bytes", "Connection input buffers moved to spill files.",
+          (double)g.input_spill);
+    fprintf(o, "# HELP thumbgate_conn_refused_total Connections answered and closed by connguard, by reason.\n"
+               "# TYPE thumbgate_conn_refused_total counter\n");
+    for (unsigned r = 0; r < CONNGUARD_R_MAX; r++)
+        fprintf(o, "thumbgate_conn_refused_total{reason=\"%s\"} %" PRIu64 "\n", connguard_reason_name(r),
+                g.refused[r]);
+}
+
 static void render_metrics(srv_t *srv, FILE *o)
 {
     adm_stats_t a;
@@ -93,11 +124,7 @@ static void render_metrics(srv_t *srv, FILE *o)
     counter(o, "thumbgate_http_received_bytes_total", "Request body bytes received.",
             LOAD(m->bytes_in));
     counter(o, "thumbgate_http_sent_bytes_total", "Response bytes sent.", LOAD(m->bytes_out));
-    uint64_t conns = 0;
-    for (unsigned i = 0; i < srv->nthreads; i++)
-        conns += atomic_load_explicit(&srv->threads[i].nconns, memory_order_relaxed);
-    gauge(o, "thumbgate_open_connections", "Open client connections on the public listener.",
-          (double)conns);
+    render_plan(srv, o);
 
     counter(o, "thumbgate_cache_hits_total", "Derived images served from the result cache.",
             LOAD(m->cache_hits));

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "server/connguard.h"
 #include "server/errors.h"
 #include "server/json.h"
 
@@ -39,8 +40,6 @@ conns_t *conns_create(h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, const co
     c->ctx = ctx;
     c->accept_ctx = accept_ctx;
     c->conf = *conf;
-    if (c->conf.max_conns == 0)
-        c->conf.max_conns = 1;
     return c;
 }
 
@@ -52,14 +51,6 @@ void conns_destroy(conns_t *c)
     free(c);
 }
 
-size_t conns_count(const conns_t *c)
-{
-    size_t n = 0;
-    for (h2o_linklist_t *p = c->ctx->http1._conns.next; p != &c->ctx->http1._conns; p = p->next)
-        n++;
-    return n;
-}
-
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     conns_t *c = listener->data;
@@ -69,12 +60,9 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
-        if (conns_count(c) >= c->conf.max_conns) {
-            /* over the connection bound: close at once rather than let the backlog grow */
-            h2o_socket_close(sock);
-            continue;
-        }
-        h2o_accept(c->accept_ctx, sock);
+        /* over the connection bound: answered and closed at once, so the backlog never grows */
+        if (connguard_accept(c->conf.guard, sock, c->conf.loop))
+            h2o_accept(c->accept_ctx, sock);
     }
 }
 
@@ -149,23 +137,34 @@ static int by_id(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* A 408 written straight to the socket: h2o is reading this connection, not writing it. */
-static void send_408(h2o_socket_t *sock)
+static const char *reason_phrase(int status)
 {
-    err_http_t h = errors_http(ERR_REQ, ERR_REQ_TIMEOUT);
-    char body[256], msg[512];
+    switch (status) {
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 408: return "Request Timeout";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+void conns_answer(int fd, err_domain_t domain, int code, const char *msg)
+{
+    err_http_t h = errors_http(domain, code);
+    char body[512], res[1024];
     json_t j;
     json_begin(&j, body, sizeof(body));
     json_str(&j, "error", h.code);
-    json_str(&j, "message", "the request stopped arriving (http.request_timeout)");
+    json_str(&j, "message", msg);
     size_t bl = json_end(&j);
-    int n = snprintf(
-        msg, sizeof(msg),
-        "HTTP/1.1 408 Request Timeout\r\nServer: thumbgate\r\nContent-Type: application/json\r\n"
-        "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-        bl, body);
-    if (n > 0 && (size_t)n < sizeof(msg)) {
-        ssize_t w = send(h2o_socket_get_fd(sock), msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    int n = snprintf(res, sizeof(res),
+                     "HTTP/1.1 %d %s\r\nServer: thumbgate\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n%s",
+                     h.status, reason_phrase(h.status), bl, h.status == 503 ? "Retry-After: 1\r\n" : "",
+                     h.status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", body);
+    if (n > 0 && (size_t)n < sizeof(res)) {
+        ssize_t w = send(fd, res, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w; /* best effort: the connection ends either way */
     }
 }
@@ -197,7 +196,8 @@ static int watch_one(h2o_req_t *req, void *cbdata)
         old != NULL && old->kind == cur.kind && old->sig == cur.sig ? old->since_ms : r->now;
     if (r->now - cur.since_ms >= limit) {
         if (cur.kind == SEEN_HEAD || cur.kind == SEEN_BODY) {
-            send_408(sock);
+            conns_answer(h2o_socket_get_fd(sock), ERR_REQ, ERR_REQ_TIMEOUT,
+                         "the request stopped arriving (http.request_timeout)");
             if (c->conf.timeouts != NULL)
                 atomic_fetch_add_explicit(c->conf.timeouts, 1, memory_order_relaxed);
         }

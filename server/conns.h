@@ -13,8 +13,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "server/errors.h"
+
 typedef struct {
-    uint32_t max_conns; /**< open connections of this loop at most; more are closed at accept */
+    struct connguard *guard; /**< admits accepted sockets (limits.max_connections, connguard.h) */
+    unsigned loop;           /**< this loop's index, for connguard */
     uint64_t
         idle_timeout_ms; /**< http.idle_timeout: idle between requests, or a stalled response */
     uint64_t
@@ -33,10 +36,13 @@ void conns_listen(conns_t *c, int fd);
 void conns_stop_listening(conns_t *c);
 /** One watchdog round (call every few hundred ms from the loop). */
 void conns_watch(conns_t *c, uint64_t now_ms);
-/** Open connections now. */
-size_t conns_count(const conns_t *c);
 /** True when no connection is in the middle of a request (drain). */
 bool conns_all_idle(const conns_t *c);
+
+/** Answers error @p code of @p domain (errors.h) as JSON straight on socket @p fd, for a
+ *  connection h2o is still reading (it has produced no response): best effort, no wait.
+ *  503 carries Retry-After, 401 WWW-Authenticate. The caller then shuts the socket down. */
+void conns_answer(int fd, err_domain_t domain, int code, const char *msg);
 
 /** Accepts on @p fd (taken) without limit or watchdog (the admin listener). */
 h2o_socket_t *conns_listen_plain(h2o_evloop_t *loop, int fd, h2o_accept_ctx_t *accept_ctx);

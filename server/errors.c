@@ -50,6 +50,9 @@ static const row_t table[] = {
     {ERR_REQ, ERR_REQ_BUSY, {503, "busy"}},
     {ERR_REQ, ERR_REQ_NOT_FOUND, {404, "not_found"}},
     {ERR_REQ, ERR_REQ_UNSUPPORTED_BODY, {415, "unsupported_format"}},
+    {ERR_REQ, ERR_REQ_HEAD_TOO_LARGE, {431, "header_too_large"}},
+    {ERR_REQ, ERR_REQ_BODIES_FULL, {503, "busy"}},
+    {ERR_REQ, ERR_REQ_CONNECTIONS, {503, "too_many_connections"}},
 
     {ERR_H2O, 400, {400, "bad_request"}},
     {ERR_H2O, 404, {404, "not_found"}},

@@ -34,6 +34,9 @@ enum {
     ERR_REQ_BUSY = 10,             /**< 503: out of memory for bookkeeping */
     ERR_REQ_NOT_FOUND = 11,        /**< 404: no such key */
     ERR_REQ_UNSUPPORTED_BODY = 12, /**< 415: the upload is not an image we take */
+    ERR_REQ_HEAD_TOO_LARGE = 13,   /**< 431: a request head over limits.max_header_bytes */
+    ERR_REQ_BODIES_FULL = 14,      /**< 503: limits.max_body_inflight has no room for the body */
+    ERR_REQ_CONNECTIONS = 15,      /**< 503: limits.max_connections are open */
 };
 
 typedef struct {

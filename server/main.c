@@ -1,4 +1,5 @@
 /* thumbgate — command line: run the server, check a config, read a flight recorder. */
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +8,9 @@
 #include "config/cfg.h"
 #include "imgproc/imgproc.h"
 #include "server/flight.h"
+#include "server/memlimit.h"
 #include "server/srv.h"
+#include "server/sysfacts.h"
 
 #define THUMBGATE_VERSION "0.1.0"
 
@@ -60,8 +63,18 @@ int main(int argc, char **argv)
         if (cfg == NULL)
             return 2;
         cfg_print(cfg, stdout);
+        memlimit_t ml; /* what the memory plan starts from, as a YAML comment */
+        memlimit_resolve("/", &ml);
+        printf("# memory limit: %" PRIu64 " bytes from %s (%s)\n", ml.bytes, ml.source, ml.file);
+        memplan_t plan;
+        char err[768];
+        int rc = srv_plan(cfg, &plan, err, sizeof(err));
+        if (rc == 0)
+            memplan_print(&plan, stdout);
+        else
+            fprintf(stderr, "%s: memory plan: %s\n", cfg->source, err);
         cfg_free(cfg);
-        return 0;
+        return rc == 0 ? 0 : 2;
     }
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {

@@ -13,53 +13,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "server/conns.h"
+#include "server/auth.h"
 #include "server/iopool.h"
 #include "server/json.h"
 #include "server/srv_internal.h"
 
-static bool is_loopback(h2o_req_t *req)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    return len != 0 && conns_is_loopback(&ss);
-}
-
-/* Constant-time comparison, so the token cannot be guessed byte by byte from timing. */
-static bool token_equals(const char *a, size_t alen, const char *b, size_t blen)
-{
-    unsigned char diff = alen != blen;
-    for (size_t i = 0; i < alen; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
-    return diff == 0;
-}
-
 /* Writes need the Bearer token when one is configured, else a loopback client. */
 static bool check_write_auth(srv_t *srv, h2o_req_t *req)
 {
-    const char *token = srv->cfg->write_token;
-    if (token[0] == '\0') {
-        if (is_loopback(req))
-            return true;
-        srv__send_err(req, ERR_AUTH, ERR_AUTH_NOT_LOOPBACK,
-                      "writes are accepted only from loopback when no write token is set");
-        return false;
-    }
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i == -1) {
+    const char *msg = NULL;
+    int code = auth_write(srv->cfg->write_token, req, &msg);
+    if (code == 0)
+        return true;
+    if (code == ERR_AUTH_NO_TOKEN)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
                        H2O_STRLIT("Bearer"));
-        srv__send_err(req, ERR_AUTH, ERR_AUTH_NO_TOKEN,
-                      "this server needs Authorization: Bearer <token> for writes");
-        return false;
-    }
-    h2o_iovec_t v = req->headers.entries[i].value;
-    if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0 ||
-        !token_equals(v.base + 7, v.len - 7, token, strlen(token))) {
-        srv__send_err(req, ERR_AUTH, ERR_AUTH_BAD_TOKEN, "the write token is wrong");
-        return false;
-    }
-    return true;
+    srv__send_err(req, ERR_AUTH, code, "%s", msg);
+    return false;
 }
 
 struct put_task {

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/connguard.h"
 #include "server/conns.h"
 #include "server/iopool.h"
 #include "server/router.h"
@@ -107,7 +108,6 @@ static void on_tick(h2o_timeout_entry_t *entry)
         if (th->idx == 0)
             store_maintain(th->srv->store);
     }
-    atomic_store_explicit(&th->nconns, (uint32_t)conns_count(th->conns), memory_order_relaxed);
     if (th->idx == 0)
         flight_tick(th->srv->flight, srv__now_ms());
     h2o_timeout_link(th->loop, &th->tick_timeout, &th->tick);
@@ -142,6 +142,7 @@ static void *loop_main(void *arg)
     while (!(th->draining && (loop_is_drained(th) || srv__now_ms() >= srv->shutdown_deadline_ms) &&
              (th->idx != 0 || (unsigned)atomic_load(&srv->loops_done) >= srv->nthreads - 1))) {
         h2o_evloop_run(th->loop, 1000);
+        connguard_scan(srv->guard, &th->ctx, th->idx);
         /* files opened this iteration are not reused later: a replaced file is never stale */
         h2o_filecache_clear(th->ctx.filecache);
         /* give freed heap back to the OS once everything has been quiet for a while */
@@ -173,7 +174,8 @@ static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx)
     th->tick.cb = on_tick;
     h2o_timeout_link(th->loop, &th->tick_timeout, &th->tick);
 
-    conns_conf_t cc = {.max_conns = srv->cfg->max_connections / srv->nthreads,
+    conns_conf_t cc = {.guard = srv->guard,
+                       .loop = idx,
                        .idle_timeout_ms = srv->cfg->idle_timeout_ms,
                        .request_timeout_ms = srv->cfg->req_timeout_ms,
                        .timeouts =
@@ -184,6 +186,7 @@ static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx)
                       : conns_open_listener(&srv->listen_addr, sizeof(srv->listen_addr));
     if (fd < 0)
         return -1;
+    connguard_tune_listener(srv->guard, fd);
     conns_listen(th->conns, fd);
     if (idx == 0 && srv->admin_fd >= 0) {
         h2o_context_init(&th->admin_ctx, th->loop, &srv->admin_globalconf);
@@ -238,10 +241,21 @@ int srv_run(const cfg_t *cfg)
              sizeof(h2o_socket_buffer_mmap_settings.fn_template), "%s",
              store_spill_template(srv->store));
 
-    const char *bsrc = "memory.budget";
-    uint64_t budget = cfg->memory_budget ? cfg->memory_budget
-                                         : srv_auto_budget(cfg->memory_budget_percent, &bsrc);
+    if (srv_plan(cfg, &srv->plan, err, sizeof(err)) != 0) {
+        fprintf(stderr, "thumbgate: %s\n", err);
+        goto out_store;
+    }
+    uint64_t budget = srv->plan.budget;
+    const char *bsrc = srv->plan.budget_auto ? srv->plan.limit_source : "memory.budget";
     unsigned workers = cfg->workers ? cfg->workers : sysfacts_ncores();
+    connguard_config_t gc = {.max_connections = srv->plan.max_connections,
+                             .max_header_bytes = cfg->max_header_bytes,
+                             .max_body_inflight = srv->plan.max_body_inflight,
+                             .max_upload = cfg->max_upload,
+                             .socket_buffer = cfg->socket_buffer,
+                             .write_token = cfg->write_token};
+    if ((srv->guard = connguard_create(&gc)) == NULL)
+        goto out_store;
     adm_config_t ac = {.budget = budget,
                        .workers = workers,
                        .queue_max = cfg->queue_max,
@@ -250,7 +264,7 @@ int srv_run(const cfg_t *cfg)
                        .naive = cfg->memory_mode == CFG_MODE_NAIVE};
     if ((srv->gate = adm_create(&ac)) == NULL) {
         fprintf(stderr, "thumbgate: cannot start %u worker threads\n", workers);
-        goto out_store;
+        goto out_guard;
     }
     srv->imgopts =
         (imgproc_opts_t){cfg->jpeg_quality, cfg->webp_quality, cfg->png_compression, cfg->keep_icc};
@@ -358,6 +372,7 @@ int srv_run(const cfg_t *cfg)
         json_str(&j, "storage", cfg->storage_root);
         json_i64(&j, "pid", (int64_t)getpid());
         fwrite(line, 1, json_end(&j), stderr);
+        memplan_log(&srv->plan, stderr);
     }
 
     for (;;) {
@@ -404,6 +419,8 @@ out_listen:
     close(srv->listen_fd);
 out_gate:
     adm_destroy(srv->gate);
+out_guard:
+    connguard_destroy(srv->guard);
 out_store:
     store_destroy(srv->store);
     return ret;

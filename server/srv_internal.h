@@ -22,7 +22,9 @@
 #include "config/cfg.h"
 #include "imgproc/imgproc.h"
 #include "server/adm.h"
+#include "server/connguard.h"
 #include "server/errors.h"
+#include "server/memplan.h"
 #include "server/metrics.h"
 #include "server/route.h"
 #include "server/store.h"
@@ -52,7 +54,6 @@ struct srv_thread {
     h2o_linklist_t waiters;   /**< derive waiters owned by this loop */
     uint64_t inflight;        /**< requests handled and not yet disposed (this loop) */
     uint64_t last_watch_ms;
-    _Atomic uint32_t nconns; /**< open connections, refreshed every tick (for /metrics) */
     bool draining;
     bool ready; /**< set up by its own thread (under srv->setup_mu) */
 };
@@ -84,6 +85,8 @@ struct srv {
     struct srv_jobmap
         *jobs; /**< in-flight derive jobs by cache path (coalescing); under coalesce_mu */
     struct flight *flight;
+    memplan_t plan;          /**< the memory plan worked out at start (memplan.h) */
+    struct connguard *guard; /**< connection and request-body bounds (connguard.h) */
 };
 
 /* --- srv.c --- */

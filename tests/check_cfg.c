@@ -237,7 +237,9 @@ START_TEST(test_cfg_size_good_and_bad)
     fails_with("memory: {budget: 1.5GiB}\n", "bad size \"1.5GiB\"");
     fails_with("memory: {budget: 99999999999TiB}\n", "size \"99999999999TiB\" is too large");
     fails_exactly("http:\n  upload_spill: 1000\n",
-                  "t.yaml:2: http.upload_spill: \"1000\" is out of range 64KiB..1GiB\n");
+                  "t.yaml:2: http.upload_spill: \"1000\" is out of range 16KiB..1GiB\n");
+    fails_with("limits: {max_header_bytes: 500KiB}\n", "\"500KiB\" is out of range 1KiB..400KiB");
+    fails_with("http: {socket_buffer: 1KiB}\n", "\"1KiB\" is out of range 4KiB..4MiB");
     fails_with("limits: {max_upload: 2TiB}\n", "\"2TiB\" is out of range 1KiB..1TiB");
 }
 END_TEST
@@ -773,7 +775,9 @@ START_TEST(test_cfg_embedded_default_equals_table)
     ck_assert_uint_eq(emb->max_pixels, 100000000);
     ck_assert_uint_eq(emb->max_output_width, 16384);
     ck_assert_uint_eq(emb->max_output_height, 16384);
-    ck_assert_uint_eq(emb->max_connections, 4096);
+    ck_assert_uint_eq(emb->max_connections, 0); /* auto: the memory plan works it out */
+    ck_assert_uint_eq(emb->max_header_bytes, 16 * KIB);
+    ck_assert_uint_eq(emb->max_body_inflight, 0); /* auto */
     ck_assert_uint_eq(emb->nsizes, 0);
     ck_assert_uint_eq(emb->memory_budget, 0);
     ck_assert_uint_eq(emb->memory_budget_percent, 60);
@@ -785,7 +789,8 @@ START_TEST(test_cfg_embedded_default_equals_table)
     ck_assert_uint_eq(emb->req_timeout_ms, 60000);
     ck_assert_uint_eq(emb->idle_timeout_ms, 10000);
     ck_assert_uint_eq(emb->shutdown_timeout_ms, 10000);
-    ck_assert_uint_eq(emb->upload_spill_bytes, MIB);
+    ck_assert_uint_eq(emb->upload_spill_bytes, 64 * KIB);
+    ck_assert_uint_eq(emb->socket_buffer, 16 * KIB);
     ck_assert_str_eq(emb->write_token, "");
     ck_assert_uint_eq(emb->jpeg_quality, 80);
     ck_assert_uint_eq(emb->webp_quality, 80);
