@@ -7,11 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "server/auth.h"
 #include "server/conns.h"
 #include "server/errors.h"
+#include "server/store.h"
 
 struct connguard {
     connguard_config_t cfg;
@@ -58,8 +60,8 @@ void connguard_destroy(connguard_t *g)
 
 const char *connguard_reason_name(connguard_reason_t r)
 {
-    static const char *const names[CONNGUARD_R_MAX] = {"max_connections", "header_too_large",
-                                                       "body_bytes_in_flight", "unauthorized"};
+    static const char *const names[CONNGUARD_R_MAX] = {
+        "max_connections", "header_too_large", "body_bytes_in_flight", "unauthorized", "disk_full"};
     return r < CONNGUARD_R_MAX ? names[r] : "other";
 }
 
@@ -171,6 +173,16 @@ static int learn_one(h2o_req_t *req, void *cbdata)
     return 0;
 }
 
+/* Whether the spill files' disk has room for @p len more bytes: h2o cannot tell a full
+ * disk from a failed read, and would drop the connection without an answer. */
+static bool spill_room(const connguard_t *g, uint64_t len)
+{
+    struct statvfs v;
+    if (statvfs(g->cfg.spill_dir, &v) != 0)
+        return true; /* unknown: let the write find out */
+    return (uint64_t)v.f_bavail * v.f_frsize > len + (len >> 3);
+}
+
 /* One connection's rules; see connguard.h. */
 static void check_one(connguard_t *g, gconn_t *c)
 {
@@ -206,6 +218,10 @@ static void check_one(connguard_t *g, gconn_t *c)
     if (is_write(req) && (code = auth_write(g->cfg.write_token, req, &msg)) != 0) {
         c->refused = true;
         refuse_fd(g, fd, CONNGUARD_R_AUTH, ERR_AUTH, code, msg);
+    } else if (len > g->cfg.spill_threshold / 2 && !spill_room(g, len)) {
+        c->refused = true;
+        refuse_fd(g, fd, CONNGUARD_R_DISK, ERR_STORE, STORE_E_NOSPACE,
+                  "no space left on the storage disk for the request body");
     } else if (!reserve(g, c, len, false)) {
         c->refused = true;
         refuse_fd(g, fd, CONNGUARD_R_BODIES, ERR_REQ, ERR_REQ_BODIES_FULL,

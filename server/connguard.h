@@ -13,6 +13,7 @@
  *       a body starting on a PUT/DELETE without valid credentials  -> 401 / 403
  *       a body whose declared length does not fit the process-wide
  *       reservation limits.max_body_inflight (chunked: max_upload) -> 503 + Retry-After
+ *       a body that must spill to a disk without room for it        -> 507
  *     The answer is written straight to the socket and both directions are shut down;
  *     h2o then sees the end of the stream and closes the connection itself.
  * A reservation lives until the connection's next request or its close, or as long as
@@ -34,6 +35,7 @@ typedef enum {
     CONNGUARD_R_HEADER,          /**< head over limits.max_header_bytes */
     CONNGUARD_R_BODIES,          /**< body would exceed limits.max_body_inflight */
     CONNGUARD_R_AUTH,            /**< write without valid credentials, refused before its body */
+    CONNGUARD_R_DISK,            /**< the spill disk cannot hold the declared body: 507 */
     CONNGUARD_R_MAX
 } connguard_reason_t;
 
@@ -44,6 +46,8 @@ typedef struct {
     uint64_t max_upload;
     uint64_t socket_buffer;
     const char *write_token; /**< borrowed; "" = writes only from loopback */
+    uint64_t spill_threshold; /**< http.upload_spill: bodies past half of it go to a spill file */
+    char spill_dir[512];      /**< where the spill files are made (statvfs before a large body) */
 } connguard_config_t;
 
 typedef struct {

@@ -140,12 +140,20 @@ static int by_id(const void *a, const void *b)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 408: return "Request Timeout";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 408:
+        return "Request Timeout";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 503:
+        return "Service Unavailable";
+    case 507:
+        return "Insufficient Storage";
+    default:
+        return "Error";
     }
 }
 
@@ -158,11 +166,12 @@ void conns_answer(int fd, err_domain_t domain, int code, const char *msg)
     json_str(&j, "error", h.code);
     json_str(&j, "message", msg);
     size_t bl = json_end(&j);
-    int n = snprintf(res, sizeof(res),
-                     "HTTP/1.1 %d %s\r\nServer: thumbgate\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n%s",
-                     h.status, reason_phrase(h.status), bl, h.status == 503 ? "Retry-After: 1\r\n" : "",
-                     h.status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", body);
+    int n =
+        snprintf(res, sizeof(res),
+                 "HTTP/1.1 %d %s\r\nServer: thumbgate\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n%s",
+                 h.status, reason_phrase(h.status), bl, h.status == 503 ? "Retry-After: 1\r\n" : "",
+                 h.status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", body);
     if (n > 0 && (size_t)n < sizeof(res)) {
         ssize_t w = send(fd, res, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w; /* best effort: the connection ends either way */

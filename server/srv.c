@@ -253,7 +253,12 @@ int srv_run(const cfg_t *cfg)
                              .max_body_inflight = srv->plan.max_body_inflight,
                              .max_upload = cfg->max_upload,
                              .socket_buffer = cfg->socket_buffer,
-                             .write_token = cfg->write_token};
+                             .write_token = cfg->write_token,
+                             .spill_threshold = cfg->upload_spill_bytes};
+    snprintf(gc.spill_dir, sizeof(gc.spill_dir), "%s", store_spill_template(srv->store));
+    char *slash = strrchr(gc.spill_dir, '/');
+    if (slash != NULL)
+        *slash = '\0';
     if ((srv->guard = connguard_create(&gc)) == NULL)
         goto out_store;
     adm_config_t ac = {.budget = budget,

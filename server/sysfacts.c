@@ -23,7 +23,8 @@ int srv_plan(const cfg_t *cfg, memplan_t *plan, char *err, size_t errlen)
     uint64_t limit = srv_memory_limit(&src);
     unsigned threads = cfg->threads ? cfg->threads : sysfacts_ncores();
     unsigned workers = cfg->workers ? cfg->workers : sysfacts_ncores();
-    /* cgroup v2 charges the kernel's socket buffers to the cgroup; v1 (without kmem.tcp) does not */
+    /* cgroup v2 charges the kernel's socket buffers to the cgroup; v1 (without kmem.tcp) does not
+     */
     bool v2 = strncmp(src, "cgroup v2", 9) == 0;
     return memplan_compute(cfg, limit, src, v2, threads, workers, plan, err, errlen);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <unistd.h>
 #include <vips/vips.h>
 
@@ -183,6 +184,45 @@ START_TEST(test_conns_max_connections_answered)
 }
 END_TEST
 
+/* A body that would have to spill to a full disk is answered 507 from its head: h2o
+ * itself would drop the connection without a word when its spill file cannot grow. */
+START_TEST(test_conns_large_body_to_full_disk_is_507)
+{
+    char dir[64];
+    if (!tg_mount_tmpfs("8m", dir, sizeof(dir))) {
+        fprintf(stderr,
+                "test_conns_large_body_to_full_disk_is_507: cannot mount a tmpfs: skipped\n");
+        return;
+    }
+    char root[128], filler[128];
+    snprintf(root, sizeof(root), "%s/store", dir);
+    snprintf(filler, sizeof(filler), "%s/filler", dir);
+    tg_start(&S, NULL, root);
+    tg_fill_disk(filler);
+    int fd = put_partial("/big.jpg", 2000000, 0, NULL);
+    char buf[2048];
+    int st = read_status(fd, buf, sizeof(buf));
+    ck_assert_msg(st == 507, "got %d: %s (disk_full %g, reserved %g, open %g)", st, buf,
+                  tg_metric(&S, "thumbgate_conn_refused_total{reason=\"disk_full\"}"),
+                  tg_metric(&S, "thumbgate_body_reserved_bytes"),
+                  tg_metric(&S, "thumbgate_open_connections"));
+    ck_assert_ptr_nonnull(strstr(buf, "\"error\":\"storage_full\""));
+    close(fd);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_conn_refused_total{reason=\"disk_full\"}"), 1);
+    /* room again: the same upload is taken */
+    unlink(filler);
+    size_t len;
+    void *img = tg_image(600, 400, 3, "png", &len);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/big.png", img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    g_free(img);
+    tg_cleanup(&S);
+    umount2(dir, MNT_DETACH);
+    rmdir(dir);
+}
+END_TEST
+
 Suite *conns_suite(void); /* called by check_main.c */
 Suite *conns_suite(void)
 {
@@ -194,6 +234,7 @@ Suite *conns_suite(void)
     tcase_add_test(t, test_conns_oversize_head_refused);
     tcase_add_test(t, test_conns_unauthenticated_write_refused_before_its_body);
     tcase_add_test(t, test_conns_max_connections_answered);
+    tcase_add_test(t, test_conns_large_body_to_full_disk_is_507);
     suite_add_tcase(s, t);
     return s;
 }

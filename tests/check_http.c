@@ -699,38 +699,11 @@ END_TEST
 /* A small tmpfs as storage root, so the disk can be filled for real. */
 static char tmpfs_dir[64];
 
-static bool mount_small_tmpfs(const char *size)
-{
-    snprintf(tmpfs_dir, sizeof(tmpfs_dir), "/tmp/tgfull.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpfs_dir));
-    char opts[64];
-    snprintf(opts, sizeof(opts), "size=%s", size);
-    if (mount("tmpfs", tmpfs_dir, "tmpfs", 0, opts) != 0) {
-        rmdir(tmpfs_dir);
-        return false;
-    }
-    return true;
-}
-
-static void fill_disk(const char *path)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ck_assert_int_ge(fd, 0);
-    static char block[65536];
-    while (write(fd, block, sizeof(block)) > 0)
-        ;
-    while (write(fd, block, 512) > 0)
-        ;
-    while (write(fd, block, 1) > 0)
-        ;
-    close(fd);
-}
-
 /* Storage full: a PUT and a derived result answer 507 storage_full, the stored original
  * stays as it was and no temp file is left. */
 START_TEST(test_http_disk_full_is_507)
 {
-    if (!mount_small_tmpfs("16m")) {
+    if (!tg_mount_tmpfs("16m", tmpfs_dir, sizeof(tmpfs_dir))) {
         fprintf(stderr, "test_http_disk_full_is_507: cannot mount a tmpfs (not root?): skipped\n");
         return;
     }
@@ -739,11 +712,14 @@ START_TEST(test_http_disk_full_is_507)
     tg_start(&S, NULL, root);
     size_t len, len2;
     void *v1 = tg_image(300, 300, 3, "png", &len);
-    void *v2 = tg_image(400, 400, 3, "png", &len2);
+    /* small enough to stay in the connection's memory (under http.upload_spill / 2): the
+     * store's own write meets the full disk; test_conns_large_body_to_full_disk_is_507
+     * covers bodies that would have to spill */
+    void *v2 = tg_image(60, 60, 3, "png", &len2);
     put_ok("/full.png", v1, len, 201);
     char filler[160];
     snprintf(filler, sizeof(filler), "%s/filler", tmpfs_dir);
-    fill_disk(filler);
+    tg_fill_disk(filler);
     tg_resp_t r;
     ck_assert_int_eq(tg_http(&S, "PUT", "/full.png", v2, len2, NULL, &r), 507);
     ck_assert_ptr_nonnull(strstr(r.body, "\"error\":\"storage_full\""));

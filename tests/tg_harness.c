@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -354,4 +355,31 @@ void tg_put_image(tg_server_t *s, const char *path, int w, int h, const char *fm
                   r.status);
     tg_resp_free(&r);
     g_free(img);
+}
+
+bool tg_mount_tmpfs(const char *size, char *dir, size_t dirlen)
+{
+    snprintf(dir, dirlen, "/tmp/tgfull.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char opts[64];
+    snprintf(opts, sizeof(opts), "size=%s", size);
+    if (mount("tmpfs", dir, "tmpfs", 0, opts) != 0) {
+        rmdir(dir);
+        return false;
+    }
+    return true;
+}
+
+void tg_fill_disk(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    static char block[65536];
+    while (write(fd, block, sizeof(block)) > 0)
+        ;
+    while (write(fd, block, 512) > 0)
+        ;
+    while (write(fd, block, 1) > 0)
+        ;
+    close(fd);
 }

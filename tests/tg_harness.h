@@ -53,6 +53,12 @@ int tg_send_get(tg_server_t *s, const char *path);
 /** Reads until EOF or @p cap bytes; returns bytes read. */
 size_t tg_read_all(int fd, char *buf, size_t cap, int timeout_ms);
 
+/** Mounts a tmpfs of @p size (e.g. "16m") on a new temp dir written to @p dir; false when
+ *  it cannot (not root): the caller skips. Unmount with umount2(dir, MNT_DETACH). */
+bool tg_mount_tmpfs(const char *size, char *dir, size_t dirlen);
+/** Writes @p path until the disk is full, down to the last byte. */
+void tg_fill_disk(const char *path);
+
 /** Checked-fixture set-up for integration tests: libvips and libcurl in the forked child. */
 void tg_fixture_setup(void);
 /** PUTs a generated @p w x @p h image of @p fmt at @p path; fails the test unless 201. */
