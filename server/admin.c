@@ -1,6 +1,7 @@
 /* admin — the admin listener (loopback by default): /metrics (Prometheus text
  * format), /healthz, /readyz and /debug/flight. Rendering reads only atomics and the
  * gate's stats, so a scrape never waits on image work. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,7 @@ static void render_metrics(srv_t *srv, FILE *o)
     gauge(o, "thumbgate_process_threads", "Threads of the process.", (double)pm.threads);
     gauge(o, "thumbgate_vips_tracked_bytes", "Memory libvips tracks now.", (double)vnow);
     gauge(o, "thumbgate_vips_tracked_highwater_bytes", "Highest memory libvips tracked.", (double)vhigh);
+    flight_render_metrics(srv->flight, o);
     gauge(o, "thumbgate_uptime_seconds", "Seconds since start.", (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);
 }
 
@@ -139,19 +141,27 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
                 status == 200 ? "true" : "false", draining ? "true" : "false", saturated ? "true" : "false",
                 a.queue_len);
     } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/debug/flight"))) {
-        char path[1100];
-        if (srv->cfg->flight_path[0])
-            snprintf(path, sizeof(path), "%s", srv->cfg->flight_path);
-        else
-            snprintf(path, sizeof(path), "%s/flight.ring", srv->cfg->storage_root);
+        /* ?list: the kept runs; ?run=ID: one of them; otherwise the current ring */
+        flight_opts_t fo;
+        char q[24] = "", ferr[1400], *end = NULL;
+        size_t qlen = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
+        if (qlen < sizeof(q))
+            memcpy(q, req->path.base + req->query_at + 1, qlen);
+        bool list = strcmp(q, "list") == 0;
+        long run = strncmp(q, "run=", 4) == 0 && isdigit((unsigned char)q[4]) ? strtol(q + 4, &end, 10) : -1;
+        flight_opts_init(&fo, srv->cfg);
         fflush(o);
-        if (flight_dump(path, o, true, 120) != 0) {
+        if (qlen != 0 && !list && (qlen >= sizeof(q) || run < 0 || *end != '\0')) {
+            status = 400;
+            fprintf(o, "{\"error\":\"bad_request\",\"message\":\"/debug/flight takes ?list or ?run=ID\"}\n");
+        } else if ((list ? flight_list(fo.path, o, true, ferr, sizeof(ferr))
+                         : flight_dump(fo.path, run, o, true, 120, ferr, sizeof(ferr))) != 0) {
             status = 404;
-            fprintf(o, "{\"error\":\"not_found\",\"message\":\"the flight recorder is off\"}\n");
+            fprintf(o, "{\"error\":\"not_found\",\"message\":\"the flight recorder has no such ring\"}\n");
         }
     } else {
         status = 404;
-        fprintf(o, "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics /healthz /readyz /debug/flight\"}\n");
+        fprintf(o, "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics /healthz /readyz /debug/flight[?list|?run=ID]\"}\n");
     }
     fclose(o);
     send_text(req, status, ctype, buf, len);
