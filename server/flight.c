@@ -258,7 +258,8 @@ static int ring_open(ring_t *r, const char *path, char *err, size_t errlen)
         if (slot_read(r, i, &s))
             r->refs[r->n++] = (slot_ref_t){s.seq, i};
     }
-    qsort(r->refs, r->n, sizeof(*r->refs), by_seq_desc);
+    if (r->n > 1)
+        qsort(r->refs, r->n, sizeof(*r->refs), by_seq_desc);
     return 0;
 }
 
@@ -308,7 +309,8 @@ static unsigned scan_kept(const char *path, kept_t **out)
     }
     if (d)
         closedir(d);
-    qsort(k, n, sizeof(*k), by_run_desc);
+    if (n > 1)
+        qsort(k, n, sizeof(*k), by_run_desc);
     *out = k;
     return n;
 }
