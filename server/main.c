@@ -15,14 +15,18 @@ extern char **environ;
 
 static void usage(FILE *out)
 {
-    fputs("usage: thumbgate [-c FILE]            run the server (default: the embedded config/thumbgate.yaml)\n"
-          "       thumbgate --check-config [FILE] validate, print the effective config; exit 0 or 2\n"
-          "       thumbgate flight [FILE | --dir DIR | -c CONFIG] [--list | --run ID] [--json] [-n N]\n"
-          "                                      list the flight recorder's runs, or print one ring\n"
-          "                                      (default: the current run), newest snapshot first\n"
-          "       thumbgate --version | --help\n"
-          "Every config key can be overridden by THUMBGATE_<KEY_PATH> (memory.budget -> THUMBGATE_MEMORY_BUDGET).\n",
-          out);
+    fputs(
+        "usage: thumbgate [-c FILE]            run the server (default: the embedded "
+        "config/thumbgate.yaml)\n"
+        "       thumbgate --check-config [FILE] validate, print the effective config; exit 0 or 2\n"
+        "       thumbgate flight [FILE | --dir DIR | -c CONFIG] [--list | --run ID] [--json] [-n "
+        "N]\n"
+        "                                      list the flight recorder's runs, or print one ring\n"
+        "                                      (default: the current run), newest snapshot first\n"
+        "       thumbgate --version | --help\n"
+        "Every config key can be overridden by THUMBGATE_<KEY_PATH> (memory.budget -> "
+        "THUMBGATE_MEMORY_BUDGET).\n",
+        out);
 }
 
 /* thumbgate flight: which rings (a file, a directory's flight.ring, or the config's
