@@ -1,10 +1,10 @@
 /* Cost of the flight recorder: one snapshot (the server's sample callback reads
  * /proc/self/status; the recorder reads the cgroup's OOM-kill counter and writes 4 KiB)
- * and one tick between snapshots. Not part of `make test` (timings are not assertions):
- *   make build/release/thumbgate && cc -O2 -std=c11 -D_GNU_SOURCE -I. -o build/flight_bench \
- *     tests/flight_bench.c build/release/server/flight.o build/release/server/metrics.o -pthread
- * -lm \
- *   && build/flight_bench */
+ * and one tick between snapshots. Not part of `make test` (timings are not assertions).
+ * Build and run (after `make`):
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -I. -o build/flight_bench tests/flight_bench.c
+ *      build/release/server/flight.o build/release/server/metrics.o -pthread -lm
+ *   build/flight_bench */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
