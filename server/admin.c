@@ -148,20 +148,24 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
         if (qlen < sizeof(q))
             memcpy(q, req->path.base + req->query_at + 1, qlen);
         bool list = strcmp(q, "list") == 0;
-        long run = strncmp(q, "run=", 4) == 0 && isdigit((unsigned char)q[4]) ? strtol(q + 4, &end, 10) : -1;
+        long run = strncmp(q, "run=", 4) == 0 && isdigit((unsigned char)q[4])
+                       ? strtol(q + 4, &end, 10)
+                       : -1;
         flight_opts_init(&fo, srv->cfg);
         fflush(o);
         if (qlen != 0 && !list && (qlen >= sizeof(q) || run < 0 || *end != '\0')) {
             status = 400;
-            fprintf(o, "{\"error\":\"bad_request\",\"message\":\"/debug/flight takes ?list or ?run=ID\"}\n");
+            fprintf(o, "{\"error\":\"bad_request\",\"message\":\"/debug/flight takes ?list or "
+                       "?run=ID\"}\n");
         } else if ((list ? flight_list(fo.path, o, true, ferr, sizeof(ferr))
                          : flight_dump(fo.path, run, o, true, 120, ferr, sizeof(ferr))) != 0) {
             status = 404;
-            fprintf(o, "{\"error\":\"not_found\",\"message\":\"the flight recorder has no such ring\"}\n");
+            fprintf(o, "{\"error\":\"not_found\",\"message\":\"no such flight ring\"}\n");
         }
     } else {
         status = 404;
-        fprintf(o, "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics /healthz /readyz /debug/flight[?list|?run=ID]\"}\n");
+        fprintf(o, "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics /healthz "
+                   "/readyz /debug/flight[?list|?run=ID]\"}\n");
     }
     fclose(o);
     send_text(req, status, ctype, buf, len);

@@ -612,9 +612,13 @@ static void flight_sample(void *ctx, flight_sample_t *out)
     adm_stats_t as;
     metrics_proc_read(&pm);
     adm_stats(srv->gate, &as);
-    *out = (flight_sample_t){.rss_anon = pm.rss_anon, .rss_file = pm.rss_file, .vm_hwm = pm.hwm,
-                             .budget = as.budget, .in_use = as.in_use,
-                             .queued_bytes = as.queued_bytes, .queue_len = as.queue_len,
+    *out = (flight_sample_t){.rss_anon = pm.rss_anon,
+                             .rss_file = pm.rss_file,
+                             .vm_hwm = pm.hwm,
+                             .budget = as.budget,
+                             .in_use = as.in_use,
+                             .queued_bytes = as.queued_bytes,
+                             .queue_len = as.queue_len,
                              .running = as.running};
 }
 
