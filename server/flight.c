@@ -340,13 +340,14 @@ static void prev_from_ring(flight_prev_t *p, const ring_t *r)
     }
 }
 
-/** Compares the counter a run recorded last with the one read after it (same file only). */
+/** Compares the counter a run recorded last with the one read after it (same file only).
+ *  A run that stopped cleanly was not OOM-killed, whatever else the cgroup lost. */
 static void prev_compare_oom(flight_prev_t *p, const char *then_file, bool now_known, uint64_t now,
                              const char *now_file)
 {
     p->oom_kills_now = now;
     p->oom_known = p->oom_known && now_known && strcmp(then_file, now_file) == 0;
-    p->oom_killed = p->oom_known && now > p->oom_kills_then;
+    p->oom_killed = !p->clean && p->oom_known && now > p->oom_kills_then;
 }
 
 /* ---- writing -------------------------------------------------------------------------- */

@@ -241,6 +241,10 @@ END_TEST
 START_TEST(test_flight_clean_stop_is_not_announced)
 {
     flight_opts_t o = opts(4, 5);
+    char file[200];
+    snprintf(o.cgroup_dir, sizeof(o.cgroup_dir), "%s", dir);
+    snprintf(file, sizeof(file), "%s/memory.events", dir);
+    write_file(file, "oom_kill 1\n");
     flight_t *f = open_ok(&o);
     ck_assert_ptr_null(flight_previous(f)); /* the first run has none */
     char *txt;
@@ -249,11 +253,14 @@ START_TEST(test_flight_clean_stop_is_not_announced)
     free(txt);
     flight_tick(f, 1000);
     flight_close(f);
+    /* another process of the cgroup was OOM-killed after the clean stop: not this run */
+    write_file(file, "oom_kill 2\n");
 
     f = open_ok(&o);
     const flight_prev_t *p = flight_previous(f);
     ck_assert_ptr_nonnull(p);
     ck_assert(p->clean);
+    ck_assert(p->oom_known && !p->oom_killed);
     ck_assert_uint_eq(p->run, 1);
     ck_assert_uint_eq(p->pid, (uint64_t)getpid());
     CAPTURE(txt, flight_log_previous(f, out));
