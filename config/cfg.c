@@ -138,6 +138,8 @@ static const cfg_row_t rows[] = {
     ROW("flight.path", ROW_STR, flight_path, 0, 0, "", 0, NULL, NULL),
     ROW("flight.interval", ROW_DURATION, flight_interval_ms, 100, HOUR, "1s", 0, NULL, NULL),
     ROW("flight.slots", ROW_UINT, flight_slots, 2, 100000, "300", 0, NULL, NULL),
+    ROW("flight.keep_runs", ROW_UINT, flight_keep_runs, 0, 1000, "5", 0, NULL, NULL),
+    ROW("flight.max_disk", ROW_SIZE, flight_max_disk, 64 * KIB, TIB, "64MiB", 0, NULL, NULL),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -1167,6 +1169,19 @@ static void validate(loader_t *ld, const cfg_t *c)
                blame_admin ? "admin_listen" : "listen",
                "%s and %s would share a port: listen and admin_listen must differ", c->listen,
                c->admin_listen);
+    }
+
+    /* The current run's ring alone must fit the flight recorder's disk bound; older rings
+     * are deleted at start until the total fits (server/flight.c). */
+    uint64_t ring = ((uint64_t)c->flight_slots + 1) * CFG_FLIGHT_SLOT_BYTES;
+    if (ring > c->flight_max_disk) {
+        origin_t o = origin_of(ld, "flight.max_disk");
+        bool blame_disk = !origin_is_default(o);
+        report(ld, blame_disk ? o : origin_of(ld, "flight.slots"),
+               blame_disk ? "flight.max_disk" : "flight.slots",
+               "a ring of %" PRIu32 " slots takes %" PRIu64 " bytes, more than flight.max_disk "
+               "(%" PRIu64 ")",
+               c->flight_slots, ring, c->flight_max_disk);
     }
 
     /* An allowed size that could never be served is a typo. */

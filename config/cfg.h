@@ -68,7 +68,12 @@ typedef struct cfg {
     char flight_path[512];      /**< `flight.path`: ring file; empty = <storage.root>/flight.ring */
     uint64_t flight_interval_ms; /**< `flight.interval` */
     uint32_t flight_slots;      /**< `flight.slots`: snapshots kept in the ring */
+    uint32_t flight_keep_runs;  /**< `flight.keep_runs`: rings of previous runs kept */
+    uint64_t flight_max_disk;   /**< `flight.max_disk`: bytes all kept rings may take */
 } cfg_t;
+
+/** Bytes of one flight-recorder slot: a ring of n slots is (n + 1) x this on disk. */
+#define CFG_FLIGHT_SLOT_BYTES 4096
 
 /** The default config file shipped in config/, compiled in (used when no -c is given). */
 extern const char cfg_default_yaml[];

@@ -1,6 +1,7 @@
 /* admin — the admin listener (loopback by default): /metrics (Prometheus text
  * format), /healthz, /readyz and /debug/flight. Rendering reads only atomics and the
  * gate's stats, so a scrape never waits on image work. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,26 +37,32 @@ static void render_plan(srv_t *srv, FILE *o)
     const struct {
         const char *term;
         uint64_t v;
-    } terms[] = {{"limit", p->limit},         {"baseline", p->baseline},   {"budget", p->budget},
-                 {"connections", p->connections}, {"bodies", p->bodies}, {"flight", p->flight},
-                 {"kernel", p->kernel},       {"slack", p->slack},         {"total", p->total}};
+    } terms[] = {{"limit", p->limit},   {"baseline", p->baseline},
+                 {"budget", p->budget}, {"connections", p->connections},
+                 {"bodies", p->bodies}, {"flight", p->flight},
+                 {"kernel", p->kernel}, {"slack", p->slack},
+                 {"total", p->total}};
     for (size_t i = 0; i < sizeof(terms) / sizeof(terms[0]); i++)
-        fprintf(o, "thumbgate_memory_plan_bytes{term=\"%s\"} %" PRIu64 "\n", terms[i].term, terms[i].v);
+        fprintf(o, "thumbgate_memory_plan_bytes{term=\"%s\"} %" PRIu64 "\n", terms[i].term,
+                terms[i].v);
     connguard_stats_t g;
     connguard_stats(srv->guard, &g);
-    gauge(o, "thumbgate_open_connections", "Open client connections on the public listener.", (double)g.open);
+    gauge(o, "thumbgate_open_connections", "Open client connections on the public listener.",
+          (double)g.open);
     gauge(o, "thumbgate_max_connections", "limits.max_connections as resolved by the memory plan.",
           (double)p->max_connections);
-    gauge(o, "thumbgate_body_reserved_bytes", "Request-body bytes reserved now (limits.max_body_inflight).",
-          (double)g.body_reserved);
-    gauge(o, "thumbgate_conn_input_ram_bytes", "Connection input buffers held in memory.", (double)g.input_ram);
+    gauge(o, "thumbgate_body_reserved_bytes",
+          "Request-body bytes reserved now (limits.max_body_inflight).", (double)g.body_reserved);
+    gauge(o, "thumbgate_conn_input_ram_bytes", "Connection input buffers held in memory.",
+          (double)g.input_ram);
     gauge(o, "thumbgate_conn_input_spill_bytes", "Connection input buffers moved to spill files.",
           (double)g.input_spill);
-    fprintf(o, "# HELP thumbgate_conn_refused_total Connections answered and closed by connguard, by reason.\n"
+    fprintf(o, "# HELP thumbgate_conn_refused_total Connections answered and closed by connguard, "
+               "by reason.\n"
                "# TYPE thumbgate_conn_refused_total counter\n");
     for (unsigned r = 0; r < CONNGUARD_R_MAX; r++)
-        fprintf(o, "thumbgate_conn_refused_total{reason=\"%s\"} %" PRIu64 "\n", connguard_reason_name(r),
-                g.refused[r]);
+        fprintf(o, "thumbgate_conn_refused_total{reason=\"%s\"} %" PRIu64 "\n",
+                connguard_reason_name(r), g.refused[r]);
 }
 
 static void render_metrics(srv_t *srv, FILE *o)
@@ -150,6 +157,7 @@ static void render_metrics(srv_t *srv, FILE *o)
     gauge(o, "thumbgate_vips_tracked_bytes", "Memory libvips tracks now.", (double)vnow);
     gauge(o, "thumbgate_vips_tracked_highwater_bytes", "Highest memory libvips tracked.",
           (double)vhigh);
+    flight_render_metrics(srv->flight, o);
     gauge(o, "thumbgate_uptime_seconds", "Seconds since start.",
           (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);
 }
@@ -204,21 +212,33 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
         json_bool(&j, "queue_saturated", saturated);
         json_u64(&j, "queue_length", a.queue_len);
     } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/debug/flight"))) {
-        char path[1100];
-        if (srv->cfg->flight_path[0])
-            snprintf(path, sizeof(path), "%s", srv->cfg->flight_path);
-        else
-            snprintf(path, sizeof(path), "%s/flight.ring", srv->cfg->storage_root);
+        /* ?list: the kept runs; ?run=ID: one of them; otherwise the current ring */
+        flight_opts_t fo;
+        char q[24] = "", ferr[1400], *end = NULL;
+        size_t qlen = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
+        if (qlen < sizeof(q))
+            memcpy(q, req->path.base + req->query_at + 1, qlen);
+        bool list = strcmp(q, "list") == 0;
+        long run = strncmp(q, "run=", 4) == 0 && isdigit((unsigned char)q[4])
+                       ? strtol(q + 4, &end, 10)
+                       : -1;
+        flight_opts_init(&fo, srv->cfg);
         fflush(o);
-        if (flight_dump(path, o, true, 120) != 0) {
+        if (qlen != 0 && !list && (qlen >= sizeof(q) || run < 0 || *end != '\0')) {
+            status = 400;
+            json_str(&j, "error", "bad_request");
+            json_str(&j, "message", "/debug/flight takes ?list or ?run=ID");
+        } else if ((list ? flight_list(fo.path, o, true, ferr, sizeof(ferr))
+                         : flight_dump(fo.path, run, o, true, 120, ferr, sizeof(ferr))) != 0) {
             status = 404;
             json_str(&j, "error", "not_found");
-            json_str(&j, "message", "the flight recorder is off");
+            json_str(&j, "message", "no such flight ring");
         }
     } else {
         status = 404;
         json_str(&j, "error", "not_found");
-        json_str(&j, "message", "admin endpoints: /metrics /healthz /readyz /debug/flight");
+        json_str(&j, "message",
+                 "admin endpoints: /metrics /healthz /readyz /debug/flight[?list|?run=ID]");
     }
     if (!j.first) /* a JSON answer was written into j, not into o */
         fwrite(jbuf, 1, json_end(&j), o);

@@ -210,6 +210,30 @@ static void log_event(const char *what, const char *key, int64_t v, const char *
     fwrite(line, 1, json_end(&j), stderr);
 }
 
+/* The flight recorder's view of the server: read once per snapshot (flight.interval). */
+static void flight_sample(void *ctx, flight_sample_t *out)
+{
+    srv_t *srv = ctx;
+    metrics_proc_t pm;
+    adm_stats_t as;
+    metrics_proc_read(&pm);
+    adm_stats(srv->gate, &as);
+    *out = (flight_sample_t){.rss_anon = pm.rss_anon,
+                             .rss_file = pm.rss_file,
+                             .vm_hwm = pm.hwm,
+                             .budget = as.budget,
+                             .in_use = as.in_use,
+                             .queued_bytes = as.queued_bytes,
+                             .queue_len = as.queue_len,
+                             .running = as.running,
+                             .plan_total = srv->plan.total};
+    connguard_stats_t g;
+    connguard_stats(srv->guard, &g);
+    out->conns = g.open;
+    out->body_reserved = g.body_reserved;
+    out->input_spill = g.input_spill;
+}
+
 int srv_run(const cfg_t *cfg)
 {
     static srv_t S; /* the one process-wide server; main owns it */
@@ -324,9 +348,15 @@ int srv_run(const cfg_t *cfg)
         fprintf(stderr, "thumbgate: cannot listen on %s: %s\n", cfg->admin_listen, strerror(errno));
         goto out_listen;
     }
-    srv->flight = flight_open(srv, err, sizeof(err));
+    flight_opts_t fo;
+    flight_opts_init(&fo, cfg);
+    fo.sample = flight_sample;
+    fo.ctx = srv;
+    srv->flight = flight_open(&fo, err, sizeof(err));
     if (srv->flight == NULL)
         fprintf(stderr, "thumbgate: flight recorder off: %s\n", err);
+    else if (cfg->log_level >= CFG_LOG_WARN)
+        flight_log_previous(srv->flight, stderr); /* the previous run was killed: say so */
 
     srv->nthreads = cfg->threads ? cfg->threads : sysfacts_ncores();
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
@@ -406,6 +436,7 @@ out_threads:
          * off anyway, and waiting for the workers would overrun the deadline */
         if (cfg->log_level >= CFG_LOG_INFO)
             log_event("stopped", "exit", 0, "deadline");
+        flight_mark_clean(srv->flight); /* a stop we chose, though jobs were cut off */
         fflush(NULL);
         _exit(0);
     }

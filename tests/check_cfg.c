@@ -220,6 +220,15 @@ START_TEST(test_cfg_uint_good_and_bad)
                   "t.yaml:2: limits.max_connections: missing value\n");
     fails_with("limits: {max_connections: \"\"}\n", "missing value");
     fails_with("output: {jpeg_quality: auto}\n", "bad number \"auto\"");
+    c = ok("flight: {keep_runs: 0}\n");
+    ck_assert_uint_eq(c->flight_keep_runs, 0);
+    cfg_free(c);
+    c = ok("flight: {keep_runs: 1000}\n");
+    ck_assert_uint_eq(c->flight_keep_runs, 1000);
+    cfg_free(c);
+    fails_exactly("flight:\n  keep_runs: 1001\n",
+                  "t.yaml:2: flight.keep_runs: \"1001\" is out of range 0..1000\n");
+    fails_with("flight: {keep_runs: -1}\n", "bad number \"-1\"");
 }
 END_TEST
 
@@ -241,6 +250,10 @@ START_TEST(test_cfg_size_good_and_bad)
     fails_with("limits: {max_header_bytes: 500KiB}\n", "\"500KiB\" is out of range 1KiB..400KiB");
     fails_with("http: {socket_buffer: 1KiB}\n", "\"1KiB\" is out of range 4KiB..4MiB");
     fails_with("limits: {max_upload: 2TiB}\n", "\"2TiB\" is out of range 1KiB..1TiB");
+    fails_with("flight: {max_disk: 60KiB}\n", "\"60KiB\" is out of range 64KiB..1TiB");
+    c = ok("flight: {max_disk: 1GiB}\n");
+    ck_assert_uint_eq(c->flight_max_disk, GIB);
+    cfg_free(c);
 }
 END_TEST
 
@@ -630,6 +643,17 @@ START_TEST(test_cfg_cross_field_checks)
     fails_exactly("limits:\n  max_output_width: 1000\n  sizes: [500x500, 2000x10]\n",
                   "t.yaml:3: limits.sizes: entry 2000x10 is larger than "
                   "limits.max_output_width x max_output_height (1000x16384)\n");
+    /* the flight recorder's disk bound must hold the current ring: (slots + 1) x 4 KiB */
+    fails_exactly("flight:\n  slots: 100\n  max_disk: 256KiB\n",
+                  "t.yaml:3: flight.max_disk: a ring of 100 slots takes 413696 bytes, more than "
+                  "flight.max_disk (262144)\n");
+    fails_exactly("flight:\n  slots: 20000\n",
+                  "t.yaml:2: flight.slots: a ring of 20000 slots takes 81924096 bytes, more than "
+                  "flight.max_disk (67108864)\n");
+    c = ok("flight: {slots: 63, max_disk: 256KiB}\n"); /* 64 x 4 KiB: exactly full */
+    ck_assert_uint_eq(c->flight_max_disk, 256 * KIB);
+    cfg_free(c);
+    fails_with("flight: {slots: 64, max_disk: 256KiB}\n", "a ring of 64 slots takes 266240 bytes");
     /* upload_spill above max_upload is allowed (the spill simply never happens) */
     c = ok("limits: {max_upload: 64KiB}\nhttp: {upload_spill: 1MiB}\n");
     cfg_free(c);
@@ -801,6 +825,8 @@ START_TEST(test_cfg_embedded_default_equals_table)
     ck_assert_str_eq(emb->flight_path, "");
     ck_assert_uint_eq(emb->flight_interval_ms, 1000);
     ck_assert_uint_eq(emb->flight_slots, 300);
+    ck_assert_uint_eq(emb->flight_keep_runs, 5);
+    ck_assert_uint_eq(emb->flight_max_disk, 64 * MIB);
     cfg_free(emb);
 }
 END_TEST
@@ -851,7 +877,8 @@ START_TEST(test_cfg_print_round_trip_everything_changed)
                             "output: {jpeg_quality: 1, webp_quality: 100, png_compression: 0,"
                             " keep_icc: yes}\n"
                             "log: {level: error, access: no}\n"
-                            "flight: {path: /tmp/f.ring, interval: 100ms, slots: 2}\n",
+                            "flight: {path: /tmp/f.ring, interval: 100ms, slots: 2, keep_runs: 0,"
+                            " max_disk: 100KiB}\n",
                             env);
     char *text = print_to_string(c);
     /* the secret never appears; the placeholder does */
