@@ -21,10 +21,9 @@ static void thumb_shrink(const imgproc__plan_t *pl, double in_w, double in_h, do
         *vs = *hs;
     else
         *hs = *vs;
-    if (!pl->upsize) {
-        *hs = fmax(1.0, *hs);
-        *vs = fmax(1.0, *vs);
-    }
+    /* VIPS_SIZE_DOWN for every mode: nothing is ever enlarged. */
+    *hs = fmax(1.0, *hs);
+    *vs = fmax(1.0, *vs);
     *hs = fmin(*hs, in_w);
     *vs = fmin(*vs, in_h);
 }
@@ -65,7 +64,6 @@ int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgpro
         if (tw == 0 || th == 0)
             return -IMGPROC_E_INVALID;
         pl->crop = true;
-        pl->upsize = true;
         break;
     case IMGPROC_OP_CONVERT:
         tw = pl->swap ? H : W;
@@ -118,6 +116,30 @@ int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgpro
     uint32_t alpha = probe->has_alpha ? 1 : 0;
     uint32_t colour = probe->bands - alpha;
     pl->out_bands = (colour >= 3 || probe->has_icc ? 3 : 1) + alpha;
+
+    /* Belt and braces: with SIZE_DOWN no image of the pipeline is larger than the source,
+     * but a plan must never be admitted with one over the caller's pixel bound. */
+    uint64_t mp = job->max_pixels;
+    if (mp && ((uint64_t)W * H > mp || (uint64_t)pl->load_w * pl->load_h > mp ||
+               (uint64_t)pl->resized_w * pl->resized_h > mp ||
+               (uint64_t)pl->out_w * pl->out_h > mp))
+        return -IMGPROC_E_TOO_LARGE;
+    return 0;
+}
+
+int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job,
+                       imgproc_err_t *err)
+{
+    imgproc__plan_t pl;
+    int rc = imgproc__plan(probe, job, &pl);
+    if (rc == -IMGPROC_E_TOO_LARGE)
+        return imgproc__fail(err, IMGPROC_E_TOO_LARGE,
+                             "a %ux%u source as %ux%u (via %ux%u) is over %llu pixels",
+                             probe->width, probe->height, pl.out_w, pl.out_h, pl.resized_w,
+                             pl.resized_h, (unsigned long long)job->max_pixels);
+    if (rc != 0)
+        return imgproc__fail(err, IMGPROC_E_INVALID, "bad job for a %ux%u image",
+                             probe ? probe->width : 0, probe ? probe->height : 0);
     return 0;
 }
 
