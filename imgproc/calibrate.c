@@ -1631,6 +1631,65 @@ static int run_attack(const char *argv0, const char *dir_arg, int jobs, double m
     return st.under ? 1 : 0;
 }
 
+/* calibrate --one VARIANT W H ORIENT OP TW TH FMT [--server BIN] [--dir DIR]: one case, in a
+ * fresh child and (with --server) through the running server, 3 times each. OP is fit,
+ * cover, convert or naive; FMT jpeg, png or webp. */
+static int run_one(const char *argv0, char **a, const char *dir_arg, const char *server_bin)
+{
+    case_t c = {.orient = atoi(a[3])};
+    int v = 0;
+    /* VARIANT may be NAME=FILE: an existing file, warmed up like NAME (W H ignored) */
+    const char *file = strchr(a[0], '=');
+    while (v < V__COUNT && strncmp(variants[v].name, a[0], file ? (size_t)(file - a[0]) : strlen(a[0])) != 0)
+        v++;
+    if (v == V__COUNT) {
+        fprintf(stderr, "unknown variant %s\n", a[0]);
+        return 2;
+    }
+    c.v = (variant_t)v;
+    c.w = atoi(a[1]);
+    c.h = atoi(a[2]);
+    c.job.op = strcmp(a[4], "cover") == 0     ? IMGPROC_OP_COVER
+               : strcmp(a[4], "convert") == 0 ? IMGPROC_OP_CONVERT
+                                              : IMGPROC_OP_FIT;
+    c.job.naive = strcmp(a[4], "naive") == 0;
+    c.job.width = (uint32_t)atoi(a[5]);
+    c.job.height = (uint32_t)atoi(a[6]);
+    c.job.out_fmt = imgproc_fmt_from_ext(a[7], strlen(a[7]));
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", dir_arg ? dir_arg : "/tmp/thumbgate-one");
+    mkdir(dir, 0755);
+    if (VIPS_INIT(argv0))
+        return 2;
+    vips_cache_set_max(0);
+    char path[4200], warm[4200];
+    image_path(path, sizeof(path), dir, c.v, c.w, c.h, c.orient);
+    if (file)
+        snprintf(path, sizeof(path), "%s", file + 1);
+    image_path(warm, sizeof(warm), dir, c.v, 96, 64, c.orient);
+    if ((access(warm, R_OK) != 0 && generate(c.v, 96, 64, c.orient, warm) != 0) ||
+        (access(path, R_OK) != 0 && generate(c.v, c.w, c.h, c.orient, path) != 0))
+        return 2;
+    imgproc_probe_t probe;
+    if (!job_runnable(path, &c.job, &probe)) {
+        fprintf(stderr, "job not runnable\n");
+        return 2;
+    }
+    att_rec_t recs[3] = {{.c = c}, {.c = c}, {.c = c}};
+    run_children(argv0, path, warm, recs, 3, 1);
+    att_server_t srv = {0};
+    if (server_bin) {
+        if (server_start(&srv, server_bin, dir) != 0)
+            return 2;
+        for (int i = 0; i < 3; i++)
+            server_sample(&srv, 900000 + (unsigned)i, path, &recs[i], 1);
+        server_stop(&srv);
+    }
+    for (int i = 0; i < 3; i++)
+        att_print("one", &recs[i]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--measure") == 0)
@@ -1643,8 +1702,12 @@ int main(int argc, char **argv)
     double minutes = 30;
     size_t max_cases = (size_t)-1;
     uint64_t seed = 0;
+    char **one = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--reduced") == 0)
+        if (strcmp(argv[i], "--one") == 0 && i + 8 < argc) {
+            one = &argv[i + 1];
+            i += 8;
+        } else if (strcmp(argv[i], "--reduced") == 0)
             reduced = true;
         else if (strcmp(argv[i], "--cold") == 0)
             cold = true;
@@ -1679,6 +1742,8 @@ int main(int argc, char **argv)
     }
     if (burst > 0)
         return run_burst(argv[0], burst, dir);
+    if (one)
+        return run_one(argv[0], one, dir, server);
     if (attack)
         return run_attack(argv[0], dir, jobs > 16 ? 16 : jobs, minutes, max_cases, seed, server,
                           server_every);

@@ -106,6 +106,47 @@ static void deadline_unwatch(deadline_t *d)
     d->n = 0;
 }
 
+/* The source of JPEG and PNG jobs: the descriptor read with pread through a custom
+ * source, so that the decoder's own reads — which go on through a whole decode step that
+ * produces no strip (libjpeg consuming a progressive file's scans, libpng reading an
+ * interlaced image, the first output strip of a big shrink) — also stop at the deadline.
+ * Seekable, so libvips never buffers the stream in memory. */
+typedef struct {
+    int fd;
+    gint64 pos, size;
+    deadline_t *dl;
+} src_t;
+
+static gint64 on_src_read(VipsSourceCustom *source, void *buf, gint64 len, void *user)
+{
+    src_t *s = user;
+    if (deadline_passed(s->dl)) {
+        vips_error("imgproc", "job deadline");
+        return -1;
+    }
+    ssize_t k;
+    do
+        k = pread(s->fd, buf, (size_t)len, (off_t)s->pos);
+    while (k < 0 && errno == EINTR);
+    if (k < 0)
+        return -1;
+    s->pos += k;
+    return k;
+}
+
+static gint64 on_src_seek(VipsSourceCustom *source, gint64 offset, int whence, void *user)
+{
+    src_t *s = user;
+    gint64 to = whence == SEEK_SET   ? offset
+                : whence == SEEK_CUR ? s->pos + offset
+                : whence == SEEK_END ? s->size + offset
+                                     : -1;
+    if (to < 0)
+        return -1;
+    s->pos = to;
+    return to;
+}
+
 /* Drops every metadata item except the ICC profile (libvips 8.14 savers can only strip all
  * or nothing). Returns a new reference or NULL. */
 static VipsImage *keep_only_icc(VipsImage *in)
@@ -196,6 +237,7 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
     int rc = 0, in_fd = -1;
     sink_t sink = {.fd = -1};
     deadline_t dl = {0};
+    src_t rd = {.fd = -1, .dl = &dl};
     imgproc_probe_t probe;
     imgproc__plan_t plan;
     VipsSource *source = NULL;
@@ -216,6 +258,8 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
         return imgproc__fail(err, IMGPROC_E_IO, "open %s: %s", src, strerror(errno));
     if ((rc = imgproc__probe_fd(in_fd, &probe, err)) != 0)
         goto out_close_in;
+    rd.fd = in_fd;
+    rd.size = (gint64)probe.file_bytes;
     if ((rc = imgproc_plan_check(&probe, job, err)) != 0)
         goto out_close_in;
     (void)imgproc__plan(&probe, job, &plan);
@@ -258,7 +302,10 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
         source = vips_source_new_from_blob(blob);
         vips_area_unref(VIPS_AREA(blob));
     } else {
-        source = vips_source_new_from_descriptor(in_fd);
+        VipsSourceCustom *custom = vips_source_custom_new();
+        g_signal_connect(custom, "read", G_CALLBACK(on_src_read), &rd);
+        g_signal_connect(custom, "seek", G_CALLBACK(on_src_seek), &rd);
+        source = VIPS_SOURCE(custom);
     }
     if (!source) {
         rc = imgproc__fail_vips(err, IMGPROC_E_IO, "source");

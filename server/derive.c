@@ -216,6 +216,10 @@ static void job_run(adm_job_t *_job)
     case IMGPROC_E_NOMEM:
         status = 503, code = "busy";
         break;
+    case IMGPROC_E_TIMEOUT:
+        status = 503, code = "job_timeout";
+        atomic_fetch_add_explicit(&srv->metrics.jobs_timed_out, 1, memory_order_relaxed);
+        break;
     case IMGPROC_E_INVALID:
         status = 400, code = "bad_request";
         break;
@@ -376,6 +380,15 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     job->ij = rt->job;
     snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
     job->ij.naive = cfg->memory_mode == CFG_MODE_NAIVE;
+    job->ij.timeout_ms = (uint32_t)cfg->job_timeout_ms;
+    job->ij.max_pixels = cfg->max_pixels;
+    int pr = imgproc_plan_check(&probe, &job->ij, &ierr);
+    if (pr != 0) {
+        free(job), free(w);
+        srv__send_error(req, pr == -IMGPROC_E_TOO_LARGE ? 413 : 400, pr == -IMGPROC_E_TOO_LARGE ? "too_many_pixels" : "bad_size",
+                        "%s", ierr.msg);
+        return;
+    }
     uint32_t ow, oh;
     imgproc_output_dims(&probe, &job->ij, &ow, &oh);
     if (ow > cfg->max_output_width || oh > cfg->max_output_height) {

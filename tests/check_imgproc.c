@@ -690,7 +690,13 @@ START_TEST(test_imgproc_output_dims_every_mode)
         {IMGPROC_FMT_JPEG, 6000, 4000, 8, IMGPROC_OP_CONVERT, 0, 0, 4000, 6000},
         {IMGPROC_FMT_JPEG, 6000, 4000, 3, IMGPROC_OP_CONVERT, 0, 0, 6000, 4000},
         {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_FIT, 290, 290, 100, 50},    /* no upscaling */
-        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_COVER, 290, 290, 290, 290}, /* exact cover */
+        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_COVER, 290, 290, 100, 50},  /* never enlarged */
+        {IMGPROC_FMT_PNG, 1000, 200, 1, IMGPROC_OP_COVER, 290, 290, 290, 200}, /* crop only */
+        {IMGPROC_FMT_PNG, 20000, 1, 1, IMGPROC_OP_COVER, 290, 290, 290, 1},
+        {IMGPROC_FMT_PNG, 1, 20000, 1, IMGPROC_OP_COVER, 290, 290, 1, 290},
+        {IMGPROC_FMT_PNG, 20000, 1, 1, IMGPROC_OP_FIT, 290, 290, 290, 1},
+        {IMGPROC_FMT_PNG, 20000, 1, 1, IMGPROC_OP_FIT, 0, 290, 20000, 1},
+        {IMGPROC_FMT_JPEG, 20000, 2, 6, IMGPROC_OP_COVER, 100, 300, 2, 300},
         {IMGPROC_FMT_JPEG, 1, 10000, 1, IMGPROC_OP_FIT, 290, 290, 1, 290},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -771,7 +777,118 @@ START_TEST(test_imgproc_estimate_orders_costs)
 }
 END_TEST
 
+START_TEST(test_imgproc_plan_never_enlarges_and_is_bounded)
+{
+    /* The issue-12 job: a 1-pixel strip as a cover crop was planned 5.8 million pixels
+     * wide and estimated at 5.25 GB. Now every image of the pipeline stays within the
+     * source, whatever the mode and box. */
+    static const uint32_t shapes[][2] = {{20000, 1}, {1, 20000}, {20000, 2}, {3, 9000}, {100, 50}};
+    static const uint32_t boxes[][2] = {{290, 290}, {2000, 2000}, {1, 1}, {16384, 16384}, {5, 900}};
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+        for (size_t b = 0; b < sizeof(boxes) / sizeof(boxes[0]); b++)
+            for (int op = IMGPROC_OP_FIT; op <= IMGPROC_OP_COVER; op++) {
+                imgproc_probe_t p = fake(IMGPROC_FMT_PNG, shapes[i][0], shapes[i][1], 1);
+                imgproc_job_t job = {.op = (imgproc_op_t)op, .width = boxes[b][0],
+                                     .height = boxes[b][1], .out_fmt = IMGPROC_FMT_WEBP};
+                imgproc__plan_t pl;
+                ck_assert_int_eq(imgproc__plan(&p, &job, &pl), 0);
+                ck_assert_uint_le(pl.resized_w, p.width);
+                ck_assert_uint_le(pl.resized_h, p.height);
+                ck_assert_uint_le(pl.out_w, p.width);
+                ck_assert_uint_le(pl.out_h, p.height);
+                ck_assert_uint_lt(imgproc_estimate(&p, &job), 32u << 20);
+            }
+    /* A plan over max_pixels is refused before anything runs, with a clear error. */
+    imgproc_probe_t p = fake(IMGPROC_FMT_JPEG, 6000, 4000, 1);
+    imgproc_job_t job = {.op = IMGPROC_OP_CONVERT, .out_fmt = IMGPROC_FMT_JPEG,
+                         .max_pixels = 6000 * 4000 - 1};
+    imgproc_err_t err = {0};
+    ck_assert_int_eq(imgproc_plan_check(&p, &job, &err), -IMGPROC_E_TOO_LARGE);
+    ck_assert_int_eq(err.code, IMGPROC_E_TOO_LARGE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "over"));
+    ck_assert_uint_eq(imgproc_estimate(&p, &job), 0);
+    job.max_pixels = 6000 * 4000;
+    ck_assert_int_eq(imgproc_plan_check(&p, &job, &err), 0);
+    job = (imgproc_job_t){.op = IMGPROC_OP_COVER, .width = 290, .out_fmt = IMGPROC_FMT_JPEG};
+    ck_assert_int_eq(imgproc_plan_check(&p, &job, &err), -IMGPROC_E_INVALID);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- run */
+
+START_TEST(test_imgproc_run_strips_every_mode)
+{
+    /* 1-pixel and 2-pixel strips in every mode and output format: a sane image exactly as
+     * planned, or a clear error for what a format cannot hold. */
+    VipsImage *img = content(20000, 1, 3, false);
+    ck_assert_int_eq(vips_pngsave(img, tpath("wide.png"), NULL), 0);
+    g_object_unref(img);
+    img = content(1, 20000, 3, false);
+    ck_assert_int_eq(vips_pngsave(img, tpath("tall.png"), NULL), 0);
+    g_object_unref(img);
+    img = content(2, 20000, 3, false);
+    ck_assert_int_eq(vips_jpegsave(img, tpath("tall2.jpg"), NULL), 0);
+    g_object_unref(img);
+    char srcs[3][512]; /* tpath() reuses its buffers */
+    snprintf(srcs[0], sizeof(srcs[0]), "%s", tpath("wide.png"));
+    snprintf(srcs[1], sizeof(srcs[1]), "%s", tpath("tall.png"));
+    snprintf(srcs[2], sizeof(srcs[2]), "%s", tpath("tall2.jpg"));
+    static const struct {
+        imgproc_op_t op;
+        uint32_t w, h;
+    } jobs[] = {{IMGPROC_OP_COVER, 290, 290}, {IMGPROC_OP_COVER, 1, 1000},
+                {IMGPROC_OP_FIT, 290, 290},   {IMGPROC_OP_FIT, 290, 0},
+                {IMGPROC_OP_FIT, 0, 290},     {IMGPROC_OP_CONVERT, 0, 0}};
+    static const imgproc_fmt_t fmts[] = {IMGPROC_FMT_JPEG, IMGPROC_FMT_PNG, IMGPROC_FMT_WEBP};
+    for (size_t s = 0; s < 3; s++)
+        for (size_t j = 0; j < sizeof(jobs) / sizeof(jobs[0]); j++)
+            for (size_t f = 0; f < 3; f++) {
+                imgproc_job_t job = {.op = jobs[j].op, .width = jobs[j].w, .height = jobs[j].h,
+                                     .out_fmt = fmts[f]};
+                imgproc_probe_t p;
+                imgproc_err_t err;
+                ck_assert_int_eq(imgproc_probe_file(srcs[s], &p, &err), 0);
+                ck_assert_uint_lt(imgproc_estimate(&p, &job), 64u << 20);
+                uint32_t ow, oh;
+                imgproc_output_dims(&p, &job, &ow, &oh);
+                ck_assert(ow >= 1 && oh >= 1 && ow <= p.width && oh <= p.height);
+                if (fmts[f] == IMGPROC_FMT_WEBP && (ow > 16383 || oh > 16383)) {
+                    imgproc_out_t out;
+                    ck_assert_int_eq(imgproc_run(srcs[s], &job, &opts, tpath("o"), &out, &err),
+                                     -IMGPROC_E_TOO_LARGE);
+                    continue;
+                }
+                run_ok(srcs[s], job, tpath(fmts[f] == IMGPROC_FMT_PNG ? "o.png" : "o.img"), ow,
+                       oh);
+            }
+}
+END_TEST
+
+START_TEST(test_imgproc_run_stops_at_its_deadline)
+{
+    /* Long enough to run well past 1 ms in any mode: the deadline cancels it with TIMEOUT,
+     * and the same job without a deadline succeeds. */
+    const char *src = gen("slow.png", G_PNG, 3000, 3000, 3, false, 1);
+    const char *psrc = gen("slow.jpg", G_JPEG_PROG, 3000, 3000, 3, false, 1);
+    imgproc_job_t jobs[] = {{.op = IMGPROC_OP_CONVERT, .out_fmt = IMGPROC_FMT_PNG},
+                            {.op = IMGPROC_OP_FIT, .width = 290, .height = 290,
+                             .out_fmt = IMGPROC_FMT_WEBP},
+                            {.op = IMGPROC_OP_COVER, .width = 100, .height = 100,
+                             .out_fmt = IMGPROC_FMT_JPEG, .naive = true}};
+    for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++)
+        for (int s = 0; s < 2; s++) {
+            imgproc_err_t err;
+            imgproc_out_t out;
+            jobs[i].timeout_ms = 1;
+            int rc = imgproc_run(s ? psrc : src, &jobs[i], &opts, tpath("d.out"), &out, &err);
+            ck_assert_msg(rc == -IMGPROC_E_TIMEOUT, "job %zu/%d: %d %s", i, s, rc, err.msg);
+            ck_assert_int_eq(err.code, IMGPROC_E_TIMEOUT);
+            ck_assert_str_eq(imgproc_strerror(rc), "job deadline passed");
+            jobs[i].timeout_ms = 0;
+            ck_assert_int_eq(imgproc_run(s ? psrc : src, &jobs[i], &opts, tpath("d.out"), &out, &err), 0);
+        }
+}
+END_TEST
 
 START_TEST(test_imgproc_run_dims_and_format_every_mode)
 {
@@ -1113,6 +1230,7 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_output_dims_every_mode);
     tcase_add_test(tc, test_imgproc_plan_shrink_on_load);
     tcase_add_test(tc, test_imgproc_estimate_orders_costs);
+    tcase_add_test(tc, test_imgproc_plan_never_enlarges_and_is_bounded);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("run");
@@ -1126,6 +1244,8 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_run_converts_to_srgb);
     tcase_add_test(tc, test_imgproc_run_rejects_bad_jobs);
     tcase_add_test(tc, test_imgproc_runtime_helpers);
+    tcase_add_test(tc, test_imgproc_run_strips_every_mode);
+    tcase_add_test(tc, test_imgproc_run_stops_at_its_deadline);
     suite_add_tcase(s, tc);
     return s;
 }
