@@ -199,9 +199,13 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
 #define EST_RESIZE_LINES 1200.0
 #define EST_COPY_LINES 280.0
 #define EST_NAIVE_LINES 2200.0
-#define EST_SHORT_CAP 0.55           /* line cap, x image height, uchar pipelines */
-#define EST_SHORT_CAP_FLOAT 0.8      /* ... premultiplied float pipelines */
-#define EST_SHORT_CAP_NAIVE 2.5      /* ... thumbnail of an in-memory image */
+#define EST_SHORT_CAP 1.1            /* line cap: x (image height + EST_SHORT_LINES) */
+#define EST_SHORT_LINES 80.0         /* buffers of a short image: every stage holds all of it
+                                        plus its kernel's margin (attack: 6379x36 cover) */
+#define EST_SHORT_GREY16 150.0       /* ... more for 16-bit grey, processed through a
+                                        wider format (attack: 21999x37 grey16, 8x under) */
+#define EST_SHORT_PER_LINE 12.0      /* ... but a strip of a few lines has a few times that */
+#define EST_SHORT_CAP_NAIVE 2.5      /* ... thumbnail of an in-memory image, x height */
 #define EST_LCMS_CMYK (5.0 * MIB)    /* CMYK -> sRGB through lcms, measured ~3-4 MiB */
 #define EST_LCMS_ICC (0.2 * MIB)     /* an RGB/grey profile to sRGB (cheap once lcms is warm) */
 #define EST_PNG_OUT (0.2 * MIB)      /* zlib deflate state and libpng rows */
@@ -212,6 +216,7 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
 #define EST_WEBP_PX 4.0        /* libwebp encoder bytes per output pixel, beyond the RGB(A) copy */
 #define EST_WEBP_ALPHA_PX 21.0 /* ... extra when the output has alpha (lossless-coded alpha) */
 #define EST_BPP16 2.0             /* 16-bit PNG pipelines, per output band */
+#define EST_META 4.0
 #define EST_MARGIN_EXACT 1.04
 #define EST_MARGIN_MODEL 1.08
 
@@ -238,7 +243,9 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
     bool premultiply = probe->has_alpha && resize;
     double bpp = premultiply ? 4 * ob : ob * (probe->bit_depth > 8 ? EST_BPP16 : 1.0);
 
-    double exact = 2.0 * (double)probe->_meta_bytes;
+    /* Metadata: the decoder's copy, libvips' copy, lcms' parse of an ICC profile, the
+     * saver's look at it (attack: 1 MiB ICC in a 98x158 JPEG, 2 MiB of PNG text). */
+    double exact = EST_META * (double)probe->_meta_bytes;
     bool streamed = true; /* loader feeds the pipeline through a line cache */
     if (jpeg && probe->progressive)
         exact += (double)probe->_jpeg_coef_bytes;
@@ -267,10 +274,16 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
     double lines =
         EST_CACHE_LINES * bpl * (streamed ? 1 : 0) +
         (resize ? (job->naive ? EST_NAIVE_LINES : EST_RESIZE_LINES) : EST_COPY_LINES) * bpp;
-    double cap = job->naive    ? EST_SHORT_CAP_NAIVE
-                 : premultiply ? EST_SHORT_CAP_FLOAT
-                               : EST_SHORT_CAP;
-    model += lw * fmin(lines, cap * lh * (bpl * (streamed ? 1 : 0) + bpp));
+    /* Short images (below a few strips) are held whole by every stage of the pipeline:
+     * the cap is the whole image plus kernel margins, not a fraction of it. */
+    bool grey16 = probe->bit_depth > 8 && probe->bands - alpha < 3;
+    double margin = fmin(EST_SHORT_LINES + (grey16 ? EST_SHORT_GREY16 : 0), EST_SHORT_PER_LINE * lh);
+    double cap_lines = EST_SHORT_CAP * (lh + margin);
+    /* The in-memory image of a naive job feeds the pipeline like a loader's cache. */
+    double cap_bytes = bpl * (streamed || job->naive ? 1 : 0) + bpp;
+    if (job->naive)
+        cap_lines = fmax(cap_lines, EST_SHORT_CAP_NAIVE * lh);
+    model += lw * fmin(lines, cap_lines * cap_bytes);
     if (webp && !probe->lossless)
         model += EST_WEBP_ROW * W;
     if (webp)
