@@ -181,8 +181,8 @@ out:
 
 static int generate(variant_t v, int w, int h, int orientation, const char *path)
 {
-    bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA || v == V_PNG_GREYA ||
-                 v == V_PNG_RGBA16 || v == V_PNG_PALETTE_ALPHA || v == V_PNG_INTERLACED_GREYA ||
+    bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA || v == V_PNG_GREYA || v == V_PNG_RGBA16 ||
+                 v == V_PNG_PALETTE_ALPHA || v == V_PNG_INTERLACED_GREYA ||
                  v == V_WEBP_LOSSLESS_ALPHA;
     int bands = (v == V_JPEG_GREY || v == V_PNG_GREY || v == V_PNG_GREYA || v == V_PNG_GREY16 ||
                  v == V_PNG_INTERLACED_GREYA || v == V_JPEG_PROG_GREY)
@@ -194,8 +194,8 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         return -1;
     if (vips_copy(img, &t1, NULL))
         goto out;
-    bool has_icc = v == V_JPEG_ICC || v == V_PNG_ICC || v == V_JPEG_CMYK ||
-                   v == V_JPEG_CMYK_PROG || v == V_JPEG_BIGICC || v == V_WEBP_BIGICC;
+    bool has_icc = v == V_JPEG_ICC || v == V_PNG_ICC || v == V_JPEG_CMYK || v == V_JPEG_CMYK_PROG ||
+                   v == V_JPEG_BIGICC || v == V_WEBP_BIGICC;
     bool keep_meta = has_icc || v == V_PNG_BIGTEXT;
     if (v == V_JPEG_ICC || v == V_PNG_ICC) {
         /* Display P3 pixels tagged with their profile: jobs must transform to sRGB. */
@@ -347,9 +347,12 @@ static void add(grid_t *g, variant_t v, int w, int h, int orient, imgproc_op_t o
         if (!g->c)
             abort();
     }
-    g->c[g->n++] = (case_t){v, w, h, orient,
-                            {.op = op, .width = (uint32_t)tw, .height = (uint32_t)th,
-                             .out_fmt = fmt, .naive = naive}};
+    g->c[g->n++] = (case_t){
+        v,
+        w,
+        h,
+        orient,
+        {.op = op, .width = (uint32_t)tw, .height = (uint32_t)th, .out_fmt = fmt, .naive = naive}};
 }
 
 static const struct {
@@ -859,8 +862,8 @@ typedef struct {
 static void *burst_thread(void *p)
 {
     burst_arg_t *a = p;
-    imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = 290, .height = 290,
-                         .out_fmt = IMGPROC_FMT_JPEG};
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_FIT, .width = 290, .height = 290, .out_fmt = IMGPROC_FMT_JPEG};
     imgproc_err_t err;
     imgproc_out_t out;
     a->rc = imgproc_run(a->file, &job, &cal_opts, a->out, &out, &err);
@@ -1265,7 +1268,8 @@ static int free_port(void)
 static int http_req(int port, const char *method, const char *path, int body_fd, off_t body_len)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
         if (fd >= 0)
@@ -1358,7 +1362,7 @@ static void server_stop(att_server_t *s)
 /* The derived URL of @p job for the key a<id>.<ext>; false when no URL expresses it. */
 static bool derived_url(char *buf, size_t n, unsigned id, const case_t *c)
 {
-    const char *ext = c->job.out_fmt == IMGPROC_FMT_JPEG ? "jpeg"
+    const char *ext = c->job.out_fmt == IMGPROC_FMT_JPEG  ? "jpeg"
                       : c->job.out_fmt == IMGPROC_FMT_PNG ? "png"
                                                           : "webp";
     if (c->job.naive)
@@ -1459,8 +1463,8 @@ static void run_children(const char *argv0, const char *path, const char *warm, 
             snprintf(a[2], 32, "%u", c->job.height);
             snprintf(a[3], 32, "%d", (int)c->job.out_fmt);
             snprintf(a[4], 32, "%d", (int)c->job.naive);
-            char *args[] = {(char *)argv0, "--measure", (char *)path, a[0], a[1], a[2], a[3],
-                            a[4],          (char *)warm, "0",         NULL};
+            char *args[] = {(char *)argv0, "--measure", (char *)path, a[0], a[1], a[2],
+                            a[3],          a[4],        (char *)warm, "0",  NULL};
             pids[next] = spawn_child(args, NULL, &fds[next]);
             if (pids[next] < 0)
                 done[next] = true, outs[next][0] = '\0';
@@ -1502,8 +1506,8 @@ static void att_print(const char *tag, const att_rec_t *r)
 {
     char name[160];
     case_name(&r->c, name, sizeof(name));
-    printf("%-8s %-64s est %8.2f MiB  meas %8.2f MiB  meas/est %.3f", tag, name,
-           r->est / 1048576.0, r->meas / 1048576.0, r->ratio);
+    printf("%-8s %-64s est %8.2f MiB  meas %8.2f MiB  meas/est %.3f", tag, name, r->est / 1048576.0,
+           r->meas / 1048576.0, r->ratio);
     if (r->srv_meas > 0)
         printf("  server %8.2f MiB (%.3f)", r->srv_meas / 1048576.0, r->srv_meas / r->est);
     printf("\n");
@@ -1678,7 +1682,8 @@ static int run_one(const char *argv0, char **a, const char *dir_arg, const char 
     int v = 0;
     /* VARIANT may be NAME=FILE: an existing file, warmed up like NAME (W H ignored) */
     const char *file = strchr(a[0], '=');
-    while (v < V__COUNT && strncmp(variants[v].name, a[0], file ? (size_t)(file - a[0]) : strlen(a[0])) != 0)
+    while (v < V__COUNT &&
+           strncmp(variants[v].name, a[0], file ? (size_t)(file - a[0]) : strlen(a[0])) != 0)
         v++;
     if (v == V__COUNT) {
         fprintf(stderr, "unknown variant %s\n", a[0]);

@@ -689,8 +689,8 @@ START_TEST(test_imgproc_output_dims_every_mode)
         {IMGPROC_FMT_JPEG, 6000, 4000, 6, IMGPROC_OP_FIT, 290, 0, 290, 435},
         {IMGPROC_FMT_JPEG, 6000, 4000, 8, IMGPROC_OP_CONVERT, 0, 0, 4000, 6000},
         {IMGPROC_FMT_JPEG, 6000, 4000, 3, IMGPROC_OP_CONVERT, 0, 0, 6000, 4000},
-        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_FIT, 290, 290, 100, 50},    /* no upscaling */
-        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_COVER, 290, 290, 100, 50},  /* never enlarged */
+        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_FIT, 290, 290, 100, 50},      /* no upscaling */
+        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_COVER, 290, 290, 100, 50},    /* never enlarged */
         {IMGPROC_FMT_PNG, 1000, 200, 1, IMGPROC_OP_COVER, 290, 290, 290, 200}, /* crop only */
         {IMGPROC_FMT_PNG, 20000, 1, 1, IMGPROC_OP_COVER, 290, 290, 290, 1},
         {IMGPROC_FMT_PNG, 1, 20000, 1, IMGPROC_OP_COVER, 290, 290, 1, 290},
@@ -788,8 +788,10 @@ START_TEST(test_imgproc_plan_never_enlarges_and_is_bounded)
         for (size_t b = 0; b < sizeof(boxes) / sizeof(boxes[0]); b++)
             for (int op = IMGPROC_OP_FIT; op <= IMGPROC_OP_COVER; op++) {
                 imgproc_probe_t p = fake(IMGPROC_FMT_PNG, shapes[i][0], shapes[i][1], 1);
-                imgproc_job_t job = {.op = (imgproc_op_t)op, .width = boxes[b][0],
-                                     .height = boxes[b][1], .out_fmt = IMGPROC_FMT_WEBP};
+                imgproc_job_t job = {.op = (imgproc_op_t)op,
+                                     .width = boxes[b][0],
+                                     .height = boxes[b][1],
+                                     .out_fmt = IMGPROC_FMT_WEBP};
                 imgproc__plan_t pl;
                 ck_assert_int_eq(imgproc__plan(&p, &job, &pl), 0);
                 ck_assert_uint_le(pl.resized_w, p.width);
@@ -800,8 +802,8 @@ START_TEST(test_imgproc_plan_never_enlarges_and_is_bounded)
             }
     /* A plan over max_pixels is refused before anything runs, with a clear error. */
     imgproc_probe_t p = fake(IMGPROC_FMT_JPEG, 6000, 4000, 1);
-    imgproc_job_t job = {.op = IMGPROC_OP_CONVERT, .out_fmt = IMGPROC_FMT_JPEG,
-                         .max_pixels = 6000 * 4000 - 1};
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_CONVERT, .out_fmt = IMGPROC_FMT_JPEG, .max_pixels = 6000 * 4000 - 1};
     imgproc_err_t err = {0};
     ck_assert_int_eq(imgproc_plan_check(&p, &job, &err), -IMGPROC_E_TOO_LARGE);
     ck_assert_int_eq(err.code, IMGPROC_E_TOO_LARGE);
@@ -843,8 +845,8 @@ START_TEST(test_imgproc_run_strips_every_mode)
     for (size_t s = 0; s < 3; s++)
         for (size_t j = 0; j < sizeof(jobs) / sizeof(jobs[0]); j++)
             for (size_t f = 0; f < 3; f++) {
-                imgproc_job_t job = {.op = jobs[j].op, .width = jobs[j].w, .height = jobs[j].h,
-                                     .out_fmt = fmts[f]};
+                imgproc_job_t job = {
+                    .op = jobs[j].op, .width = jobs[j].w, .height = jobs[j].h, .out_fmt = fmts[f]};
                 imgproc_probe_t p;
                 imgproc_err_t err;
                 ck_assert_int_eq(imgproc_probe_file(srcs[s], &p, &err), 0);
@@ -858,8 +860,7 @@ START_TEST(test_imgproc_run_strips_every_mode)
                                      -IMGPROC_E_TOO_LARGE);
                     continue;
                 }
-                run_ok(srcs[s], job, tpath(fmts[f] == IMGPROC_FMT_PNG ? "o.png" : "o.img"), ow,
-                       oh);
+                run_ok(srcs[s], job, tpath(fmts[f] == IMGPROC_FMT_PNG ? "o.png" : "o.img"), ow, oh);
             }
 }
 END_TEST
@@ -870,11 +871,14 @@ START_TEST(test_imgproc_run_stops_at_its_deadline)
      * and the same job without a deadline succeeds. */
     const char *src = gen("slow.png", G_PNG, 3000, 3000, 3, false, 1);
     const char *psrc = gen("slow.jpg", G_JPEG_PROG, 3000, 3000, 3, false, 1);
-    imgproc_job_t jobs[] = {{.op = IMGPROC_OP_CONVERT, .out_fmt = IMGPROC_FMT_PNG},
-                            {.op = IMGPROC_OP_FIT, .width = 290, .height = 290,
-                             .out_fmt = IMGPROC_FMT_WEBP},
-                            {.op = IMGPROC_OP_COVER, .width = 100, .height = 100,
-                             .out_fmt = IMGPROC_FMT_JPEG, .naive = true}};
+    imgproc_job_t jobs[] = {
+        {.op = IMGPROC_OP_CONVERT, .out_fmt = IMGPROC_FMT_PNG},
+        {.op = IMGPROC_OP_FIT, .width = 290, .height = 290, .out_fmt = IMGPROC_FMT_WEBP},
+        {.op = IMGPROC_OP_COVER,
+         .width = 100,
+         .height = 100,
+         .out_fmt = IMGPROC_FMT_JPEG,
+         .naive = true}};
     for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++)
         for (int s = 0; s < 2; s++) {
             imgproc_err_t err;
@@ -885,7 +889,8 @@ START_TEST(test_imgproc_run_stops_at_its_deadline)
             ck_assert_int_eq(err.code, IMGPROC_E_TIMEOUT);
             ck_assert_str_eq(imgproc_strerror(rc), "job deadline passed");
             jobs[i].timeout_ms = 0;
-            ck_assert_int_eq(imgproc_run(s ? psrc : src, &jobs[i], &opts, tpath("d.out"), &out, &err), 0);
+            ck_assert_int_eq(
+                imgproc_run(s ? psrc : src, &jobs[i], &opts, tpath("d.out"), &out, &err), 0);
         }
 }
 END_TEST
