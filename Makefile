@@ -141,6 +141,9 @@ format:
 # ---- imgproc: calibration, fuzzing (imgproc branch; keep this block together) ----------
 # make calibrate        full grid: estimate vs measured peak per case + summary line
 # make calibrate-reduced small grid in seconds; fails on any underestimate (part of `test`)
+# make estimator-attack adversarial search of the estimator: random + hill-climbing cases in
+#                       fresh children, every 3rd image also through the running server;
+#                       ATTACK_FLAGS (default: 30 minutes, 2 at a time); exit 1 on any underestimate
 # make fuzz             libFuzzer on imgproc_probe_buf for FUZZ_SECONDS (default 600)
 # make fuzz-smoke       the same for 30 s (CI)
 IMGPROC_OBJS = $(filter $(BUILD)/imgproc/%,$(LIB_OBJS))
@@ -153,6 +156,9 @@ calibrate: $(CALIBRATE)
 calibrate-reduced: $(CALIBRATE)
 	./$(CALIBRATE) --reduced --jobs 2
 test: calibrate-reduced
+ATTACK_FLAGS ?= --minutes 30 --jobs 2 --server-every 3
+estimator-attack: $(CALIBRATE) $(BUILD)/thumbgate
+	./$(CALIBRATE) --attack $(ATTACK_FLAGS) --server $(abspath $(BUILD)/thumbgate)
 
 FUZZ_SECONDS ?= 600
 FUZZ_CC      ?= clang
@@ -169,7 +175,7 @@ fuzz: $(FUZZ_BIN)
 	    -artifact_prefix=$(FUZZ_DIR)/artifacts/ -print_final_stats=1 $(FUZZ_DIR)/corpus tests/data/fuzz
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECONDS=30
-.PHONY: calibrate-reduced fuzz-smoke
+.PHONY: calibrate-reduced fuzz-smoke estimator-attack
 # ---- end imgproc block -----------------------------------------------------------------
 
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)

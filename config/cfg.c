@@ -117,6 +117,7 @@ static const cfg_row_t rows[] = {
     ROW("memory.queue_max", ROW_UINT, queue_max, 0, 1000000, "64", 0, NULL, NULL),
     ROW("memory.queue_max_bytes", ROW_SIZE, queue_max_bytes, 0, PIB, "0", 0, NULL, NULL),
     ROW("memory.queue_timeout", ROW_DURATION, queue_timeout_ms, 0, HOUR, "10s", 0, NULL, NULL),
+    ROW("memory.job_timeout", ROW_DURATION, job_timeout_ms, 1, HOUR, "30s", 0, NULL, NULL),
     ROW("memory.trim_when_idle", ROW_BOOL, malloc_trim_idle, 0, 1, "true", 0, NULL, NULL),
 
     ROW("http.request_timeout", ROW_DURATION, req_timeout_ms, SEC, 24 * HOUR, "60s", 0, NULL, NULL),

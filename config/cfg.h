@@ -47,6 +47,7 @@ typedef struct cfg {
     uint32_t queue_max;         /**< `memory.queue_max`: waiting jobs at most */
     uint64_t queue_max_bytes;   /**< `memory.queue_max_bytes`: sum of waiting estimates at most; 0 = 4 x budget */
     uint64_t queue_timeout_ms;  /**< `memory.queue_timeout`: longest wait before 503 */
+    uint64_t job_timeout_ms;    /**< `memory.job_timeout`: deadline of a running job (then 503) */
     bool malloc_trim_idle;      /**< `memory.trim_when_idle` */
 
     uint64_t req_timeout_ms;    /**< `http.request_timeout`: whole request read (headers + body) */

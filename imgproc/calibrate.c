@@ -32,6 +32,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 
 #include <vips/vips.h>
 
@@ -60,6 +64,18 @@ typedef enum {
     V_JPEG_ICC,
     V_PNG_ICC,
     V_WEBP_ANIM,
+    V_GRID_COUNT, /* the calibration grid uses the variants above; the attack all of them */
+    V_PNG_GREYA = V_GRID_COUNT,
+    V_PNG_GREY16,
+    V_PNG_RGBA16,
+    V_PNG_PALETTE_ALPHA,
+    V_PNG_INTERLACED_GREYA,
+    V_PNG_BIGTEXT,
+    V_JPEG_PROG_GREY,
+    V_JPEG_CMYK_PROG,
+    V_JPEG_BIGICC,
+    V_WEBP_LOSSLESS_ALPHA,
+    V_WEBP_BIGICC,
     V__COUNT
 } variant_t;
 
@@ -84,7 +100,45 @@ static const struct {
     [V_JPEG_ICC] = {"jpeg-icc", "jpg"},
     [V_PNG_ICC] = {"png-icc", "png"},
     [V_WEBP_ANIM] = {"webp-anim", "webp"},
+    [V_PNG_GREYA] = {"png-greya", "png"},
+    [V_PNG_GREY16] = {"png-grey16", "png"},
+    [V_PNG_RGBA16] = {"png-rgba16", "png"},
+    [V_PNG_PALETTE_ALPHA] = {"png-palette-alpha", "png"},
+    [V_PNG_INTERLACED_GREYA] = {"png-interlaced-greya", "png"},
+    [V_PNG_BIGTEXT] = {"png-bigtext", "png"},
+    [V_JPEG_PROG_GREY] = {"jpeg-prog-grey", "jpg"},
+    [V_JPEG_CMYK_PROG] = {"jpeg-cmyk-prog", "jpg"},
+    [V_JPEG_BIGICC] = {"jpeg-bigicc", "jpg"},
+    [V_WEBP_LOSSLESS_ALPHA] = {"webp-lossless-alpha", "webp"},
+    [V_WEBP_BIGICC] = {"webp-bigicc", "webp"},
 };
+
+/* A valid ICC profile (Display P3) padded to about 1 MiB: lcms reads the tag table and
+ * ignores the rest, but the decoder keeps and copies every byte. New reference or NULL. */
+static int free_icc(void *data, void *area)
+{
+    g_free(data);
+    return 0;
+}
+
+static VipsBlob *big_icc(void)
+{
+    VipsBlob *p3 = NULL;
+    if (vips_profile_load("p3", &p3, NULL))
+        return NULL;
+    size_t len, big = 1u << 20;
+    const unsigned char *src = vips_blob_get(p3, &len);
+    unsigned char *buf = g_malloc0(big);
+    memcpy(buf, src, len < big ? len : big);
+    buf[0] = (unsigned char)(big >> 24);
+    buf[1] = (unsigned char)(big >> 16);
+    buf[2] = (unsigned char)(big >> 8);
+    buf[3] = (unsigned char)big;
+    for (size_t i = len; i < big; i++) /* incompressible padding */
+        buf[i] = (unsigned char)(i * 2654435761u >> 13);
+    vips_area_unref(VIPS_AREA(p3));
+    return vips_blob_new(free_icc, buf, big);
+}
 
 /* Photo-like content: gradients, a sine pattern and gaussian noise (so that files have
  * realistic entropy), optionally with an alpha band. Returns a new uchar image. */
@@ -127,15 +181,22 @@ out:
 
 static int generate(variant_t v, int w, int h, int orientation, const char *path)
 {
-    bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA;
-    int bands = (v == V_JPEG_GREY || v == V_PNG_GREY) ? 1 : 3;
+    bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA || v == V_PNG_GREYA || v == V_PNG_RGBA16 ||
+                 v == V_PNG_PALETTE_ALPHA || v == V_PNG_INTERLACED_GREYA ||
+                 v == V_WEBP_LOSSLESS_ALPHA;
+    int bands = (v == V_JPEG_GREY || v == V_PNG_GREY || v == V_PNG_GREYA || v == V_PNG_GREY16 ||
+                 v == V_PNG_INTERLACED_GREYA || v == V_JPEG_PROG_GREY)
+                    ? 1
+                    : 3;
     VipsImage *img = make_content(w, h, bands, alpha), *t1 = NULL, *t2 = NULL;
     int rc = -1;
     if (!img)
         return -1;
     if (vips_copy(img, &t1, NULL))
         goto out;
-    bool has_icc = v == V_JPEG_ICC || v == V_PNG_ICC || v == V_JPEG_CMYK;
+    bool has_icc = v == V_JPEG_ICC || v == V_PNG_ICC || v == V_JPEG_CMYK || v == V_JPEG_CMYK_PROG ||
+                   v == V_JPEG_BIGICC || v == V_WEBP_BIGICC;
+    bool keep_meta = has_icc || v == V_PNG_BIGTEXT;
     if (v == V_JPEG_ICC || v == V_PNG_ICC) {
         /* Display P3 pixels tagged with their profile: jobs must transform to sRGB. */
         if (vips_icc_transform(t1, &t2, "p3", "input_profile", "srgb", NULL))
@@ -163,13 +224,36 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         vips_image_set_int(t1, VIPS_META_PAGE_HEIGHT, h);
         int delays[4] = {100, 100, 100, 100};
         vips_image_set_array_int(t1, "delay", delays, 4);
-    } else if (v == V_JPEG_CMYK) {
+    } else if (v == V_JPEG_BIGICC || v == V_WEBP_BIGICC) {
+        VipsBlob *icc = big_icc();
+        if (!icc)
+            goto out;
+        vips_image_set_blob_copy(t1, VIPS_META_ICC_NAME, VIPS_AREA(icc)->data,
+                                 VIPS_AREA(icc)->length);
+        vips_area_unref(VIPS_AREA(icc));
+    } else if (v == V_PNG_BIGTEXT) {
+        /* 2 MiB of text chunks: libpng and libvips keep them as metadata. */
+        size_t n = 1u << 20;
+        char *txt = g_malloc(n + 1);
+        for (size_t i = 0; i < n; i++)
+            txt[i] = (char)('a' + (i * 2654435761u >> 7) % 26);
+        txt[n] = '\0';
+        vips_image_set_string(t1, "png-comment-0-Comment", txt);
+        vips_image_set_string(t1, "png-comment-1-Description", txt);
+        g_free(txt);
+    } else if (v == V_PNG_GREY16) {
+        if (vips_colourspace(t1, &t2, VIPS_INTERPRETATION_GREY16, NULL))
+            goto out;
+        VIPS_UNREF(t1);
+        t1 = t2;
+        t2 = NULL;
+    } else if (v == V_JPEG_CMYK || v == V_JPEG_CMYK_PROG) {
         if (vips_colourspace(t1, &t2, VIPS_INTERPRETATION_CMYK, NULL))
             goto out;
         VIPS_UNREF(t1);
         t1 = t2;
         t2 = NULL;
-    } else if (v == V_PNG_RGB16) {
+    } else if (v == V_PNG_RGB16 || v == V_PNG_RGBA16) {
         if (vips_colourspace(t1, &t2, VIPS_INTERPRETATION_RGB16, NULL))
             goto out;
         VIPS_UNREF(t1);
@@ -180,7 +264,7 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         vips_image_set_int(t1, VIPS_META_ORIENTATION, orientation);
     else
         vips_image_remove(t1, VIPS_META_ORIENTATION);
-    gboolean strip = orientation == 1 && !has_icc;
+    gboolean strip = orientation == 1 && !keep_meta;
     switch (v) {
     case V_JPEG_BASE420:
     case V_JPEG_BASE444:
@@ -189,8 +273,13 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_JPEG_GREY:
     case V_JPEG_CMYK:
     case V_JPEG_ICC:
+    case V_JPEG_PROG_GREY:
+    case V_JPEG_CMYK_PROG:
+    case V_JPEG_BIGICC:
         rc = vips_jpegsave(t1, path, "Q", 85, "strip", strip, "interlace",
-                           v == V_JPEG_PROG420 || v == V_JPEG_PROG444, "subsample_mode",
+                           v == V_JPEG_PROG420 || v == V_JPEG_PROG444 || v == V_JPEG_PROG_GREY ||
+                               v == V_JPEG_CMYK_PROG,
+                           "subsample_mode",
                            (v == V_JPEG_BASE444 || v == V_JPEG_PROG444) ? VIPS_FOREIGN_SUBSAMPLE_OFF
                                                                         : VIPS_FOREIGN_SUBSAMPLE_ON,
                            NULL);
@@ -201,18 +290,26 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_PNG_GREY:
     case V_PNG_RGB16:
     case V_PNG_ICC:
+    case V_PNG_GREYA:
+    case V_PNG_GREY16:
+    case V_PNG_RGBA16:
+    case V_PNG_INTERLACED_GREYA:
+    case V_PNG_BIGTEXT:
         rc = vips_pngsave(t1, path, "compression", 3, "strip", strip, "interlace",
-                          v == V_PNG_INTERLACED, NULL);
+                          v == V_PNG_INTERLACED || v == V_PNG_INTERLACED_GREYA, NULL);
         break;
     case V_PNG_PALETTE:
+    case V_PNG_PALETTE_ALPHA:
         rc = vips_pngsave(t1, path, "compression", 3, "strip", strip, "palette", TRUE, NULL);
         break;
     case V_WEBP_LOSSY:
     case V_WEBP_ALPHA:
     case V_WEBP_ANIM:
+    case V_WEBP_BIGICC:
         rc = vips_webpsave(t1, path, "Q", 80, "strip", strip, "effort", 2, NULL);
         break;
     case V_WEBP_LOSSLESS:
+    case V_WEBP_LOSSLESS_ALPHA:
         rc = vips_webpsave(t1, path, "lossless", TRUE, "strip", strip, "effort", 0, NULL);
         break;
     default:
@@ -250,7 +347,12 @@ static void add(grid_t *g, variant_t v, int w, int h, int orient, imgproc_op_t o
         if (!g->c)
             abort();
     }
-    g->c[g->n++] = (case_t){v, w, h, orient, {op, (uint32_t)tw, (uint32_t)th, fmt, naive}};
+    g->c[g->n++] = (case_t){
+        v,
+        w,
+        h,
+        orient,
+        {.op = op, .width = (uint32_t)tw, .height = (uint32_t)th, .out_fmt = fmt, .naive = naive}};
 }
 
 static const struct {
@@ -263,6 +365,39 @@ static bool reduced_variant(int v)
     return v != V_JPEG_BASE444 && v != V_JPEG_PROG444 && v != V_PNG_GREY && v != V_PNG_PALETTE;
 }
 
+/* Every underestimate the attack (`make estimator-attack`) found, the worst of each family,
+ * fixed in the estimator and kept here so that `make test` holds them: wide short images
+ * (every stage holds the whole image), 16-bit grey, text and ICC metadata, strips. */
+static const struct {
+    variant_t v;
+    int w, h;
+    imgproc_op_t op;
+    int tw, th;
+    imgproc_fmt_t fmt;
+    bool naive;
+} found[] = {
+    {V_PNG_GREY16, 21999, 37, IMGPROC_OP_FIT, 6388, 6638, IMGPROC_FMT_JPEG, false}, /* 8.07x */
+    {V_PNG_BIGTEXT, 2, 4, IMGPROC_OP_FIT, 0, 1, IMGPROC_FMT_JPEG, false},           /* 4.31x */
+    {V_PNG_RGBA16, 21490, 36, IMGPROC_OP_FIT, 6388, 6638, IMGPROC_FMT_JPEG, false}, /* 3.34x */
+    {V_PNG_RGBA, 21999, 37, IMGPROC_OP_FIT, 6388, 6638, IMGPROC_FMT_JPEG, false},   /* 3.28x */
+    {V_PNG_RGB16, 21754, 34, IMGPROC_OP_FIT, 6388, 6638, IMGPROC_FMT_JPEG, false},  /* 2.51x */
+    {V_PNG_ICC, 21754, 34, IMGPROC_OP_FIT, 6195, 7282, IMGPROC_FMT_JPEG, false},    /* 2.48x */
+    {V_PNG_RGB, 21999, 37, IMGPROC_OP_FIT, 6388, 6638, IMGPROC_FMT_JPEG, false},    /* 2.46x */
+    {V_PNG_PALETTE_ALPHA, 6934, 34, IMGPROC_OP_COVER, 42, 13, IMGPROC_FMT_JPEG, false},
+    {V_PNG_PALETTE, 22579, 30, IMGPROC_OP_FIT, 5692, 5692, IMGPROC_FMT_JPEG, false},
+    {V_PNG_INTERLACED_GREYA, 6379, 36, IMGPROC_OP_COVER, 42, 13, IMGPROC_FMT_JPEG, false},
+    {V_PNG_GREY, 12777, 37, IMGPROC_OP_COVER, 39, 10, IMGPROC_FMT_JPEG, false},
+    {V_JPEG_BIGICC, 1882, 3509, IMGPROC_OP_FIT, 304, 123, IMGPROC_FMT_JPEG, false}, /* 1.31x */
+    {V_PNG_INTERLACED, 6623, 37, IMGPROC_OP_COVER, 38, 10, IMGPROC_FMT_JPEG, false},
+    {V_PNG_GREY16, 12777, 37, IMGPROC_OP_FIT, 6407, 6407, IMGPROC_FMT_WEBP, true},
+    {V_PNG_RGB16, 7490, 615, IMGPROC_OP_FIT, 0, 464, IMGPROC_FMT_JPEG, false},
+    {V_PNG_GREY, 4593, 615, IMGPROC_OP_FIT, 3759, 3759, IMGPROC_FMT_JPEG, false},
+    {V_PNG_RGBA, 4252, 334, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false},
+    /* issue 12: a 1-pixel strip as a cover crop was planned 5.8 Mpx wide */
+    {V_PNG_RGB, 20000, 1, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_WEBP, false},
+    {V_PNG_RGB, 1, 20000, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false},
+};
+
 /* Full grid: every variant x size with fit 290x290, cover 290x290, one side (800 wide),
  * a bigger cover (1200x1200, which enlarges small images), a naive fit, and full-size
  * conversions (to every format up to 6 MP, to JPEG above, where the encoders cost what
@@ -274,7 +409,10 @@ static void build_grid(grid_t *g, bool reduced)
                         : sizeof(full_sizes) / sizeof(full_sizes[0]);
     if (!reduced) /* the issue's PNG fact: 8000x8000 to 290x290 */
         add(g, V_PNG_RGB, 8000, 8000, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
-    for (int v = 0; v < V__COUNT; v++) {
+    for (size_t i = 0; i < sizeof(found) / sizeof(found[0]); i++)
+        add(g, found[i].v, found[i].w, found[i].h, 1, found[i].op, found[i].tw, found[i].th,
+            found[i].fmt, found[i].naive);
+    for (int v = 0; v < V_GRID_COUNT; v++) {
         if (reduced && !reduced_variant(v))
             continue;
         for (size_t s = 0; s < ns; s++) {
@@ -466,6 +604,8 @@ static int child_measure(int argc, char **argv)
     m.job.height = (uint32_t)atoi(argv[5]);
     m.job.out_fmt = (imgproc_fmt_t)atoi(argv[6]);
     m.job.naive = atoi(argv[7]);
+    if (getenv("CALIBRATE_TIMEOUT_MS")) /* the job deadline armed, to measure its cost */
+        m.job.timeout_ms = (uint32_t)atoi(getenv("CALIBRATE_TIMEOUT_MS"));
     char out_path[4096];
     snprintf(out_path, sizeof(out_path), "%s.out-%ld.tmp", m.warm_file, (long)getpid());
     m.out_path = out_path;
@@ -722,7 +862,8 @@ typedef struct {
 static void *burst_thread(void *p)
 {
     burst_arg_t *a = p;
-    imgproc_job_t job = {IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false};
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_FIT, .width = 290, .height = 290, .out_fmt = IMGPROC_FMT_JPEG};
     imgproc_err_t err;
     imgproc_out_t out;
     a->rc = imgproc_run(a->file, &job, &cal_opts, a->out, &out, &err);
@@ -823,17 +964,795 @@ static int run_burst(const char *argv0, int n, const char *dir_arg)
     return 0;
 }
 
+/* ---------------------------------------------------------------- the attack
+ *
+ * calibrate --attack [--minutes M] [--cases N] [--seed S] [--jobs J] [--dir DIR]
+ *                    [--server BIN] [--server-every K]
+ * Searches for the jobs the estimator gets most wrong in the dangerous direction: random
+ * headers x operations (extreme aspect ratios, sizes on both sides of the JPEG/WebP
+ * shrink-on-load steps, every mode and output format, every variant above), plus
+ * hill-climbing from the cases with the highest measured/estimate ratio (small changes to
+ * the size, the box, the mode or the format). Each case runs in a fresh child exactly as
+ * the grid does. With --server, every K-th image also goes through a running thumbgate
+ * (PUT, then one GET per job, one request at a time), and the server's peak over its RSS
+ * before the request is held against the same estimate. Ends after M minutes or N cases
+ * (whichever first) with a summary; exit 1 on any underestimate. */
+
+typedef struct {
+    uint64_t s;
+} rng_t;
+
+static uint64_t rnd(rng_t *r)
+{
+    r->s ^= r->s << 13;
+    r->s ^= r->s >> 7;
+    r->s ^= r->s << 17;
+    return r->s;
+}
+
+static double rnd01(rng_t *r)
+{
+    return (double)(rnd(r) >> 11) / (double)(1ull << 53);
+}
+
+static int rnd_in(rng_t *r, int lo, int hi) /* inclusive */
+{
+    return lo + (int)(rnd(r) % (uint64_t)(hi - lo + 1));
+}
+
+/* Log-uniform integer in [lo, hi]. */
+static int rnd_log(rng_t *r, int lo, int hi)
+{
+    double v = exp(log(lo) + rnd01(r) * (log(hi) - log(lo)));
+    int k = (int)(v + 0.5);
+    return k < lo ? lo : k > hi ? hi : k;
+}
+
+static bool is_jpeg(variant_t v)
+{
+    return strcmp(variants[v].ext, "jpg") == 0;
+}
+
+static bool is_webp(variant_t v)
+{
+    return strcmp(variants[v].ext, "webp") == 0;
+}
+
+/* Largest side and pixel count the attack generates for a variant (generation time). */
+static void variant_caps(variant_t v, int *max_side, long *max_px)
+{
+    *max_side = is_jpeg(v) ? 65500 : is_webp(v) ? 16383 : 60000;
+    *max_px = 40000000;
+    if (v == V_WEBP_LOSSLESS || v == V_WEBP_LOSSLESS_ALPHA)
+        *max_px = 6000000;
+    else if (v == V_WEBP_ANIM)
+        *max_px = 2500000;
+    else if (v == V_PNG_BIGTEXT || v == V_JPEG_BIGICC || v == V_WEBP_BIGICC)
+        *max_px = 12000000;
+}
+
+static void clamp_shape(variant_t v, int *w, int *h)
+{
+    int ms;
+    long mp;
+    variant_caps(v, &ms, &mp);
+    *w = *w < 1 ? 1 : *w > ms ? ms : *w;
+    *h = *h < 1 ? 1 : *h > ms ? ms : *h;
+    while ((long)*w * *h > mp) {
+        if (*w >= *h)
+            *w = (int)(*w * 0.9);
+        else
+            *h = (int)(*h * 0.9);
+    }
+    *w = *w < 1 ? 1 : *w;
+    *h = *h < 1 ? 1 : *h;
+}
+
+/* A random header: a strip (1xN, Nx1, 2xN, Nx2), a size just around a shrink-on-load step
+ * for a typical box, or a log-uniform size. */
+static void random_image(rng_t *r, variant_t *v, int *w, int *h, int *o)
+{
+    *v = (variant_t)rnd_in(r, 0, V__COUNT - 1);
+    double u = rnd01(r);
+    if (u < 0.2) {
+        int n = rnd_log(r, 2, 60000), thin = rnd_in(r, 1, 2);
+        if (rnd(r) & 1)
+            *w = n, *h = thin;
+        else
+            *w = thin, *h = n;
+    } else if (u < 0.45) {
+        static const double steps[] = {2, 4, 8, 16};
+        int box = rnd_log(r, 32, 1600);
+        double f = steps[rnd_in(r, 0, 3)];
+        *w = (int)(box * f) + rnd_in(r, -2, 2);
+        *h = (int)(*w / exp((rnd01(r) - 0.5) * 2.0) + 0.5);
+    } else {
+        *w = rnd_log(r, 1, 12000);
+        *h = rnd_log(r, 1, 12000);
+    }
+    clamp_shape(*v, w, h);
+    *o = 1;
+    if ((*v == V_JPEG_BASE420 || *v == V_JPEG_PROG420 || *v == V_PNG_RGB ||
+         *v == V_PNG_INTERLACED || *v == V_WEBP_LOSSY || *v == V_JPEG_CMYK) &&
+        rnd01(r) < 0.2) {
+        static const int os[] = {3, 6, 8};
+        *o = os[rnd_in(r, 0, 2)];
+    }
+}
+
+/* A random job for a w x h source; boxes near the shrink-on-load steps of that source. */
+static imgproc_job_t random_job(rng_t *r, int w, int h)
+{
+    imgproc_job_t j = {.op = IMGPROC_OP_FIT, .out_fmt = (imgproc_fmt_t)rnd_in(r, 1, 3)};
+    double u = rnd01(r);
+    long px = (long)w * h;
+    if (u < 0.12 && px <= 16000000) {
+        j.op = IMGPROC_OP_CONVERT;
+        return j;
+    }
+    j.op = u < 0.55 ? IMGPROC_OP_FIT : IMGPROC_OP_COVER;
+    j.naive = j.op == IMGPROC_OP_FIT && px <= 16000000 && rnd01(r) < 0.08;
+    if (rnd01(r) < 0.35) {
+        static const double steps[] = {2, 4, 8, 16};
+        double f = steps[rnd_in(r, 0, 3)] * (1 + (rnd01(r) - 0.5) * 0.02);
+        int big = w > h ? w : h;
+        j.width = j.height = (uint32_t)fmax(1, big / f);
+    } else {
+        j.width = (uint32_t)rnd_log(r, 1, 2500);
+        j.height = (uint32_t)rnd_log(r, 1, 2500);
+    }
+    if (j.op == IMGPROC_OP_FIT && rnd01(r) < 0.25) {
+        if (rnd(r) & 1)
+            j.width = 0;
+        else
+            j.height = 0;
+    }
+    return j;
+}
+
+typedef struct {
+    case_t c;
+    double est, meas, ratio; /* ratio = measured / estimate */
+    double srv_meas;         /* in-server peak (0: not run there) */
+} att_rec_t;
+
+#define ATT_POP 12
+
+typedef struct {
+    att_rec_t pop[ATT_POP]; /* the highest ratios seen, best first */
+    int npop;
+    att_rec_t over[10]; /* the largest est - measured (MiB wasted), for the report */
+    int nover;
+    size_t cases, under, failed, srv_cases, srv_under;
+    double worst, srv_worst;
+    att_rec_t worst_rec, srv_worst_rec;
+    FILE *found; /* underestimated cases, one per line */
+} att_state_t;
+
+static void case_name(const case_t *c, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s %dx%d o%d %s%s %ux%u->%s", variants[c->v].name, c->w, c->h, c->orient,
+             c->job.naive ? "naive-" : "", op_name(c->job.op), c->job.width, c->job.height,
+             imgproc_fmt_name(c->job.out_fmt));
+}
+
+static void att_record(att_state_t *st, const att_rec_t *rec)
+{
+    /* population: keep the ATT_POP highest ratios (distinct cases) */
+    int i = st->npop;
+    if (st->npop < ATT_POP)
+        st->npop++;
+    else if (rec->ratio <= st->pop[ATT_POP - 1].ratio)
+        i = -1;
+    else
+        i = ATT_POP - 1;
+    if (i >= 0) {
+        while (i > 0 && st->pop[i - 1].ratio < rec->ratio) {
+            st->pop[i] = st->pop[i - 1];
+            i--;
+        }
+        st->pop[i] = *rec;
+    }
+    double waste = rec->est - rec->meas;
+    i = st->nover;
+    if (st->nover < 10)
+        st->nover++;
+    else if (waste <= st->over[9].est - st->over[9].meas)
+        i = -1;
+    else
+        i = 9;
+    if (i >= 0) {
+        while (i > 0 && st->over[i - 1].est - st->over[i - 1].meas < waste) {
+            st->over[i] = st->over[i - 1];
+            i--;
+        }
+        st->over[i] = *rec;
+    }
+}
+
+/* A neighbour of @p c: the same image with another job, or a slightly changed image. */
+static case_t mutate(rng_t *r, const case_t *c)
+{
+    case_t m = *c;
+    switch (rnd_in(r, 0, 5)) {
+    case 0: /* nudge the size */
+        m.w = (int)(m.w * (1 + (rnd01(r) - 0.5) * 0.1)) + rnd_in(r, -2, 2);
+        m.h = (int)(m.h * (1 + (rnd01(r) - 0.5) * 0.1)) + rnd_in(r, -2, 2);
+        break;
+    case 1: /* stretch the aspect */
+        if (rnd(r) & 1)
+            m.w = (int)(m.w * (0.5 + rnd01(r) * 1.5));
+        else
+            m.h = (int)(m.h * (0.5 + rnd01(r) * 1.5));
+        break;
+    case 2: /* nudge the box */
+        if (m.job.op != IMGPROC_OP_CONVERT) {
+            if (m.job.width)
+                m.job.width = (uint32_t)fmax(1, m.job.width * (1 + (rnd01(r) - 0.5) * 0.2) +
+                                                    rnd_in(r, -1, 1));
+            if (m.job.height)
+                m.job.height = (uint32_t)fmax(1, m.job.height * (1 + (rnd01(r) - 0.5) * 0.2) +
+                                                     rnd_in(r, -1, 1));
+        }
+        break;
+    case 3:
+        m.job.out_fmt = (imgproc_fmt_t)rnd_in(r, 1, 3);
+        break;
+    case 4:
+        m.job = random_job(r, m.w, m.h);
+        break;
+    default: /* a sibling variant of the same format */
+        for (int k = 0; k < 20; k++) {
+            variant_t v = (variant_t)rnd_in(r, 0, V__COUNT - 1);
+            if (strcmp(variants[v].ext, variants[m.v].ext) == 0) {
+                m.v = v;
+                break;
+            }
+        }
+        break;
+    }
+    clamp_shape(m.v, &m.w, &m.h);
+    if (m.job.op == IMGPROC_OP_CONVERT && (long)m.w * m.h > 16000000)
+        m.job = random_job(r, m.w, m.h);
+    if (m.job.naive && (long)m.w * m.h > 16000000)
+        m.job.naive = false;
+    if (m.orient != 1 && !(m.v == V_JPEG_BASE420 || m.v == V_JPEG_PROG420 || m.v == V_PNG_RGB ||
+                           m.v == V_PNG_INTERLACED || m.v == V_WEBP_LOSSY || m.v == V_JPEG_CMYK))
+        m.orient = 1;
+    return m;
+}
+
+/* Plans the job: false when it is not one the server would run (bad job, WebP output over
+ * its limit, output over 16384 per side). */
+static bool job_runnable(const char *path, imgproc_job_t *job, imgproc_probe_t *probe)
+{
+    imgproc_err_t err;
+    if (imgproc_probe_file(path, probe, &err) != 0)
+        return false;
+    if (imgproc_plan_check(probe, job, &err) != 0)
+        return false;
+    uint32_t ow, oh;
+    imgproc_output_dims(probe, job, &ow, &oh);
+    if (ow > 16384 || oh > 16384)
+        return false;
+    if (job->out_fmt == IMGPROC_FMT_WEBP && (ow > 16383 || oh > 16383))
+        job->out_fmt = IMGPROC_FMT_JPEG;
+    return true;
+}
+
+/* ---- the running server: one request at a time, peak RSS over the RSS before it */
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char dir[4096];
+} att_server_t;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* One HTTP/1.1 request with Connection: close; @p body_fd (or -1) is sent as the body.
+ * Returns the status code, -1 on a transport error. The response body is discarded. */
+static int http_req(int port, const char *method, const char *path, int body_fd, off_t body_len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char hdr[1024];
+    int n = snprintf(hdr, sizeof(hdr),
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Content-Length: %lld\r\n\r\n",
+                     method, path, (long long)(body_fd >= 0 ? body_len : 0));
+    int status = -1;
+    if (write(fd, hdr, (size_t)n) != n)
+        goto out;
+    off_t off = 0;
+    while (body_fd >= 0 && off < body_len) {
+        char buf[65536];
+        ssize_t k = pread(body_fd, buf, sizeof(buf), off);
+        if (k <= 0 || write(fd, buf, (size_t)k) != k)
+            goto out;
+        off += k;
+    }
+    char buf[65536];
+    ssize_t k, got = 0;
+    while ((k = read(fd, buf + (got < 64 ? got : 64), sizeof(buf) - 64)) > 0)
+        got += k;
+    if (got >= 12 && strncmp(buf, "HTTP/1.1 ", 9) == 0)
+        status = atoi(buf + 9);
+out:
+    close(fd);
+    return status;
+}
+
+static long proc_kib(pid_t pid, const char *key)
+{
+    char p[64], line[256];
+    snprintf(p, sizeof(p), "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(p, "r");
+    long v = -1;
+    size_t kl = strlen(key);
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+            v = atol(line + kl + 1);
+    fclose(f);
+    return v;
+}
+
+static int server_start(att_server_t *s, const char *bin, const char *dir)
+{
+    if (snprintf(s->dir, sizeof(s->dir), "%.4000s/server", dir) >= (int)sizeof(s->dir))
+        return -1;
+    mkdir(s->dir, 0755);
+    char cfgpath[4200];
+    snprintf(cfgpath, sizeof(cfgpath), "%s/thumbgate.yaml", s->dir);
+    int admin = free_port();
+    s->port = free_port();
+    FILE *f = fopen(cfgpath, "w");
+    if (!f || s->port < 0 || admin < 0)
+        return -1;
+    fprintf(f,
+            "listen: 127.0.0.1:%d\nadmin_listen: 127.0.0.1:%d\nstorage: {root: %s/data}\n"
+            "limits: {max_upload: 1GiB}\nmemory: {queue_timeout: 600s, job_timeout: 600s}\n"
+            "output: {jpeg_quality: 80, webp_quality: 75, png_compression: 6}\n"
+            "log: {level: warn, access: false}\n",
+            s->port, admin, s->dir);
+    fclose(f);
+    char *args[] = {(char *)bin, "-c", cfgpath, NULL};
+    if (posix_spawn(&s->pid, bin, NULL, NULL, args, environ) != 0)
+        return -1;
+    for (int i = 0; i < 300; i++) { /* up to 30 s for the listener */
+        if (http_req(s->port, "GET", "/none", -1, 0) > 0)
+            return 0;
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+static void server_stop(att_server_t *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
+}
+
+/* The derived URL of @p job for the key a<id>.<ext>; false when no URL expresses it. */
+static bool derived_url(char *buf, size_t n, unsigned id, const case_t *c)
+{
+    const char *ext = c->job.out_fmt == IMGPROC_FMT_JPEG  ? "jpeg"
+                      : c->job.out_fmt == IMGPROC_FMT_PNG ? "png"
+                                                          : "webp";
+    if (c->job.naive)
+        return false;
+    switch (c->job.op) {
+    case IMGPROC_OP_CONVERT:
+        if (strcmp(ext, variants[c->v].ext) == 0)
+            return false;
+        snprintf(buf, n, "/a%u.%s", id, ext);
+        return true;
+    case IMGPROC_OP_COVER:
+        snprintf(buf, n, "/a%u_%ux%uc.%s", id, c->job.width, c->job.height, ext);
+        return true;
+    default:
+        if (c->job.width == 0)
+            snprintf(buf, n, "/a%u_x%u.%s", id, c->job.height, ext);
+        else if (c->job.height == 0)
+            snprintf(buf, n, "/a%u_%ux.%s", id, c->job.width, ext);
+        else
+            snprintf(buf, n, "/a%u_%ux%u.%s", id, c->job.width, c->job.height, ext);
+        return true;
+    }
+}
+
+/* Waits until the server's RSS stops falling (its idle malloc_trim ran). */
+static long server_settle(const att_server_t *s)
+{
+    long prev = proc_kib(s->pid, "VmRSS");
+    for (int i = 0; i < 40; i++) {
+        struct timespec ts = {0, 25000000};
+        nanosleep(&ts, NULL);
+        long now = proc_kib(s->pid, "VmRSS");
+        if (now >= prev - 64)
+            return now;
+        prev = now;
+    }
+    return prev;
+}
+
+/* PUTs @p path once as a<id>, then GETs each job; fills srv_meas (bytes) or leaves 0. */
+static void server_sample(const att_server_t *s, unsigned id, const char *path, att_rec_t *recs,
+                          int nrec)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    char key[64];
+    snprintf(key, sizeof(key), "/a%u.%s", id, variants[recs[0].c.v].ext);
+    int st = http_req(s->port, "PUT", key, fd, sb.st_size);
+    close(fd);
+    if (st != 201 && st != 200) {
+        fprintf(stderr, "attack: server PUT %s: %d\n", key, st);
+        return;
+    }
+    for (int i = 0; i < nrec; i++) {
+        char url[128], clr[64];
+        if (!derived_url(url, sizeof(url), id, &recs[i].c))
+            continue;
+        server_settle(s);
+        snprintf(clr, sizeof(clr), "/proc/%ld/clear_refs", (long)s->pid);
+        int cfd = open(clr, O_WRONLY | O_CLOEXEC);
+        if (cfd < 0 || write(cfd, "5", 1) != 1) {
+            if (cfd >= 0)
+                close(cfd);
+            continue;
+        }
+        close(cfd);
+        long base = proc_kib(s->pid, "VmRSS");
+        st = http_req(s->port, "GET", url, -1, 0);
+        long hwm = proc_kib(s->pid, "VmHWM");
+        if (st != 200) {
+            fprintf(stderr, "attack: server GET %s: %d\n", url, st);
+            continue;
+        }
+        recs[i].srv_meas = hwm > base ? (double)(hwm - base) * 1024 : 1;
+    }
+    http_req(s->port, "DELETE", key, -1, 0);
+}
+
+/* Runs the jobs of one image in fresh children, @p jobs at a time. */
+static void run_children(const char *argv0, const char *path, const char *warm, att_rec_t *recs,
+                         int nrec, int jobs)
+{
+    pid_t pids[16];
+    int fds[16], next = 0, inflight = 0;
+    char outs[16][1024];
+    bool done[16] = {false};
+    while (next < nrec || inflight > 0) {
+        while (inflight < jobs && next < nrec) {
+            case_t *c = &recs[next].c;
+            char a[5][32];
+            snprintf(a[0], 32, "%d", (int)c->job.op);
+            snprintf(a[1], 32, "%u", c->job.width);
+            snprintf(a[2], 32, "%u", c->job.height);
+            snprintf(a[3], 32, "%d", (int)c->job.out_fmt);
+            snprintf(a[4], 32, "%d", (int)c->job.naive);
+            char *args[] = {(char *)argv0, "--measure", (char *)path, a[0], a[1], a[2],
+                            a[3],          a[4],        (char *)warm, "0",  NULL};
+            pids[next] = spawn_child(args, NULL, &fds[next]);
+            if (pids[next] < 0)
+                done[next] = true, outs[next][0] = '\0';
+            else
+                inflight++;
+            next++;
+        }
+        if (inflight == 0)
+            continue;
+        int status;
+        pid_t pid = waitpid(-1, &status, 0);
+        if (pid < 0 && errno == EINTR)
+            continue;
+        for (int i = 0; pid > 0 && i < next; i++)
+            if (pids[i] == pid && !done[i]) {
+                drain(fds[i], outs[i], sizeof(outs[i]));
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                    outs[i][0] = '\0';
+                done[i] = true;
+                inflight--;
+            }
+    }
+    for (int i = 0; i < nrec; i++) {
+        unsigned long long est, meas;
+        if (sscanf(outs[i], "RESULT %llu %llu", &est, &meas) == 2) {
+            recs[i].est = (double)est;
+            recs[i].meas = (double)meas;
+            recs[i].ratio = est ? (double)meas / (double)est : 99;
+        } else {
+            recs[i].est = -1;
+            char name[160];
+            case_name(&recs[i].c, name, sizeof(name));
+            fprintf(stderr, "attack: FAILED %s: %s", name, outs[i][0] ? outs[i] : "(no output)\n");
+        }
+    }
+}
+
+static void att_print(const char *tag, const att_rec_t *r)
+{
+    char name[160];
+    case_name(&r->c, name, sizeof(name));
+    printf("%-8s %-64s est %8.2f MiB  meas %8.2f MiB  meas/est %.3f", tag, name, r->est / 1048576.0,
+           r->meas / 1048576.0, r->ratio);
+    if (r->srv_meas > 0)
+        printf("  server %8.2f MiB (%.3f)", r->srv_meas / 1048576.0, r->srv_meas / r->est);
+    printf("\n");
+}
+
+static int run_attack(const char *argv0, const char *dir_arg, int jobs, double minutes,
+                      size_t max_cases, uint64_t seed, const char *server_bin, int server_every)
+{
+    char dir[4096];
+    const char *tmp = getenv("TMPDIR");
+    if (dir_arg) {
+        snprintf(dir, sizeof(dir), "%s", dir_arg);
+        mkdir(dir, 0755);
+    } else {
+        snprintf(dir, sizeof(dir), "%s/thumbgate-attack-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(dir))
+            return 2;
+    }
+    if (VIPS_INIT(argv0))
+        return 2;
+    vips_cache_set_max(0);
+    vips_concurrency_set(1); /* the box is shared: generation takes one core */
+    if (make_warm(dir) != 0)
+        return 2;
+    att_state_t st = {.worst = 0};
+    char fpath[4200];
+    snprintf(fpath, sizeof(fpath), "%s/found.txt", dir);
+    st.found = fopen(fpath, "a");
+    att_server_t srv = {0};
+    if (server_bin && server_start(&srv, server_bin, dir) != 0) {
+        fprintf(stderr, "attack: cannot start %s\n", server_bin);
+        server_stop(&srv);
+        return 2;
+    }
+    rng_t r = {seed ? seed : 0x9e3779b97f4a7c15ull};
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fprintf(stderr, "attack: seed=%llu jobs=%d minutes=%.0f cases=%zu dir=%s server=%s\n",
+            (unsigned long long)r.s, jobs, minutes, max_cases, dir,
+            server_bin ? server_bin : "(none)");
+    unsigned images = 0;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double el = (now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9;
+        if (el >= minutes * 60 || st.cases >= max_cases)
+            break;
+        /* one image and up to 4 jobs on it: random, or neighbours of a strong case */
+        att_rec_t recs[4];
+        int nrec = 0;
+        bool climb = st.npop >= 4 && rnd01(&r) < 0.5;
+        if (climb) {
+            /* favour the best: index from a squared uniform */
+            double u = rnd01(&r);
+            const case_t *base = &st.pop[(int)(u * u * st.npop)].c;
+            case_t m = mutate(&r, base);
+            recs[nrec++] = (att_rec_t){.c = m};
+            for (int k = 0; k < 2; k++) { /* more jobs on the mutated image */
+                case_t m2 = m;
+                case_t j = mutate(&r, &m);
+                if (j.w == m.w && j.h == m.h && j.v == m.v)
+                    m2.job = j.job;
+                else
+                    m2.job = random_job(&r, m.w, m.h);
+                recs[nrec++] = (att_rec_t){.c = m2};
+            }
+        } else {
+            variant_t v;
+            int w, h, o;
+            random_image(&r, &v, &w, &h, &o);
+            for (int k = 0; k < 4; k++)
+                recs[nrec++] = (att_rec_t){.c = {v, w, h, o, random_job(&r, w, h)}};
+        }
+        case_t *c0 = &recs[0].c;
+        char path[4200], warm[4200];
+        image_path(path, sizeof(path), dir, c0->v, c0->w, c0->h, c0->orient);
+        image_path(warm, sizeof(warm), dir, c0->v, 96, 64, c0->orient);
+        if ((access(warm, R_OK) != 0 && generate(c0->v, 96, 64, c0->orient, warm) != 0) ||
+            (access(path, R_OK) != 0 && generate(c0->v, c0->w, c0->h, c0->orient, path) != 0)) {
+            st.failed++;
+            continue;
+        }
+        imgproc_probe_t probe;
+        int keep = 0;
+        for (int i = 0; i < nrec; i++)
+            if (job_runnable(path, &recs[i].c.job, &probe))
+                recs[keep++] = recs[i];
+        nrec = keep;
+        if (nrec == 0) {
+            unlink(path);
+            continue;
+        }
+        run_children(argv0, path, warm, recs, nrec, jobs);
+        images++;
+        if (server_bin && images % (unsigned)server_every == 0)
+            server_sample(&srv, images, path, recs, nrec);
+        for (int i = 0; i < nrec; i++) {
+            att_rec_t *x = &recs[i];
+            if (x->est < 0) {
+                st.failed++;
+                continue;
+            }
+            st.cases++;
+            bool under = x->meas > x->est;
+            if (x->ratio > st.worst)
+                st.worst = x->ratio, st.worst_rec = *x;
+            if (x->srv_meas > 0) {
+                st.srv_cases++;
+                double sr = x->srv_meas / x->est;
+                if (sr > st.srv_worst)
+                    st.srv_worst = sr, st.srv_worst_rec = *x;
+                if (sr > 1) {
+                    st.srv_under++;
+                    under = true;
+                }
+            }
+            if (under) {
+                st.under++;
+                att_print("UNDER", x);
+                if (st.found) {
+                    char name[160];
+                    case_name(&x->c, name, sizeof(name));
+                    fprintf(st.found, "%s est=%.0f meas=%.0f srv=%.0f\n", name, x->est, x->meas,
+                            x->srv_meas);
+                    fflush(st.found);
+                }
+            } else if (x->srv_meas > 0) {
+                att_print("server", x);
+            }
+            att_record(&st, x);
+        }
+        /* images of the population are kept for later climbs; the rest go */
+        bool kept = false;
+        for (int i = 0; i < st.npop; i++) {
+            char p2[4200];
+            image_path(p2, sizeof(p2), dir, st.pop[i].c.v, st.pop[i].c.w, st.pop[i].c.h,
+                       st.pop[i].c.orient);
+            kept |= strcmp(p2, path) == 0;
+        }
+        if (!kept)
+            unlink(path);
+        if (images % 25 == 0) {
+            fprintf(stderr, "attack: %.0fs cases=%zu under=%zu worst=%.3f server=%zu\n", el,
+                    st.cases, st.under, st.worst, st.srv_cases);
+            fflush(stdout);
+        }
+    }
+    server_stop(&srv);
+    printf("\nhighest measured/estimate (the hill-climbing population):\n");
+    for (int i = 0; i < st.npop; i++)
+        att_print("top", &st.pop[i]);
+    printf("largest overestimates (estimate - measured):\n");
+    for (int i = 0; i < st.nover; i++)
+        att_print("over", &st.over[i]);
+    if (st.srv_cases)
+        att_print("srvworst", &st.srv_worst_rec);
+    printf("attack: cases=%zu underestimates=%zu worst_meas_over_est=%.3f failed=%zu "
+           "server_cases=%zu server_underestimates=%zu server_worst=%.3f\n",
+           st.cases, st.under, st.worst, st.failed, st.srv_cases, st.srv_under, st.srv_worst);
+    if (st.found)
+        fclose(st.found);
+    if (!dir_arg)
+        rm_rf(dir);
+    return st.under ? 1 : 0;
+}
+
+/* calibrate --one VARIANT W H ORIENT OP TW TH FMT [--server BIN] [--dir DIR]: one case, in a
+ * fresh child and (with --server) through the running server, 3 times each. OP is fit,
+ * cover, convert or naive; FMT jpeg, png or webp. */
+static int run_one(const char *argv0, char **a, const char *dir_arg, const char *server_bin)
+{
+    case_t c = {.orient = atoi(a[3])};
+    int v = 0;
+    /* VARIANT may be NAME=FILE: an existing file, warmed up like NAME (W H ignored) */
+    const char *file = strchr(a[0], '=');
+    while (v < V__COUNT &&
+           strncmp(variants[v].name, a[0], file ? (size_t)(file - a[0]) : strlen(a[0])) != 0)
+        v++;
+    if (v == V__COUNT) {
+        fprintf(stderr, "unknown variant %s\n", a[0]);
+        return 2;
+    }
+    c.v = (variant_t)v;
+    c.w = atoi(a[1]);
+    c.h = atoi(a[2]);
+    c.job.op = strcmp(a[4], "cover") == 0     ? IMGPROC_OP_COVER
+               : strcmp(a[4], "convert") == 0 ? IMGPROC_OP_CONVERT
+                                              : IMGPROC_OP_FIT;
+    c.job.naive = strcmp(a[4], "naive") == 0;
+    c.job.width = (uint32_t)atoi(a[5]);
+    c.job.height = (uint32_t)atoi(a[6]);
+    c.job.out_fmt = imgproc_fmt_from_ext(a[7], strlen(a[7]));
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", dir_arg ? dir_arg : "/tmp/thumbgate-one");
+    mkdir(dir, 0755);
+    if (VIPS_INIT(argv0))
+        return 2;
+    vips_cache_set_max(0);
+    char path[4200], warm[4200];
+    image_path(path, sizeof(path), dir, c.v, c.w, c.h, c.orient);
+    if (file)
+        snprintf(path, sizeof(path), "%s", file + 1);
+    image_path(warm, sizeof(warm), dir, c.v, 96, 64, c.orient);
+    if ((access(warm, R_OK) != 0 && generate(c.v, 96, 64, c.orient, warm) != 0) ||
+        (access(path, R_OK) != 0 && generate(c.v, c.w, c.h, c.orient, path) != 0))
+        return 2;
+    imgproc_probe_t probe;
+    if (!job_runnable(path, &c.job, &probe)) {
+        fprintf(stderr, "job not runnable\n");
+        return 2;
+    }
+    att_rec_t recs[3] = {{.c = c}, {.c = c}, {.c = c}};
+    const char *reps_env = getenv("CALIBRATE_ONE_REPS");
+    int reps = reps_env && atoi(reps_env) >= 1 && atoi(reps_env) <= 3 ? atoi(reps_env) : 3;
+    run_children(argv0, path, warm, recs, reps, 1);
+    att_server_t srv = {0};
+    if (server_bin) {
+        if (server_start(&srv, server_bin, dir) != 0)
+            return 2;
+        for (int i = 0; i < reps; i++)
+            server_sample(&srv, 900000 + (unsigned)i, path, &recs[i], 1);
+        server_stop(&srv);
+    }
+    for (int i = 0; i < reps; i++)
+        att_print("one", &recs[i]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--measure") == 0)
         return child_measure(argc, argv);
     if (argc > 1 && strcmp(argv[1], "--burst-child") == 0)
         return child_burst(argc, argv);
-    bool reduced = false, cold = false, verbose = false;
-    const char *dir = NULL;
-    int burst = 0, jobs = 1;
+    bool reduced = false, cold = false, verbose = false, attack = false;
+    const char *dir = NULL, *server = NULL;
+    int burst = 0, jobs = 1, server_every = 10;
+    double minutes = 30;
+    size_t max_cases = (size_t)-1;
+    uint64_t seed = 0;
+    char **one = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--reduced") == 0)
+        if (strcmp(argv[i], "--one") == 0 && i + 8 < argc) {
+            one = &argv[i + 1];
+            i += 8;
+        } else if (strcmp(argv[i], "--reduced") == 0)
             reduced = true;
         else if (strcmp(argv[i], "--cold") == 0)
             cold = true;
@@ -845,15 +1764,33 @@ int main(int argc, char **argv)
             jobs = atoi(argv[++i]) < 1 ? 1 : atoi(argv[i]);
         else if (strcmp(argv[i], "--burst") == 0 && i + 1 < argc)
             burst = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--attack") == 0)
+            attack = true;
+        else if (strcmp(argv[i], "--minutes") == 0 && i + 1 < argc)
+            minutes = atof(argv[++i]);
+        else if (strcmp(argv[i], "--cases") == 0 && i + 1 < argc)
+            max_cases = (size_t)atol(argv[++i]);
+        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 0);
+        else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
+            server = argv[++i];
+        else if (strcmp(argv[i], "--server-every") == 0 && i + 1 < argc)
+            server_every = atoi(argv[++i]) < 1 ? 1 : atoi(argv[i]);
         else {
             fprintf(stderr,
                     "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir "
-                    "DIR]\n",
+                    "DIR] | --attack [--minutes M] [--cases N] [--seed S] [--jobs N] [--dir DIR] "
+                    "[--server BIN] [--server-every K]\n",
                     argv[0]);
             return 2;
         }
     }
     if (burst > 0)
         return run_burst(argv[0], burst, dir);
+    if (one)
+        return run_one(argv[0], one, dir, server);
+    if (attack)
+        return run_attack(argv[0], dir, jobs > 16 ? 16 : jobs, minutes, max_cases, seed, server,
+                          server_every);
     return run_grid(argv[0], reduced, dir, cold, verbose, jobs);
 }

@@ -199,6 +199,8 @@ const char *imgproc_strerror(int code)
         return "out of memory";
     case IMGPROC_E_INVALID:
         return "invalid job parameters";
+    case IMGPROC_E_TIMEOUT:
+        return "job deadline passed";
     default:
         return "unknown imgproc error";
     }

@@ -24,6 +24,7 @@ enum {
     IMGPROC_E_IO = 4,          /**< cannot read the source or write the output */
     IMGPROC_E_NOMEM = 5,       /**< an allocation failed */
     IMGPROC_E_INVALID = 6,     /**< bad job parameters (caller bug or bad request) */
+    IMGPROC_E_TIMEOUT = 7,     /**< the job ran past its deadline and was cancelled */
 };
 
 typedef struct {
@@ -39,20 +40,23 @@ typedef struct {
     uint32_t bit_depth;     /**< bits per sample as stored (1, 2, 4, 8, 16) */
     bool progressive;       /**< progressive JPEG or Adam7-interlaced PNG */
     bool has_alpha;
-    bool lossless;          /**< WebP VP8L */
-    uint32_t pages;         /**< frames (animated WebP); 1 otherwise */
-    uint32_t orientation;   /**< EXIF orientation 1..8 (1 when absent or absurd) */
+    bool lossless;               /**< WebP VP8L */
+    uint32_t pages;              /**< frames (animated WebP); 1 otherwise */
+    uint32_t orientation;        /**< EXIF orientation 1..8 (1 when absent or absurd) */
     uint32_t chroma_h, chroma_v; /**< JPEG max sampling factors (2,2 = 4:2:0; 1,1 = 4:4:4) */
-    bool has_icc;           /**< an embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) */
-    uint64_t file_bytes;    /**< size of the encoded image (libwebp needs all of it in memory) */
+    bool has_icc;                /**< an embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) */
+    uint64_t file_bytes;       /**< size of the encoded image (libwebp needs all of it in memory) */
     uint64_t _jpeg_coef_bytes; /**< private: libjpeg whole-image coefficient buffer size */
-    uint64_t _meta_bytes;   /**< private: EXIF/ICC/XMP/text bytes the decoder keeps */
-    uint32_t _flags;        /**< private: IMGPROC__F_* facts for the estimator */
+    uint64_t _meta_bytes;      /**< private: EXIF/ICC/XMP/text bytes the decoder keeps */
+    uint32_t _flags;           /**< private: IMGPROC__F_* facts for the estimator */
 } imgproc_probe_t;
 
 typedef enum {
-    IMGPROC_OP_FIT = 0, /**< fit inside width x height keeping aspect, no upscaling (0 = side free) */
-    IMGPROC_OP_COVER,   /**< cover-crop to exactly width x height (centre) */
+    IMGPROC_OP_FIT =
+        0,            /**< fit inside width x height keeping aspect, no upscaling (0 = side free) */
+    IMGPROC_OP_COVER, /**< cover-crop to width x height (centre), never enlarging: a source
+                           smaller than the box on a side gives a result smaller than the box
+                           on that side (a 20000x1 strip as 290x290 gives 290x1) */
     IMGPROC_OP_CONVERT, /**< full size, other format */
 } imgproc_op_t;
 
@@ -60,7 +64,10 @@ typedef struct {
     imgproc_op_t op;
     uint32_t width, height; /**< target box; for FIT one of them may be 0 (free side) */
     imgproc_fmt_t out_fmt;
-    bool naive;             /**< decode the whole image into memory first (load-harness naive mode) */
+    bool naive;          /**< decode the whole image into memory first (load-harness naive mode) */
+    uint32_t timeout_ms; /**< deadline of imgproc_run() from its start; 0 = none */
+    uint64_t max_pixels; /**< bound on every image of the pipeline (source, loaded, resized,
+                              output); 0 = none. Plans over it fail with TOO_LARGE. */
 } imgproc_job_t;
 
 typedef struct {
@@ -111,16 +118,25 @@ int imgproc_probe_fd(int fd, imgproc_probe_t *out, imgproc_err_t *err);
 
 /** Peak bytes the job will add to a warm process, computed from the header alone:
  *  shrink-on-load, libjpeg's coefficient buffer for progressive JPEG, whole-image buffers
- *  for interlaced PNG / lossless WebP / rotation / crop / naive decode, encoders. Checked
- *  against measured peaks by `make calibrate` (never below them on its 759-case grid,
- *  median 1.26x, worst 2.7x). 0 for an invalid job. */
+ *  for interlaced PNG / lossless WebP / rotation / crop / naive decode / short images,
+ *  metadata, encoders. Checked against measured peaks by `make calibrate` (a grid) and
+ *  `make estimator-attack` (an adversarial search, in fresh children and in the running
+ *  server). 0 for a job imgproc_plan_check() refuses. */
 uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job);
 
+/** 0 when @p job can run on @p probe; -IMGPROC_E_INVALID for a bad job (FIT with both sides
+ *  0, COVER with a side 0, a box over 10^7), -IMGPROC_E_TOO_LARGE when the source, the image
+ *  as loaded, resized or output is over job->max_pixels. @p err filled. Call before admission:
+ *  imgproc_estimate() and imgproc_output_dims() give 0 for such jobs. */
+int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, imgproc_err_t *err);
+
 /** Output dimensions the job will produce (for max_output checks before running); exact,
- *  after EXIF orientation. 0x0 for an invalid job (FIT with both sides 0, COVER with a side
- *  0). COVER always gives exactly width x height (enlarging small images); FIT never
- *  enlarges; CONVERT keeps the size. */
-void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job, uint32_t *w, uint32_t *h);
+ *  after EXIF orientation. 0x0 for a job imgproc_plan_check() refuses. No mode enlarges:
+ *  FIT and one-side fit stay within the source; COVER gives min(box, source) on each side
+ *  after the shrink that makes the source cover the box (exactly width x height when the
+ *  source covers the box); CONVERT keeps the size. */
+void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job, uint32_t *w,
+                         uint32_t *h);
 
 /**
  * Runs @p job on the file @p src and writes the encoded result to @p dst (created or
@@ -133,10 +149,14 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
  * its first frame. Originals must be replaced by rename, never rewritten in place.
  * 0 or -IMGPROC_E_* with @p err filled (and @p dst possibly partial: caller unlinks):
  * CORRUPT (bad data, also mid-decode), UNSUPPORTED, TOO_LARGE (WebP output over 16383 px),
- * IO (open/write/close), NOMEM, INVALID (bad job/opts, or @p dst is @p src).
+ * IO (open/write/close), NOMEM, INVALID (bad job/opts, or @p dst is @p src), TOO_LARGE (over
+ * job->max_pixels), TIMEOUT (past job->timeout_ms: libvips' evaluation is killed between
+ * strips of the pipeline, so a job stops within one strip of its deadline; a single
+ * indivisible decode step — libjpeg's scan pass over a progressive file, libpng's read of
+ * an interlaced one — finishes first).
  */
-int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts, const char *dst,
-                imgproc_out_t *out, imgproc_err_t *err);
+int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts,
+                const char *dst, imgproc_out_t *out, imgproc_err_t *err);
 
 /** imgproc_run() on an open source descriptor (borrowed, not closed; read from offset 0
  *  with pread/its own reads): the caller opens the source once for probe and decode. */

@@ -35,8 +35,7 @@ enum {
 typedef struct {
     bool swap;               /**< orientation 5..8: width and height trade places */
     uint32_t box_w, box_h;   /**< thumbnail target in stored orientation (VIPS_MAX_COORD = free) */
-    bool crop;               /**< centre crop to box after the resize */
-    bool upsize;             /**< VIPS_SIZE_BOTH (cover may enlarge) rather than SIZE_DOWN */
+    bool crop;               /**< centre crop to box after the resize (never enlarging) */
     uint32_t jpeg_shrink;    /**< libjpeg DCT scaling 1, 2, 4, 8 (1 for other formats) */
     double webp_scale;       /**< libwebp scaling (1.0 = none) */
     uint32_t load_w, load_h; /**< image as the loader delivers it (after shrink-on-load) */
@@ -45,7 +44,8 @@ typedef struct {
     uint32_t out_bands;            /**< bands of the pipeline after sRGB conversion (1..4) */
 } imgproc__plan_t;
 
-/** Fills @p plan for @p job on @p probe. 0 or -IMGPROC_E_INVALID (bad job). */
+/** Fills @p plan for @p job on @p probe. 0, -IMGPROC_E_INVALID (bad job) or
+ *  -IMGPROC_E_TOO_LARGE (an image of the pipeline over job->max_pixels; @p plan filled). */
 int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgproc__plan_t *plan);
 
 /** imgproc_probe_file() on an open descriptor (borrowed; read with pread only). */

@@ -350,6 +350,7 @@ static int probe_jpeg(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
 
 #define PNG_MAX_CHUNKS 100000
 #define PNG_READ_CAP (64 * 1024) /* ancillary chunk bodies we read to check CRC / parse */
+#define PNG_TEXT_MAX 8000000ull  /* libpng's default chunk allocation limit */
 
 /* CRC of a chunk whose type+data+crc are at @p p (type at p, data at p+4). */
 static bool png_crc_ok(const uint8_t *p, uint32_t len)
@@ -447,7 +448,19 @@ static int probe_png(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
             out->has_icc = true;
             out->_meta_bytes += 4ull * len; /* inflated by libpng */
         } else if (memcmp(type, "zTXt", 4) == 0 || memcmp(type, "iTXt", 4) == 0) {
-            out->_meta_bytes += 4ull * len;
+            /* deflate inflates up to 1032:1 and libpng accepts up to 8 MB a chunk; without
+             * inflating here (no allocation in the probe), assume the worst for compressed
+             * text (attack: a 6 KiB zTXt of 1 MiB text). iTXt: keyword, NUL, flag. */
+            bool compressed = type[0] == 'z';
+            if (!compressed) {
+                uint32_t n = len < 82 ? len : 82;
+                if (!(p = rd_get(r, off + 8, n)))
+                    return rd_fail(r, err, "png");
+                const uint8_t *nul = memchr(p, 0, n);
+                compressed = nul && nul + 1 < p + n && nul[1] != 0;
+            }
+            uint64_t inflated = compressed ? 1032ull * len : len;
+            out->_meta_bytes += inflated < PNG_TEXT_MAX ? inflated : PNG_TEXT_MAX;
         } else if (memcmp(type, "tEXt", 4) == 0) {
             out->_meta_bytes += len;
         } else if (memcmp(type, "eXIf", 4) == 0 && !have_exif && len >= 8) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <vips/vips.h>
@@ -51,6 +52,101 @@ static gint on_end(VipsTargetCustom *target, void *user)
     return 0;
 }
 
+/* The job deadline, enforced through libvips' own cancellation: every image we evaluate
+ * signals "eval" once per tile/strip (vips_image_set_progress), and past the deadline the
+ * handler sets the kill flag on the image being computed (progress->im: the sink's image,
+ * which the sink and webpsave's progress hook test), so the computation stops at its next
+ * strip with a "killed" error. */
+typedef struct {
+    uint64_t at_ns; /* CLOCK_MONOTONIC; 0 = no deadline */
+    bool fired;
+    VipsImage *watched[3];
+    gulong ids[3];
+    int n;
+} deadline_t;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool deadline_passed(deadline_t *d)
+{
+    if (d->at_ns != 0 && mono_ns() >= d->at_ns)
+        d->fired = true;
+    return d->fired;
+}
+
+static void on_eval(VipsImage *self, VipsProgress *progress, void *user)
+{
+    if (deadline_passed(user)) {
+        if (progress && progress->im)
+            vips_image_set_kill(progress->im, TRUE);
+        vips_image_set_kill(self, TRUE);
+    }
+}
+
+/* Arms the deadline on @p img before it is evaluated. Images derived from an armed one
+ * signal through it (libvips passes progress_signal down the pipeline). */
+static void deadline_watch(deadline_t *d, VipsImage *img)
+{
+    if (d->at_ns == 0 || img->progress_signal || d->n == 3)
+        return;
+    vips_image_set_progress(img, TRUE);
+    d->watched[d->n] = img;
+    d->ids[d->n++] = g_signal_connect(img, "eval", G_CALLBACK(on_eval), d);
+}
+
+static void deadline_unwatch(deadline_t *d)
+{
+    for (int i = 0; i < d->n; i++)
+        g_signal_handler_disconnect(d->watched[i], d->ids[i]);
+    d->n = 0;
+}
+
+/* The source of JPEG and PNG jobs: the descriptor read with pread through a custom
+ * source, so that the decoder's own reads — which go on through a whole decode step that
+ * produces no strip (libjpeg consuming a progressive file's scans, libpng reading an
+ * interlaced image, the first output strip of a big shrink) — also stop at the deadline.
+ * Seekable, so libvips never buffers the stream in memory. */
+typedef struct {
+    int fd;
+    gint64 pos, size;
+    deadline_t *dl;
+} src_t;
+
+static gint64 on_src_read(VipsSourceCustom *source, void *buf, gint64 len, void *user)
+{
+    src_t *s = user;
+    if (deadline_passed(s->dl)) {
+        vips_error("imgproc", "job deadline");
+        return -1;
+    }
+    ssize_t k;
+    do
+        k = pread(s->fd, buf, (size_t)len, (off_t)s->pos);
+    while (k < 0 && errno == EINTR);
+    if (k < 0)
+        return -1;
+    s->pos += k;
+    return k;
+}
+
+static gint64 on_src_seek(VipsSourceCustom *source, gint64 offset, int whence, void *user)
+{
+    src_t *s = user;
+    gint64 to = whence == SEEK_SET   ? offset
+                : whence == SEEK_CUR ? s->pos + offset
+                : whence == SEEK_END ? s->size + offset
+                                     : -1;
+    if (to < 0)
+        return -1;
+    s->pos = to;
+    return to;
+}
+
 /* Drops every metadata item except the ICC profile (libvips 8.14 savers can only strip all
  * or nothing). Returns a new reference or NULL. */
 static VipsImage *keep_only_icc(VipsImage *in)
@@ -85,8 +181,12 @@ static int save(VipsImage *img, imgproc_fmt_t fmt, const imgproc_opts_t *o, bool
 
 /* The error a failed pipeline maps to: the sink knows about write failures, libvips'
  * allocator says "out of memory"; anything else during decode means bad input. */
-static int pipeline_fail(imgproc_err_t *err, const sink_t *sink, const char *what)
+static int pipeline_fail(imgproc_err_t *err, const sink_t *sink, deadline_t *d, const char *what)
 {
+    if (d->fired) {
+        vips_error_clear();
+        return imgproc__fail(err, IMGPROC_E_TIMEOUT, "%s: cancelled at the job deadline", what);
+    }
     if (sink && sink->failed) {
         vips_error_clear();
         return imgproc__fail(err, IMGPROC_E_IO, "write output: %s", strerror(sink->err_no));
@@ -144,11 +244,13 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
     return rc;
 }
 
-int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *opts,
-                   const char *dst, imgproc_out_t *out, imgproc_err_t *err)
+int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *opts, const char *dst,
+                   imgproc_out_t *out, imgproc_err_t *err)
 {
     int rc = 0;
     sink_t sink = {.fd = -1};
+    deadline_t dl = {0};
+    src_t rd = {.fd = -1, .dl = &dl};
     imgproc_probe_t probe;
     imgproc__plan_t plan;
     VipsSource *source = NULL;
@@ -163,13 +265,15 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
     if (!imgproc_fmt_name(job->out_fmt))
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad output format");
 
+    if (job->timeout_ms)
+        dl.at_ns = mono_ns() + (uint64_t)job->timeout_ms * 1000000u;
     if ((rc = imgproc__probe_fd(in_fd, &probe, err)) != 0)
         goto out_close_in;
-    if ((rc = imgproc__plan(&probe, job, &plan)) != 0) {
-        rc = imgproc__fail(err, IMGPROC_E_INVALID, "bad job for a %ux%u image", probe.width,
-                           probe.height);
+    rd.fd = in_fd;
+    rd.size = (gint64)probe.file_bytes;
+    if ((rc = imgproc_plan_check(&probe, job, err)) != 0)
         goto out_close_in;
-    }
+    (void)imgproc__plan(&probe, job, &plan);
     if (job->out_fmt == IMGPROC_FMT_WEBP &&
         (plan.out_w > IMGPROC__WEBP_MAX_DIM || plan.out_h > IMGPROC__WEBP_MAX_DIM)) {
         rc = imgproc__fail(err, IMGPROC_E_TOO_LARGE, "webp output %ux%u over 16383", plan.out_w,
@@ -209,7 +313,10 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
         source = vips_source_new_from_blob(blob);
         vips_area_unref(VIPS_AREA(blob));
     } else {
-        source = vips_source_new_from_descriptor(in_fd);
+        VipsSourceCustom *custom = vips_source_custom_new();
+        g_signal_connect(custom, "read", G_CALLBACK(on_src_read), &rd);
+        g_signal_connect(custom, "seek", G_CALLBACK(on_src_seek), &rd);
+        source = VIPS_SOURCE(custom);
     }
     if (!source) {
         rc = imgproc__fail_vips(err, IMGPROC_E_IO, "source");
@@ -224,40 +331,45 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
      * JPEG) is the exception: that conversion already went through its profile. */
     const char *export_profile =
         probe.has_icc && !(probe.fmt == IMGPROC_FMT_JPEG && probe.bands == 4) ? "srgb" : NULL;
-    VipsSize size = plan.upsize ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN;
+    VipsSize size = VIPS_SIZE_DOWN; /* no mode ever enlarges */
     VipsInteresting crop = plan.crop ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE;
     if (job->naive) {
         /* The load harness's naive service: the whole image decoded into memory first. */
         if (!(t[0] = vips_image_new_from_source(source, LOAD_OPTIONS, "access",
-                                                VIPS_ACCESS_SEQUENTIAL, NULL)) ||
-            !(t[1] = vips_image_copy_memory(t[0]))) {
-            rc = pipeline_fail(err, NULL, "decode");
+                                                VIPS_ACCESS_SEQUENTIAL, NULL))) {
+            rc = pipeline_fail(err, NULL, &dl, "decode");
+            goto out_unref;
+        }
+        deadline_watch(&dl, t[0]);
+        if (!(t[1] = vips_image_copy_memory(t[0]))) {
+            rc = pipeline_fail(err, NULL, &dl, "decode");
             goto out_unref;
         }
         if (vips_thumbnail_image(t[1], &t[2], (int)plan.box_w, "height", (int)plan.box_h, "size",
                                  size, "crop", crop, "no_rotate", TRUE, "export_profile",
                                  export_profile, NULL)) {
-            rc = pipeline_fail(err, NULL, "thumbnail");
+            rc = pipeline_fail(err, NULL, &dl, "thumbnail");
             goto out_unref;
         }
     } else if (vips_thumbnail_source(source, &t[2], (int)plan.box_w, "height", (int)plan.box_h,
                                      "size", size, "crop", crop, "no_rotate", TRUE,
                                      "export_profile", export_profile, "option_string",
                                      LOAD_OPTIONS, NULL)) {
-        rc = pipeline_fail(err, NULL, "thumbnail");
+        rc = pipeline_fail(err, NULL, &dl, "thumbnail");
         goto out_unref;
     }
     img = t[2];
 
     if (probe.orientation != 1) {
         /* Rotation needs random access: materialise the (already resized) image. */
+        deadline_watch(&dl, img);
         if (!(t[3] = vips_image_copy_memory(img)) || vips_copy(t[3], &t[4], NULL)) {
-            rc = pipeline_fail(err, NULL, "decode");
+            rc = pipeline_fail(err, NULL, &dl, "decode");
             goto out_unref;
         }
         vips_image_set_int(t[4], VIPS_META_ORIENTATION, (int)probe.orientation);
         if (vips_autorot(t[4], &t[5], NULL)) {
-            rc = pipeline_fail(err, NULL, "rotate");
+            rc = pipeline_fail(err, NULL, &dl, "rotate");
             goto out_unref;
         }
         img = t[5];
@@ -268,7 +380,7 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
         int frc = vips_flatten(img, &t[6], "background", white, NULL);
         vips_area_unref(VIPS_AREA(white));
         if (frc) {
-            rc = pipeline_fail(err, NULL, "flatten");
+            rc = pipeline_fail(err, NULL, &dl, "flatten");
             goto out_unref;
         }
         img = t[6];
@@ -276,19 +388,24 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
     bool strip = true;
     if (opts->keep_icc && vips_image_get_typeof(img, VIPS_META_ICC_NAME)) {
         if (!(t[7] = keep_only_icc(img))) {
-            rc = pipeline_fail(err, NULL, "metadata");
+            rc = pipeline_fail(err, NULL, &dl, "metadata");
             goto out_unref;
         }
         img = t[7];
         strip = false;
     }
 
+    if (deadline_passed(&dl)) {
+        rc = pipeline_fail(err, NULL, &dl, "start");
+        goto out_unref;
+    }
+    deadline_watch(&dl, img);
     target = vips_target_custom_new();
     g_signal_connect(target, "write", G_CALLBACK(on_write), &sink);
     g_signal_connect(target, "end", G_CALLBACK(on_end), &sink);
     /* Decoding happens here, as the saver pulls pixels: truncation surfaces now. */
     if (save(img, job->out_fmt, opts, strip, VIPS_TARGET(target))) {
-        rc = pipeline_fail(err, &sink, "process");
+        rc = pipeline_fail(err, &sink, &dl, "process");
         goto out_unref;
     }
     if (out) {
@@ -298,6 +415,7 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
     }
 
 out_unref:
+    deadline_unwatch(&dl);
     VIPS_UNREF(target);
     VIPS_UNREF(ctx);
     VIPS_UNREF(source);

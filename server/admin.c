@@ -87,6 +87,8 @@ static void render_metrics(srv_t *srv, FILE *o)
     counter(o, "thumbgate_jobs_completed_total", "Jobs finished (any outcome).", a.completed);
     counter(o, "thumbgate_jobs_failed_total", "Jobs whose decode or encode failed.",
             LOAD(m->jobs_failed));
+    counter(o, "thumbgate_jobs_timed_out_total", "Jobs cancelled at memory.job_timeout (503).",
+            LOAD(m->jobs_timed_out));
     counter(o, "thumbgate_jobs_coalesced_total", "Requests that joined an identical running job.",
             LOAD(m->coalesced));
     fprintf(o, "# HELP thumbgate_jobs_rejected_total Jobs refused or dropped, by reason.\n"

@@ -238,6 +238,9 @@ static void job_run(adm_job_t *_job)
     uint64_t end = srv__now_ms();
     metrics_hist_observe(&srv->metrics.job_seconds, (end - start) * 1000);
     metrics_hist_observe(&srv->metrics.wait_seconds, (start - job->submitted_ms) * 1000);
+    if (!out.ok && out.domain == ERR_IMGPROC &&
+        (out.err == IMGPROC_E_TIMEOUT || out.err == -IMGPROC_E_TIMEOUT))
+        atomic_fetch_add_explicit(&srv->metrics.jobs_timed_out, 1, memory_order_relaxed);
     if (!out.ok) {
         atomic_fetch_add_explicit(&srv->metrics.jobs_failed, 1, memory_order_relaxed);
         if (srv->cfg->log_level >= CFG_LOG_WARN) {
@@ -434,6 +437,15 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     job->ij = rt->job;
     snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
     job->ij.naive = cfg->memory_mode == CFG_MODE_NAIVE;
+    job->ij.timeout_ms = (uint32_t)cfg->job_timeout_ms;
+    job->ij.max_pixels = cfg->max_pixels;
+    int pr = imgproc_plan_check(&probe, &job->ij, &ierr);
+    if (pr != 0) {
+        bool big = pr == -IMGPROC_E_TOO_LARGE;
+        refuse(req, job, w, big ? ERR_IMGPROC : ERR_ROUTE,
+               big ? IMGPROC_E_TOO_LARGE : ROUTE_E_BADSIZE, "%s", ierr.msg);
+        return;
+    }
     uint32_t ow, oh;
     imgproc_output_dims(&probe, &job->ij, &ow, &oh);
     if (ow > cfg->max_output_width || oh > cfg->max_output_height) {

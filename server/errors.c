@@ -19,6 +19,7 @@ static const row_t table[] = {
     {ERR_IMGPROC, IMGPROC_E_IO, {500, "processing_error"}},
     {ERR_IMGPROC, IMGPROC_E_NOMEM, {503, "busy"}},
     {ERR_IMGPROC, IMGPROC_E_INVALID, {400, "bad_request"}},
+    {ERR_IMGPROC, IMGPROC_E_TIMEOUT, {503, "job_timeout"}},
 
     {ERR_STORE, STORE_E_NOTFOUND, {404, "not_found"}},
     {ERR_STORE, STORE_E_CONFLICT, {409, "key_conflict"}},

@@ -30,6 +30,7 @@ typedef struct {
     _Atomic uint64_t bytes_in, bytes_out;
     _Atomic uint64_t cache_hits, cache_misses, coalesced;
     _Atomic uint64_t jobs_failed, jobs_dropped_gone;
+    _Atomic uint64_t jobs_timed_out; /**< cancelled at memory.job_timeout (also in jobs_failed) */
     _Atomic uint64_t rejected_pixels, rejected_format;
     _Atomic int64_t workers_busy;
     metrics_hist_t job_seconds, wait_seconds;

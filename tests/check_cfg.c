@@ -259,9 +259,10 @@ END_TEST
 
 START_TEST(test_cfg_duration_good_and_bad)
 {
-    const cfg_t *c = ok("memory: {queue_timeout: 500ms}\nhttp: {request_timeout: 2m,"
+    const cfg_t *c = ok("memory: {queue_timeout: 500ms, job_timeout: 2s}\nhttp: {request_timeout: 2m,"
                         " shutdown_timeout: 0, idle_timeout: 1h}\nflight: {interval: 250ms}\n");
     ck_assert_uint_eq(c->queue_timeout_ms, 500);
+    ck_assert_uint_eq(c->job_timeout_ms, 2000);
     ck_assert_uint_eq(c->req_timeout_ms, 120000);
     ck_assert_uint_eq(c->shutdown_timeout_ms, 0);
     ck_assert_uint_eq(c->idle_timeout_ms, 3600000);
@@ -273,6 +274,7 @@ START_TEST(test_cfg_duration_good_and_bad)
     fails_with("http: {request_timeout: 1d}\n", "bad duration \"1d\"");
     fails_with("http: {request_timeout: 1.5s}\n", "bad duration \"1.5s\"");
     fails_with("http: {request_timeout: 500ms}\n", "\"500ms\" is out of range 1s..24h");
+    fails_with("memory: {job_timeout: 0}\n", "\"0\" is out of range 1ms..1h");
     fails_with("http: {idle_timeout: 99999999999999999999h}\n", "is too large");
 }
 END_TEST
@@ -809,6 +811,7 @@ START_TEST(test_cfg_embedded_default_equals_table)
     ck_assert_uint_eq(emb->queue_max, 64);
     ck_assert_uint_eq(emb->queue_max_bytes, 0);
     ck_assert_uint_eq(emb->queue_timeout_ms, 10000);
+    ck_assert_uint_eq(emb->job_timeout_ms, 30000);
     ck_assert(emb->malloc_trim_idle);
     ck_assert_uint_eq(emb->req_timeout_ms, 60000);
     ck_assert_uint_eq(emb->idle_timeout_ms, 10000);

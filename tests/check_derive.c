@@ -498,6 +498,76 @@ START_TEST(test_derive_long_segment_keys)
 }
 END_TEST
 
+START_TEST(test_derive_job_past_deadline_is_cancelled)
+{
+    /* Each of these jobs on a 3000x3000 noise PNG runs for seconds; its deadline is 50 ms.
+     * Each is cancelled inside libvips: 503 job_timeout with Retry-After, its budget freed,
+     * counted, and it ended within a second of its deadline (work;dur of Server-Timing). */
+    const char *env[] = {"THUMBGATE_MEMORY_JOB_TIMEOUT=50ms", "THUMBGATE_WORKERS=1", NULL};
+    tg_start(&S, env, NULL);
+    put("/slow.png", 3000, 3000, "png");
+    const char *paths[] = {"/slow.webp", "/slow_290x290.jpg", "/slow_1000x1000c.png", "/slow.jpg"};
+    int n = sizeof(paths) / sizeof(paths[0]);
+    for (int i = 0; i < n; i++) {
+        tg_resp_t r;
+        char ra[32], timing[128];
+        ck_assert_int_eq(tg_http(&S, "GET", paths[i], NULL, 0, NULL, &r), 503);
+        ck_assert_msg(strstr(r.body, "\"error\":\"job_timeout\"") != NULL, "%s: %s", paths[i], r.body);
+        ck_assert(tg_header(&r, "retry-after", ra, sizeof(ra)));
+        ck_assert(tg_header(&r, "server-timing", timing, sizeof(timing)));
+        const char *wd = strstr(timing, "work;dur=");
+        ck_assert_ptr_nonnull(wd);
+        long work_ms = atol(wd + strlen("work;dur="));
+        ck_assert_msg(work_ms <= 50 + 1000, "%s ran %ld ms past a 50 ms deadline", paths[i], work_ms);
+        tg_resp_free(&r);
+    }
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), n);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_budget_in_use_bytes"), 0);
+    /* nothing was cached: the next request runs (and is cancelled) again */
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/slow.webp", NULL, 0, NULL, &r), 503);
+    tg_resp_free(&r);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), n + 1);
+    ck_assert_int_eq(tg_stop(&S), 0);
+}
+END_TEST
+
+START_TEST(test_derive_strip_as_crop_is_small_and_bounded)
+{
+    /* issue 12: a 1-pixel strip asked as a cover crop was planned 5.8 million pixels wide and
+     * admitted at 5.25 GB. Never enlarged now: a small image or a clear 4xx. */
+    tg_start(&S, NULL, NULL);
+    VipsImage *img = NULL, *u = NULL;
+    ck_assert_int_eq(vips_gaussnoise(&img, 20000, 1, "mean", 128.0, "sigma", 40.0, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(img, &u, NULL), 0);
+    void *buf = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(vips_pngsave_buffer(u, &buf, &len, NULL), 0);
+    g_object_unref(u);
+    g_object_unref(img);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/strip.png", buf, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    g_free(buf);
+    static const struct {
+        const char *path;
+        int w, h;
+    } t[] = {{"/strip_290x290c.webp", 290, 1}, {"/strip_290x290.jpg", 290, 1},
+             {"/strip_5000x.png", 5000, 1},    {"/strip_100x.webp", 100, 1},
+             {"/strip_1x290c.jpg", 1, 1}};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        expect_dims(t[i].path, t[i].w, t[i].h, strstr(t[i].path, ".webp") ? "image/webp"
+                                              : strstr(t[i].path, ".png") ? "image/png"
+                                                                           : "image/jpeg");
+    /* the full-size WebP cannot hold 20000 pixels a side: a clear 4xx, not a decode */
+    ck_assert_int_eq(tg_http(&S, "GET", "/strip.webp", NULL, 0, NULL, &r), 400);
+    tg_resp_free(&r);
+    /* every admitted estimate was small (the 290x290c job was 5.25 GB before) */
+    ck_assert_double_lt(tg_metric(&S, "thumbgate_budget_in_use_highwater_bytes"), 64.0 * 1024 * 1024);
+    ck_assert_int_eq(tg_stop(&S), 0);
+}
+END_TEST
+
 Suite *derive_suite(void); /* called by check_main.c */
 Suite *derive_suite(void)
 {
@@ -516,6 +586,8 @@ Suite *derive_suite(void)
     tcase_add_test(t, test_derive_gone_client_frees_its_place);
     tcase_add_test(t, test_derive_corrupt_original_is_415);
     tcase_add_test(t, test_derive_replaced_while_waiting_is_not_decoded);
+    tcase_add_test(t, test_derive_job_past_deadline_is_cancelled);
+    tcase_add_test(t, test_derive_strip_as_crop_is_small_and_bounded);
     suite_add_tcase(s, t);
     TCase *b = tcase_create("issue10");
     tcase_add_checked_fixture(b, tg_fixture_setup, teardown);

@@ -487,7 +487,11 @@ START_TEST(test_imgproc_probe_orientation_absurd_is_one)
     ck_assert_uint_eq(probe_ok(jpeg_with_orientation(src, "o9.jpg", 9)).orientation, 1);
     ck_assert_uint_eq(probe_ok(jpeg_with_orientation(src, "oz.jpg", 65535)).orientation, 1);
     /* And the job treats the absurd value as upright: same size, no rotation. */
-    imgproc_job_t job = {IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false};
+    imgproc_job_t job = {.op = IMGPROC_OP_CONVERT,
+                         .width = 0,
+                         .height = 0,
+                         .out_fmt = IMGPROC_FMT_PNG,
+                         .naive = false};
     run_ok(tpath("oz.jpg"), job, tpath("oz.png"), 40, 20);
 }
 END_TEST
@@ -523,11 +527,19 @@ START_TEST(test_imgproc_probe_bomb_png_declares_50000)
     ck_assert_uint_eq(before, after); /* the probe asked libvips for nothing */
 
     /* A naive decode would need 7.5 GB: the estimate says so before any pixel. */
-    imgproc_job_t naive = {IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, true};
+    imgproc_job_t naive = {.op = IMGPROC_OP_FIT,
+                           .width = 290,
+                           .height = 290,
+                           .out_fmt = IMGPROC_FMT_JPEG,
+                           .naive = true};
     ck_assert_uint_ge(imgproc_estimate(&p, &naive), 50000ull * 50000 * 3);
 
     /* And if it were run anyway, the missing pixel data is an error, not a grey image. */
-    imgproc_job_t job = {IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false};
+    imgproc_job_t job = {.op = IMGPROC_OP_FIT,
+                         .width = 290,
+                         .height = 290,
+                         .out_fmt = IMGPROC_FMT_JPEG,
+                         .naive = false};
     imgproc_err_t err;
     imgproc_out_t out;
     ck_assert_int_eq(imgproc_run(path, &job, &opts, tpath("bomb.jpg"), &out, &err),
@@ -689,13 +701,23 @@ START_TEST(test_imgproc_output_dims_every_mode)
         {IMGPROC_FMT_JPEG, 6000, 4000, 6, IMGPROC_OP_FIT, 290, 0, 290, 435},
         {IMGPROC_FMT_JPEG, 6000, 4000, 8, IMGPROC_OP_CONVERT, 0, 0, 4000, 6000},
         {IMGPROC_FMT_JPEG, 6000, 4000, 3, IMGPROC_OP_CONVERT, 0, 0, 6000, 4000},
-        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_FIT, 290, 290, 100, 50},    /* no upscaling */
-        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_COVER, 290, 290, 290, 290}, /* exact cover */
+        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_FIT, 290, 290, 100, 50},      /* no upscaling */
+        {IMGPROC_FMT_PNG, 100, 50, 1, IMGPROC_OP_COVER, 290, 290, 100, 50},    /* never enlarged */
+        {IMGPROC_FMT_PNG, 1000, 200, 1, IMGPROC_OP_COVER, 290, 290, 290, 200}, /* crop only */
+        {IMGPROC_FMT_PNG, 20000, 1, 1, IMGPROC_OP_COVER, 290, 290, 290, 1},
+        {IMGPROC_FMT_PNG, 1, 20000, 1, IMGPROC_OP_COVER, 290, 290, 1, 290},
+        {IMGPROC_FMT_PNG, 20000, 1, 1, IMGPROC_OP_FIT, 290, 290, 290, 1},
+        {IMGPROC_FMT_PNG, 20000, 1, 1, IMGPROC_OP_FIT, 0, 290, 20000, 1},
+        {IMGPROC_FMT_JPEG, 20000, 2, 6, IMGPROC_OP_COVER, 100, 300, 2, 300},
         {IMGPROC_FMT_JPEG, 1, 10000, 1, IMGPROC_OP_FIT, 290, 290, 1, 290},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         imgproc_probe_t p = fake(t[i].fmt, t[i].w, t[i].h, t[i].o);
-        imgproc_job_t job = {t[i].op, t[i].tw, t[i].th, IMGPROC_FMT_JPEG, false};
+        imgproc_job_t job = {.op = t[i].op,
+                             .width = t[i].tw,
+                             .height = t[i].th,
+                             .out_fmt = IMGPROC_FMT_JPEG,
+                             .naive = false};
         uint32_t w, h;
         imgproc_output_dims(&p, &job, &w, &h);
         ck_assert_msg(w == t[i].ew && h == t[i].eh, "case %zu: %ux%u, expected %ux%u", i, w, h,
@@ -703,9 +725,18 @@ START_TEST(test_imgproc_output_dims_every_mode)
     }
     /* Bad jobs give 0x0 and a zero estimate. */
     imgproc_probe_t p = fake(IMGPROC_FMT_JPEG, 600, 400, 1);
-    imgproc_job_t bad[] = {{IMGPROC_OP_FIT, 0, 0, IMGPROC_FMT_JPEG, false},
-                           {IMGPROC_OP_COVER, 290, 0, IMGPROC_FMT_JPEG, false},
-                           {(imgproc_op_t)42, 290, 290, IMGPROC_FMT_JPEG, false}};
+    imgproc_job_t bad[] = {
+        {.op = IMGPROC_OP_FIT,
+         .width = 0,
+         .height = 0,
+         .out_fmt = IMGPROC_FMT_JPEG,
+         .naive = false},
+        {.op = IMGPROC_OP_COVER,
+         .width = 290,
+         .height = 0,
+         .out_fmt = IMGPROC_FMT_JPEG,
+         .naive = false},
+        {.op = (imgproc_op_t)42, .width = 290, .height = 290, .out_fmt = IMGPROC_FMT_JPEG}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint32_t w = 1, h = 1;
         imgproc_output_dims(&p, &bad[i], &w, &h);
@@ -719,7 +750,11 @@ END_TEST
 START_TEST(test_imgproc_plan_shrink_on_load)
 {
     imgproc__plan_t pl;
-    imgproc_job_t job = {IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false};
+    imgproc_job_t job = {.op = IMGPROC_OP_FIT,
+                         .width = 290,
+                         .height = 290,
+                         .out_fmt = IMGPROC_FMT_JPEG,
+                         .naive = false};
     imgproc_probe_t p = fake(IMGPROC_FMT_JPEG, 6000, 4000, 1);
     ck_assert_int_eq(imgproc__plan(&p, &job, &pl), 0);
     ck_assert_uint_eq(pl.jpeg_shrink, 8); /* shrink 20.7 -> libjpeg 1/8 */
@@ -745,7 +780,11 @@ END_TEST
 
 START_TEST(test_imgproc_estimate_orders_costs)
 {
-    imgproc_job_t fit = {IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false};
+    imgproc_job_t fit = {.op = IMGPROC_OP_FIT,
+                         .width = 290,
+                         .height = 290,
+                         .out_fmt = IMGPROC_FMT_JPEG,
+                         .naive = false};
     imgproc_probe_t base = fake(IMGPROC_FMT_JPEG, 6000, 4000, 1), prog = base;
     prog.progressive = true;
     uint64_t eb = imgproc_estimate(&base, &fit), ep = imgproc_estimate(&prog, &fit);
@@ -763,7 +802,11 @@ START_TEST(test_imgproc_estimate_orders_costs)
     ck_assert_uint_gt(imgproc_estimate(&ipng, &fit), imgproc_estimate(&png, &fit));
     ck_assert_uint_ge(imgproc_estimate(&ipng, &fit), 4000ull * 4000 * 3);
     /* Full-size rotation needs the whole output in memory. */
-    imgproc_job_t conv = {IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false};
+    imgproc_job_t conv = {.op = IMGPROC_OP_CONVERT,
+                          .width = 0,
+                          .height = 0,
+                          .out_fmt = IMGPROC_FMT_JPEG,
+                          .naive = false};
     imgproc_probe_t rot = base;
     rot.orientation = 6;
     ck_assert_uint_ge(imgproc_estimate(&rot, &conv), 6000ull * 4000 * 3);
@@ -771,7 +814,123 @@ START_TEST(test_imgproc_estimate_orders_costs)
 }
 END_TEST
 
+START_TEST(test_imgproc_plan_never_enlarges_and_is_bounded)
+{
+    /* The issue-12 job: a 1-pixel strip as a cover crop was planned 5.8 million pixels
+     * wide and estimated at 5.25 GB. Now every image of the pipeline stays within the
+     * source, whatever the mode and box. */
+    static const uint32_t shapes[][2] = {{20000, 1}, {1, 20000}, {20000, 2}, {3, 9000}, {100, 50}};
+    static const uint32_t boxes[][2] = {{290, 290}, {2000, 2000}, {1, 1}, {16384, 16384}, {5, 900}};
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+        for (size_t b = 0; b < sizeof(boxes) / sizeof(boxes[0]); b++)
+            for (int op = IMGPROC_OP_FIT; op <= IMGPROC_OP_COVER; op++) {
+                imgproc_probe_t p = fake(IMGPROC_FMT_PNG, shapes[i][0], shapes[i][1], 1);
+                imgproc_job_t job = {.op = (imgproc_op_t)op,
+                                     .width = boxes[b][0],
+                                     .height = boxes[b][1],
+                                     .out_fmt = IMGPROC_FMT_WEBP};
+                imgproc__plan_t pl;
+                ck_assert_int_eq(imgproc__plan(&p, &job, &pl), 0);
+                ck_assert_uint_le(pl.resized_w, p.width);
+                ck_assert_uint_le(pl.resized_h, p.height);
+                ck_assert_uint_le(pl.out_w, p.width);
+                ck_assert_uint_le(pl.out_h, p.height);
+                ck_assert_uint_lt(imgproc_estimate(&p, &job), 32u << 20);
+            }
+    /* A plan over max_pixels is refused before anything runs, with a clear error. */
+    imgproc_probe_t p = fake(IMGPROC_FMT_JPEG, 6000, 4000, 1);
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_CONVERT, .out_fmt = IMGPROC_FMT_JPEG, .max_pixels = 6000 * 4000 - 1};
+    imgproc_err_t err = {0};
+    ck_assert_int_eq(imgproc_plan_check(&p, &job, &err), -IMGPROC_E_TOO_LARGE);
+    ck_assert_int_eq(err.code, IMGPROC_E_TOO_LARGE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "over"));
+    ck_assert_uint_eq(imgproc_estimate(&p, &job), 0);
+    job.max_pixels = 6000 * 4000;
+    ck_assert_int_eq(imgproc_plan_check(&p, &job, &err), 0);
+    job = (imgproc_job_t){.op = IMGPROC_OP_COVER, .width = 290, .out_fmt = IMGPROC_FMT_JPEG};
+    ck_assert_int_eq(imgproc_plan_check(&p, &job, &err), -IMGPROC_E_INVALID);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- run */
+
+START_TEST(test_imgproc_run_strips_every_mode)
+{
+    /* 1-pixel and 2-pixel strips in every mode and output format: a sane image exactly as
+     * planned, or a clear error for what a format cannot hold. */
+    VipsImage *img = content(20000, 1, 3, false);
+    ck_assert_int_eq(vips_pngsave(img, tpath("wide.png"), NULL), 0);
+    g_object_unref(img);
+    img = content(1, 20000, 3, false);
+    ck_assert_int_eq(vips_pngsave(img, tpath("tall.png"), NULL), 0);
+    g_object_unref(img);
+    img = content(2, 20000, 3, false);
+    ck_assert_int_eq(vips_jpegsave(img, tpath("tall2.jpg"), NULL), 0);
+    g_object_unref(img);
+    char srcs[3][512]; /* tpath() reuses its buffers */
+    snprintf(srcs[0], sizeof(srcs[0]), "%s", tpath("wide.png"));
+    snprintf(srcs[1], sizeof(srcs[1]), "%s", tpath("tall.png"));
+    snprintf(srcs[2], sizeof(srcs[2]), "%s", tpath("tall2.jpg"));
+    static const struct {
+        imgproc_op_t op;
+        uint32_t w, h;
+    } jobs[] = {{IMGPROC_OP_COVER, 290, 290}, {IMGPROC_OP_COVER, 1, 1000},
+                {IMGPROC_OP_FIT, 290, 290},   {IMGPROC_OP_FIT, 290, 0},
+                {IMGPROC_OP_FIT, 0, 290},     {IMGPROC_OP_CONVERT, 0, 0}};
+    static const imgproc_fmt_t fmts[] = {IMGPROC_FMT_JPEG, IMGPROC_FMT_PNG, IMGPROC_FMT_WEBP};
+    for (size_t s = 0; s < 3; s++)
+        for (size_t j = 0; j < sizeof(jobs) / sizeof(jobs[0]); j++)
+            for (size_t f = 0; f < 3; f++) {
+                imgproc_job_t job = {
+                    .op = jobs[j].op, .width = jobs[j].w, .height = jobs[j].h, .out_fmt = fmts[f]};
+                imgproc_probe_t p;
+                imgproc_err_t err;
+                ck_assert_int_eq(imgproc_probe_file(srcs[s], &p, &err), 0);
+                ck_assert_uint_lt(imgproc_estimate(&p, &job), 64u << 20);
+                uint32_t ow, oh;
+                imgproc_output_dims(&p, &job, &ow, &oh);
+                ck_assert(ow >= 1 && oh >= 1 && ow <= p.width && oh <= p.height);
+                if (fmts[f] == IMGPROC_FMT_WEBP && (ow > 16383 || oh > 16383)) {
+                    imgproc_out_t out;
+                    ck_assert_int_eq(imgproc_run(srcs[s], &job, &opts, tpath("o"), &out, &err),
+                                     -IMGPROC_E_TOO_LARGE);
+                    continue;
+                }
+                run_ok(srcs[s], job, tpath(fmts[f] == IMGPROC_FMT_PNG ? "o.png" : "o.img"), ow, oh);
+            }
+}
+END_TEST
+
+START_TEST(test_imgproc_run_stops_at_its_deadline)
+{
+    /* Long enough to run well past 1 ms in any mode: the deadline cancels it with TIMEOUT,
+     * and the same job without a deadline succeeds. */
+    const char *src = gen("slow.png", G_PNG, 3000, 3000, 3, false, 1);
+    const char *psrc = gen("slow.jpg", G_JPEG_PROG, 3000, 3000, 3, false, 1);
+    imgproc_job_t jobs[] = {
+        {.op = IMGPROC_OP_CONVERT, .out_fmt = IMGPROC_FMT_PNG},
+        {.op = IMGPROC_OP_FIT, .width = 290, .height = 290, .out_fmt = IMGPROC_FMT_WEBP},
+        {.op = IMGPROC_OP_COVER,
+         .width = 100,
+         .height = 100,
+         .out_fmt = IMGPROC_FMT_JPEG,
+         .naive = true}};
+    for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++)
+        for (int s = 0; s < 2; s++) {
+            imgproc_err_t err;
+            imgproc_out_t out;
+            jobs[i].timeout_ms = 1;
+            int rc = imgproc_run(s ? psrc : src, &jobs[i], &opts, tpath("d.out"), &out, &err);
+            ck_assert_msg(rc == -IMGPROC_E_TIMEOUT, "job %zu/%d: %d %s", i, s, rc, err.msg);
+            ck_assert_int_eq(err.code, IMGPROC_E_TIMEOUT);
+            ck_assert_str_eq(imgproc_strerror(rc), "job deadline passed");
+            jobs[i].timeout_ms = 0;
+            ck_assert_int_eq(
+                imgproc_run(s ? psrc : src, &jobs[i], &opts, tpath("d.out"), &out, &err), 0);
+        }
+}
+END_TEST
 
 START_TEST(test_imgproc_run_dims_and_format_every_mode)
 {
@@ -798,7 +957,11 @@ START_TEST(test_imgproc_run_dims_and_format_every_mode)
                  gen(srcs[s].name, srcs[s].kind, 900, 600, 3, srcs[s].alpha, 1));
         for (size_t j = 0; j < sizeof(jobs) / sizeof(jobs[0]); j++)
             for (size_t f = 0; f < 3; f++) {
-                imgproc_job_t job = {jobs[j].op, jobs[j].tw, jobs[j].th, fmts[f], j == 0 && f == 0};
+                imgproc_job_t job = {.op = jobs[j].op,
+                                     .width = jobs[j].tw,
+                                     .height = jobs[j].th,
+                                     .out_fmt = fmts[f],
+                                     .naive = j == 0 && f == 0};
                 run_ok(src, job, tpath("out"), jobs[j].ew, jobs[j].eh);
             }
     }
@@ -847,7 +1010,11 @@ START_TEST(test_imgproc_run_applies_orientation)
         int rx, ry; /* a point inside the red quadrant after orienting */
     } t[] = {{1, 120, 80, 10, 10},  {3, 120, 80, 110, 70}, {6, 80, 120, 70, 10},
              {8, 80, 120, 10, 110}, {2, 120, 80, 110, 10}, {5, 80, 120, 10, 10}};
-    imgproc_job_t job = {IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false};
+    imgproc_job_t job = {.op = IMGPROC_OP_CONVERT,
+                         .width = 0,
+                         .height = 0,
+                         .out_fmt = IMGPROC_FMT_PNG,
+                         .naive = false};
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         char name[32];
         snprintf(name, sizeof(name), "q%d.jpg", t[i].o);
@@ -863,7 +1030,11 @@ START_TEST(test_imgproc_run_applies_orientation)
     /* Orientation carried in a PNG eXIf chunk, and in a thumbnail rather than a convert. */
     const char *png = quadrant_image(G_PNG, 1, "qp.png");
     const char *png6 = png_with_orientation(png, "qp6.png", 6);
-    imgproc_job_t fit = {IMGPROC_OP_FIT, 60, 60, IMGPROC_FMT_PNG, false};
+    imgproc_job_t fit = {.op = IMGPROC_OP_FIT,
+                         .width = 60,
+                         .height = 60,
+                         .out_fmt = IMGPROC_FMT_PNG,
+                         .naive = false};
     run_ok(png6, fit, tpath("qp6-out.png"), 40, 60);
     double c[3];
     pixel(tpath("qp6-out.png"), 35, 5, c);
@@ -898,7 +1069,8 @@ START_TEST(test_imgproc_run_matches_vips_thumbnail)
         ck_assert_ptr_nonnull(ref = vips_image_copy_memory(lazy)); /* loaders are sequential */
         g_object_unref(lazy);
         /* Lossless output: must be (nearly) the same pixels as libvips' own thumbnail. */
-        imgproc_job_t job = {t[i].op, 290, 290, IMGPROC_FMT_PNG, false};
+        imgproc_job_t job = {
+            .op = t[i].op, .width = 290, .height = 290, .out_fmt = IMGPROC_FMT_PNG, .naive = false};
         run_ok(src, job, tpath("t.png"), 290, t[i].op == IMGPROC_OP_COVER ? 290 : 193);
         VipsImage *got = load(tpath("t.png"));
         double db = psnr(got, ref);
@@ -918,9 +1090,21 @@ END_TEST
 
 START_TEST(test_imgproc_run_truncated_is_error_not_grey)
 {
-    imgproc_job_t jobs[] = {{IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false},
-                            {IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false},
-                            {IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, true}};
+    imgproc_job_t jobs[] = {{.op = IMGPROC_OP_FIT,
+                             .width = 290,
+                             .height = 290,
+                             .out_fmt = IMGPROC_FMT_JPEG,
+                             .naive = false},
+                            {.op = IMGPROC_OP_CONVERT,
+                             .width = 0,
+                             .height = 0,
+                             .out_fmt = IMGPROC_FMT_PNG,
+                             .naive = false},
+                            {.op = IMGPROC_OP_FIT,
+                             .width = 290,
+                             .height = 290,
+                             .out_fmt = IMGPROC_FMT_JPEG,
+                             .naive = true}};
     static const struct {
         gen_t kind;
         const char *name;
@@ -981,7 +1165,11 @@ START_TEST(test_imgproc_run_metadata_and_alpha)
     imgproc_probe_t p = probe_ok(src);
     ck_assert(p.has_icc);
 
-    imgproc_job_t job = {IMGPROC_OP_FIT, 100, 100, IMGPROC_FMT_JPEG, false};
+    imgproc_job_t job = {.op = IMGPROC_OP_FIT,
+                         .width = 100,
+                         .height = 100,
+                         .out_fmt = IMGPROC_FMT_JPEG,
+                         .naive = false};
     imgproc_opts_t o = opts;
     imgproc_err_t err;
     imgproc_out_t out;
@@ -997,7 +1185,11 @@ START_TEST(test_imgproc_run_metadata_and_alpha)
 
     /* Transparent pixels flatten to white in JPEG, stay transparent in PNG/WebP. */
     const char *a = gen("alpha.png", G_PNG, 200, 100, 3, true, 1);
-    imgproc_job_t conv = {IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false};
+    imgproc_job_t conv = {.op = IMGPROC_OP_CONVERT,
+                          .width = 0,
+                          .height = 0,
+                          .out_fmt = IMGPROC_FMT_JPEG,
+                          .naive = false};
     run_ok(a, conv, tpath("flat.jpg"), 200, 100);
     double c[3];
     pixel(tpath("flat.jpg"), 0, 50, c); /* alpha 0 column */
@@ -1028,7 +1220,8 @@ START_TEST(test_imgproc_run_converts_to_srgb)
     ck_assert(probe_ok(p3).has_icc);
     static const imgproc_fmt_t fmts[] = {IMGPROC_FMT_PNG, IMGPROC_FMT_JPEG, IMGPROC_FMT_WEBP};
     for (size_t f = 0; f < 3; f++) {
-        imgproc_job_t job = {IMGPROC_OP_CONVERT, 0, 0, fmts[f], false};
+        imgproc_job_t job = {
+            .op = IMGPROC_OP_CONVERT, .width = 0, .height = 0, .out_fmt = fmts[f], .naive = false};
         run_ok(p3, job, tpath("q-out"), 120, 80);
         pixel(tpath("q-out"), 10, 10, c);
         ck_assert_msg(c[0] > 240 && c[1] < 25 && c[2] < 25, "fmt %d: red came out %.0f,%.0f,%.0f",
@@ -1042,7 +1235,8 @@ START_TEST(test_imgproc_run_rejects_bad_jobs)
     const char *src = gen("bad.jpg", G_JPEG, 64, 48, 3, false, 1);
     imgproc_err_t err;
     imgproc_out_t out;
-    imgproc_job_t job = {IMGPROC_OP_FIT, 0, 0, IMGPROC_FMT_JPEG, false};
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_FIT, .width = 0, .height = 0, .out_fmt = IMGPROC_FMT_JPEG, .naive = false};
     ck_assert_int_eq(imgproc_run(src, &job, &opts, tpath("o"), &out, &err), -IMGPROC_E_INVALID);
     job.width = 32;
     job.out_fmt = IMGPROC_FMT_UNKNOWN;
@@ -1062,7 +1256,11 @@ START_TEST(test_imgproc_run_rejects_bad_jobs)
     VipsImage *wide = content(17000, 4, 3, false);
     ck_assert_int_eq(vips_pngsave(wide, tpath("wide.png"), NULL), 0);
     g_object_unref(wide);
-    imgproc_job_t conv = {IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_WEBP, false};
+    imgproc_job_t conv = {.op = IMGPROC_OP_CONVERT,
+                          .width = 0,
+                          .height = 0,
+                          .out_fmt = IMGPROC_FMT_WEBP,
+                          .naive = false};
     ck_assert_int_eq(imgproc_run(tpath("wide.png"), &conv, &opts, tpath("o"), &out, &err),
                      -IMGPROC_E_TOO_LARGE);
 }
@@ -1071,7 +1269,11 @@ END_TEST
 START_TEST(test_imgproc_runtime_helpers)
 {
     ck_assert(imgproc_selftest());
-    imgproc_job_t job = {IMGPROC_OP_FIT, 64, 64, IMGPROC_FMT_WEBP, false};
+    imgproc_job_t job = {.op = IMGPROC_OP_FIT,
+                         .width = 64,
+                         .height = 64,
+                         .out_fmt = IMGPROC_FMT_WEBP,
+                         .naive = false};
     run_ok(gen("h.jpg", G_JPEG, 640, 480, 3, false, 1), job, tpath("h.webp"), 64, 48);
     uint64_t now, hw;
     imgproc_vips_mem(&now, &hw);
@@ -1113,6 +1315,7 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_output_dims_every_mode);
     tcase_add_test(tc, test_imgproc_plan_shrink_on_load);
     tcase_add_test(tc, test_imgproc_estimate_orders_costs);
+    tcase_add_test(tc, test_imgproc_plan_never_enlarges_and_is_bounded);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("run");
@@ -1126,6 +1329,8 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_run_converts_to_srgb);
     tcase_add_test(tc, test_imgproc_run_rejects_bad_jobs);
     tcase_add_test(tc, test_imgproc_runtime_helpers);
+    tcase_add_test(tc, test_imgproc_run_strips_every_mode);
+    tcase_add_test(tc, test_imgproc_run_stops_at_its_deadline);
     suite_add_tcase(s, tc);
     return s;
 }
