@@ -61,7 +61,8 @@ void connguard_destroy(connguard_t *g)
 const char *connguard_reason_name(connguard_reason_t r)
 {
     static const char *const names[CONNGUARD_R_MAX] = {
-        "max_connections", "header_too_large", "body_bytes_in_flight", "unauthorized", "disk_full"};
+        "max_connections", "header_too_large", "body_bytes_in_flight", "unauthorized", "disk_full",
+        "idle_closed"};
     return r < CONNGUARD_R_MAX ? names[r] : "other";
 }
 
@@ -112,12 +113,37 @@ static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, err_domain
     atomic_fetch_add_explicit(&g->refused[why], 1, memory_order_relaxed);
 }
 
+/* The loop's oldest connection with no request under way and nothing unread, if any:
+ * closing it costs its client a reconnect, refusing the new one costs a request. */
+static gconn_t *idle_victim(connguard_t *g, unsigned loop)
+{
+    h2o_linklist_t *anchor = &g->loops[loop].conns;
+    for (h2o_linklist_t *l = anchor->next; l != anchor; l = l->next) {
+        gconn_t *c = H2O_STRUCT_FROM_MEMBER(gconn_t, link, l);
+        if (!c->refused && c->req != NULL && c->req->input.method.base == NULL &&
+            c->sock->input->size == 0)
+            return c;
+    }
+    return NULL;
+}
+
 bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
 {
     int fd = h2o_socket_get_fd(sock);
     gconn_t *c = NULL;
-    if (atomic_fetch_add_explicit(&g->open, 1, memory_order_relaxed) >= g->cfg.max_connections ||
-        (c = calloc(1, sizeof(*c))) == NULL) {
+    loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
+    bool full =
+        atomic_fetch_add_explicit(&g->open, 1, memory_order_relaxed) >= g->cfg.max_connections;
+    gconn_t *victim = full ? idle_victim(g, loop) : NULL;
+    if (victim != NULL) {
+        /* h2o sees the end on its next read and closes it; until then the count is one over,
+         * by an idle connection that holds no buffer */
+        victim->refused = true;
+        shutdown(h2o_socket_get_fd(victim->sock), SHUT_RDWR);
+        atomic_fetch_add_explicit(&g->refused[CONNGUARD_R_IDLE], 1, memory_order_relaxed);
+        full = false;
+    }
+    if (full || (c = calloc(1, sizeof(*c))) == NULL) {
         atomic_fetch_sub_explicit(&g->open, 1, memory_order_relaxed);
         refuse_fd(g, fd, CONNGUARD_R_CONNECTIONS, ERR_REQ, ERR_REQ_CONNECTIONS,
                   "the server holds limits.max_connections connections; try again");
@@ -126,7 +152,7 @@ bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
     }
     c->g = g;
     c->sock = sock;
-    c->loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
+    c->loop = loop;
     h2o_linklist_insert(&g->loops[c->loop].conns, &c->link);
     g->loops[c->loop].unlearned++;
     sock->on_close.cb = on_close;

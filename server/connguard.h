@@ -6,7 +6,9 @@
  * a body it has not yet received. What the server owns is the accepted socket and the
  * event loop, so connguard works there:
  *   - at accept: the connection count (limits.max_connections, one process-wide
- *     counter) and the kernel buffers (http.socket_buffer) of the socket;
+ *     counter) and the kernel buffers (http.socket_buffer) of the socket; at the limit,
+ *     the loop's oldest idle connection (no request under way) is closed to make room,
+ *     and only when there is none is the new one answered 503;
  *   - after every event-loop iteration (at most 256 sockets have been read, each by at
  *     most its receive buffer) it looks at each connection's input buffer and request:
  *       a head still incomplete past limits.max_header_bytes      -> 431
@@ -36,6 +38,7 @@ typedef enum {
     CONNGUARD_R_BODIES,          /**< body would exceed limits.max_body_inflight */
     CONNGUARD_R_AUTH,            /**< write without valid credentials, refused before its body */
     CONNGUARD_R_DISK,            /**< the spill disk cannot hold the declared body: 507 */
+    CONNGUARD_R_IDLE,            /**< an idle keep-alive connection closed to make room */
     CONNGUARD_R_MAX
 } connguard_reason_t;
 

@@ -265,11 +265,18 @@ int srv_run(const cfg_t *cfg)
              sizeof(h2o_socket_buffer_mmap_settings.fn_template), "%s",
              store_spill_template(srv->store));
 
+    /* naive mode models the servers of the incidents for the load harness: no admission,
+     * no plan, no connection guard (a plan that does not fit is only reported) */
+    bool naive = cfg->memory_mode == CFG_MODE_NAIVE;
     if (srv_plan(cfg, &srv->plan, err, sizeof(err)) != 0) {
         fprintf(stderr, "thumbgate: %s\n", err);
-        goto out_store;
+        if (!naive)
+            goto out_store;
     }
     uint64_t budget = srv->plan.budget;
+    if (budget == 0) /* naive mode with a plan that did not fit */
+        budget = cfg->memory_budget ? cfg->memory_budget
+                                    : srv->plan.limit / 100 * cfg->memory_budget_percent;
     const char *bsrc = srv->plan.budget_auto ? srv->plan.limit_source : "memory.budget";
     unsigned workers = cfg->workers ? cfg->workers : sysfacts_ncores();
     connguard_config_t gc = {.max_connections = srv->plan.max_connections,
@@ -283,6 +290,11 @@ int srv_run(const cfg_t *cfg)
     char *slash = strrchr(gc.spill_dir, '/');
     if (slash != NULL)
         *slash = '\0';
+    if (naive) {
+        gc.max_connections = cfg->max_connections ? cfg->max_connections : 4096;
+        gc.max_header_bytes = UINT64_MAX;
+        gc.max_body_inflight = UINT64_MAX;
+    }
     if ((srv->guard = connguard_create(&gc)) == NULL)
         goto out_store;
     adm_config_t ac = {.budget = budget,
