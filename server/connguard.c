@@ -25,6 +25,7 @@ struct connguard {
     struct {
         h2o_linklist_t conns; /**< gconn_t of the loop's open connections */
         size_t unlearned;     /**< of them, those whose request is not yet known */
+        uint64_t now_ms;      /**< the loop's clock at its last scan */
     } loops[CONNGUARD_MAX_LOOPS];
 };
 
@@ -38,6 +39,11 @@ typedef struct {
     h2o_linklist_t link; /**< in g->loops[loop].conns */
     unsigned loop;
     struct timeval body_seen; /**< request_body_begin_at of the request last reserved for */
+    /* loop-clock times, for choosing whom to close when the connections are all taken */
+    uint64_t busy_ms;  /**< last seen with a request under way (idle since then) */
+    uint64_t head_ms;  /**< reading a request head since (0: not) */
+    uint64_t moved_ms; /**< its response last moved (or it was not sending) */
+    size_t sent;       /**< response bytes sent at the last look */
     uint64_t reserved;
     bool refused;
 } gconn_t;
@@ -61,8 +67,8 @@ void connguard_destroy(connguard_t *g)
 const char *connguard_reason_name(connguard_reason_t r)
 {
     static const char *const names[CONNGUARD_R_MAX] = {
-        "max_connections", "header_too_large", "body_bytes_in_flight", "unauthorized", "disk_full",
-        "idle_closed"};
+        "max_connections", "header_too_large", "body_bytes_in_flight", "unauthorized",
+        "disk_full",       "idle_closed",      "slow_head_closed"};
     return r < CONNGUARD_R_MAX ? names[r] : "other";
 }
 
@@ -113,18 +119,35 @@ static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, err_domain
     atomic_fetch_add_explicit(&g->refused[why], 1, memory_order_relaxed);
 }
 
-/* The loop's oldest connection with no request under way and nothing unread, if any:
- * closing it costs its client a reconnect, refusing the new one costs a request. */
-static gconn_t *idle_victim(connguard_t *g, unsigned loop)
+/* Whom to close when every connection is taken, so that a flood of connections that
+ * do nothing useful cannot lock other clients out: the loop's connection idle the
+ * longest (for a second at least), else the one that has been sending a request head
+ * the longest (a slow head: answered 408), else the response stalled the longest (for a
+ * second at least). Requests being handled and bodies being received are never chosen.
+ * *head tells whether the victim was reading a head. */
+#define VICTIM_MIN_MS 1000
+static gconn_t *victim(connguard_t *g, unsigned loop, bool *head)
 {
+    uint64_t now = g->loops[loop].now_ms;
+    gconn_t *idle = NULL, *slow = NULL, *stalled = NULL;
     h2o_linklist_t *anchor = &g->loops[loop].conns;
     for (h2o_linklist_t *l = anchor->next; l != anchor; l = l->next) {
         gconn_t *c = H2O_STRUCT_FROM_MEMBER(gconn_t, link, l);
-        if (!c->refused && c->req != NULL && c->req->input.method.base == NULL &&
-            c->sock->input->size == 0)
-            return c;
+        if (c->refused || c->req == NULL || c->busy_ms == 0)
+            continue;
+        if (c->req->input.method.base == NULL && c->sock->input->size == 0) {
+            if (now - c->busy_ms >= VICTIM_MIN_MS && (idle == NULL || c->busy_ms < idle->busy_ms))
+                idle = c;
+        } else if (c->head_ms != 0) {
+            if (slow == NULL || c->head_ms < slow->head_ms)
+                slow = c;
+        } else if (c->req->res.status != 0 && now - c->moved_ms >= VICTIM_MIN_MS) {
+            if (stalled == NULL || c->moved_ms < stalled->moved_ms)
+                stalled = c;
+        }
     }
-    return NULL;
+    *head = idle == NULL && slow != NULL;
+    return idle ? idle : slow ? slow : stalled;
 }
 
 bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
@@ -134,13 +157,18 @@ bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
     loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
     bool full =
         atomic_fetch_add_explicit(&g->open, 1, memory_order_relaxed) >= g->cfg.max_connections;
-    gconn_t *victim = full ? idle_victim(g, loop) : NULL;
-    if (victim != NULL) {
-        /* h2o sees the end on its next read and closes it; until then the count is one over,
-         * by an idle connection that holds no buffer */
-        victim->refused = true;
-        shutdown(h2o_socket_get_fd(victim->sock), SHUT_RDWR);
-        atomic_fetch_add_explicit(&g->refused[CONNGUARD_R_IDLE], 1, memory_order_relaxed);
+    bool head = false;
+    gconn_t *v = full ? victim(g, loop, &head) : NULL;
+    if (v != NULL) {
+        /* h2o sees the end on its next read and closes it; until then the count is one over */
+        v->refused = true;
+        int vfd = h2o_socket_get_fd(v->sock);
+        if (head)
+            conns_answer(vfd, ERR_REQ, ERR_REQ_TIMEOUT,
+                         "the request head was too slow while the server was out of connections");
+        shutdown(vfd, SHUT_RDWR);
+        atomic_fetch_add_explicit(&g->refused[head ? CONNGUARD_R_SLOW : CONNGUARD_R_IDLE], 1,
+                                  memory_order_relaxed);
         full = false;
     }
     if (full || (c = calloc(1, sizeof(*c))) == NULL) {
@@ -261,16 +289,26 @@ void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
         loop = CONNGUARD_MAX_LOOPS - 1;
     if (g->loops[loop].unlearned != 0)
         ctx->globalconf->http1.callbacks.foreach_request(ctx, learn_one, NULL);
-    uint64_t ram = 0, spill = 0;
+    uint64_t ram = 0, spill = 0, now = h2o_now(ctx->loop);
+    g->loops[loop].now_ms = now;
     h2o_linklist_t *anchor = &g->loops[loop].conns;
     for (h2o_linklist_t *l = anchor->next; l != anchor; l = l->next) {
         gconn_t *c = H2O_STRUCT_FROM_MEMBER(gconn_t, link, l);
         h2o_buffer_t *in = c->sock->input;
         if (in->bytes != NULL)
             *(in->_fd != -1 ? &spill : &ram) += in->capacity;
+        if (c->req != NULL && c->busy_ms == 0)
+            c->busy_ms = c->moved_ms = now; /* first look: count its idle time from here */
         /* idle and owing nothing: the common case costs these two loads */
         if (c->refused || c->req == NULL || (in->size == 0 && c->reserved == 0))
             continue;
+        h2o_req_t *req = c->req;
+        c->busy_ms = now;
+        bool head =
+            req->processed_at.at.tv_sec == 0 && req->timestamps.request_body_begin_at.tv_sec == 0;
+        c->head_ms = !head ? 0 : c->head_ms ? c->head_ms : now;
+        if (req->res.status == 0 || req->bytes_sent != c->sent)
+            c->moved_ms = now, c->sent = req->bytes_sent;
         check_one(g, c);
     }
     atomic_store_explicit(&g->input_ram[loop], ram, memory_order_relaxed);

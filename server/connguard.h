@@ -7,8 +7,8 @@
  * event loop, so connguard works there:
  *   - at accept: the connection count (limits.max_connections, one process-wide
  *     counter) and the kernel buffers (http.socket_buffer) of the socket; at the limit,
- *     the loop's oldest idle connection (no request under way) is closed to make room,
- *     and only when there is none is the new one answered 503;
+ *     a connection doing nothing useful (idle, slow head, stalled response: victim() in
+ *     connguard.c) is closed to make room; only when there is none is the new one 503;
  *   - after every event-loop iteration (at most 256 sockets have been read, each by at
  *     most its receive buffer) it looks at each connection's input buffer and request:
  *       a head still incomplete past limits.max_header_bytes      -> 431
@@ -39,6 +39,7 @@ typedef enum {
     CONNGUARD_R_AUTH,            /**< write without valid credentials, refused before its body */
     CONNGUARD_R_DISK,            /**< the spill disk cannot hold the declared body: 507 */
     CONNGUARD_R_IDLE,            /**< an idle keep-alive connection closed to make room */
+    CONNGUARD_R_SLOW,            /**< a slow request head closed (408) to make room */
     CONNGUARD_R_MAX
 } connguard_reason_t;
 
@@ -48,7 +49,7 @@ typedef struct {
     uint64_t max_body_inflight;
     uint64_t max_upload;
     uint64_t socket_buffer;
-    const char *write_token; /**< borrowed; "" = writes only from loopback */
+    const char *write_token;  /**< borrowed; "" = writes only from loopback */
     uint64_t spill_threshold; /**< http.upload_spill: bodies past half of it go to a spill file */
     char spill_dir[512];      /**< where the spill files are made (statvfs before a large body) */
 } connguard_config_t;
