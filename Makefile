@@ -61,6 +61,24 @@ $(CFG_YAML_C): config/thumbgate.yaml Makefile
 $(CFG_YAML_O): $(CFG_YAML_C)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# The live memory page (/debug/charts): server/charts.html becomes charts_html[] the same
+# way, so the page is one file to edit and the binary needs no file at run time.
+CHARTS_HTML_C = $(BUILD)/server/charts_html.c
+CHARTS_HTML_O = $(BUILD)/server/charts_html.o
+LIB_OBJS     += $(CHARTS_HTML_O)
+$(CHARTS_HTML_C): server/charts.html Makefile
+	@mkdir -p $(@D)
+	@{ echo '/* generated from server/charts.html by the Makefile; do not edit */'; \
+	   echo '#include <stddef.h>'; \
+	   echo 'extern const char charts_html[];'; \
+	   echo 'extern const size_t charts_html_len;'; \
+	   echo 'const char charts_html[] = {'; \
+	   od -An -v -tx1 $< | sed -e 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	   echo '0x00};'; \
+	   echo 'const size_t charts_html_len = sizeof(charts_html) - 1;'; } > $@.tmp && mv $@.tmp $@
+$(CHARTS_HTML_O): $(CHARTS_HTML_C)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
 ifeq ($(VARIANT),release)
 $(BIN): $(BUILD)/server/main.o $(LIB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
