@@ -123,10 +123,11 @@ check: check-asan
 # Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
 # loadtest: gnuplot (plots), wrk, vips CLI (corpus generation), curl, gdb (crash backtraces).
+# charts-check: chromium (headless browser for /debug/charts).
 DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
            libpng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
            clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus \
-           curl gdb
+           curl gdb chromium
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
@@ -140,6 +141,13 @@ deps:
 run: deps
 	$(MAKE) $(BIN)
 	./$(BIN)
+
+
+# The live memory page in headless chromium (Debian `chromium`, from make deps): renders,
+# its numbers update, a screenshot lands in build/charts/charts.png. Not part of `test`.
+charts-check: $(BUILD)/thumbgate
+	tests/charts_check.sh $(abspath $(BUILD)/thumbgate) build/charts
+.PHONY: charts-check
 
 clean:
 	rm -rf build $(BIN)

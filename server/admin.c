@@ -100,7 +100,7 @@ static void render_metrics(srv_t *srv, FILE *o)
     struct mallinfo2 mi = mallinfo2(); /* walks the arenas' bins under each arena's lock */
     gauge(o, "thumbgate_malloc_in_use_bytes", "glibc malloc: bytes in use (uordblks + hblkhd).",
           (double)(mi.uordblks + mi.hblkhd));
-    gauge(o, "thumbgate_malloc_free_held_bytes", "glibc malloc: free bytes held in arenas (fordblks).",
+    gauge(o, "thumbgate_malloc_free_held_bytes", "glibc malloc: free bytes held (fordblks).",
           (double)mi.fordblks);
     gauge(o, "thumbgate_uptime_seconds", "Seconds since start.", (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);
 }
