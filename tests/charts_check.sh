@@ -117,7 +117,7 @@ done
 
 # 2. the screenshot
 rm -f "$OUT/charts.png"
-browser --virtual-time-budget=12000 --window-size=1280,900 --screenshot="$OUT/charts.png" >/dev/null ||
+browser --virtual-time-budget=${CHARTS_SHOT_VT:-120000} --window-size=1280,900 --screenshot="$OUT/charts.png" >/dev/null ||
     fail "chromium --screenshot failed (see $OUT/chromium.log)"
 [ -s "$OUT/charts.png" ] || fail "no screenshot written"
 head -c 8 "$OUT/charts.png" | od -An -c | grep -q 'P   N   G' || fail "$OUT/charts.png is not a PNG"
