@@ -61,6 +61,24 @@ $(CFG_YAML_C): config/thumbgate.yaml Makefile
 $(CFG_YAML_O): $(CFG_YAML_C)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# The live memory page (/debug/charts): server/charts.html becomes charts_html[] the same
+# way, so the page is one file to edit and the binary needs no file at run time.
+CHARTS_HTML_C = $(BUILD)/server/charts_html.c
+CHARTS_HTML_O = $(BUILD)/server/charts_html.o
+LIB_OBJS     += $(CHARTS_HTML_O)
+$(CHARTS_HTML_C): server/charts.html Makefile
+	@mkdir -p $(@D)
+	@{ echo '/* generated from server/charts.html by the Makefile; do not edit */'; \
+	   echo '#include <stddef.h>'; \
+	   echo 'extern const char charts_html[];'; \
+	   echo 'extern const size_t charts_html_len;'; \
+	   echo 'const char charts_html[] = {'; \
+	   od -An -v -tx1 $< | sed -e 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	   echo '0x00};'; \
+	   echo 'const size_t charts_html_len = sizeof(charts_html) - 1;'; } > $@.tmp && mv $@.tmp $@
+$(CHARTS_HTML_O): $(CHARTS_HTML_C)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
 ifeq ($(VARIANT),release)
 $(BIN): $(BUILD)/server/main.o $(LIB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -105,11 +123,12 @@ check: check-asan
 # Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
 # loadtest: gnuplot (plots), wrk, vips CLI (corpus generation), curl, gdb (crash backtraces).
+# charts-check: chromium (headless browser for /debug/charts).
 # image-check: podman (builds deploy/Dockerfile), debootstrap (its Debian 12 base: no registry).
 DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
            libpng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
            clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus \
-           curl gdb podman debootstrap
+           curl gdb podman debootstrap chromium
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
@@ -123,6 +142,13 @@ deps:
 run: deps
 	$(MAKE) $(BIN)
 	./$(BIN)
+
+
+# The live memory page in headless chromium (Debian `chromium`, from make deps): renders,
+# its numbers update, a screenshot lands in build/charts/charts.png. Not part of `test`.
+charts-check: $(BUILD)/thumbgate
+	tests/charts_check.sh $(abspath $(BUILD)/thumbgate) build/charts
+.PHONY: charts-check
 
 clean:
 	rm -rf build $(BIN)

@@ -1,12 +1,14 @@
 /* admin — the admin listener (loopback by default): /metrics (Prometheus text
- * format), /healthz, /readyz and /debug/flight. Rendering reads only atomics and the
- * gate's stats, so a scrape never waits on image work. */
+ * format), /healthz, /readyz, /debug/flight and /debug/charts (charts.h). Rendering reads
+ * only atomics, the gate's stats and mallinfo2, so a scrape never waits on image work. */
 #include <ctype.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/charts.h"
 #include "server/flight.h"
 #include "server/json.h"
 #include "server/srv_internal.h"
@@ -159,6 +161,11 @@ static void render_metrics(srv_t *srv, FILE *o)
     gauge(o, "thumbgate_vips_tracked_bytes", "Memory libvips tracks now.", (double)vnow);
     gauge(o, "thumbgate_vips_tracked_highwater_bytes", "Highest memory libvips tracked.",
           (double)vhigh);
+    struct mallinfo2 mi = mallinfo2(); /* walks the arenas' bins under each arena's lock */
+    gauge(o, "thumbgate_malloc_in_use_bytes", "glibc malloc: bytes in use (uordblks + hblkhd).",
+          (double)(mi.uordblks + mi.hblkhd));
+    gauge(o, "thumbgate_malloc_free_held_bytes", "glibc malloc: free bytes held (fordblks).",
+          (double)mi.fordblks);
     flight_render_metrics(srv->flight, o);
     gauge(o, "thumbgate_uptime_seconds", "Seconds since start.",
           (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);
@@ -236,11 +243,14 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
             json_str(&j, "error", "not_found");
             json_str(&j, "message", "no such flight ring");
         }
+    } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/debug/charts"))) {
+        charts_write(o);
+        ctype = "text/html; charset=utf-8";
     } else {
         status = 404;
         json_str(&j, "error", "not_found");
-        json_str(&j, "message",
-                 "admin endpoints: /metrics /healthz /readyz /debug/flight[?list|?run=ID]");
+        json_str(&j, "message", "admin endpoints: /metrics /healthz /readyz "
+                                "/debug/flight[?list|?run=ID] /debug/charts");
     }
     if (!j.first) /* a JSON answer was written into j, not into o */
         fwrite(jbuf, 1, json_end(&j), o);
