@@ -90,7 +90,8 @@ static bool reserve(connguard_t *g, gconn_t *c, uint64_t bytes, bool force)
 {
     uint64_t cur = atomic_load_explicit(&g->reserved, memory_order_relaxed);
     do {
-        if (!force && cur + bytes > g->cfg.max_body_inflight)
+        /* one body larger than the whole cap may come alone: limits.max_upload stays possible */
+        if (!force && cur != 0 && cur + bytes > g->cfg.max_body_inflight)
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&g->reserved, &cur, cur + bytes,
                                                     memory_order_relaxed, memory_order_relaxed));
@@ -121,11 +122,11 @@ static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, err_domain
 
 /* Whom to close when every connection is taken, so that a flood of connections that
  * do nothing useful cannot lock other clients out: the loop's connection idle the
- * longest (for a second at least), else the one that has been sending a request head
- * the longest (a slow head: answered 408), else the response stalled the longest (for a
- * second at least). Requests being handled and bodies being received are never chosen.
+ * longest (a quarter second at least), else the one that has been sending a request head
+ * the longest (a slow head: answered 408), else the response stalled the longest (a
+ * quarter second at least). Requests being handled and bodies being received are never chosen.
  * *head tells whether the victim was reading a head. */
-#define VICTIM_MIN_MS 1000
+#define VICTIM_MIN_MS 250
 static gconn_t *victim(connguard_t *g, unsigned loop, bool *head)
 {
     uint64_t now = g->loops[loop].now_ms;

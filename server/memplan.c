@@ -42,16 +42,8 @@ int memplan_compute(const cfg_t *cfg, uint64_t limit, const char *source, bool k
                                                  : (uint32_t)n;
     }
     p->max_body_inflight = cfg->max_body_inflight;
-    if (p->max_body_inflight == 0) /* auto: room for one largest upload, or 1/8 of the limit */
-        p->max_body_inflight = cfg->max_upload > limit / 8 ? cfg->max_upload : limit / 8;
-    if (p->max_body_inflight < cfg->max_upload) {
-        snprintf(err, errlen,
-                 "limits.max_body_inflight (%" PRIu64 ") is below limits.max_upload (%" PRIu64
-                 "): an upload of the largest allowed size could never be accepted; raise it or "
-                 "lower max_upload",
-                 p->max_body_inflight, cfg->max_upload);
-        return -1;
-    }
+    if (p->max_body_inflight == 0) /* auto: 1/8 of the limit */
+        p->max_body_inflight = limit / 8 > (1u << 20) ? limit / 8 : (1u << 20);
 
     p->baseline = MEMPLAN_BASELINE + (uint64_t)(threads + workers + IO_THREADS) * MEMPLAN_THREAD;
     p->connections = (uint64_t)p->max_connections * p->per_conn;

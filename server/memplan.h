@@ -11,7 +11,9 @@
  *                 first) and a file response's read buffer
  *   bodies        request-body bytes in flight, in RAM and in spill files (page cache
  *                 until written back): limits.max_body_inflight, reserved by connguard
- *                 from the declared length before the body arrives
+ *                 from the declared length before the body arrives; a body larger than
+ *                 the cap is taken only when no other is in flight (so max_upload is
+ *                 never refused for good), its spill pages written back by the kernel
  *   flight ring   flight.slots x one page
  *   kernel        on cgroup v2 only (v2 charges socket buffers to the cgroup):
  *                 max_connections x (receive + send buffer) as the kernel sizes them
