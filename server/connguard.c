@@ -44,7 +44,6 @@ typedef struct {
     uint64_t head_ms;  /**< reading a request head since (0: not) */
     uint64_t moved_ms; /**< its response last moved (or it was not sending) */
     size_t sent;       /**< response bytes sent at the last look */
-    bool used;         /**< it has sent something since it was accepted */
     uint64_t reserved;
     bool refused;
 } gconn_t;
@@ -123,12 +122,11 @@ static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, err_domain
 
 /* Whom to close when every connection is taken, so that a flood of connections that
  * do nothing useful cannot lock other clients out: the loop's connection idle the
- * longest (one that never sent a byte first, else one idle a tenth of a second at
- * least), else the one that has been sending a request head the longest (a slow head:
- * answered 408), else the response stalled the longest (a tenth of a second at least).
- * Requests being handled and bodies being received are never chosen. *head tells
- * whether the victim was reading a head. */
-#define VICTIM_MIN_MS 100
+ * longest (a quarter second at least), else the one that has been sending a request head
+ * the longest (a slow head: answered 408), else the response stalled the longest (a
+ * quarter second at least). Requests being handled and bodies being received are never chosen.
+ * *head tells whether the victim was reading a head. */
+#define VICTIM_MIN_MS 250
 static gconn_t *victim(connguard_t *g, unsigned loop, bool *head)
 {
     uint64_t now = g->loops[loop].now_ms;
@@ -139,10 +137,7 @@ static gconn_t *victim(connguard_t *g, unsigned loop, bool *head)
         if (c->refused || c->req == NULL || c->busy_ms == 0)
             continue;
         if (c->req->input.method.base == NULL && c->sock->input->size == 0) {
-            /* a connection that never sent a byte goes first, however young */
-            bool eligible = !c->used || now - c->busy_ms >= VICTIM_MIN_MS;
-            if (eligible && (idle == NULL || c->used < idle->used ||
-                             (c->used == idle->used && c->busy_ms < idle->busy_ms)))
+            if (now - c->busy_ms >= VICTIM_MIN_MS && (idle == NULL || c->busy_ms < idle->busy_ms))
                 idle = c;
         } else if (c->head_ms != 0) {
             if (slow == NULL || c->head_ms < slow->head_ms)
@@ -310,7 +305,6 @@ void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
             continue;
         h2o_req_t *req = c->req;
         c->busy_ms = now;
-        c->used = true;
         bool head =
             req->processed_at.at.tv_sec == 0 && req->timestamps.request_body_begin_at.tv_sec == 0;
         c->head_ms = !head ? 0 : c->head_ms ? c->head_ms : now;
