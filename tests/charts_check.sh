@@ -37,11 +37,11 @@ while [ "$ADMIN" = "$PORT" ]; do ADMIN=$(free_port); done
 PUB=http://127.0.0.1:$PORT
 ADM=http://127.0.0.1:$ADMIN
 
-# 4 MiB of budget: thumbnails of a 12 MP JPEG fit (about 2 MB each), a full-size PNG of it
-# (4.6 MB, streamed) does not: 413.
+# 8 MiB of budget: thumbnails of a 12 MP JPEG fit (estimates about 6 MB each), a full-size PNG
+# of it (about 9.5 MB) does not: 413.
 mkdir -p "$TMP/root"
 THUMBGATE_LISTEN=127.0.0.1:$PORT THUMBGATE_ADMIN_LISTEN=127.0.0.1:$ADMIN \
-THUMBGATE_STORAGE_ROOT=$TMP/root THUMBGATE_MEMORY_BUDGET=${CHARTS_BUDGET:-4MiB} THUMBGATE_WORKERS=2 \
+THUMBGATE_STORAGE_ROOT=$TMP/root THUMBGATE_MEMORY_BUDGET=${CHARTS_BUDGET:-8MiB} THUMBGATE_WORKERS=2 \
     "$BIN" >"$OUT/thumbgate.log" 2>&1 &
 PID=$!
 up=0
@@ -61,7 +61,7 @@ for path in photo_200x200.webp photo_300x.jpg photo_400x300c.png; do
     [ "$code" = 200 ] || fail "GET /$path: $code"
 done
 code=$(curl -s -o /dev/null -w '%{http_code}' "$PUB/photo.png")
-[ "$code" = 413 ] || fail "GET /photo.png over a 4 MiB budget: $code, expected 413"
+[ "$code" = 413 ] || fail "GET /photo.png over an 8 MiB budget: $code, expected 413"
 
 # Keep jobs going while the browser watches: a new size each time (a cache miss), and now
 # and then the over-budget conversion, so jobs/s and refusals move.
