@@ -494,10 +494,12 @@ static int make_warm(const char *dir)
 
 /* ---------------------------------------------------------------- child: one measurement */
 
-static long status_kib(const char *key)
+/* A "Key: N kB" field of /proc/<pid>/status in KiB; -1 when unreadable. */
+static long proc_kib(pid_t pid, const char *key)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
+    char p[64], line[256];
+    snprintf(p, sizeof(p), "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(p, "r");
     long v = -1;
     size_t kl = strlen(key);
     if (!f)
@@ -507,6 +509,11 @@ static long status_kib(const char *key)
             v = atol(line + kl + 1);
     fclose(f);
     return v;
+}
+
+static long status_kib(const char *key)
+{
+    return proc_kib(getpid(), key);
 }
 
 static int reset_hwm(void)
@@ -1301,22 +1308,6 @@ static int http_req(int port, const char *method, const char *path, int body_fd,
 out:
     close(fd);
     return status;
-}
-
-static long proc_kib(pid_t pid, const char *key)
-{
-    char p[64], line[256];
-    snprintf(p, sizeof(p), "/proc/%ld/status", (long)pid);
-    FILE *f = fopen(p, "r");
-    long v = -1;
-    size_t kl = strlen(key);
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
-            v = atol(line + kl + 1);
-    fclose(f);
-    return v;
 }
 
 static int server_start(att_server_t *s, const char *bin, const char *dir)
