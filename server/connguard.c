@@ -21,16 +21,25 @@ struct connguard {
     _Atomic uint64_t reserved;
     _Atomic uint64_t refused[CONNGUARD_R_MAX];
     _Atomic uint64_t input_ram[CONNGUARD_MAX_LOOPS], input_spill[CONNGUARD_MAX_LOOPS];
+    _Atomic uint64_t holds;
+    /* h2o's HTTP/1 connection embeds its request: its offset in the connection, learned
+     * from the first connection foreach_request shows (0: not yet) */
+    _Atomic size_t req_offset;
     /* per loop, touched only by that loop's thread */
     struct {
         h2o_linklist_t conns; /**< gconn_t of the loop's open connections */
         size_t unlearned;     /**< of them, those whose request is not yet known */
-        uint64_t now_ms;      /**< the loop's clock at its last scan */
+        uint64_t now_ms;      /**< the loop's clock at its last walk */
+        connguard_timeouts_t to;
+        struct gconn *victim;  /**< chosen by connguard_admit for the accept that follows */
+        h2o_socket_t *held;    /**< the listener, while it is off the loop */
+        h2o_socket_cb held_cb; /**< its accept callback, to start it again */
+        uint64_t full_since;   /**< when the loop first found no room (0: it has room) */
     } loops[CONNGUARD_MAX_LOOPS];
 };
 
 /* What connguard keeps per connection: freed by h2o's on_close callback of the socket. */
-typedef struct {
+typedef struct gconn {
     connguard_t *g;
     h2o_socket_t *sock;
     /* h2o's HTTP/1 connection embeds its request, so its address is fixed for the
@@ -44,8 +53,10 @@ typedef struct {
     uint64_t head_ms;  /**< reading a request head since (0: not) */
     uint64_t moved_ms; /**< its response last moved (or it was not sending) */
     size_t sent;       /**< response bytes sent at the last look */
+    uint64_t body_ms;  /**< its request body last grew (0: not receiving a body) */
+    size_t body_size;  /**< input bytes at that time */
     uint64_t reserved;
-    bool refused;
+    bool refused; /**< answered or shut down: h2o closes it at its next event */
 } gconn_t;
 
 connguard_t *connguard_create(const connguard_config_t *cfg)
@@ -99,14 +110,29 @@ static bool reserve(connguard_t *g, gconn_t *c, uint64_t bytes, bool force)
     return true;
 }
 
+/* Starts the held listener of @p loop again (it accepts on its next event). */
+static void unhold(connguard_t *g, unsigned loop)
+{
+    h2o_socket_t *l = g->loops[loop].held;
+    if (l != NULL) {
+        g->loops[loop].held = NULL;
+        h2o_socket_read_start(l, g->loops[loop].held_cb);
+    }
+}
+
 static void on_close(void *data)
 {
     gconn_t *c = data;
-    release(c->g, c);
+    connguard_t *g = c->g;
+    release(g, c);
     h2o_linklist_unlink(&c->link);
     if (c->req == NULL)
-        c->g->loops[c->loop].unlearned--;
-    atomic_fetch_sub_explicit(&c->g->open, 1, memory_order_relaxed);
+        g->loops[c->loop].unlearned--;
+    if (g->loops[c->loop].victim == c)
+        g->loops[c->loop].victim = NULL;
+    /* a slot is free: a held listener of this loop takes the next waiting connection */
+    if (atomic_fetch_sub_explicit(&g->open, 1, memory_order_relaxed) <= g->cfg.max_connections)
+        unhold(g, c->loop);
     free(c);
 }
 
@@ -124,31 +150,84 @@ static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, err_domain
  * do nothing useful cannot lock other clients out: the loop's connection idle the
  * longest (a quarter second at least), else the one that has been sending a request head
  * the longest (a slow head: answered 408), else the response stalled the longest (a
- * quarter second at least). Requests being handled and bodies being received are never chosen.
- * *head tells whether the victim was reading a head. */
+ * quarter second at least). Requests being handled and bodies being received are never
+ * chosen. A connection is judged by the walk's bookkeeping (busy_ms, head_ms, moved_ms),
+ * so one it has not looked at yet is not chosen. */
 #define VICTIM_MIN_MS 250
-static gconn_t *victim(connguard_t *g, unsigned loop, bool *head)
+enum { V_NONE, V_STALLED, V_SLOW, V_IDLE }; /* in order of preference */
+
+/* Whether @p c may be closed to make room, and as what. */
+static int eligible(const gconn_t *c, uint64_t now)
 {
-    uint64_t now = g->loops[loop].now_ms;
-    gconn_t *idle = NULL, *slow = NULL, *stalled = NULL;
+    if (c->refused || c->req == NULL || c->busy_ms == 0)
+        return V_NONE;
+    const h2o_req_t *req = c->req;
+    if (req->input.method.base == NULL && c->sock->input->size == 0)
+        return now - c->busy_ms >= VICTIM_MIN_MS ? V_IDLE : V_NONE;
+    if (c->head_ms != 0 && req->processed_at.at.tv_sec == 0 &&
+        req->timestamps.request_body_begin_at.tv_sec == 0)
+        return V_SLOW;
+    if (req->res.status != 0 && now - c->moved_ms >= VICTIM_MIN_MS)
+        return V_STALLED;
+    return V_NONE;
+}
+
+/* The age that orders candidates of one kind: the oldest goes first. */
+static uint64_t since(const gconn_t *c, int kind)
+{
+    return kind == V_IDLE ? c->busy_ms : kind == V_SLOW ? c->head_ms : c->moved_ms;
+}
+
+static gconn_t *victim(connguard_t *g, unsigned loop, uint64_t now)
+{
+    gconn_t *best = NULL;
+    int best_kind = V_NONE;
     h2o_linklist_t *anchor = &g->loops[loop].conns;
     for (h2o_linklist_t *l = anchor->next; l != anchor; l = l->next) {
         gconn_t *c = H2O_STRUCT_FROM_MEMBER(gconn_t, link, l);
-        if (c->refused || c->req == NULL || c->busy_ms == 0)
-            continue;
-        if (c->req->input.method.base == NULL && c->sock->input->size == 0) {
-            if (now - c->busy_ms >= VICTIM_MIN_MS && (idle == NULL || c->busy_ms < idle->busy_ms))
-                idle = c;
-        } else if (c->head_ms != 0) {
-            if (slow == NULL || c->head_ms < slow->head_ms)
-                slow = c;
-        } else if (c->req->res.status != 0 && now - c->moved_ms >= VICTIM_MIN_MS) {
-            if (stalled == NULL || c->moved_ms < stalled->moved_ms)
-                stalled = c;
-        }
+        int k = eligible(c, now);
+        if (k > best_kind || (k != V_NONE && k == best_kind && since(c, k) < since(best, k)))
+            best = c, best_kind = k;
     }
-    *head = idle == NULL && slow != NULL;
-    return idle ? idle : slow ? slow : stalled;
+    return best;
+}
+
+static bool has_room(connguard_t *g)
+{
+    return atomic_load_explicit(&g->open, memory_order_relaxed) < g->cfg.max_connections;
+}
+
+void connguard_loop_init(connguard_t *g, unsigned loop, const connguard_timeouts_t *t)
+{
+    g->loops[loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1].to = *t;
+}
+
+bool connguard_admit(connguard_t *g, unsigned loop, h2o_socket_t *listener, h2o_socket_cb on_accept)
+{
+    loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
+    uint64_t now = h2o_now(h2o_socket_get_loop(listener));
+    g->loops[loop].victim = NULL;
+    if (has_room(g) || (g->loops[loop].victim = victim(g, loop, now)) != NULL) {
+        g->loops[loop].full_since = 0;
+        return true;
+    }
+    if (g->loops[loop].full_since == 0)
+        g->loops[loop].full_since = now;
+    if (now - g->loops[loop].full_since >= CONNGUARD_HOLD_MS)
+        return true; /* waited long enough: the connection is answered 503 at once */
+    /* nobody to close yet (e.g. a flood of fresh connections): let new ones wait in the
+     * kernel's accept queue rather than turn them away; the walk or a close starts the
+     * listener again */
+    h2o_socket_read_stop(listener);
+    g->loops[loop].held = listener;
+    g->loops[loop].held_cb = on_accept;
+    atomic_fetch_add_explicit(&g->holds, 1, memory_order_relaxed);
+    return false;
+}
+
+void connguard_forget_listener(connguard_t *g, unsigned loop)
+{
+    g->loops[loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1].held = NULL;
 }
 
 bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
@@ -158,10 +237,11 @@ bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
     loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
     bool full =
         atomic_fetch_add_explicit(&g->open, 1, memory_order_relaxed) >= g->cfg.max_connections;
-    bool head = false;
-    gconn_t *v = full ? victim(g, loop, &head) : NULL;
-    if (v != NULL) {
+    gconn_t *v = g->loops[loop].victim; /* chosen by connguard_admit just before */
+    g->loops[loop].victim = NULL;
+    if (full && v != NULL && !v->refused) {
         /* h2o sees the end on its next read and closes it; until then the count is one over */
+        bool head = eligible(v, h2o_now(h2o_socket_get_loop(sock))) == V_SLOW;
         v->refused = true;
         int vfd = h2o_socket_get_fd(v->sock);
         if (head)
@@ -223,9 +303,28 @@ static int learn_one(h2o_req_t *req, void *cbdata)
         if (c->req == NULL) {
             c->req = req;
             c->g->loops[c->loop].unlearned--;
+            size_t off = (size_t)((char *)req - (char *)req->conn);
+            if ((void *)req->conn == sock->data && off < 65536)
+                atomic_store_explicit(&c->g->req_offset, off, memory_order_relaxed);
         }
     }
     return 0;
+}
+
+/* The request of @p c without a pass over h2o's connections: at the offset learned from
+ * an earlier connection, checked against the request's own back pointer. */
+static bool learn_fast(connguard_t *g, gconn_t *c)
+{
+    size_t off = atomic_load_explicit(&g->req_offset, memory_order_relaxed);
+    h2o_conn_t *conn = c->sock->data;
+    if (off == 0 || conn == NULL)
+        return false;
+    h2o_req_t *req = (h2o_req_t *)((char *)conn + off);
+    if (req->conn != conn)
+        return false;
+    c->req = req;
+    g->loops[c->loop].unlearned--;
+    return true;
 }
 
 /* Whether the spill files' disk has room for @p len more bytes: h2o cannot tell a full
@@ -284,36 +383,116 @@ static void check_one(connguard_t *g, gconn_t *c)
     }
 }
 
+/* Shuts @p c down for a timeout: a request that stopped arriving is answered 408 first. */
+static void time_out(connguard_t *g, gconn_t *c, unsigned loop, bool answer)
+{
+    int fd = h2o_socket_get_fd(c->sock);
+    c->refused = true;
+    if (answer) {
+        conns_answer(fd, ERR_REQ, ERR_REQ_TIMEOUT,
+                     "the request stopped arriving (http.request_timeout)");
+        if (g->loops[loop].to.timeouts != NULL)
+            atomic_fetch_add_explicit(g->loops[loop].to.timeouts, 1, memory_order_relaxed);
+    }
+    /* h2o sees the error on its next read or write and closes the connection cleanly */
+    shutdown(fd, SHUT_RDWR);
+}
+
+/* The watchdog part of the walk. h2o 2.2 has no keep-alive idle timeout for HTTP/1 and
+ * no write timeout, and its request timeout is one deadline for idle + head + body that
+ * closes without a response. So: idle between requests, or a response that made no
+ * progress: idle_timeout, then shut; a head not complete: request_timeout from when the
+ * walk first saw it, then 408; a body not moving (no byte received): request_timeout,
+ * then 408 (a slow but steady upload is never cut); a complete request waiting for our
+ * answer: not timed here (the queue timeout is). */
+static void watch_one(connguard_t *g, gconn_t *c, unsigned loop, uint64_t now)
+{
+    const connguard_timeouts_t *to = &g->loops[loop].to;
+    h2o_req_t *req = c->req;
+    bool body =
+        req->input.method.base != NULL && req->res.status == 0 && req->processed_at.at.tv_sec == 0;
+    if (!body)
+        c->body_ms = 0;
+    if (req->input.method.base == NULL) {
+        if (c->sock->input->size == 0) {
+            if (to->idle_timeout_ms != 0 && now - c->busy_ms >= to->idle_timeout_ms)
+                time_out(g, c, loop, false);
+        } else if (to->request_timeout_ms != 0 && c->head_ms != 0 &&
+                   now - c->head_ms >= to->request_timeout_ms) {
+            time_out(g, c, loop, true);
+        }
+    } else if (req->res.status != 0) {
+        if (to->idle_timeout_ms != 0 && now - c->moved_ms >= to->idle_timeout_ms)
+            time_out(g, c, loop, false);
+    } else if (body) {
+        /* a body, or a head whose first read already showed its request line */
+        if (c->body_ms == 0 || c->sock->input->size != c->body_size)
+            c->body_ms = now, c->body_size = c->sock->input->size;
+        else if (to->request_timeout_ms != 0 && now - c->body_ms >= to->request_timeout_ms)
+            time_out(g, c, loop, true);
+    }
+}
+
+/* A held listener is started again when a slot is free, a victim qualifies, or it has
+ * held connections back for CONNGUARD_HOLD_MS (they are then answered 503). */
+static void maybe_unhold(connguard_t *g, unsigned loop, uint64_t now, bool any_victim)
+{
+    if (g->loops[loop].held == NULL)
+        return;
+    if (any_victim || has_room(g) || now - g->loops[loop].full_since >= CONNGUARD_HOLD_MS)
+        unhold(g, loop);
+}
+
 void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
 {
     if (loop >= CONNGUARD_MAX_LOOPS)
         loop = CONNGUARD_MAX_LOOPS - 1;
-    if (g->loops[loop].unlearned != 0)
-        ctx->globalconf->http1.callbacks.foreach_request(ctx, learn_one, NULL);
-    uint64_t ram = 0, spill = 0, now = h2o_now(ctx->loop);
+    uint64_t now = h2o_now(ctx->loop);
+    if (now - g->loops[loop].now_ms < CONNGUARD_LOOK_MS)
+        return;
     g->loops[loop].now_ms = now;
+    uint64_t ram = 0, spill = 0;
+    bool slow_learn = false, any_victim = false;
     h2o_linklist_t *anchor = &g->loops[loop].conns;
     for (h2o_linklist_t *l = anchor->next; l != anchor; l = l->next) {
         gconn_t *c = H2O_STRUCT_FROM_MEMBER(gconn_t, link, l);
         h2o_buffer_t *in = c->sock->input;
         if (in->bytes != NULL)
             *(in->_fd != -1 ? &spill : &ram) += in->capacity;
-        if (c->req != NULL && c->busy_ms == 0)
-            c->busy_ms = c->moved_ms = now; /* first look: count its idle time from here */
-        /* idle and owing nothing: the common case costs these two loads */
-        if (c->refused || c->req == NULL || (in->size == 0 && c->reserved == 0))
+        if (c->refused)
             continue;
+        if (c->req == NULL && !learn_fast(g, c)) {
+            slow_learn = true;
+            continue;
+        }
+        if (c->busy_ms == 0)
+            c->busy_ms = c->moved_ms = now; /* first look: count its idle time from here */
         h2o_req_t *req = c->req;
-        c->busy_ms = now;
-        bool head =
-            req->processed_at.at.tv_sec == 0 && req->timestamps.request_body_begin_at.tv_sec == 0;
-        c->head_ms = !head ? 0 : c->head_ms ? c->head_ms : now;
-        if (req->res.status == 0 || req->bytes_sent != c->sent)
-            c->moved_ms = now, c->sent = req->bytes_sent;
-        check_one(g, c);
+        /* idle and owing nothing: the common case costs these loads */
+        bool active = in->size != 0 || req->input.method.base != NULL;
+        if (active) {
+            c->busy_ms = now;
+            bool head = req->processed_at.at.tv_sec == 0 &&
+                        req->timestamps.request_body_begin_at.tv_sec == 0;
+            c->head_ms = !head ? 0 : c->head_ms ? c->head_ms : now;
+            if (req->res.status == 0 || req->bytes_sent != c->sent)
+                c->moved_ms = now, c->sent = req->bytes_sent;
+        }
+        if (active || c->reserved != 0) {
+            check_one(g, c);
+            if (c->refused)
+                continue;
+        }
+        watch_one(g, c, loop, now);
+        any_victim = any_victim || (g->loops[loop].held != NULL && eligible(c, now) != V_NONE);
     }
+    /* connections h2o has not shown yet (the request offset is not known): one pass over
+     * h2o's own list, only until the first connection has taught the offset */
+    if (slow_learn && g->loops[loop].unlearned != 0)
+        ctx->globalconf->http1.callbacks.foreach_request(ctx, learn_one, NULL);
     atomic_store_explicit(&g->input_ram[loop], ram, memory_order_relaxed);
     atomic_store_explicit(&g->input_spill[loop], spill, memory_order_relaxed);
+    maybe_unhold(g, loop, now, any_victim);
 }
 
 void connguard_stats(connguard_t *g, connguard_stats_t *out)
@@ -327,4 +506,5 @@ void connguard_stats(connguard_t *g, connguard_stats_t *out)
     }
     for (unsigned r = 0; r < CONNGUARD_R_MAX; r++)
         out->refused[r] = atomic_load_explicit(&g->refused[r], memory_order_relaxed);
+    out->holds = atomic_load_explicit(&g->holds, memory_order_relaxed);
 }

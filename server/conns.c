@@ -1,4 +1,4 @@
-/* conns — listeners, accept with the limit, and the connection watchdog (see conns.h). */
+/* conns — listeners, accept with the limit, answers on the socket (see conns.h). */
 #include "server/conns.h"
 
 #include <arpa/inet.h>
@@ -13,23 +13,13 @@
 #include "server/connguard.h"
 #include "server/errors.h"
 #include "server/json.h"
-
-/* What a connection was doing when the watchdog last saw it. */
-enum { SEEN_IDLE = 1, SEEN_SENDING, SEEN_HEAD, SEEN_BODY };
-
-typedef struct {
-    uint64_t id; /* h2o's connection id: unique for the process, never reused */
-    uint64_t sig, since_ms;
-    int kind;
-} seen_t;
+#include "server/memplan.h"
 
 struct conns {
     h2o_context_t *ctx;
     h2o_accept_ctx_t *accept_ctx;
     h2o_socket_t *listener;
     conns_conf_t conf;
-    seen_t *seen; /* last round, sorted by id */
-    size_t nseen;
 };
 
 conns_t *conns_create(h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, const conns_conf_t *conf)
@@ -40,6 +30,13 @@ conns_t *conns_create(h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, const co
     c->ctx = ctx;
     c->accept_ctx = accept_ctx;
     c->conf = *conf;
+    if (conf->guard != NULL) {
+        /* the guard's one walk over the loop's connections also keeps their time */
+        connguard_timeouts_t t = {.idle_timeout_ms = conf->idle_timeout_ms,
+                                  .request_timeout_ms = conf->request_timeout_ms,
+                                  .timeouts = conf->timeouts};
+        connguard_loop_init(conf->guard, conf->loop, &t);
+    }
     return c;
 }
 
@@ -47,7 +44,6 @@ void conns_destroy(conns_t *c)
 {
     if (c == NULL)
         return;
-    free(c->seen);
     free(c);
 }
 
@@ -57,10 +53,13 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (err != NULL)
         return;
     for (int i = 0; i < 16; i++) {
+        /* every slot taken and nobody to close yet: the listener is off the loop and new
+         * connections wait in the accept queue (MEMPLAN_BACKLOG) until connguard starts it */
+        if (!connguard_admit(c->conf.guard, c->conf.loop, listener, on_accept))
+            return;
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
-        /* over the connection bound: answered and closed at once, so the backlog never grows */
         if (connguard_accept(c->conf.guard, sock, c->conf.loop))
             h2o_accept(c->accept_ctx, sock);
     }
@@ -77,6 +76,7 @@ void conns_stop_listening(conns_t *c)
 {
     if (c->listener == NULL)
         return;
+    connguard_forget_listener(c->conf.guard, c->conf.loop);
     h2o_socket_read_stop(c->listener);
     h2o_socket_close(c->listener);
     c->listener = NULL;
@@ -114,28 +114,7 @@ bool conns_all_idle(const conns_t *c)
     return c->ctx->globalconf->http1.callbacks.foreach_request(c->ctx, is_busy, NULL) == 0;
 }
 
-/* --- watchdog -------------------------------------------------------------------------
- * h2o 2.2 has no keep-alive idle timeout for HTTP/1 and no write timeout, and its
- * request timeout is one deadline for idle + head + body that closes without a response.
- * Each round classifies every connection:
- *   idle between requests, or a response that made no progress: idle_timeout, then shut;
- *   a request head not complete: request_timeout from when it was first seen, then 408;
- *   a body not moving (no byte received): request_timeout, then 408 — a slow but steady
- *   upload is never cut;
- *   a complete request waiting for our answer: not timed here (the queue timeout is).
- * Connections are told apart by h2o's connection id, never by memory address. */
-typedef struct {
-    conns_t *c;
-    uint64_t now;
-    seen_t *next;
-    size_t nnext, cap;
-} round_t;
-
-static int by_id(const void *a, const void *b)
-{
-    const seen_t *x = a, *y = b;
-    return (x->id > y->id) - (x->id < y->id);
-}
+/* --- answers on the socket ----------------------------------------------------------- */
 
 static const char *reason_phrase(int status)
 {
@@ -176,65 +155,6 @@ void conns_answer(int fd, err_domain_t domain, int code, const char *msg)
         ssize_t w = send(fd, res, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w; /* best effort: the connection ends either way */
     }
-}
-
-static int watch_one(h2o_req_t *req, void *cbdata)
-{
-    round_t *r = cbdata;
-    conns_t *c = r->c;
-    h2o_socket_t *sock = sock_of(req);
-    if (sock == NULL)
-        return 0;
-    seen_t cur = {.id = req->conn->id};
-    uint64_t limit;
-    if (req->input.method.base == NULL) {
-        cur.kind = sock->input->size == 0 ? SEEN_IDLE : SEEN_HEAD;
-        limit = cur.kind == SEEN_IDLE ? c->conf.idle_timeout_ms : c->conf.request_timeout_ms;
-    } else if (req->res.status != 0) {
-        cur.kind = SEEN_SENDING, cur.sig = req->bytes_sent;
-        limit = c->conf.idle_timeout_ms;
-    } else if (req->processed_at.at.tv_sec == 0) {
-        cur.kind = SEEN_BODY,
-        cur.sig = sock->input->size; /* the body collects there until complete */
-        limit = c->conf.request_timeout_ms;
-    } else {
-        return 0; /* waiting for our answer (queue) */
-    }
-    seen_t *old = r->c->seen ? bsearch(&cur, c->seen, c->nseen, sizeof(cur), by_id) : NULL;
-    cur.since_ms =
-        old != NULL && old->kind == cur.kind && old->sig == cur.sig ? old->since_ms : r->now;
-    if (r->now - cur.since_ms >= limit) {
-        if (cur.kind == SEEN_HEAD || cur.kind == SEEN_BODY) {
-            conns_answer(h2o_socket_get_fd(sock), ERR_REQ, ERR_REQ_TIMEOUT,
-                         "the request stopped arriving (http.request_timeout)");
-            if (c->conf.timeouts != NULL)
-                atomic_fetch_add_explicit(c->conf.timeouts, 1, memory_order_relaxed);
-        }
-        /* h2o sees the error on its next read or write and closes the connection cleanly */
-        shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
-        return 0;
-    }
-    if (r->nnext == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 64;
-        seen_t *n = realloc(r->next, cap * sizeof(*n));
-        if (n == NULL)
-            return 0;
-        r->next = n;
-        r->cap = cap;
-    }
-    r->next[r->nnext++] = cur;
-    return 0;
-}
-
-void conns_watch(conns_t *c, uint64_t now_ms)
-{
-    round_t r = {.c = c, .now = now_ms};
-    c->ctx->globalconf->http1.callbacks.foreach_request(c->ctx, watch_one, &r);
-    if (r.nnext > 1)
-        qsort(r.next, r.nnext, sizeof(*r.next), by_id);
-    free(c->seen);
-    c->seen = r.next;
-    c->nseen = r.nnext;
 }
 
 /* --- addresses and listening sockets ----------------------------------------------------- */
@@ -295,7 +215,7 @@ int conns_open_listener(struct sockaddr_storage *ss, socklen_t len)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    if (bind(fd, (struct sockaddr *)ss, len) != 0 || listen(fd, 1024) != 0) {
+    if (bind(fd, (struct sockaddr *)ss, len) != 0 || listen(fd, MEMPLAN_BACKLOG) != 0) {
         close(fd);
         return -1;
     }

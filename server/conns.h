@@ -1,9 +1,12 @@
-/* conns — the connections room: listening sockets, accept with the connection limit, and
- * the watchdog that ends connections h2o 2.2 would keep forever (idle between requests,
- * responses that stopped moving) or drop without a word (a request that stopped arriving
- * gets a 408). One conns_t per event loop; it sees every accepted socket and every
- * connection's state each round, so per-connection accounting belongs here.
- * Memory: a watchdog entry of 32 bytes per open connection, per loop. */
+/* conns — the connections room: listening sockets and accept with the connection limit
+ * (connguard_admit: at the limit with nobody to close, the listener leaves the loop and
+ * new connections wait in the kernel's accept queue). The timeouts that end connections
+ * h2o 2.2 would keep forever (idle between requests, responses that stopped moving) or
+ * drop without a word (a request that stopped arriving gets a 408) are kept by
+ * connguard's one walk over the loop's connections (connguard.h); conns_create hands it
+ * this loop's timeouts. One conns_t per event loop.
+ * Memory: one conns_t per loop; a connection waiting in the accept queue is kernel memory
+ * (each public listener has MEMPLAN_BACKLOG of them, memplan.h). */
 #ifndef THUMBGATE_CONNS_H
 #define THUMBGATE_CONNS_H
 
@@ -27,15 +30,13 @@ typedef struct {
 
 typedef struct conns conns_t;
 
-/** Watchdog state for the loop of @p ctx; accepted sockets go to @p accept_ctx. */
+/** The connections of the loop of @p ctx; accepted sockets go to @p accept_ctx. */
 conns_t *conns_create(h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, const conns_conf_t *conf);
 void conns_destroy(conns_t *c);
 /** Accepts on listening socket @p fd (taken) with the limit. */
 void conns_listen(conns_t *c, int fd);
 /** Stops accepting and closes the listening socket (drain). */
 void conns_stop_listening(conns_t *c);
-/** One watchdog round (call every few hundred ms from the loop). */
-void conns_watch(conns_t *c, uint64_t now_ms);
 /** True when no connection is in the middle of a request (drain). */
 bool conns_all_idle(const conns_t *c);
 

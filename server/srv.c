@@ -104,7 +104,6 @@ static void on_tick(h2o_timeout_entry_t *entry)
     srv__derive_tick(th);
     if (now - th->last_watch_ms >= 500) {
         th->last_watch_ms = now;
-        conns_watch(th->conns, now);
         if (th->idx == 0)
             store_maintain(th->srv->store);
     }

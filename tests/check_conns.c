@@ -224,6 +224,33 @@ START_TEST(test_conns_idle_connection_makes_room)
 }
 END_TEST
 
+/* At the limit with nobody to close yet (both connections fresh), a new connection is not
+ * turned away: it waits in the accept queue until one of them has been idle long enough
+ * to make room, and its first request is served. Before the listener was held, it was
+ * answered 503 at once. */
+START_TEST(test_conns_full_waits_for_room)
+{
+    const char *env[] = {"THUMBGATE_LIMITS_MAX_CONNECTIONS=2", "THUMBGATE_THREADS=1", NULL};
+    tg_start(&S, env, NULL);
+    ck_assert(wait_metric_at_most("thumbgate_open_connections", 0, 20000));
+    int idle[2];
+    for (int i = 0; i < 2; i++) {
+        idle[i] = tg_connect(&S);
+        ck_assert_int_ge(idle[i], 0);
+    }
+    ck_assert(tg_wait_metric(&S, "thumbgate_open_connections", 2, 20000));
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", "/none.jpg", NULL, 0, NULL, &r), 404);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_conn_refused_total{reason=\"max_connections\"}"), 0);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_conn_refused_total{reason=\"idle_closed\"}"), 1);
+    char buf[64];
+    ck_assert_uint_eq(tg_read_all(idle[0], buf, sizeof(buf), 20000), 0);
+    close(idle[0]);
+    close(idle[1]);
+}
+END_TEST
+
 /* At the limit, the slowest request head is answered 408 and closed to make room. */
 START_TEST(test_conns_slow_head_makes_room)
 {
@@ -299,6 +326,7 @@ Suite *conns_suite(void)
     tcase_add_test(t, test_conns_unauthenticated_write_refused_before_its_body);
     tcase_add_test(t, test_conns_max_connections_answered);
     tcase_add_test(t, test_conns_idle_connection_makes_room);
+    tcase_add_test(t, test_conns_full_waits_for_room);
     tcase_add_test(t, test_conns_slow_head_makes_room);
     tcase_add_test(t, test_conns_large_body_to_full_disk_is_507);
     suite_add_tcase(s, t);
