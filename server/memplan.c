@@ -50,6 +50,8 @@ int memplan_compute(const cfg_t *cfg, uint64_t limit, const char *source, bool k
     p->kernel = (uint64_t)p->max_connections * p->per_conn_kernel;
     p->bodies = p->max_body_inflight;
     p->flight = (uint64_t)cfg->flight_slots * 4096;
+    p->backlog = threads * MEMPLAN_BACKLOG;
+    p->backlog_kernel = (uint64_t)p->backlog * (MEMPLAN_SOCK_KERNEL + 2 * cfg->socket_buffer);
     uint64_t others = p->baseline + p->connections + p->kernel + p->bodies + p->flight;
 
     p->budget_auto = cfg->memory_budget == 0;
@@ -98,10 +100,11 @@ void memplan_log(const memplan_t *p, FILE *out)
             ",\"limit_source\":\"%s\",\"baseline\":%" PRIu64 ",\"budget\":%" PRIu64
             ",\"budget_auto\":%s,\"max_connections\":%" PRIu32 ",\"per_connection\":%" PRIu64
             ",\"connections\":%" PRIu64 ",\"bodies\":%" PRIu64 ",\"flight\":%" PRIu64
-            ",\"kernel\":%" PRIu64 ",\"slack\":%" PRIu64 ",\"total\":%" PRIu64 "}\n",
+            ",\"kernel\":%" PRIu64 ",\"slack\":%" PRIu64 ",\"backlog\":%" PRIu32
+            ",\"backlog_kernel\":%" PRIu64 ",\"total\":%" PRIu64 "}\n",
             p->limit, p->limit_source, p->baseline, p->budget, p->budget_auto ? "true" : "false",
             p->max_connections, p->per_conn + p->per_conn_kernel, p->connections, p->bodies,
-            p->flight, p->kernel, p->slack, p->total);
+            p->flight, p->kernel, p->slack, p->backlog, p->backlog_kernel, p->total);
 }
 
 void memplan_print(const memplan_t *p, FILE *out)
@@ -124,4 +127,10 @@ void memplan_print(const memplan_t *p, FILE *out)
     fprintf(out, "#   allocator slack%10.1f MiB  (budget / 20)\n", p->slack / MIB);
     fprintf(out, "#   total          %10.1f MiB  (%.0f%% of the limit)\n", p->total / MIB,
             p->limit ? 100.0 * (double)p->total / (double)p->limit : 0.0);
+    fprintf(out,
+            "#   not in the total: accept queues %" PRIu32 " connections x %.1f KiB = %.1f MiB of "
+            "kernel memory\n#     (charged to no cgroup until accepted; on cgroup v2 then to the "
+            "socket buffers term)\n",
+            p->backlog, p->backlog ? (double)(p->backlog_kernel / p->backlog) / 1024.0 : 0.0,
+            p->backlog_kernel / MIB);
 }

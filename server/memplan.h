@@ -19,6 +19,14 @@
  *                 max_connections x (receive + send buffer) as the kernel sizes them
  *   slack         allocator slack: 1/20 of the image budget
  *
+ * Not in the total: connections waiting in the listeners' accept queues (MEMPLAN_BACKLOG
+ * per event loop; connguard holds the listener when every slot is taken and nobody can
+ * be closed yet). Each is a kernel socket (~4 KiB) plus what its client sent before
+ * accept, up to its receive buffer (2 x http.socket_buffer); that is kernel memory the
+ * process does not hold: cgroup v1 does not charge it (without kmem.tcp accounting), v2
+ * charges a socket to the cgroup when it is accepted, i.e. when it enters the kernel
+ * term above. The plan reports it as "backlog" so it can be seen beside the rest.
+ *
  * With memory.budget: auto the image budget is what remains of the limit after every
  * other term (less the slack), capped at memory.auto_percent of the limit. With an
  * explicit budget, a plan over the limit is an error that names the keys to lower.
@@ -38,6 +46,8 @@
 #define MEMPLAN_CONN_BASE (16u << 10)  /**< h2o connection + socket + request pool + ours */
 #define MEMPLAN_RESPONSE (64u << 10)   /**< a file response's read buffer (64 KiB chunks) */
 #define MEMPLAN_MIN_BUDGET (16u << 20) /**< an auto budget below this is an error */
+#define MEMPLAN_BACKLOG 1024           /**< listen() backlog per event loop (conns.c) */
+#define MEMPLAN_SOCK_KERNEL (4u << 10) /**< a kernel TCP socket without its buffers */
 
 typedef struct memplan {
     uint64_t limit;           /**< the memory limit the plan must fit */
@@ -51,6 +61,8 @@ typedef struct memplan {
 
     uint64_t baseline, budget, connections, bodies, flight, kernel, slack;
     uint64_t total;
+    uint32_t backlog;        /**< connections that can wait in the accept queues */
+    uint64_t backlog_kernel; /**< their kernel memory, outside the process (not in total) */
     bool budget_auto;
     bool budget_by_percent; /**< auto budget capped by memory.auto_percent */
 } memplan_t;
