@@ -49,12 +49,13 @@ typedef struct gconn {
     unsigned loop;
     struct timeval body_seen; /**< request_body_begin_at of the request last reserved for */
     /* loop-clock times, for choosing whom to close when the connections are all taken */
-    uint64_t busy_ms;  /**< last seen with a request under way (idle since then) */
-    uint64_t head_ms;  /**< reading a request head since (0: not) */
-    uint64_t moved_ms; /**< its response last moved (or it was not sending) */
-    size_t sent;       /**< response bytes sent at the last look */
-    uint64_t body_ms;  /**< its request body last grew (0: not receiving a body) */
-    size_t body_size;  /**< input bytes at that time */
+    uint64_t busy_ms;     /**< last seen with a request under way (idle since then) */
+    uint64_t head_ms;     /**< reading a request head since (0: not) */
+    uint64_t moved_ms;    /**< its response last moved (or it was not sending) */
+    size_t sent;          /**< response bytes sent at the last look */
+    struct timeval begun; /**< request_begin_at of the request the times below are of */
+    uint64_t body_ms;     /**< its request body last grew (0: not receiving a body) */
+    size_t body_size;     /**< input bytes at that time */
     uint64_t reserved;
     bool refused; /**< answered or shut down: h2o closes it at its next event */
 } gconn_t;
@@ -150,10 +151,13 @@ static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, err_domain
  * do nothing useful cannot lock other clients out: the loop's connection idle the
  * longest (a quarter second at least), else the one that has been sending a request head
  * the longest (a slow head: answered 408), else the response stalled the longest (a
- * quarter second at least). Requests being handled and bodies being received are never
- * chosen. A connection is judged by the walk's bookkeeping (busy_ms, head_ms, moved_ms),
- * so one it has not looked at yet is not chosen. */
+ * second at least: a client of a loaded machine may pause a quarter second, and a
+ * response cut in the middle is lost to it, while an idle connection's client just
+ * connects again). Requests being handled and bodies being received are never chosen. A connection
+ * is judged by the walk's bookkeeping (busy_ms, head_ms, moved_ms), so one it has not looked at yet
+ * is not chosen. */
 #define VICTIM_MIN_MS 250
+#define VICTIM_STALLED_MS 1000
 enum { V_NONE, V_STALLED, V_SLOW, V_IDLE }; /* in order of preference */
 
 /* Whether @p c may be closed to make room, and as what. */
@@ -167,7 +171,7 @@ static int eligible(const gconn_t *c, uint64_t now)
     if (c->head_ms != 0 && req->processed_at.at.tv_sec == 0 &&
         req->timestamps.request_body_begin_at.tv_sec == 0)
         return V_SLOW;
-    if (req->res.status != 0 && now - c->moved_ms >= VICTIM_MIN_MS)
+    if (req->res.status != 0 && now - c->moved_ms >= VICTIM_STALLED_MS)
         return V_STALLED;
     return V_NONE;
 }
@@ -472,6 +476,13 @@ void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
         bool active = in->size != 0 || req->input.method.base != NULL;
         if (active) {
             c->busy_ms = now;
+            if (!timercmp(&req->timestamps.request_begin_at, &c->begun, ==)) {
+                /* another request since the last look (a short one may come and go
+                 * between two looks): its times start now, not from the last one's */
+                c->begun = req->timestamps.request_begin_at;
+                c->head_ms = c->body_ms = 0;
+                c->moved_ms = now, c->sent = req->bytes_sent;
+            }
             bool head = req->processed_at.at.tv_sec == 0 &&
                         req->timestamps.request_body_begin_at.tv_sec == 0;
             c->head_ms = !head ? 0 : c->head_ms ? c->head_ms : now;

@@ -1,8 +1,9 @@
 /* Integration tests of connguard against the real binary: the body-bytes reservation
  * refuses a body before it is read and frees it when the connection ends, an oversize
  * request head is refused, an unauthenticated write is refused before its body, and
- * limits.max_connections answers the connection over it. Every wait is on a metric or
- * on the server's answer, never on time. */
+ * limits.max_connections: a connection doing nothing useful makes room, a new one waits
+ * in the accept queue while nobody can be closed yet, and is answered 503 when nobody can
+ * be for long. Every wait is on a metric or on the server's answer, never on time. */
 #include <check.h>
 #include <poll.h>
 #include <stdio.h>
