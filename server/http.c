@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "server/http.h"
 #include "server/json.h"
-#include "server/srv_internal.h"
 
 #define FILE_CHUNK (64 * 1024)
 
@@ -68,6 +68,24 @@ static void send_error_status(h2o_req_t *req, int status, const char *code, cons
     srv__send_json(req, status, body, n);
 }
 
+/* The access logger of the request's path holds the gate that Retry-After comes from. */
+struct access_logger {
+    h2o_logger_t super;
+    metrics_t *metrics;
+    adm_gate_t *gate;
+    bool enabled; /* http.access_log: a line per request; the metrics are always kept */
+};
+
+static void log_access(h2o_logger_t *_self, h2o_req_t *req);
+
+static const struct access_logger *logger_of(h2o_req_t *req)
+{
+    for (size_t i = 0; req->pathconf != NULL && i < req->pathconf->loggers.size; i++)
+        if (req->pathconf->loggers.entries[i]->log_access == log_access)
+            return (void *)req->pathconf->loggers.entries[i];
+    return NULL;
+}
+
 void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt, ...)
 {
     char msg[512];
@@ -76,9 +94,10 @@ void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     err_http_t h = errors_http(domain, err);
-    if (h.status == 503) {
+    const struct access_logger *l = logger_of(req);
+    if (h.status == 503 && l != NULL) {
         char ra[16];
-        snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(srv__thread_of(req)->srv->gate));
+        snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(l->gate));
         srv__add_header(req, "retry-after", ra);
     }
     send_error_status(req, h.status, h.code, msg);
@@ -287,7 +306,7 @@ static void send_file_full(h2o_req_t *req, int fd, const struct stat *st, const 
     file_proceed(&gen->super, req);
 }
 
-bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *sb)
+bool srv__serve_path(h2o_req_t *req, const char *path, struct stat *sb)
 {
     /* the loop's h2o filecache: files opened in this loop iteration are opened once (it
      * is cleared after every iteration, so a replaced file is never served stale) */
@@ -396,11 +415,6 @@ static void on_setup_json_errors(h2o_filter_t *self, h2o_req_t *req, h2o_ostream
 
 /* --- access log and request metrics ------------------------------------------------ */
 
-struct access_logger {
-    h2o_logger_t super;
-    srv_t *srv;
-};
-
 static h2o_iovec_t env_or(h2o_req_t *req, const char *name, size_t len, const char *dflt)
 {
     h2o_iovec_t *v = h2o_req_getenv(req, name, len, 0);
@@ -419,14 +433,13 @@ static metrics_route_t route_of(h2o_req_t *req)
 static void log_access(h2o_logger_t *_self, h2o_req_t *req)
 {
     struct access_logger *self = (void *)_self;
-    srv_t *srv = self->srv;
     int status = req->res.status;
     metrics_route_t route = route_of(req);
-    atomic_fetch_add_explicit(&srv->metrics.requests[route][metrics_status_slot(status)], 1,
+    atomic_fetch_add_explicit(&self->metrics->requests[route][metrics_status_slot(status)], 1,
                               memory_order_relaxed);
-    atomic_fetch_add_explicit(&srv->metrics.bytes_out, req->bytes_sent, memory_order_relaxed);
-    atomic_fetch_add_explicit(&srv->metrics.bytes_in, req->entity.len, memory_order_relaxed);
-    if (!srv->cfg->access_log)
+    atomic_fetch_add_explicit(&self->metrics->bytes_out, req->bytes_sent, memory_order_relaxed);
+    atomic_fetch_add_explicit(&self->metrics->bytes_in, req->entity.len, memory_order_relaxed);
+    if (!self->enabled)
         return;
 
     int64_t dur_us = -1;
@@ -469,11 +482,13 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     fwrite(line, 1, n, stderr);
 }
 
-void srv__register_http_filters(srv_t *srv, h2o_pathconf_t *pathconf)
+void http_register(h2o_pathconf_t *pathconf, const room_services_t *s)
 {
     h2o_filter_t *f = h2o_create_filter(pathconf, sizeof(*f));
     f->on_setup_ostream = on_setup_json_errors;
     struct access_logger *l = (void *)h2o_create_logger(pathconf, sizeof(*l));
     l->super.log_access = log_access;
-    l->srv = srv;
+    l->metrics = s->metrics;
+    l->gate = s->gate;
+    l->enabled = s->cfg->access_log;
 }
