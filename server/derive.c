@@ -317,7 +317,7 @@ static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *m
                  w->work_ms);
         srv__add_header(req, "server-timing", st);
         if (w->out.ok) {
-            if (!srv__serve_path(req, w->result, NULL))
+            if (!srv__serve_path(req, w->result, IMGPROC_FMT_UNKNOWN, NULL))
                 srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
                               "the result was replaced before it could be sent; retry");
         } else {
@@ -418,7 +418,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
     store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
                      sizeof(job->cache_path));
     struct stat sb;
-    if (srv__serve_path(req, job->cache_path, &sb)) {
+    if (srv__serve_path(req, job->cache_path, rt->job.out_fmt, &sb)) {
         store_cache_touch(job->cache_path, &sb);
         atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
@@ -509,7 +509,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
         pthread_mutex_unlock(&srv->coalesce_mu);
         atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
-        if (!srv__serve_path(req, job->cache_path, NULL))
+        if (!srv__serve_path(req, job->cache_path, rt->job.out_fmt, NULL))
             srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
                           "the result was replaced before it could be sent; retry");
         job_free(job), free(w);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <sys/stat.h>
 
+#include "imgproc/imgproc.h"
 #include "server/errors.h"
 #include "server/room.h"
 
@@ -22,10 +23,12 @@ void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt
     __attribute__((format(printf, 4, 5)));
 /** Sends a JSON body with @p status (borrows @p json; copied into the pool). */
 void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len);
-/** GET/HEAD of a stored file (an original or a cached result) through h2o's file handler,
- *  with our ETag. false when there is no such file (nothing sent). @p sb (optional)
- *  receives the file's stat when it is served. */
-bool srv__serve_path(h2o_req_t *req, const char *path, struct stat *sb);
+/** GET/HEAD of a stored file (an original or a cached result) through h2o's file handler
+ *  and the loop's filecache: our ETag and If-None-Match, h2o's Last-Modified,
+ *  If-Modified-Since, Range (206/416) and HEAD. @p fmt: the file's format when known, else
+ *  IMGPROC_FMT_UNKNOWN (sniffed). false when there is no such file (nothing sent). @p sb
+ *  (optional) receives the file's stat when it is served. */
+bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb);
 /** True when the peer of @p req has closed or reset its connection (safe from any thread). */
 bool srv__client_gone_fd(int fd);
 int srv__req_fd(h2o_req_t *req);

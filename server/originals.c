@@ -222,7 +222,9 @@ static int on_req(h2o_handler_t *_self, h2o_req_t *req)
     }
     char path[STORE_PATH_MAX];
     store_orig_path(self->store, rt.key, path, sizeof(path));
-    return srv__serve_path(req, path, NULL) ? 0 : -1; /* else maybe a derived URL */
+    return srv__serve_path(req, path, IMGPROC_FMT_UNKNOWN, NULL)
+               ? 0
+               : -1; /* else maybe a derived URL */
 }
 
 static void on_context_init(h2o_handler_t *_self, h2o_context_t *ctx)
