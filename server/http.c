@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -296,6 +297,45 @@ static metrics_route_t route_of(h2o_req_t *req)
     return METRICS_ROUTE_OTHER;
 }
 
+/* Access lines gather in the loop thread's buffer and go to stderr in whole-line writes of
+ * at most PIPE_BUF bytes (atomic on a pipe, so lines of two loops never interleave): when
+ * the buffer is full and after every loop iteration (http_log_flush). Memory: PIPE_BUF
+ * bytes per thread that logs. */
+static _Thread_local struct {
+    size_t len;
+    char buf[PIPE_BUF];
+} logbuf;
+
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* stderr is gone: nothing to tell it */
+        p += w, n -= (size_t)w;
+    }
+}
+
+void http_log_flush(void)
+{
+    write_all(logbuf.buf, logbuf.len);
+    logbuf.len = 0;
+}
+
+static void log_append(const char *line, size_t n)
+{
+    if (logbuf.len + n > sizeof(logbuf.buf))
+        http_log_flush();
+    if (n > sizeof(logbuf.buf)) {
+        write_all(line, n);
+        return;
+    }
+    memcpy(logbuf.buf + logbuf.len, line, n);
+    logbuf.len += n;
+}
+
 static void log_access(h2o_logger_t *_self, h2o_req_t *req)
 {
     struct responses *self = (void *)_self;
@@ -345,7 +385,7 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     json_strn(&j, "admission", a.base, a.len < 40 ? a.len : 40);
     json_strn(&j, "error", e.base, e.len < 40 ? e.len : 40);
     size_t n = json_end(&j);
-    fwrite(line, 1, n, stderr);
+    log_append(line, n);
 }
 
 void http_register(h2o_pathconf_t *pathconf, const room_services_t *s)

@@ -17,6 +17,10 @@
  *  metrics, the gate for Retry-After, cfg's access_log switch). */
 void http_register(h2o_pathconf_t *pathconf, const room_services_t *s);
 
+/** Writes the calling loop thread's buffered access lines to stderr: after every loop
+ *  iteration and before the loop thread ends. */
+void http_log_flush(void);
+
 /** Sends the JSON error {"error","message"} of module error @p err of @p domain: status and
  *  code come from errors_http() (the one table); a 503 carries Retry-After. */
 void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt, ...)

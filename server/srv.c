@@ -193,6 +193,7 @@ static void *loop_main(void *arg)
     while (!(th->draining && (loop_is_drained(th) || srv__now_ms() >= srv->shutdown_deadline_ms) &&
              (th->idx != 0 || (unsigned)atomic_load(&srv->loops_done) >= srv->nthreads - 1))) {
         h2o_evloop_run(th->loop, 1000);
+        http_log_flush();
         connguard_scan(srv->guard, &th->ctx, th->idx);
         /* files opened this iteration are not reused later: a replaced file is never stale */
         h2o_filecache_clear(th->ctx.filecache);
@@ -208,6 +209,7 @@ static void *loop_main(void *arg)
             }
         }
     }
+    http_log_flush();
     atomic_fetch_add(&srv->loops_done, 1);
     return NULL;
 }
