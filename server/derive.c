@@ -41,9 +41,30 @@ typedef struct {
     _Atomic uint64_t job_gen; /* jobs started so far (peak measurement) */
 } derive_t;
 
+/* Cached hits in one lookup: each loop remembers, for the URLs it last answered from the
+ * result cache, the file that answered them (a direct-mapped table). A remembered URL is
+ * served from its file, before any other room looks at it, while the store's epoch is
+ * unchanged (no put, delete or eviction in this instance since: an exact key stored
+ * later wins again at once) and for at most HIT_TTL_MS (what another instance sharing the
+ * storage root changed is seen within that time; its replacements also delete the old
+ * results, which ends the hit at once). Memory: HIT_SLOTS x (a URL and a path, at most
+ * 513 + 1400 bytes) per loop. */
+#define HIT_SLOTS 256
+#define HIT_TTL_MS 1000
+
+struct hit {
+    char *url; /* the request path up to its query; NULL: an empty slot */
+    size_t urllen;
+    char *file;
+    imgproc_fmt_t fmt;
+    uint64_t epoch, until_ms;
+};
+
 /* A loop's share of the room: its waiting requests and the receiver of their outcomes. */
 struct derive_loop {
     derive_t *srv;
+    struct hit hits[HIT_SLOTS];
+    uint64_t epoch; /* the store's epoch when the request now handled entered the room */
     h2o_loop_t *loop;
     h2o_multithread_receiver_t rx; /* outcomes of jobs, posted by workers */
     h2o_linklist_t waiters;        /* waiters of this loop's requests */
@@ -395,6 +416,41 @@ static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t 
     srv__send_err(req, d, err, "%s", msg);
 }
 
+static struct derive_loop *loop_of(derive_t *srv, h2o_req_t *req)
+{
+    return h2o_context_get_handler_context(req->conn->ctx, &srv->super);
+}
+
+static struct hit *hit_slot(struct derive_loop *l, h2o_req_t *req, size_t *urllen)
+{
+    *urllen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    size_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < *urllen; i++)
+        h = (h ^ (unsigned char)req->path.base[i]) * 1099511628211ull;
+    return &l->hits[h % HIT_SLOTS];
+}
+
+/* @p req was answered from @p file: remember it, valid for the store's epoch at which the
+ * request entered the rooms (a change since then is not missed). */
+static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgproc_fmt_t fmt)
+{
+    struct derive_loop *l = loop_of(srv, req);
+    size_t n;
+    struct hit *h = hit_slot(l, req, &n);
+    free(h->url);
+    free(h->file);
+    h->url = h2o_mem_alloc(n + 1);
+    memcpy(h->url, req->path.base, n);
+    h->url[n] = '\0';
+    h->urllen = n;
+    h->file = strdup(file);
+    if (h->file == NULL)
+        free(h->url), h->url = NULL;
+    h->fmt = fmt;
+    h->epoch = l->epoch;
+    h->until_ms = adm_now_ms() + HIT_TTL_MS;
+}
+
 static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
 {
     const cfg_t *cfg = srv->cfg;
@@ -419,6 +475,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
                      sizeof(job->cache_path));
     struct stat sb;
     if (srv__serve_path(req, job->cache_path, rt->job.out_fmt, &sb)) {
+        hit_remember(srv, req, job->cache_path, rt->job.out_fmt);
         store_cache_touch(job->cache_path, &sb);
         atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
@@ -557,6 +614,37 @@ static void on_tick(h2o_timeout_entry_t *entry)
     h2o_timeout_link(l->loop, &l->tick_timeout, &l->tick);
 }
 
+/* The first room a request meets: a GET/HEAD of a remembered URL is answered here. */
+typedef struct {
+    h2o_handler_t super;
+    derive_t *srv; /* set when the derive room registers */
+} hits_t;
+
+static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
+{
+    derive_t *srv = ((hits_t *)_self)->srv;
+    struct derive_loop *l = loop_of(srv, req);
+    l->epoch = store_epoch(srv->store);
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        return -1;
+    size_t n;
+    struct hit *h = hit_slot(l, req, &n);
+    if (h->url == NULL || h->urllen != n || memcmp(h->url, req->path.base, n) != 0 ||
+        h->epoch != l->epoch || adm_now_ms() > h->until_ms)
+        return -1;
+    struct stat sb;
+    srv__set_env(req, "TG_ROUTE", "derived");
+    if (!srv__serve_path(req, h->file, h->fmt, &sb)) {
+        srv__set_env(req, "TG_ROUTE", "original"); /* evicted, or removed by another instance */
+        return -1;
+    }
+    store_cache_touch(h->file, &sb);
+    atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
+    srv__set_env(req, "TG_ADMISSION", "cache-hit");
+    return 0;
+}
+
 static int on_req(h2o_handler_t *_self, h2o_req_t *req)
 {
     derive_t *srv = (void *)_self;
@@ -604,6 +692,15 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     srv->imgopts = s->imgopts;
     srv->flight = s->flight;
     pthread_mutex_init(&srv->coalesce_mu, NULL);
+    for (size_t i = 0; i < pathconf->handlers.size; i++)
+        if (pathconf->handlers.entries[i]->on_req == on_hit_req)
+            ((hits_t *)pathconf->handlers.entries[i])->srv = srv;
 }
 
+static void do_register_hits(h2o_pathconf_t *pathconf, const room_services_t *s)
+{
+    h2o_create_handler(pathconf, sizeof(hits_t))->on_req = on_hit_req;
+}
+
+const room_t derive_hits_room = {"cached hits", false, do_register_hits};
 const room_t derive_room = {"derived", false, do_register};

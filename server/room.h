@@ -44,8 +44,9 @@ typedef struct room {
     void (*register_)(h2o_pathconf_t *pathconf, const room_services_t *s);
 } room_t;
 
-extern const room_t originals_room; /* originals.c: PUT, DELETE, GET/HEAD of a stored key */
-extern const room_t derive_room;    /* derive.c: GET/HEAD of a derived URL */
-extern const room_t admin_room;     /* admin.c: /metrics /healthz /readyz /debug/... */
+extern const room_t derive_hits_room; /* derive.c: URLs it answered from the cache before */
+extern const room_t originals_room;   /* originals.c: PUT, DELETE, GET/HEAD of a stored key */
+extern const room_t derive_room;      /* derive.c: GET/HEAD of a derived URL */
+extern const room_t admin_room;       /* admin.c: /metrics /healthz /readyz /debug/... */
 
 #endif

@@ -5,8 +5,10 @@
 #include "server/route.h"
 
 /* The rooms in the order they see a request: an exact stored key wins over the derived
- * grammar, so originals comes before derived. */
-static const room_t *const rooms[] = {&originals_room, &derive_room, &admin_room};
+ * grammar, so originals comes before derived; the cached hits derive remembers come first
+ * (it forgets them when a key is stored). derive_room registers after derive_hits_room. */
+static const room_t *const rooms[] = {&derive_hits_room, &originals_room, &derive_room,
+                                      &admin_room};
 
 /* Method and key checks: 405 / 400 here; anything else goes on to the rooms. */
 static int on_check(h2o_handler_t *self, h2o_req_t *req)
