@@ -1,7 +1,9 @@
-/* http — response helpers shared by the handlers: JSON errors (the one place error
- * codes become statuses), file responses with ETag / Last-Modified / 304 / Range, the
+/* http — the responses shared by the rooms (http.h): JSON errors (the one place error
+ * codes become statuses), stored files through h2o's file handler with our ETag, the
  * filter that turns h2o's own text errors into JSON, and the access logger (one line a
- * request, never a body). */
+ * request, never a body, written once per loop iteration). */
+#include "server/http.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -13,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/http.h"
 #include "server/json.h"
 
 #define HTTP_NFMT (IMGPROC_FMT_WEBP + 1) /* content types of stored files, unknown included */
@@ -172,6 +173,8 @@ static bool answer_preconditions(h2o_req_t *req, const char *etag, size_t etagle
 bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb)
 {
     const struct responses *self = responses_of(req);
+    if (self == NULL) /* a path without http_register: nothing to send files with */
+        return false;
     /* the loop's filecache: opened once per loop iteration, and h2o's handler below finds
      * the same descriptor there (the cache is emptied after every iteration, so a replaced
      * file is never served stale) */

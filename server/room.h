@@ -9,6 +9,7 @@
 
 #include <h2o.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config/cfg.h"
