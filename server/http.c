@@ -78,6 +78,7 @@ struct responses {
     adm_gate_t *gate;
     bool log;                        /* http.access_log: a line per request */
     h2o_handler_t *files[HTTP_NFMT]; /* h2o's file handler for each content type */
+    h2o_pathconf_t files_conf;       /* theirs: no request is bound to it */
 };
 
 static void log_access(h2o_logger_t *_self, h2o_req_t *req);
@@ -402,7 +403,7 @@ void http_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     l->log = s->cfg->access_log;
     /* h2o's file handlers live on a pathconf of their own, reachable by no request: each
      * has a single content type (its default; no extension is mapped) and sends our ETag */
-    h2o_pathconf_t *files = h2o_mem_alloc(sizeof(*files));
+    h2o_pathconf_t *files = &l->files_conf;
     h2o_mimemap_t *none = h2o_mimemap_create();
     h2o_config_init_pathconf(files, pathconf->global, "/", none);
     static const char *no_index[] = {NULL};
