@@ -9,14 +9,16 @@
 #include <string.h>
 
 #include "server/charts.h"
+#include "server/connguard.h"
 #include "server/flight.h"
 #include "server/json.h"
-#include "server/srv_internal.h"
+#include "server/room.h"
 
-struct admin_handler {
+/* The room: the services it reads (never writes). */
+typedef struct {
     h2o_handler_t super;
-    srv_t *srv;
-};
+    room_services_t s;
+} admin_t;
 
 static void gauge(FILE *o, const char *name, const char *help, double v)
 {
@@ -31,9 +33,9 @@ static void counter(FILE *o, const char *name, const char *help, uint64_t v)
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 /* The memory plan's terms beside what each term holds now (memplan.h, connguard.h). */
-static void render_plan(srv_t *srv, FILE *o)
+static void render_plan(const room_services_t *srv, FILE *o)
 {
-    const memplan_t *p = &srv->plan;
+    const memplan_t *p = srv->plan;
     fprintf(o, "# HELP thumbgate_memory_plan_bytes Worst case of each term of the memory plan.\n"
                "# TYPE thumbgate_memory_plan_bytes gauge\n");
     const struct {
@@ -67,11 +69,11 @@ static void render_plan(srv_t *srv, FILE *o)
                 connguard_reason_name(r), g.refused[r]);
 }
 
-static void render_metrics(srv_t *srv, FILE *o)
+static void render_metrics(const room_services_t *srv, FILE *o)
 {
     adm_stats_t a;
     adm_stats(srv->gate, &a);
-    metrics_t *m = &srv->metrics;
+    metrics_t *m = srv->metrics;
     gauge(o, "thumbgate_budget_bytes", "Memory budget for image work.", (double)a.budget);
     gauge(o, "thumbgate_budget_in_use_bytes", "Estimated bytes of the jobs running now.",
           (double)a.in_use);
@@ -168,7 +170,7 @@ static void render_metrics(srv_t *srv, FILE *o)
           (double)mi.fordblks);
     flight_render_metrics(srv->flight, o);
     gauge(o, "thumbgate_uptime_seconds", "Seconds since start.",
-          (double)(srv__now_ms() - srv->started_at_ms) / 1000.0);
+          (double)(adm_now_ms() - srv->started_at_ms) / 1000.0);
 }
 
 static void send_text(h2o_req_t *req, int status, const char *ctype, char *body, size_t len)
@@ -188,7 +190,7 @@ static void send_text(h2o_req_t *req, int status, const char *ctype, char *body,
 
 static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
 {
-    srv_t *srv = ((struct admin_handler *)_self)->srv;
+    const room_services_t *srv = &((admin_t *)_self)->s;
     h2o_iovec_t p = req->path_normalized;
     char *buf = NULL;
     size_t len = 0;
@@ -211,7 +213,7 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
     } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/readyz"))) {
         adm_stats_t a;
         adm_stats(srv->gate, &a);
-        bool draining = atomic_load(&srv->shutting_down);
+        bool draining = atomic_load(srv->draining);
         /* saturated: a new job that cannot start at once would be refused */
         bool saturated =
             srv->cfg->queue_max > 0 ? a.queue_len >= srv->cfg->queue_max : a.running >= a.workers;
@@ -249,8 +251,9 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
     } else {
         status = 404;
         json_str(&j, "error", "not_found");
-        json_str(&j, "message", "admin endpoints: /metrics /healthz /readyz "
-                                "/debug/flight[?list|?run=ID] /debug/charts");
+        json_str(&j, "message",
+                 "admin endpoints: /metrics /healthz /readyz "
+                 "/debug/flight[?list|?run=ID] /debug/charts");
     }
     if (!j.first) /* a JSON answer was written into j, not into o */
         fwrite(jbuf, 1, json_end(&j), o);
@@ -260,15 +263,11 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
     return 0;
 }
 
-void srv__admin_register(srv_t *srv)
+static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
 {
-    h2o_config_init(&srv->admin_globalconf);
-    srv->admin_globalconf.http1.upgrade_to_http2 = 0;
-    srv->admin_globalconf.max_request_entity_size = 4096;
-    srv->admin_hostconf = h2o_config_register_host(&srv->admin_globalconf,
-                                                   h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    h2o_pathconf_t *pc = h2o_config_register_path(srv->admin_hostconf, "/", 0);
-    struct admin_handler *h = (void *)h2o_create_handler(pc, sizeof(*h));
-    h->super.on_req = on_admin_req;
-    h->srv = srv;
+    admin_t *self = (void *)h2o_create_handler(pathconf, sizeof(*self));
+    self->super.on_req = on_admin_req;
+    self->s = *s;
 }
+
+const room_t admin_room = {"admin", true, do_register};

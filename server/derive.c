@@ -19,11 +19,58 @@
 #include "server/flight.h"
 #include "server/iopool.h"
 #include "server/json.h"
-#include "server/srv_internal.h"
+#include "server/http.h"
+#include "server/room.h"
+#include "server/route.h"
 
 #define JOBMAP_BUCKETS 1024
 
 typedef struct derive_job derive_job_t;
+
+/* The room: what it borrows from the process, and the coalescing map it owns. */
+typedef struct {
+    h2o_handler_t super;
+    const cfg_t *cfg;
+    store_t *store;
+    adm_gate_t *gate;
+    metrics_t *metrics;
+    const imgproc_opts_t *imgopts;
+    struct flight *flight;
+    pthread_mutex_t coalesce_mu;
+    struct jobmap *jobs;      /* in-flight jobs by cache path (coalescing); under coalesce_mu */
+    _Atomic uint64_t job_gen; /* jobs started so far (peak measurement) */
+} derive_t;
+
+/* Cached hits in one lookup: each loop remembers, for the URLs it last answered from the
+ * result cache, the file that answered them (a direct-mapped table). A remembered URL is
+ * served from its file, before any other room looks at it, while the store's epoch is
+ * unchanged (no put, delete or eviction in this instance since: an exact key stored
+ * later wins again at once) and for at most HIT_TTL_MS (what another instance sharing the
+ * storage root changed is seen within that time; its replacements also delete the old
+ * results, which ends the hit at once). Memory: HIT_SLOTS x (a URL and a path, at most
+ * 513 + 1400 bytes) per loop. */
+#define HIT_SLOTS 256
+#define HIT_TTL_MS 1000
+
+struct hit {
+    char *url; /* the request path up to its query; NULL: an empty slot */
+    size_t urllen;
+    char *file;
+    imgproc_fmt_t fmt;
+    uint64_t epoch, until_ms;
+};
+
+/* A loop's share of the room: its waiting requests and the receiver of their outcomes. */
+struct derive_loop {
+    derive_t *srv;
+    struct hit hits[HIT_SLOTS];
+    uint64_t epoch; /* the store's epoch when the request now handled entered the room */
+    h2o_loop_t *loop;
+    h2o_multithread_receiver_t rx; /* outcomes of jobs, posted by workers */
+    h2o_linklist_t waiters;        /* waiters of this loop's requests */
+    h2o_timeout_t tick_timeout;
+    h2o_timeout_entry_t tick; /* 100 ms: clients that left while their job waits */
+};
 
 /* The outcome of a job: ok, or a module error (mapped to HTTP by errors_http). */
 typedef struct {
@@ -34,12 +81,12 @@ typedef struct {
 } outcome_t;
 
 typedef struct waiter {
-    h2o_multithread_message_t msg; /* on th->derive_rx: only derive completions go there */
-    srv_thread_t *th;
+    h2o_multithread_message_t msg; /* on loop->rx: only derive completions go there */
+    struct derive_loop *loop;
     h2o_req_t *req;
     derive_job_t *job; /* NULL once the outcome is posted; under coalesce_mu */
     int fd;
-    h2o_linklist_t link; /* in th->waiters; loop-owned */
+    h2o_linklist_t link; /* in loop->waiters; loop-owned */
     struct waiter *next; /* in job->waiters; under coalesce_mu */
     uint64_t joined_ms;
     char result[STORE_PATH_MAX]; /* the cache path this request is served from */
@@ -50,7 +97,7 @@ typedef struct waiter {
 
 struct derive_job {
     adm_job_t super;
-    srv_t *srv;
+    derive_t *srv;
     char src[STORE_PATH_MAX];
     struct stat src_st;
     char cache_path[STORE_PATH_MAX];
@@ -70,7 +117,7 @@ static void job_free(derive_job_t *job)
     free(job);
 }
 
-struct srv_jobmap {
+struct jobmap {
     derive_job_t *buckets[JOBMAP_BUCKETS];
 };
 
@@ -82,7 +129,7 @@ static size_t hash_path(const char *s)
     return h % JOBMAP_BUCKETS;
 }
 
-static derive_job_t *map_find(srv_t *srv, const char *path)
+static derive_job_t *map_find(derive_t *srv, const char *path)
 {
     for (derive_job_t *j = srv->jobs->buckets[hash_path(path)]; j; j = j->map_next)
         if (strcmp(j->cache_path, path) == 0)
@@ -90,7 +137,7 @@ static derive_job_t *map_find(srv_t *srv, const char *path)
     return NULL;
 }
 
-static void map_remove(srv_t *srv, derive_job_t *job)
+static void map_remove(derive_t *srv, derive_job_t *job)
 {
     derive_job_t **p = &srv->jobs->buckets[hash_path(job->cache_path)];
     for (; *p; p = &(*p)->map_next)
@@ -111,7 +158,7 @@ static void post_all(derive_job_t *job, const outcome_t *out, uint64_t wait_ms, 
         w->out = *out;
         w->wait_ms = wait_ms;
         w->work_ms = work_ms;
-        h2o_multithread_send_message(&w->th->derive_rx, &w->msg);
+        h2o_multithread_send_message(&w->loop->rx, &w->msg);
     }
     job_free(job);
 }
@@ -139,9 +186,9 @@ typedef struct {
     uint64_t gen, rss0, hwm0;
 } peak_t;
 
-static void peak_begin(srv_t *srv, peak_t *p)
+static void peak_begin(derive_t *srv, peak_t *p)
 {
-    p->alone = atomic_fetch_add_explicit(&srv->metrics.workers_busy, 1, memory_order_relaxed) == 0;
+    p->alone = atomic_fetch_add_explicit(&srv->metrics->workers_busy, 1, memory_order_relaxed) == 0;
     p->gen = atomic_fetch_add_explicit(&srv->job_gen, 1, memory_order_relaxed) + 1;
     if (p->alone) {
         metrics_proc_t pm;
@@ -152,18 +199,18 @@ static void peak_begin(srv_t *srv, peak_t *p)
     }
 }
 
-static void peak_end(srv_t *srv, const peak_t *p, uint64_t estimate)
+static void peak_end(derive_t *srv, const peak_t *p, uint64_t estimate)
 {
     if (p->alone && atomic_load_explicit(&srv->job_gen, memory_order_relaxed) == p->gen) {
         metrics_proc_t pm;
         metrics_proc_read(&pm);
         if (pm.hwm > p->hwm0 && pm.hwm > p->rss0) {
             double ratio = (double)estimate / (double)(pm.hwm - p->rss0);
-            metrics_hist_observe(&srv->metrics.est_ratio,
+            metrics_hist_observe(&srv->metrics->est_ratio,
                                  (uint64_t)(ratio * 1e6)); /* buckets read as ratios */
         }
     }
-    atomic_fetch_add_explicit(&srv->metrics.workers_busy, -1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->metrics->workers_busy, -1, memory_order_relaxed);
 }
 
 static void do_evict(void *store)
@@ -173,7 +220,7 @@ static void do_evict(void *store)
 
 /* Decodes the source (opened once, on the descriptor the checks were made on) into a temp
  * file and commits it to the cache. */
-static outcome_t make_result(srv_t *srv, derive_job_t *job)
+static outcome_t make_result(derive_t *srv, derive_job_t *job)
 {
     /* the descriptor holds exactly the bytes that were probed and admitted; a key
      * deleted or replaced meanwhile gets no result (its clients hear why) */
@@ -192,7 +239,7 @@ static outcome_t make_result(srv_t *srv, derive_job_t *job)
     imgproc_out_t res;
     imgproc_err_t ierr = {0};
     outcome_t out = {.ok = true};
-    r = imgproc_run_fd(job->src_fd, &job->ij, &srv->imgopts, tmp, &res, &ierr);
+    r = imgproc_run_fd(job->src_fd, &job->ij, srv->imgopts, tmp, &res, &ierr);
     if (r == -IMGPROC_E_IO && store_out_of_space(srv->store))
         out = fail(ERR_STORE, STORE_E_NOSPACE, "no space left to store the result");
     else if (r != 0)
@@ -211,8 +258,8 @@ static outcome_t make_result(srv_t *srv, derive_job_t *job)
 static void job_run(adm_job_t *_job)
 {
     derive_job_t *job = (void *)_job;
-    srv_t *srv = job->srv;
-    uint64_t start = srv__now_ms();
+    derive_t *srv = job->srv;
+    uint64_t start = adm_now_ms();
 
     pthread_mutex_lock(&srv->coalesce_mu);
     bool anyone = false;
@@ -220,7 +267,7 @@ static void job_run(adm_job_t *_job)
         anyone |= !srv__client_gone_fd(w->fd);
     if (!anyone) {
         /* every client went away while the job waited: do not decode for nobody */
-        atomic_fetch_add_explicit(&srv->metrics.jobs_dropped_gone, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics->jobs_dropped_gone, 1, memory_order_relaxed);
         outcome_t gone = fail(ERR_REQ, ERR_REQ_CLIENT_GONE, "the client closed the connection");
         post_all(job, &gone, start - job->submitted_ms, 0);
         pthread_mutex_unlock(&srv->coalesce_mu);
@@ -235,14 +282,14 @@ static void job_run(adm_job_t *_job)
     outcome_t out = make_result(srv, job);
     flight_job_end(srv->flight, job);
     peak_end(srv, &peak, job->super.estimate);
-    uint64_t end = srv__now_ms();
-    metrics_hist_observe(&srv->metrics.job_seconds, (end - start) * 1000);
-    metrics_hist_observe(&srv->metrics.wait_seconds, (start - job->submitted_ms) * 1000);
+    uint64_t end = adm_now_ms();
+    metrics_hist_observe(&srv->metrics->job_seconds, (end - start) * 1000);
+    metrics_hist_observe(&srv->metrics->wait_seconds, (start - job->submitted_ms) * 1000);
     if (!out.ok && out.domain == ERR_IMGPROC &&
         (out.err == IMGPROC_E_TIMEOUT || out.err == -IMGPROC_E_TIMEOUT))
-        atomic_fetch_add_explicit(&srv->metrics.jobs_timed_out, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics->jobs_timed_out, 1, memory_order_relaxed);
     if (!out.ok) {
-        atomic_fetch_add_explicit(&srv->metrics.jobs_failed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics->jobs_failed, 1, memory_order_relaxed);
         if (srv->cfg->log_level >= CFG_LOG_WARN) {
             err_http_t h = errors_http(out.domain, out.err);
             char line[1024];
@@ -267,11 +314,11 @@ static void job_run(adm_job_t *_job)
 static void job_expire(adm_job_t *_job)
 {
     derive_job_t *job = (void *)_job;
-    srv_t *srv = job->srv;
+    derive_t *srv = job->srv;
     outcome_t out =
         fail(ERR_ADM, ADM_E_EXPIRED, "the memory budget stayed full for the whole wait");
     pthread_mutex_lock(&srv->coalesce_mu);
-    post_all(job, &out, srv__now_ms() - job->submitted_ms, 0);
+    post_all(job, &out, adm_now_ms() - job->submitted_ms, 0);
     pthread_mutex_unlock(&srv->coalesce_mu);
 }
 
@@ -291,7 +338,7 @@ static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *m
                  w->work_ms);
         srv__add_header(req, "server-timing", st);
         if (w->out.ok) {
-            if (!srv__serve_path(w->th->srv, req, w->result, NULL))
+            if (!srv__serve_path(req, w->result, IMGPROC_FMT_UNKNOWN, NULL))
                 srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
                               "the result was replaced before it could be sent; retry");
         } else {
@@ -304,19 +351,15 @@ static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *m
     }
 }
 
-void srv__derive_init_loop(srv_thread_t *th)
+/* Answers the waiters whose clients have left; a job nobody waits for any more leaves
+ * the queue. */
+static void drop_gone(struct derive_loop *l)
 {
-    h2o_linklist_init_anchor(&th->waiters);
-    h2o_multithread_register_receiver(th->ctx.queue, &th->derive_rx, on_derive_messages);
-}
-
-void srv__derive_tick(srv_thread_t *th)
-{
-    srv_t *srv = th->srv;
-    if (h2o_linklist_is_empty(&th->waiters))
+    derive_t *srv = l->srv;
+    if (h2o_linklist_is_empty(&l->waiters))
         return;
-    h2o_linklist_t *node = th->waiters.next;
-    while (node != &th->waiters) {
+    h2o_linklist_t *node = l->waiters.next;
+    while (node != &l->waiters) {
         waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, link, node);
         node = node->next;
         if (!srv__client_gone_fd(w->fd))
@@ -338,7 +381,7 @@ void srv__derive_tick(srv_thread_t *th)
             job_free(job);
         }
         pthread_mutex_unlock(&srv->coalesce_mu);
-        atomic_fetch_add_explicit(&srv->metrics.jobs_dropped_gone, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics->jobs_dropped_gone, 1, memory_order_relaxed);
         h2o_linklist_unlink(&w->link);
         srv__set_env(w->req, "TG_ADMISSION", "client-gone");
         srv__send_err(w->req, ERR_REQ, ERR_REQ_CLIENT_GONE, "the client closed the connection");
@@ -373,7 +416,42 @@ static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t 
     srv__send_err(req, d, err, "%s", msg);
 }
 
-void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
+static struct derive_loop *loop_of(derive_t *srv, h2o_req_t *req)
+{
+    return h2o_context_get_handler_context(req->conn->ctx, &srv->super);
+}
+
+static struct hit *hit_slot(struct derive_loop *l, h2o_req_t *req, size_t *urllen)
+{
+    *urllen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    size_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < *urllen; i++)
+        h = (h ^ (unsigned char)req->path.base[i]) * 1099511628211ull;
+    return &l->hits[h % HIT_SLOTS];
+}
+
+/* @p req was answered from @p file: remember it, valid for the store's epoch at which the
+ * request entered the rooms (a change since then is not missed). */
+static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgproc_fmt_t fmt)
+{
+    struct derive_loop *l = loop_of(srv, req);
+    size_t n;
+    struct hit *h = hit_slot(l, req, &n);
+    free(h->url);
+    free(h->file);
+    h->url = h2o_mem_alloc(n + 1);
+    memcpy(h->url, req->path.base, n);
+    h->url[n] = '\0';
+    h->urllen = n;
+    h->file = strdup(file);
+    if (h->file == NULL)
+        free(h->url), h->url = NULL;
+    h->fmt = fmt;
+    h->epoch = l->epoch;
+    h->until_ms = adm_now_ms() + HIT_TTL_MS;
+}
+
+static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
 {
     const cfg_t *cfg = srv->cfg;
     if (!size_allowed(cfg, &rt->job)) {
@@ -396,14 +474,15 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
                      sizeof(job->cache_path));
     struct stat sb;
-    if (srv__serve_path(srv, req, job->cache_path, &sb)) {
+    if (srv__serve_path(req, job->cache_path, rt->job.out_fmt, &sb)) {
+        hit_remember(srv, req, job->cache_path, rt->job.out_fmt);
         store_cache_touch(job->cache_path, &sb);
-        atomic_fetch_add_explicit(&srv->metrics.cache_hits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
         job_free(job), free(w);
         return;
     }
-    atomic_fetch_add_explicit(&srv->metrics.cache_misses, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->metrics->cache_misses, 1, memory_order_relaxed);
 
     /* the source is opened once: probed here, decoded from the same descriptor later */
     if ((job->src_fd = open(job->src, O_RDONLY | O_CLOEXEC)) < 0 ||
@@ -425,7 +504,7 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         return;
     }
     if ((uint64_t)probe.width * probe.height > cfg->max_pixels) {
-        atomic_fetch_add_explicit(&srv->metrics.rejected_pixels, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics->rejected_pixels, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "rejected-pixels");
         {
             refuse(req, job, w, ERR_REQ, ERR_REQ_TOO_MANY_PIXELS,
@@ -466,11 +545,11 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     job->super.on_expire = job_expire;
     srv__set_env(req, "TG_ESTIMATE", "%" PRIu64, job->super.estimate);
 
-    srv_thread_t *th = srv__thread_of(req);
-    w->th = th;
+    struct derive_loop *l = h2o_context_get_handler_context(req->conn->ctx, &srv->super);
+    w->loop = l;
     w->req = req;
     w->fd = srv__req_fd(req);
-    w->joined_ms = srv__now_ms();
+    w->joined_ms = adm_now_ms();
     snprintf(w->result, sizeof(w->result), "%s", job->cache_path);
 
     pthread_mutex_lock(&srv->coalesce_mu);
@@ -485,9 +564,9 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     if (same == NULL && access(job->cache_path, F_OK) == 0) {
         /* an identical job finished between our cache miss and now: serve its result */
         pthread_mutex_unlock(&srv->coalesce_mu);
-        atomic_fetch_add_explicit(&srv->metrics.cache_hits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
-        if (!srv__serve_path(srv, req, job->cache_path, NULL))
+        if (!srv__serve_path(req, job->cache_path, rt->job.out_fmt, NULL))
             srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
                           "the result was replaced before it could be sent; retry");
         job_free(job), free(w);
@@ -500,9 +579,9 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
         same->waiters = w;
         pthread_mutex_unlock(&srv->coalesce_mu);
         job_free(job);
-        atomic_fetch_add_explicit(&srv->metrics.coalesced, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->metrics->coalesced, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "coalesced");
-        h2o_linklist_insert(&th->waiters, &w->link);
+        h2o_linklist_insert(&l->waiters, &w->link);
         return;
     }
     job->submitted_ms = w->joined_ms;
@@ -525,5 +604,103 @@ void srv__handle_derive(srv_t *srv, h2o_req_t *req, const route_t *rt)
     }
     pthread_mutex_unlock(&srv->coalesce_mu);
     srv__set_env(req, "TG_ADMISSION", queued ? "queued" : "admitted");
-    h2o_linklist_insert(&th->waiters, &w->link);
+    h2o_linklist_insert(&l->waiters, &w->link);
 }
+
+static void on_tick(h2o_timeout_entry_t *entry)
+{
+    struct derive_loop *l = H2O_STRUCT_FROM_MEMBER(struct derive_loop, tick, entry);
+    drop_gone(l);
+    h2o_timeout_link(l->loop, &l->tick_timeout, &l->tick);
+}
+
+/* The first room a request meets: a GET/HEAD of a remembered URL is answered here. */
+typedef struct {
+    h2o_handler_t super;
+    derive_t *srv; /* set when the derive room registers */
+} hits_t;
+
+static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
+{
+    derive_t *srv = ((hits_t *)_self)->srv;
+    struct derive_loop *l = loop_of(srv, req);
+    l->epoch = store_epoch(srv->store);
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        return -1;
+    size_t n;
+    struct hit *h = hit_slot(l, req, &n);
+    if (h->url == NULL || h->urllen != n || memcmp(h->url, req->path.base, n) != 0 ||
+        h->epoch != l->epoch || adm_now_ms() > h->until_ms)
+        return -1;
+    struct stat sb;
+    srv__set_env(req, "TG_ROUTE", "derived");
+    if (!srv__serve_path(req, h->file, h->fmt, &sb)) {
+        srv__set_env(req, "TG_ROUTE", "original"); /* evicted, or removed by another instance */
+        return -1;
+    }
+    store_cache_touch(h->file, &sb);
+    atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
+    srv__set_env(req, "TG_ADMISSION", "cache-hit");
+    return 0;
+}
+
+static int on_req(h2o_handler_t *_self, h2o_req_t *req)
+{
+    derive_t *srv = (void *)_self;
+    route_t *rt = h2o_mem_alloc_pool(&req->pool, sizeof(*rt));
+    if (route_parse_key(req->path.base, req->path.len, rt) != 0)
+        return -1; /* the router answers bad keys before any room sees them */
+    int r = route_parse_derived(rt);
+    if (r == -ROUTE_E_BADSIZE) {
+        srv__set_env(req, "TG_ROUTE", "derived");
+        srv__send_err(req, ERR_ROUTE, ROUTE_E_BADSIZE,
+                      "sizes are 1..%u pixels, without leading zeros", ROUTE_DIM_MAX);
+        return 0;
+    }
+    if (!rt->derived)
+        return -1;
+    srv__set_env(req, "TG_ROUTE", "derived");
+    handle_derive(srv, req, rt);
+    return 0;
+}
+
+static void on_context_init(h2o_handler_t *_self, h2o_context_t *ctx)
+{
+    struct derive_loop *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        h2o_fatal("no memory for a loop's derive room");
+    l->srv = (void *)_self;
+    l->loop = ctx->loop;
+    h2o_linklist_init_anchor(&l->waiters);
+    h2o_multithread_register_receiver(ctx->queue, &l->rx, on_derive_messages);
+    h2o_timeout_init(ctx->loop, &l->tick_timeout, 100);
+    l->tick.cb = on_tick;
+    h2o_timeout_link(ctx->loop, &l->tick_timeout, &l->tick);
+    h2o_context_set_handler_context(ctx, _self, l);
+}
+
+static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
+{
+    derive_t *srv = (void *)h2o_create_handler(pathconf, sizeof(*srv));
+    srv->super.on_context_init = on_context_init;
+    srv->super.on_req = on_req;
+    srv->cfg = s->cfg;
+    srv->store = s->store;
+    srv->gate = s->gate;
+    srv->metrics = s->metrics;
+    srv->imgopts = s->imgopts;
+    srv->flight = s->flight;
+    pthread_mutex_init(&srv->coalesce_mu, NULL);
+    for (size_t i = 0; i < pathconf->handlers.size; i++)
+        if (pathconf->handlers.entries[i]->on_req == on_hit_req)
+            ((hits_t *)pathconf->handlers.entries[i])->srv = srv;
+}
+
+static void do_register_hits(h2o_pathconf_t *pathconf, const room_services_t *s)
+{
+    h2o_create_handler(pathconf, sizeof(hits_t))->on_req = on_hit_req;
+}
+
+const room_t derive_hits_room = {"cached hits", false, do_register_hits};
+const room_t derive_room = {"derived", false, do_register};

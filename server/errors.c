@@ -47,7 +47,6 @@ static const row_t table[] = {
     {ERR_REQ, ERR_REQ_CLIENT_GONE, {499, "client_gone"}},
     {ERR_REQ, ERR_REQ_RESULT_EVICTED, {503, "result_evicted"}},
     {ERR_REQ, ERR_REQ_TIMEOUT, {408, "request_timeout"}},
-    {ERR_REQ, ERR_REQ_RANGE, {416, "range_not_satisfiable"}},
     {ERR_REQ, ERR_REQ_BUSY, {503, "busy"}},
     {ERR_REQ, ERR_REQ_NOT_FOUND, {404, "not_found"}},
     {ERR_REQ, ERR_REQ_UNSUPPORTED_BODY, {415, "unsupported_format"}},
@@ -59,6 +58,7 @@ static const row_t table[] = {
     {ERR_H2O, 404, {404, "not_found"}},
     {ERR_H2O, 405, {405, "method_not_allowed"}},
     {ERR_H2O, 413, {413, "body_too_large"}},
+    {ERR_H2O, 416, {416, "range_not_satisfiable"}}, /* h2o's file handler */
     {ERR_H2O, 417, {417, "expectation_failed"}},
 };
 

@@ -30,7 +30,6 @@ enum {
     ERR_REQ_CLIENT_GONE = 6,       /**< 499 */
     ERR_REQ_RESULT_EVICTED = 7,    /**< 503: the result went before it could be sent */
     ERR_REQ_TIMEOUT = 8,           /**< 408: no request progress for http.request_timeout */
-    ERR_REQ_RANGE = 9,             /**< 416 */
     ERR_REQ_BUSY = 10,             /**< 503: out of memory for bookkeeping */
     ERR_REQ_NOT_FOUND = 11,        /**< 404: no such key */
     ERR_REQ_UNSUPPORTED_BODY = 12, /**< 415: the upload is not an image we take */

@@ -1,10 +1,13 @@
-/* http — response helpers shared by the handlers: JSON errors (the one place error
- * codes become statuses), file responses with ETag / Last-Modified / 304 / Range, the
+/* http — the responses shared by the rooms (http.h): JSON errors (the one place error
+ * codes become statuses), stored files through h2o's file handler with our ETag, the
  * filter that turns h2o's own text errors into JSON, and the access logger (one line a
- * request, never a body). */
+ * request, never a body, written once per loop iteration). */
+#include "server/http.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,9 +16,8 @@
 #include <unistd.h>
 
 #include "server/json.h"
-#include "server/srv_internal.h"
 
-#define FILE_CHUNK (64 * 1024)
+#define HTTP_NFMT (IMGPROC_FMT_WEBP + 1) /* content types of stored files, unknown included */
 
 static bool is_head(h2o_req_t *req)
 {
@@ -68,6 +70,27 @@ static void send_error_status(h2o_req_t *req, int status, const char *code, cons
     srv__send_json(req, status, body, n);
 }
 
+/* What the responses of a path need, kept in its access logger (req->pathconf finds it):
+ * the gate that Retry-After comes from, the metrics, and h2o's file handlers. */
+struct responses {
+    h2o_logger_t super;
+    metrics_t *metrics;
+    adm_gate_t *gate;
+    bool log;                        /* http.access_log: a line per request */
+    h2o_handler_t *files[HTTP_NFMT]; /* h2o's file handler for each content type */
+    h2o_pathconf_t files_conf;       /* theirs: no request is bound to it */
+};
+
+static void log_access(h2o_logger_t *_self, h2o_req_t *req);
+
+static const struct responses *responses_of(h2o_req_t *req)
+{
+    for (size_t i = 0; req->pathconf != NULL && i < req->pathconf->loggers.size; i++)
+        if (req->pathconf->loggers.entries[i]->log_access == log_access)
+            return (void *)req->pathconf->loggers.entries[i];
+    return NULL;
+}
+
 void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt, ...)
 {
     char msg[512];
@@ -76,9 +99,10 @@ void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     err_http_t h = errors_http(domain, err);
-    if (h.status == 503) {
+    const struct responses *l = responses_of(req);
+    if (h.status == 503 && l != NULL) {
         char ra[16];
-        snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(srv__thread_of(req)->srv->gate));
+        snprintf(ra, sizeof(ra), "%" PRIu32, adm_retry_after(l->gate));
         srv__add_header(req, "retry-after", ra);
     }
     send_error_status(req, h.status, h.code, msg);
@@ -86,84 +110,14 @@ void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt
 
 /* --- files ------------------------------------------------------------------------ */
 
-struct file_gen {
-    h2o_generator_t super;
-    int fd;
-    off_t off;
-    uint64_t remaining;
-    char *buf;
-};
-
-static void on_file_dispose(void *p)
+/* Our validator: inode, size and mtime in ms. Originals are replaced by rename, so the
+ * inode changes with every version, even one of the same size in the same second (h2o's
+ * own "mtime-size" ETag would not). */
+static size_t make_etag(const struct stat *st, char *out, size_t cap)
 {
-    struct file_gen *g = p;
-    if (g->fd >= 0)
-        close(g->fd);
-}
-
-static void file_proceed(h2o_generator_t *_self, h2o_req_t *req)
-{
-    struct file_gen *self = (void *)_self;
-    size_t want = self->remaining < FILE_CHUNK ? (size_t)self->remaining : FILE_CHUNK;
-    ssize_t n;
-    while ((n = pread(self->fd, self->buf, want, self->off)) < 0 && errno == EINTR)
-        ;
-    if (n <= 0) {
-        /* the file shrank under us (it never should: we replace by rename); end the
-         * response short so the client sees a length mismatch rather than a hang */
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
-        return;
-    }
-    self->off += n;
-    self->remaining -= (uint64_t)n;
-    h2o_iovec_t buf = h2o_iovec_init(self->buf, (size_t)n);
-    h2o_send(req, &buf, 1,
-             self->remaining == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
-}
-
-static void file_stop(h2o_generator_t *_self, h2o_req_t *req)
-{
-    /* the fd is closed when the request's pool is cleared */
-}
-
-/* Parses a single "bytes=a-b" / "bytes=a-" / "bytes=-n" range. 1 = ok, 0 = ignore the
- * header (multi-range or malformed: we answer 200 with the whole file, as RFC 9110
- * allows), -1 = unsatisfiable. */
-static int parse_range(h2o_iovec_t v, uint64_t size, uint64_t *first, uint64_t *last)
-{
-    if (v.len < 7 || memcmp(v.base, "bytes=", 6) != 0 || memchr(v.base, ',', v.len) != NULL)
-        return 0;
-    const char *p = v.base + 6, *end = v.base + v.len;
-    uint64_t a = 0, b = 0;
-    bool has_a = false, has_b = false;
-    for (; p < end && *p >= '0' && *p <= '9'; p++, has_a = true) {
-        if (a > (UINT64_MAX - 9) / 10)
-            return 0;
-        a = a * 10 + (uint64_t)(*p - '0');
-    }
-    if (p == end || *p != '-')
-        return 0;
-    for (p++; p < end && *p >= '0' && *p <= '9'; p++, has_b = true) {
-        if (b > (UINT64_MAX - 9) / 10)
-            return 0;
-        b = b * 10 + (uint64_t)(*p - '0');
-    }
-    if (p != end || (!has_a && !has_b))
-        return 0;
-    if (!has_a) { /* suffix: the last b bytes */
-        if (b == 0 || size == 0)
-            return -1;
-        *first = b >= size ? 0 : size - b;
-        *last = size - 1;
-        return 1;
-    }
-    if (has_b && b < a)
-        return 0;
-    if (a >= size)
-        return -1;
-    *first = a;
-    *last = has_b && b < size ? b : size - 1;
-    return 1;
+    return (size_t)snprintf(
+        out, cap, "\"%" PRIx64 "-%" PRIx64 "-%lx\"", (uint64_t)st->st_ino, (uint64_t)st->st_size,
+        (unsigned long)(st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000));
 }
 
 static bool etag_matches(h2o_iovec_t inm, const char *etag, size_t etaglen)
@@ -190,141 +144,76 @@ static bool etag_matches(h2o_iovec_t inm, const char *etag, size_t etaglen)
     return false;
 }
 
-/* Our validator: inode, size and mtime in ms. Originals are replaced by rename, so the
- * inode changes with every version, even one of the same size in the same second (h2o's
- * own "mtime-size" ETag would not). */
-static size_t make_etag(const struct stat *st, char *out, size_t cap)
+/* What h2o's file handler does not know: our ETag. If-None-Match is answered here (h2o would
+ * compare its own tag; left in place, it also keeps h2o from applying If-Modified-Since, as
+ * RFC 9110 13.2.2 wants). A Range that h2o should not see is removed: one under an
+ * If-Range naming another version, several ranges, or another unit (the whole file is
+ * sent: RFC 9110 14.2 lets a server ignore a Range, and requires it for unknown units).
+ * true when the 304 was sent. */
+static bool answer_preconditions(h2o_req_t *req, const char *etag, size_t etaglen)
 {
-    return (size_t)snprintf(
-        out, cap, "\"%" PRIx64 "-%" PRIx64 "-%lx\"", (uint64_t)st->st_ino, (uint64_t)st->st_size,
-        (unsigned long)(st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000));
-}
-
-/* Sends an open file answering conditionals, a Range and HEAD; takes ownership of @p fd. */
-static void send_file_full(h2o_req_t *req, int fd, const struct stat *st, const char *mime)
-{
-    struct file_gen *gen = h2o_mem_alloc_shared(&req->pool, sizeof(*gen), on_file_dispose);
-    gen->fd = fd;
-    gen->super.proceed = file_proceed;
-    gen->super.stop = file_stop;
-    gen->buf = NULL;
-
-    uint64_t size = (uint64_t)st->st_size;
-    char *etag = h2o_mem_alloc_pool(&req->pool, 64);
-    size_t etaglen = make_etag(st, etag, 64);
-    char *lm = h2o_mem_alloc_pool(&req->pool, H2O_TIMESTR_RFC1123_LEN + 1);
-    struct tm gmt;
-    gmtime_r(&st->st_mtime, &gmt);
-    h2o_time2str_rfc1123(lm, &gmt);
-
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LAST_MODIFIED, NULL, lm,
-                   H2O_TIMESTR_RFC1123_LEN);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL,
-                   H2O_STRLIT("bytes"));
-
-    /* conditional GET: If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2) */
     ssize_t i;
-    bool not_modified = false;
-    if ((i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1)) != -1) {
-        not_modified = etag_matches(req->headers.entries[i].value, etag, etaglen);
-    } else if ((i = h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1)) != -1) {
-        h2o_iovec_t v = req->headers.entries[i].value;
-        not_modified = v.len == H2O_TIMESTR_RFC1123_LEN && memcmp(v.base, lm, v.len) == 0;
-        struct tm t;
-        if (!not_modified && h2o_time_parse_rfc1123(v.base, v.len, &t) == 0)
-            not_modified = timegm(&t) >= st->st_mtime;
-    }
-    if (not_modified) {
-        static h2o_generator_t nogen = {NULL, NULL};
+    if ((i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1)) != -1 &&
+        etag_matches(req->headers.entries[i].value, etag, etaglen)) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
-        h2o_start_response(req, &nogen);
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-        return;
+        h2o_send_inline(req, NULL, 0);
+        return true;
     }
-
-    uint64_t first = 0, last = size ? size - 1 : 0;
-    int range = 0;
     if ((i = h2o_find_header(&req->headers, H2O_TOKEN_RANGE, -1)) != -1) {
-        range = parse_range(req->headers.entries[i].value, size, &first, &last);
-        /* If-Range with a different validator: send the whole file */
+        h2o_iovec_t v = req->headers.entries[i].value;
         ssize_t ir = h2o_find_header(&req->headers, H2O_TOKEN_IF_RANGE, -1);
-        if (range != 0 && ir != -1 &&
-            !h2o_memis(req->headers.entries[ir].value.base, req->headers.entries[ir].value.len,
-                       etag, etaglen))
-            range = 0, first = 0, last = size ? size - 1 : 0;
+        if (v.len < 6 || memcmp(v.base, "bytes=", 6) != 0 || memchr(v.base, ',', v.len) != NULL ||
+            (ir != -1 && !h2o_memis(req->headers.entries[ir].value.base,
+                                    req->headers.entries[ir].value.len, etag, etaglen)))
+            h2o_delete_header(&req->headers, i);
     }
-    if (range < 0) {
-        char *cr = h2o_mem_alloc_pool(&req->pool, 48);
-        int n = snprintf(cr, 48, "bytes */%" PRIu64, size);
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, cr, (size_t)n);
-        srv__send_err(req, ERR_REQ, ERR_REQ_RANGE, "the range is outside the %" PRIu64 "-byte file",
-                      size);
-        return;
-    }
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, mime, strlen(mime));
-    if (range > 0) {
-        char *cr = h2o_mem_alloc_pool(&req->pool, 80);
-        int n = snprintf(cr, 80, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, first, last, size);
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, cr, (size_t)n);
-        req->res.status = 206;
-        req->res.reason = "Partial Content";
-    } else {
-        req->res.status = 200;
-        req->res.reason = "OK";
-    }
-    gen->off = (off_t)first;
-    gen->remaining = size == 0 ? 0 : last - first + 1;
-    req->res.content_length = (size_t)gen->remaining;
-    h2o_start_response(req, &gen->super);
-    if (is_head(req) || gen->remaining == 0) {
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-        return;
-    }
-    gen->buf = h2o_mem_alloc_pool(&req->pool, gen->remaining < FILE_CHUNK ? (size_t)gen->remaining
-                                                                          : FILE_CHUNK);
-    file_proceed(&gen->super, req);
+    return false;
 }
 
-bool srv__serve_path(srv_t *srv, h2o_req_t *req, const char *path, struct stat *sb)
+bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb)
 {
-    /* the loop's h2o filecache: files opened in this loop iteration are opened once (it
-     * is cleared after every iteration, so a replaced file is never served stale) */
+    const struct responses *self = responses_of(req);
+    if (self == NULL) /* a path without http_register: nothing to send files with */
+        return false;
+    /* the loop's filecache: opened once per loop iteration, and h2o's handler below finds
+     * the same descriptor there (the cache is emptied after every iteration, so a replaced
+     * file is never served stale) */
     h2o_filecache_ref_t *ref =
         h2o_filecache_open_file(req->conn->ctx->filecache, path, O_RDONLY | O_CLOEXEC);
     if (ref == NULL)
         return false;
     unsigned char magic[16];
-    ssize_t n;
-    if (!S_ISREG(ref->st.st_mode) || (n = pread(ref->fd, magic, sizeof(magic), 0)) < 0) {
+    ssize_t n = 0;
+    if (!S_ISREG(ref->st.st_mode) ||
+        (fmt == IMGPROC_FMT_UNKNOWN && (n = pread(ref->fd, magic, sizeof(magic), 0)) < 0)) {
         h2o_filecache_close_file(ref);
         return false;
     }
+    if (fmt == IMGPROC_FMT_UNKNOWN)
+        fmt = imgproc_sniff(magic, (size_t)n);
     struct stat st = ref->st;
+    h2o_filecache_close_file(ref);
     if (sb != NULL)
         *sb = st;
-    const char *mime = imgproc_fmt_mime(imgproc_sniff(magic, (size_t)n));
-    bool plain = !is_head(req) && h2o_find_header(&req->headers, H2O_TOKEN_RANGE, -1) == -1 &&
-                 h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1) == -1 &&
-                 h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1) == -1;
-    if (plain) {
-        /* the common case, a whole GET: h2o's own file sender (Last-Modified,
-         * Accept-Ranges, Content-Length, the body from the cached descriptor) with our ETag */
-        char *etag = h2o_mem_alloc_pool(&req->pool, 64);
-        size_t etaglen = make_etag(&st, etag, 64);
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
-        h2o_filecache_close_file(ref);
-        return h2o_file_send(req, 200, "OK", path, h2o_iovec_init(mime, strlen(mime)),
-                             H2O_FILE_FLAG_NO_ETAG) == 0;
-    }
-    /* conditionals, ranges and HEAD: answered here, from the same open file */
-    int fd = dup(ref->fd);
-    h2o_filecache_close_file(ref);
-    if (fd < 0)
-        return false;
-    send_file_full(req, fd, &st, mime);
-    return true;
+
+    size_t nheaders = req->res.headers.size;
+    char *etag = h2o_mem_alloc_pool(&req->pool, 64);
+    size_t etaglen = make_etag(&st, etag, 64);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
+    if (answer_preconditions(req, etag, etaglen))
+        return true;
+    /* h2o's file handler of the file's type: Last-Modified, If-Modified-Since (304), one
+     * Range (206 / 416), HEAD, Content-Length and the body from the cached descriptor. It
+     * maps a request path to a file; ours is the file's absolute path (store.h). */
+    h2o_iovec_t saved = req->path_normalized;
+    req->path_normalized = h2o_iovec_init(path, strlen(path));
+    h2o_handler_t *h = self->files[fmt < HTTP_NFMT ? fmt : IMGPROC_FMT_UNKNOWN];
+    int r = h->on_req(h, req);
+    req->path_normalized = saved;
+    if (r != 0) /* gone since we looked: nothing was sent */
+        req->res.headers.size = nheaders;
+    return r == 0;
 }
 
 /* --- client liveness ------------------------------------------------------------------ */
@@ -376,6 +265,7 @@ static void on_setup_json_errors(h2o_filter_t *self, h2o_req_t *req, h2o_ostream
         h2o_memis(req->res.headers.entries[ct].value.base, req->res.headers.entries[ct].value.len,
                   H2O_STRLIT("text/plain; charset=utf-8"))) {
         const char *code = errors_http(ERR_H2O, req->res.status).code;
+        srv__set_env(req, "TG_ERROR", "%s", code);
         const char *reason = req->res.reason ? req->res.reason : "error";
         char *json = h2o_mem_alloc_pool(&req->pool, 400);
         json_t j;
@@ -396,11 +286,6 @@ static void on_setup_json_errors(h2o_filter_t *self, h2o_req_t *req, h2o_ostream
 
 /* --- access log and request metrics ------------------------------------------------ */
 
-struct access_logger {
-    h2o_logger_t super;
-    srv_t *srv;
-};
-
 static h2o_iovec_t env_or(h2o_req_t *req, const char *name, size_t len, const char *dflt)
 {
     h2o_iovec_t *v = h2o_req_getenv(req, name, len, 0);
@@ -416,17 +301,55 @@ static metrics_route_t route_of(h2o_req_t *req)
     return METRICS_ROUTE_OTHER;
 }
 
+/* Access lines gather in the loop thread's buffer and go to stderr in whole-line writes of
+ * at most PIPE_BUF bytes (atomic on a pipe, so lines of two loops never interleave): when
+ * the buffer is full and after every loop iteration (http_log_flush). Memory: PIPE_BUF
+ * bytes per thread that logs. */
+static _Thread_local struct {
+    size_t len;
+    char buf[PIPE_BUF];
+} logbuf;
+
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* stderr is gone: nothing to tell it */
+        p += w, n -= (size_t)w;
+    }
+}
+
+void http_log_flush(void)
+{
+    write_all(logbuf.buf, logbuf.len);
+    logbuf.len = 0;
+}
+
+static void log_append(const char *line, size_t n)
+{
+    if (logbuf.len + n > sizeof(logbuf.buf))
+        http_log_flush();
+    if (n > sizeof(logbuf.buf)) {
+        write_all(line, n);
+        return;
+    }
+    memcpy(logbuf.buf + logbuf.len, line, n);
+    logbuf.len += n;
+}
+
 static void log_access(h2o_logger_t *_self, h2o_req_t *req)
 {
-    struct access_logger *self = (void *)_self;
-    srv_t *srv = self->srv;
+    struct responses *self = (void *)_self;
     int status = req->res.status;
     metrics_route_t route = route_of(req);
-    atomic_fetch_add_explicit(&srv->metrics.requests[route][metrics_status_slot(status)], 1,
+    atomic_fetch_add_explicit(&self->metrics->requests[route][metrics_status_slot(status)], 1,
                               memory_order_relaxed);
-    atomic_fetch_add_explicit(&srv->metrics.bytes_out, req->bytes_sent, memory_order_relaxed);
-    atomic_fetch_add_explicit(&srv->metrics.bytes_in, req->entity.len, memory_order_relaxed);
-    if (!srv->cfg->access_log)
+    atomic_fetch_add_explicit(&self->metrics->bytes_out, req->bytes_sent, memory_order_relaxed);
+    atomic_fetch_add_explicit(&self->metrics->bytes_in, req->entity.len, memory_order_relaxed);
+    if (!self->log)
         return;
 
     int64_t dur_us = -1;
@@ -466,14 +389,31 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     json_strn(&j, "admission", a.base, a.len < 40 ? a.len : 40);
     json_strn(&j, "error", e.base, e.len < 40 ? e.len : 40);
     size_t n = json_end(&j);
-    fwrite(line, 1, n, stderr);
+    log_append(line, n);
 }
 
-void srv__register_http_filters(srv_t *srv, h2o_pathconf_t *pathconf)
+void http_register(h2o_pathconf_t *pathconf, const room_services_t *s)
 {
     h2o_filter_t *f = h2o_create_filter(pathconf, sizeof(*f));
     f->on_setup_ostream = on_setup_json_errors;
-    struct access_logger *l = (void *)h2o_create_logger(pathconf, sizeof(*l));
+    struct responses *l = (void *)h2o_create_logger(pathconf, sizeof(*l));
     l->super.log_access = log_access;
-    l->srv = srv;
+    l->metrics = s->metrics;
+    l->gate = s->gate;
+    l->log = s->cfg->access_log;
+    /* h2o's file handlers live on a pathconf of their own, reachable by no request: each
+     * has a single content type (its default; no extension is mapped) and sends our ETag */
+    h2o_pathconf_t *files = &l->files_conf;
+    h2o_mimemap_t *none = h2o_mimemap_create();
+    h2o_config_init_pathconf(files, pathconf->global, "/", none);
+    static const char *no_index[] = {NULL};
+    for (int fmt = 0; fmt < HTTP_NFMT; fmt++) {
+        h2o_mimemap_t *m = h2o_mimemap_create();
+        h2o_mimemap_clear_types(m);
+        h2o_mimemap_set_default_type(m, imgproc_fmt_mime(fmt), NULL);
+        l->files[fmt] =
+            (h2o_handler_t *)h2o_file_register(files, "/", no_index, m, H2O_FILE_FLAG_NO_ETAG);
+        h2o_mem_release_shared(m);
+    }
+    h2o_mem_release_shared(none);
 }

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,13 +17,26 @@
 #include "server/auth.h"
 #include "server/iopool.h"
 #include "server/json.h"
-#include "server/srv_internal.h"
+#include "server/http.h"
+#include "server/route.h"
+
+/* The room: what it borrows from the process, and its per-loop io receiver. */
+typedef struct {
+    h2o_handler_t super;
+    const cfg_t *cfg;
+    store_t *store;
+    metrics_t *metrics;
+} originals_t;
+
+struct originals_loop {
+    h2o_multithread_receiver_t io_rx; /* completions of this loop's writes (iopool.h) */
+};
 
 /* Writes need the Bearer token when one is configured, else a loopback client. */
-static bool check_write_auth(srv_t *srv, h2o_req_t *req)
+static bool check_write_auth(originals_t *self, h2o_req_t *req)
 {
     const char *msg = NULL;
-    int code = auth_write(srv->cfg->write_token, req, &msg);
+    int code = auth_write(self->cfg->write_token, req, &msg);
     if (code == 0)
         return true;
     if (code == ERR_AUTH_NO_TOKEN)
@@ -30,6 +44,11 @@ static bool check_write_auth(srv_t *srv, h2o_req_t *req)
                        H2O_STRLIT("Bearer"));
     srv__send_err(req, ERR_AUTH, code, "%s", msg);
     return false;
+}
+
+static struct originals_loop *loop_of(originals_t *self, h2o_req_t *req)
+{
+    return h2o_context_get_handler_context(req->conn->ctx, &self->super);
 }
 
 struct put_task {
@@ -82,9 +101,9 @@ static void put_done(iopool_task_t *_t)
     free(t);
 }
 
-void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen)
+static void handle_put(originals_t *self, h2o_req_t *req, const char *key, size_t keylen)
 {
-    if (!check_write_auth(srv, req))
+    if (!check_write_auth(self, req))
         return;
     h2o_iovec_t body = req->entity;
     if (body.base == NULL || body.len == 0) {
@@ -95,28 +114,28 @@ void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen)
     imgproc_probe_t probe;
     imgproc_err_t ierr = {0};
     if (imgproc_sniff(body.base, body.len) == IMGPROC_FMT_UNKNOWN) {
-        atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&self->metrics->rejected_format, 1, memory_order_relaxed);
         srv__send_err(req, ERR_REQ, ERR_REQ_UNSUPPORTED_BODY,
                       "the body is not a JPEG, PNG or WebP image");
         return;
     }
     /* header only: no pixel is decoded on upload */
     if (imgproc_probe_buf(body.base, body.len, &probe, &ierr) != 0) {
-        atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&self->metrics->rejected_format, 1, memory_order_relaxed);
         srv__send_err(req, ERR_IMGPROC, IMGPROC_E_CORRUPT, "the image header is malformed: %s",
                       ierr.msg);
         return;
     }
-    if ((uint64_t)probe.width * probe.height > srv->cfg->max_pixels) {
-        atomic_fetch_add_explicit(&srv->metrics.rejected_pixels, 1, memory_order_relaxed);
+    if ((uint64_t)probe.width * probe.height > self->cfg->max_pixels) {
+        atomic_fetch_add_explicit(&self->metrics->rejected_pixels, 1, memory_order_relaxed);
         srv__send_err(req, ERR_REQ, ERR_REQ_TOO_MANY_PIXELS,
                       "the header declares %" PRIu32 "x%" PRIu32
                       " pixels, over limits.max_pixels %" PRIu64,
-                      probe.width, probe.height, srv->cfg->max_pixels);
+                      probe.width, probe.height, self->cfg->max_pixels);
         return;
     }
     if (!imgproc_is_complete(body.base, body.len, probe.fmt)) {
-        atomic_fetch_add_explicit(&srv->metrics.rejected_format, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&self->metrics->rejected_format, 1, memory_order_relaxed);
         srv__send_err(req, ERR_IMGPROC, IMGPROC_E_CORRUPT,
                       "the %s image is truncated: it ends before its last marker",
                       imgproc_fmt_name(probe.fmt));
@@ -127,8 +146,8 @@ void srv__handle_put(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen)
         srv__send_err(req, ERR_REQ, ERR_REQ_BUSY, "out of memory");
         return;
     }
-    t->super.reply_to = &srv__thread_of(req)->io_rx;
-    t->store = srv->store;
+    t->super.reply_to = &loop_of(self, req)->io_rx;
+    t->store = self->store;
     t->super.run = put_run;
     t->super.done = put_done;
     t->req = req;
@@ -169,20 +188,62 @@ static void del_done(iopool_task_t *_t)
     free(t);
 }
 
-void srv__handle_delete(srv_t *srv, h2o_req_t *req, const char *key, size_t keylen)
+static void handle_delete(originals_t *self, h2o_req_t *req, const char *key, size_t keylen)
 {
-    if (!check_write_auth(srv, req))
+    if (!check_write_auth(self, req))
         return;
     struct del_task *t = calloc(1, sizeof(*t));
     if (t == NULL) {
         srv__send_err(req, ERR_REQ, ERR_REQ_BUSY, "out of memory");
         return;
     }
-    t->super.reply_to = &srv__thread_of(req)->io_rx;
-    t->store = srv->store;
+    t->super.reply_to = &loop_of(self, req)->io_rx;
+    t->store = self->store;
     t->super.run = del_run;
     t->super.done = del_done;
     t->req = req;
     t->key = h2o_strdup(&req->pool, key, keylen).base;
     iopool_submit(&t->super);
 }
+
+static int on_req(h2o_handler_t *_self, h2o_req_t *req)
+{
+    originals_t *self = (void *)_self;
+    route_t rt;
+    if (route_parse_key(req->path.base, req->path.len, &rt) != 0)
+        return -1; /* the router answers bad keys before any room sees them */
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("PUT"))) {
+        handle_put(self, req, rt.key, rt.keylen);
+        return 0;
+    }
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"))) {
+        handle_delete(self, req, rt.key, rt.keylen);
+        return 0;
+    }
+    char path[STORE_PATH_MAX];
+    store_orig_path(self->store, rt.key, path, sizeof(path));
+    return srv__serve_path(req, path, IMGPROC_FMT_UNKNOWN, NULL)
+               ? 0
+               : -1; /* else maybe a derived URL */
+}
+
+static void on_context_init(h2o_handler_t *_self, h2o_context_t *ctx)
+{
+    struct originals_loop *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        h2o_fatal("no memory for a loop's originals room");
+    iopool_init_loop(ctx->queue, &l->io_rx);
+    h2o_context_set_handler_context(ctx, _self, l);
+}
+
+static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
+{
+    originals_t *self = (void *)h2o_create_handler(pathconf, sizeof(*self));
+    self->super.on_context_init = on_context_init;
+    self->super.on_req = on_req;
+    self->cfg = s->cfg;
+    self->store = s->store;
+    self->metrics = s->metrics;
+}
+
+const room_t originals_room = {"originals", false, do_register};

@@ -1,18 +1,19 @@
 /* router — request to handler room (see router.h). */
 #include "server/router.h"
 
-#include "server/srv_internal.h"
+#include "server/http.h"
+#include "server/route.h"
 
-struct api_handler {
-    h2o_handler_t super;
-    srv_t *srv;
-};
+/* The rooms in the order they see a request: an exact stored key wins over the derived
+ * grammar, so originals comes before derived; the cached hits derive remembers come first
+ * (it forgets them when a key is stored). derive_room registers after derive_hits_room. */
+static const room_t *const rooms[] = {&derive_hits_room, &originals_room, &derive_room,
+                                      &admin_room};
 
-static int on_api_req(h2o_handler_t *_self, h2o_req_t *req)
+/* Method and key checks: 405 / 400 here; anything else goes on to the rooms. */
+static int on_check(h2o_handler_t *self, h2o_req_t *req)
 {
-    srv_t *srv = ((struct api_handler *)_self)->srv;
-    srv__track_request(req);
-    route_t *rt = h2o_mem_alloc_pool(&req->pool, sizeof(*rt));
+    route_t rt;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     bool put = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("PUT"));
@@ -25,48 +26,28 @@ static int on_api_req(h2o_handler_t *_self, h2o_req_t *req)
                       (int)(req->method.len < 16 ? req->method.len : 16), req->method.base);
         return 0;
     }
-    if (route_parse_key(req->path.base, req->path.len, rt) != 0) {
+    if (route_parse_key(req->path.base, req->path.len, &rt) != 0) {
         srv__send_err(req, ERR_ROUTE, ROUTE_E_BADKEY,
                       "keys are segments of [A-Za-z0-9._-] joined by '/', at most %d bytes, "
-                      "without '.' or '..' "
-                      "segments",
+                      "without '.' or '..' segments",
                       ROUTE_KEY_MAX);
         return 0;
     }
-    if (put) {
-        srv__set_env(req, "TG_ROUTE", "put");
-        srv__handle_put(srv, req, rt->key, rt->keylen);
-        return 0;
-    }
-    if (del) {
-        srv__set_env(req, "TG_ROUTE", "delete");
-        srv__handle_delete(srv, req, rt->key, rt->keylen);
-        return 0;
-    }
-    char path[STORE_PATH_MAX];
-    store_orig_path(srv->store, rt->key, path, sizeof(path));
-    srv__set_env(req, "TG_ROUTE", "original");
-    if (srv__serve_path(srv, req, path, NULL)) /* an exact stored key always wins */
-        return 0;
-    int r = route_parse_derived(rt);
-    if (r == -ROUTE_E_BADSIZE) {
-        srv__set_env(req, "TG_ROUTE", "derived");
-        srv__send_err(req, ERR_ROUTE, ROUTE_E_BADSIZE,
-                      "sizes are 1..%u pixels, without leading zeros", ROUTE_DIM_MAX);
-        return 0;
-    }
-    if (rt->derived) {
-        srv__set_env(req, "TG_ROUTE", "derived");
-        srv__handle_derive(srv, req, rt);
-        return 0;
-    }
+    srv__set_env(req, "TG_ROUTE", put ? "put" : del ? "delete" : "original");
+    return -1;
+}
+
+/* No room answered: a GET of a key that is neither stored nor derived. */
+static int on_not_found(h2o_handler_t *self, h2o_req_t *req)
+{
     srv__send_err(req, ERR_REQ, ERR_REQ_NOT_FOUND, "no original stored under this key");
     return 0;
 }
 
-void router_register(struct srv *srv, h2o_pathconf_t *pathconf)
+void router_register(h2o_pathconf_t *api, h2o_pathconf_t *admin, const room_services_t *s)
 {
-    struct api_handler *h = (void *)h2o_create_handler(pathconf, sizeof(*h));
-    h->super.on_req = on_api_req;
-    h->srv = srv;
+    h2o_create_handler(api, sizeof(h2o_handler_t))->on_req = on_check;
+    for (size_t i = 0; i < sizeof(rooms) / sizeof(rooms[0]); i++)
+        rooms[i]->register_(rooms[i]->admin ? admin : api, s);
+    h2o_create_handler(api, sizeof(h2o_handler_t))->on_req = on_not_found;
 }

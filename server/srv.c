@@ -1,6 +1,7 @@
-/* srv — process set-up and the event loops: h2o configuration, one loop per thread
- * with its own SO_REUSEPORT listener, a small io pool for disk-heavy work, the signal
- * thread, graceful drain, and the request router of the public API. */
+/* srv — the lifecycle: process set-up (store, plan, gate, connection guard, flight
+ * recorder), h2o configuration, one event loop per thread with its own SO_REUSEPORT
+ * listener, the io pool, the signal thread, graceful drain and stop. It knows no handler:
+ * the rooms come from router_register with the services made here (room.h). */
 #include "server/srv.h"
 
 #include <arpa/inet.h>
@@ -19,14 +20,67 @@
 
 #include "server/connguard.h"
 #include "server/conns.h"
+#include "server/flight.h"
+#include "server/http.h"
 #include "server/iopool.h"
+#include "server/json.h"
+#include "server/room.h"
 #include "server/router.h"
 #include "server/sysfacts.h"
-#include "server/flight.h"
-#include "server/json.h"
-#include "server/srv_internal.h"
 
 #define IO_THREADS 2 /* uploads are fsynced here: more would only queue on the disk */
+
+typedef struct srv srv_t;
+
+/** One event loop thread: its h2o context, listener and control receiver. */
+typedef struct srv_thread {
+    srv_t *srv;
+    unsigned idx;
+    pthread_t tid;
+    h2o_evloop_t *loop;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    struct conns *conns; /**< listener, accept limit, watchdog (conns.c) */
+    /* admin listener: only on thread 0, with its own globalconf/context */
+    h2o_context_t admin_ctx;
+    h2o_accept_ctx_t admin_accept_ctx;
+    h2o_socket_t *admin_listener;
+    h2o_multithread_receiver_t ctl_rx; /**< shutdown requests */
+    h2o_timeout_t tick_timeout;
+    h2o_timeout_entry_t tick; /**< housekeeping: the watchdog, store upkeep, flight */
+    uint64_t inflight;        /**< requests handled and not yet disposed (this loop) */
+    uint64_t last_watch_ms;
+    bool draining;
+    bool ready; /**< set up by its own thread (under srv->setup_mu) */
+} srv_thread_t;
+
+/** The process: what the lifecycle made at start, and the loops. */
+struct srv {
+    const cfg_t *cfg;
+    h2o_globalconf_t globalconf;
+    h2o_globalconf_t admin_globalconf;
+    h2o_hostconf_t *hostconf, *admin_hostconf;
+    unsigned nthreads;
+    srv_thread_t *threads;
+    store_t *store;
+    adm_gate_t *gate;
+    metrics_t metrics;
+    imgproc_opts_t imgopts;
+    room_services_t services; /**< what the rooms borrow (pointers into this struct) */
+    int listen_fd, admin_fd;
+    struct sockaddr_storage listen_addr;
+    atomic_bool shutting_down;
+    atomic_int loops_done;
+    pthread_mutex_t setup_mu; /**< loops report their own set-up to srv_run */
+    pthread_cond_t setup_cv;
+    unsigned setup_reported;
+    bool setup_failed;
+    uint64_t started_at_ms;
+    uint64_t shutdown_deadline_ms;
+    struct flight *flight;
+    memplan_t plan;          /**< the memory plan worked out at start (memplan.h) */
+    struct connguard *guard; /**< connection and request-body bounds (connguard.h) */
+};
 
 void srv_block_signals(sigset_t *set)
 {
@@ -40,16 +94,11 @@ void srv_block_signals(sigset_t *set)
         *set = sigs;
 }
 
-/* --- small helpers ------------------------------------------------------------------- */
+/* --- requests in flight (the drain waits for them) ------------------------------------ */
 
-uint64_t srv__now_ms(void)
+static uint64_t srv__now_ms(void)
 {
     return adm_now_ms();
-}
-
-srv_thread_t *srv__thread_of(h2o_req_t *req)
-{
-    return H2O_STRUCT_FROM_MEMBER(srv_thread_t, ctx, req->conn->ctx);
 }
 
 struct req_track {
@@ -62,11 +111,14 @@ static void on_req_disposed(void *p)
     t->th->inflight--;
 }
 
-void srv__track_request(h2o_req_t *req)
+/* The first handler of the public API: counts the request as in flight until its pool is
+ * cleared, then passes it on to the router. */
+static int on_track_request(h2o_handler_t *self, h2o_req_t *req)
 {
     struct req_track *t = h2o_mem_alloc_shared(&req->pool, sizeof(*t), on_req_disposed);
-    t->th = srv__thread_of(req);
+    t->th = H2O_STRUCT_FROM_MEMBER(srv_thread_t, ctx, req->conn->ctx);
     t->th->inflight++;
+    return -1;
 }
 
 /* --- loops and shutdown ------------------------------------------------------------------ */
@@ -101,7 +153,6 @@ static void on_tick(h2o_timeout_entry_t *entry)
 {
     srv_thread_t *th = H2O_STRUCT_FROM_MEMBER(srv_thread_t, tick, entry);
     uint64_t now = srv__now_ms();
-    srv__derive_tick(th);
     if (now - th->last_watch_ms >= 500) {
         th->last_watch_ms = now;
         if (th->idx == 0)
@@ -141,6 +192,7 @@ static void *loop_main(void *arg)
     while (!(th->draining && (loop_is_drained(th) || srv__now_ms() >= srv->shutdown_deadline_ms) &&
              (th->idx != 0 || (unsigned)atomic_load(&srv->loops_done) >= srv->nthreads - 1))) {
         h2o_evloop_run(th->loop, 1000);
+        http_log_flush();
         connguard_scan(srv->guard, &th->ctx, th->idx);
         /* files opened this iteration are not reused later: a replaced file is never stale */
         h2o_filecache_clear(th->ctx.filecache);
@@ -156,6 +208,7 @@ static void *loop_main(void *arg)
             }
         }
     }
+    http_log_flush();
     atomic_fetch_add(&srv->loops_done, 1);
     return NULL;
 }
@@ -166,9 +219,7 @@ static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx)
     h2o_context_init(&th->ctx, th->loop, &srv->globalconf);
     th->accept_ctx.ctx = &th->ctx;
     th->accept_ctx.hosts = srv->globalconf.hosts;
-    iopool_init_loop(th->ctx.queue, &th->io_rx);
     h2o_multithread_register_receiver(th->ctx.queue, &th->ctl_rx, on_ctl_messages);
-    srv__derive_init_loop(th);
     h2o_timeout_init(th->loop, &th->tick_timeout, 100);
     th->tick.cb = on_tick;
     h2o_timeout_link(th->loop, &th->tick_timeout, &th->tick);
@@ -241,7 +292,6 @@ int srv_run(const cfg_t *cfg)
     int ret = 1;
     srv->cfg = cfg;
     srv->started_at_ms = srv__now_ms();
-    pthread_mutex_init(&srv->coalesce_mu, NULL);
     pthread_mutex_init(&srv->setup_mu, NULL);
     pthread_cond_init(&srv->setup_cv, NULL);
     srv->admin_fd = -1;
@@ -322,11 +372,6 @@ int srv_run(const cfg_t *cfg)
     srv->globalconf.filecache.capacity = 64; /* per loop, emptied after every loop iteration */
     srv->hostconf =
         h2o_config_register_host(&srv->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    h2o_pathconf_t *pathconf = h2o_config_register_path(srv->hostconf, "/", 0);
-    router_register(srv, pathconf);
-    srv__register_http_filters(srv, pathconf);
-    srv__register_http_filters(srv, &srv->hostconf->fallback_path);
-    srv__admin_register(srv);
 
     socklen_t len;
     if (conns_parse_hostport(cfg->listen, &srv->listen_addr, &len) != 0 ||
@@ -368,6 +413,29 @@ int srv_run(const cfg_t *cfg)
         fprintf(stderr, "thumbgate: flight recorder off: %s\n", err);
     else if (cfg->log_level >= CFG_LOG_WARN)
         flight_log_previous(srv->flight, stderr); /* the previous run was killed: say so */
+
+    /* the rooms, with what they borrow */
+    srv->services = (room_services_t){.cfg = cfg,
+                                      .store = srv->store,
+                                      .gate = srv->gate,
+                                      .metrics = &srv->metrics,
+                                      .imgopts = &srv->imgopts,
+                                      .flight = srv->flight,
+                                      .guard = srv->guard,
+                                      .plan = &srv->plan,
+                                      .draining = &srv->shutting_down,
+                                      .started_at_ms = srv->started_at_ms};
+    h2o_pathconf_t *pathconf = h2o_config_register_path(srv->hostconf, "/", 0);
+    h2o_create_handler(pathconf, sizeof(h2o_handler_t))->on_req = on_track_request;
+    h2o_config_init(&srv->admin_globalconf);
+    srv->admin_globalconf.http1.upgrade_to_http2 = 0;
+    srv->admin_globalconf.max_request_entity_size = 4096;
+    srv->admin_hostconf = h2o_config_register_host(&srv->admin_globalconf,
+                                                   h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    router_register(pathconf, h2o_config_register_path(srv->admin_hostconf, "/", 0),
+                    &srv->services);
+    http_register(pathconf, &srv->services);
+    http_register(&srv->hostconf->fallback_path, &srv->services);
 
     srv->nthreads = cfg->threads ? cfg->threads : sysfacts_ncores();
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));

@@ -29,6 +29,7 @@ struct store {
     _Atomic uint64_t cache_bytes;
     _Atomic uint64_t evictions;
     _Atomic uint64_t seq;
+    _Atomic uint64_t epoch; /* bumped by every change a served file may depend on */
     pthread_mutex_t evict_mu;
 };
 
@@ -447,6 +448,7 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
         snprintf(err, errlen, "rename: %s", strerror(errno));
         goto out_unlink;
     }
+    atomic_fetch_add(&st->epoch, 1);
     fsync_parent(final);
 
     char stem[520]; /* keys are at most 512 bytes */
@@ -458,6 +460,7 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
         point_stem(st, stem, base);
         drop_stem_cache(st, stem, gen);
     }
+    atomic_fetch_add(&st->epoch, 1);
     return 0;
 
 out_unlink:
@@ -515,6 +518,7 @@ int store_delete(store_t *st, const char *key)
     store_orig_path(st, key, final, sizeof(final));
     if (unlink(final) != 0)
         return map_errno(errno);
+    atomic_fetch_add(&st->epoch, 1);
     fsync_parent(final);
     char orig_root[STORE_PATH_MAX];
     snprintf(orig_root, sizeof(orig_root), "%s/orig", st->root);
@@ -530,6 +534,7 @@ int store_delete(store_t *st, const char *key)
             gen_name(&src, gen, sizeof(gen));
         drop_stem_cache(st, stem, other ? gen : NULL);
     }
+    atomic_fetch_add(&st->epoch, 1);
     return 0;
 }
 
@@ -652,6 +657,7 @@ void store_cache_evict(store_t *st)
         nftw(cache, on_ev_remove, 16, FTW_DEPTH | FTW_PHYS);
         cache_sub(st, ev.freed);
         atomic_fetch_add(&st->evictions, ev.files_removed);
+        atomic_fetch_add(&st->epoch, 1);
     }
     pthread_mutex_unlock(&st->evict_mu);
 }
@@ -707,6 +713,11 @@ bool store_out_of_space(const store_t *st)
         return false;
     /* a write that failed for space leaves (nearly) no free block or no free inode */
     return (uint64_t)vfs.f_bfree * vfs.f_frsize < (64u << 10) || vfs.f_ffree == 0;
+}
+
+uint64_t store_epoch(const store_t *st)
+{
+    return atomic_load_explicit(&((store_t *)st)->epoch, memory_order_acquire);
 }
 
 void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions)

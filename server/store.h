@@ -90,6 +90,11 @@ void store_cache_touch(const char *path, const struct stat *sb);
  *  failed result write that ran out of space (507) from other I/O errors. */
 bool store_out_of_space(const store_t *st);
 
+/** A number that changes whenever this instance stores, replaces or deletes an original or
+ *  evicts results: what a file chosen for a URL before may depend on. (Other instances
+ *  sharing the root do not change it.) */
+uint64_t store_epoch(const store_t *st);
+
 /** Bytes currently held by cached results, and the number of evictions so far. */
 void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions);
 

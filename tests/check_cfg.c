@@ -153,9 +153,26 @@ END_TEST
 START_TEST(test_cfg_parse_size_rejects_bad_and_overflow)
 {
     static const char *const bad[] = {
-        "",     "MiB",  "-1",    "+1",    "1.5GiB", "12XB", "1 MiB", " 1",   "1 ",   "1iB",
-        "1KIBB", "0x10", "1e6",  "1MiBs", "GiB1",   "1Pi",  "18446744073709551616",
-        "17179869184GiB", "16777216TiB", "99999999999999999999999999k",
+        "",
+        "MiB",
+        "-1",
+        "+1",
+        "1.5GiB",
+        "12XB",
+        "1 MiB",
+        " 1",
+        "1 ",
+        "1iB",
+        "1KIBB",
+        "0x10",
+        "1e6",
+        "1MiBs",
+        "GiB1",
+        "1Pi",
+        "18446744073709551616",
+        "17179869184GiB",
+        "16777216TiB",
+        "99999999999999999999999999k",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v = 7;
@@ -172,9 +189,14 @@ START_TEST(test_cfg_parse_duration_accepts_units)
         const char *s;
         uint64_t want;
     } cases[] = {
-        {"0", 0},     {"500ms", 500},      {"30s", 30000}, {"2m", 120000}, {"1h", 3600000},
+        {"0", 0},
+        {"500ms", 500},
+        {"30s", 30000},
+        {"2m", 120000},
+        {"1h", 3600000},
         {"1500", 1500}, /* bare = ms, per cfg.h; the config setter insists on a unit */
-        {"0s", 0},    {"5124095576030h", UINT64_C(5124095576030) * 3600000},
+        {"0s", 0},
+        {"5124095576030h", UINT64_C(5124095576030) * 3600000},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         uint64_t v = 1;
@@ -186,9 +208,21 @@ END_TEST
 
 START_TEST(test_cfg_parse_duration_rejects_bad_and_overflow)
 {
-    static const char *const bad[] = {"",   "s",   "ms", "1d",  "-1s",  "1.5s", "5 s", "1S",
-                                       "1H", "1sec", "1hm", "s1", "5124095576031h",
-                                       "18446744073709551616", "18446744073709552s"};
+    static const char *const bad[] = {"",
+                                      "s",
+                                      "ms",
+                                      "1d",
+                                      "-1s",
+                                      "1.5s",
+                                      "5 s",
+                                      "1S",
+                                      "1H",
+                                      "1sec",
+                                      "1hm",
+                                      "s1",
+                                      "5124095576031h",
+                                      "18446744073709551616",
+                                      "18446744073709552s"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v = 7;
         ck_assert_msg(cfg_parse_duration(bad[i], &v) == -1, "accepted %s", bad[i]);
@@ -259,8 +293,9 @@ END_TEST
 
 START_TEST(test_cfg_duration_good_and_bad)
 {
-    const cfg_t *c = ok("memory: {queue_timeout: 500ms, job_timeout: 2s}\nhttp: {request_timeout: 2m,"
-                        " shutdown_timeout: 0, idle_timeout: 1h}\nflight: {interval: 250ms}\n");
+    const cfg_t *c =
+        ok("memory: {queue_timeout: 500ms, job_timeout: 2s}\nhttp: {request_timeout: 2m,"
+           " shutdown_timeout: 0, idle_timeout: 1h}\nflight: {interval: 250ms}\n");
     ck_assert_uint_eq(c->queue_timeout_ms, 500);
     ck_assert_uint_eq(c->job_timeout_ms, 2000);
     ck_assert_uint_eq(c->req_timeout_ms, 120000);
@@ -284,7 +319,7 @@ START_TEST(test_cfg_bool_good_and_bad)
     static const struct {
         const char *text;
         bool want;
-    } cases[] = {{"true", true}, {"false", false}, {"yes", true}, {"no", false},
+    } cases[] = {{"true", true}, {"false", false}, {"yes", true},  {"no", false},
                  {"on", true},   {"off", false},   {"True", true}, {"OFF", false}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char yaml[64];
@@ -293,9 +328,8 @@ START_TEST(test_cfg_bool_good_and_bad)
         ck_assert_msg(c->keep_icc == cases[i].want, "%s", cases[i].text);
         cfg_free(c);
     }
-    fails_exactly("log:\n  access: maybe\n",
-                  "t.yaml:2: log.access: bad boolean \"maybe\" "
-                  "(use true/false, yes/no or on/off)\n");
+    fails_exactly("log:\n  access: maybe\n", "t.yaml:2: log.access: bad boolean \"maybe\" "
+                                             "(use true/false, yes/no or on/off)\n");
     fails_with("log: {access: 1}\n", "bad boolean \"1\"");
     fails_with("log: {access: }\n", "missing value");
 }
@@ -571,17 +605,17 @@ END_TEST
 
 START_TEST(test_cfg_reports_every_error_with_its_line)
 {
-    fails_exactly("listen: nowhere\n"                /* 1 */
-                  "memory:\n"                        /* 2 */
-                  "  budget: 12XB\n"                 /* 3 */
-                  "  mode: lazy\n"                   /* 4 */
-                  "  bogus: 1\n"                     /* 5 */
-                  "output:\n"                        /* 6 */
-                  "  jpeg_quality: 101\n"            /* 7 */
-                  "  jpeg_quality: 90\n"             /* 8 */
-                  "log:\n"                           /* 9 */
-                  "  level: [info]\n"                /* 10 */
-                  "http: {request_timeout: 10}\n",   /* 11 */
+    fails_exactly("listen: nowhere\n"              /* 1 */
+                  "memory:\n"                      /* 2 */
+                  "  budget: 12XB\n"               /* 3 */
+                  "  mode: lazy\n"                 /* 4 */
+                  "  bogus: 1\n"                   /* 5 */
+                  "output:\n"                      /* 6 */
+                  "  jpeg_quality: 101\n"          /* 7 */
+                  "  jpeg_quality: 90\n"           /* 8 */
+                  "log:\n"                         /* 9 */
+                  "  level: [info]\n"              /* 10 */
+                  "http: {request_timeout: 10}\n", /* 11 */
                   "t.yaml:3: memory.budget: bad size \"12XB\"\n"
                   "t.yaml:4: memory.mode: bad value \"lazy\" (expected admit|naive)\n"
                   "t.yaml:5: memory.bogus: unknown key\n"
@@ -612,11 +646,11 @@ END_TEST
 
 START_TEST(test_cfg_listen_addresses)
 {
-    static const char *const good[] = {"127.0.0.1:1", "0.0.0.0:65535", "[::1]:8080",
-                                       "[::]:9000", "localhost:8080", "host.example:443"};
-    static const char *const bad[] = {"localhost", "8080",       ":8080",      "host:",
-                                      "host:0",    "host:65536", "host:123456", "::1:8080",
-                                      "[::1:8080", "[]:80",      "host:80a",   "a b:80"};
+    static const char *const good[] = {"127.0.0.1:1", "0.0.0.0:65535",  "[::1]:8080",
+                                       "[::]:9000",   "localhost:8080", "host.example:443"};
+    static const char *const bad[] = {
+        "localhost",   "8080",     ":8080",     "host:", "host:0",   "host:65536",
+        "host:123456", "::1:8080", "[::1:8080", "[]:80", "host:80a", "a b:80"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         char yaml[128];
         snprintf(yaml, sizeof(yaml), "listen: \"%s\"\nadmin_listen: 127.0.0.1:9\n", good[i]);
@@ -709,8 +743,8 @@ START_TEST(test_cfg_env_bad_values)
 {
     char *env[] = {"THUMBGATE_MEMORY_BUDGET=12XB", NULL};
     fails_exactly_env("", env, "env:THUMBGATE_MEMORY_BUDGET: memory.budget: bad size \"12XB\"\n");
-    char *env2[] = {"THUMBGATE_OUTPUT_JPEG_QUALITY=0", "THUMBGATE_HTTP_IDLE_TIMEOUT=",
-                    "THUMBGATE_LISTEN=nowhere", NULL};
+    char *env2[] = {"THUMBGATE_OUTPUT_JPEG_QUALITY=0",
+                    "THUMBGATE_HTTP_IDLE_TIMEOUT=", "THUMBGATE_LISTEN=nowhere", NULL};
     fails_exactly_env("", env2,
                       "env:THUMBGATE_OUTPUT_JPEG_QUALITY: output.jpeg_quality: \"0\" is out of "
                       "range 1..100\n"
@@ -733,8 +767,13 @@ END_TEST
 
 START_TEST(test_cfg_env_unknown_variable)
 {
-    char *env[] = {"THUMBGATE_MEMORY_BUGDET=1GiB", "THUMBGATE_BIN=/x", "THUMBGATE_SANITIZED=1",
-                   "THUMBGATEWAY=1", "XTHUMBGATE_FOO=1", "THUMBGATE_listen=127.0.0.1:1", NULL};
+    char *env[] = {"THUMBGATE_MEMORY_BUGDET=1GiB",
+                   "THUMBGATE_BIN=/x",
+                   "THUMBGATE_SANITIZED=1",
+                   "THUMBGATEWAY=1",
+                   "XTHUMBGATE_FOO=1",
+                   "THUMBGATE_listen=127.0.0.1:1",
+                   NULL};
     fails_exactly_env("", env,
                       "env:THUMBGATE_MEMORY_BUGDET: unknown variable: no config key is named like "
                       "it (e.g. THUMBGATE_MEMORY_BUDGET sets memory.budget)\n"

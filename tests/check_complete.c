@@ -18,10 +18,12 @@ static void check_format(const char *ext, imgproc_fmt_t fmt, int bands)
     unsigned char *img = tg_image(300, 200, bands, ext, &len);
     ck_assert(imgproc_is_complete(img, len, fmt));
     /* every prefix is incomplete: cut points across headers, data and the trailer */
-    size_t cuts[] = {0, 1, 8, 12, 20, 33, 100, len / 4, len / 2, len - 12, len - 3, len - 2, len - 1};
+    size_t cuts[] = {0,       1,       8,        12,      20,      33,     100,
+                     len / 4, len / 2, len - 12, len - 3, len - 2, len - 1};
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++)
         if (cuts[i] < len)
-            ck_assert_msg(!imgproc_is_complete(img, cuts[i], fmt), "%s cut at %zu of %zu passed", ext, cuts[i], len);
+            ck_assert_msg(!imgproc_is_complete(img, cuts[i], fmt), "%s cut at %zu of %zu passed",
+                          ext, cuts[i], len);
     /* bytes after the end marker (motion-photo trailers, padding) are allowed for
      * JPEG and PNG; WebP's RIFF size says where the image ends */
     unsigned char *more = g_malloc(len + 4096);
@@ -29,7 +31,8 @@ static void check_format(const char *ext, imgproc_fmt_t fmt, int bands)
     memset(more + len, 0xAB, 4096);
     ck_assert(imgproc_is_complete(more, len + 4096, fmt));
     /* the wrong format never passes */
-    ck_assert(!imgproc_is_complete(img, len, fmt == IMGPROC_FMT_PNG ? IMGPROC_FMT_JPEG : IMGPROC_FMT_PNG));
+    ck_assert(!imgproc_is_complete(img, len,
+                                   fmt == IMGPROC_FMT_PNG ? IMGPROC_FMT_JPEG : IMGPROC_FMT_PNG));
     g_free(more);
     g_free(img);
 }
@@ -60,7 +63,8 @@ START_TEST(test_complete_rejects_garbage)
     static const unsigned char soi_only[] = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10};
     ck_assert(!imgproc_is_complete(soi_only, sizeof(soi_only), IMGPROC_FMT_JPEG));
     ck_assert(!imgproc_is_complete(NULL, 0, IMGPROC_FMT_JPEG));
-    ck_assert(!imgproc_is_complete("RIFF\xff\xff\xff\x7fWEBPVP8 ", 16, IMGPROC_FMT_WEBP)); /* size beyond the file */
+    ck_assert(!imgproc_is_complete("RIFF\xff\xff\xff\x7fWEBPVP8 ", 16,
+                                   IMGPROC_FMT_WEBP)); /* size beyond the file */
 }
 END_TEST
 

@@ -114,6 +114,49 @@ START_TEST(test_derive_exact_key_wins)
 }
 END_TEST
 
+/* A cached hit is answered from the file the loop remembers for its URL: storing the exact
+ * key, replacing the original or deleting it must end that at once. One loop, so every
+ * request meets the loop that remembered. */
+START_TEST(test_derive_remembered_hit_forgotten_on_change)
+{
+    const char *env[] = {"THUMBGATE_THREADS=1", NULL};
+    tg_start(&S, env, NULL);
+    put("/m.jpg", 800, 400, "jpg");
+    expect_dims("/m_100x100.png", 100, 50, "image/png"); /* the job */
+    expect_dims("/m_100x100.png", 100, 50, "image/png"); /* a hit: remembered */
+    expect_dims("/m_100x100.png", 100, 50, "image/png"); /* a remembered hit */
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_cache_hits_total"), 2);
+    /* the original replaced: the new result, not the remembered one */
+    tg_resp_t r;
+    size_t len;
+    void *img = tg_image(400, 800, 3, "jpg", &len);
+    ck_assert_int_eq(tg_http(&S, "PUT", "/m.jpg", img, len, NULL, &r), 200);
+    tg_resp_free(&r);
+    expect_dims("/m_100x100.png", 50, 100, "image/png");
+    expect_dims("/m_100x100.png", 50, 100, "image/png");
+    expect_dims("/m_100x100.png", 50, 100, "image/png");
+    /* the exact key stored: it wins over the remembered result */
+    g_free(img);
+    img = tg_image(33, 44, 3, "png", &len);
+    ck_assert_int_eq(tg_http(&S, "PUT", "/m_100x100.png", img, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/m_100x100.png", NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    ck_assert(memcmp(r.body, img, len) == 0);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/m_100x100.png", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    expect_dims("/m_100x100.png", 50, 100, "image/png"); /* remembered again */
+    expect_dims("/m_100x100.png", 50, 100, "image/png");
+    /* the original deleted: nothing left to serve */
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/m.jpg", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/m_100x100.png", NULL, 0, NULL, &r), 404);
+    tg_resp_free(&r);
+    g_free(img);
+}
+END_TEST
+
 START_TEST(test_derive_invalidated_on_replace_and_delete)
 {
     tg_start(&S, NULL, NULL);
@@ -591,6 +634,7 @@ Suite *derive_suite(void)
     tcase_add_test(t, test_derive_not_found_and_bad_sizes);
     tcase_add_test(t, test_derive_exact_key_wins);
     tcase_add_test(t, test_derive_invalidated_on_replace_and_delete);
+    tcase_add_test(t, test_derive_remembered_hit_forgotten_on_change);
     tcase_add_test(t, test_derive_never_fits_is_413_without_decoding);
     tcase_add_test(t, test_derive_full_budget_and_queue_give_503_retry_after);
     tcase_add_test(t, test_derive_wait_expires_with_503);

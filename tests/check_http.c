@@ -287,6 +287,30 @@ START_TEST(test_http_conditional_and_range)
     ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, multi, &r), 200);
     ck_assert_uint_eq(r.len, len);
     tg_resp_free(&r);
+    /* a range unit we do not know is ignored (RFC 9110 14.2), never a 416 */
+    const char *items[] = {"Range: items=0-1", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, items, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    tg_resp_free(&r);
+    /* If-Range: the range only for the version it names, else the whole file */
+    char h3[200];
+    snprintf(h3, sizeof(h3), "If-Range: %s", etag);
+    const char *ir_same[] = {"Range: bytes=0-9", h3, NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, ir_same, &r), 206);
+    ck_assert_uint_eq(r.len, 10);
+    tg_resp_free(&r);
+    const char *ir_other[] = {"Range: bytes=0-9", "If-Range: \"older\"", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/c.png", NULL, 0, ir_other, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    tg_resp_free(&r);
+    /* a 416 is a JSON error like every other */
+    expect_error("GET", "/c.png", NULL, 0, past, 416, "range_not_satisfiable");
+    /* HEAD of a range: its headers, no body */
+    ck_assert_int_eq(tg_http(&S, "HEAD", "/c.png", NULL, 0, rg, &r), 206);
+    ck_assert(tg_header(&r, "content-length", hv, sizeof(hv)));
+    ck_assert_str_eq(hv, "10");
+    ck_assert_uint_eq(r.len, 0);
+    tg_resp_free(&r);
     g_free(img);
 }
 END_TEST
