@@ -7,7 +7,7 @@
 # Objects live in build/<variant>/ so variants never mix.
 
 PKG_CONFIG ?= pkg-config
-PKGS        = libh2o-evloop vips yaml-0.1
+PKGS        = libh2o-evloop vips yaml-0.1 spng
 TEST_PKGS   = check libcurl
 CC         ?= cc
 
@@ -119,14 +119,15 @@ test-sanitized: $(TEST_BIN) $(BUILD)/thumbgate
 	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) THUMBGATE_SANITIZED=1 ./$(TEST_BIN)
 check: check-asan
 
-# Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml.
+# Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml,
+# libspng (imgproc/pngfast.c: the PNG thumbnail decoder).
 # Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
 # loadtest: gnuplot (plots), wrk, vips CLI (corpus generation), curl, gdb (crash backtraces).
 # charts-check: chromium (headless browser for /debug/charts).
 # image-check: podman (builds deploy/Dockerfile), debootstrap (its Debian 12 base: no registry).
 DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
-           libpng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
+           libpng-dev libspng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
            clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus \
            curl gdb podman debootstrap chromium
 deps:
