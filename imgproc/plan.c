@@ -297,9 +297,11 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
     }
     if (pl.png_shrink_h) {
         /* pngfast.c: libspng's state and scanlines, our read buffer, one decoded row, the
-         * accumulator and the shrunk image; libvips then works on that image in memory. */
-        exact += EST_PNGFAST_FIXED + 3 * W * bpl + pl.png_pre_w * bpl * 8 +
-                 (double)pl.png_pre_w * pl.png_pre_h * bpl;
+         * accumulator, the shrunk image (float), the vertical pass (float) and the resized
+         * image (uchar); libvips then works on that image in memory. */
+        const double pw = pl.png_pre_w, ph = pl.png_pre_h;
+        exact += EST_PNGFAST_FIXED + 3 * W * bpl + pw * bpl * 8 + pw * ph * bpl * 4 +
+                 pw * rh * bpl * 4 + rw * rh * bpl;
         lw = pl.png_pre_w;
         lh = pl.png_pre_h;
         streamed = false;
