@@ -245,5 +245,12 @@ loadtest-smoke: $(BIN) $(LT_TOOLS)
 	LOADTEST_ADVERSARY=$(LOADTEST_ADVERSARY) loadtest/run --smoke --mode both $(LOADTEST_ARGS)
 # the smoke run is part of the suite so the harness cannot rot
 test: loadtest-smoke
+# make bench (issue 14): the in-process limit, thumbgate first touch (JPEG, PNG), the
+# responsive-sizes workload, cached hits against nginx and ipx (npm, pinned in
+# loadtest/ipx/, skipped without npm) side by side with ratios; BENCH_ARGS e.g.
+# "--rounds 2 --seconds 15 --no-ipx". Not part of `test`: figures, not rules.
+BENCH_ARGS ?=
+bench: $(BUILD)/thumbgate $(LT_TOOLS)
+	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) loadtest/bench $(BENCH_ARGS)
 .PHONY: loadtest-tools
 # ---- end loadtest/ ---------------------------------------------------------------------------
