@@ -256,7 +256,7 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
 #define EST_WEBP_ALPHA_PX 21.0 /* ... extra when the output has alpha (lossless-coded alpha) */
 #define EST_BPP16 2.0          /* 16-bit PNG pipelines, per output band */
 #define EST_META 4.0
-#define EST_PNGFAST_FIXED (0.25 * MIB) /* libspng context + inflate window, 64 KiB read buffer */
+#define EST_PNGFAST_FIXED (0.4 * MIB) /* ISA-L 85 KiB or libspng + zlib; 2 x 64 KiB */
 #define EST_SERVER_SHARE 1.2
 #define EST_SERVER_FIXED (4.0 * MIB)
 #define EST_MARGIN_EXACT 1.04

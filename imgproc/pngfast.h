@@ -1,5 +1,6 @@
-/* pngfast: the PNG thumbnail path that never holds full-size pixels (libspng row decode
- * with an in-loop box shrink, then libvips on the shrunk image). Taken when
+/* pngfast: the PNG thumbnail path that never holds full-size pixels (row decode by ISA-L
+ * inflate or libspng with an in-loop box shrink, the Lanczos residual on the shrunk image,
+ * libvips for ICC and crop). Taken when
  * imgproc__plan() sets png_shrink_h/_v; run.c calls it in place of vips_thumbnail_source(). */
 #ifndef THUMBGATE_IMGPROC_PNGFAST_H
 #define THUMBGATE_IMGPROC_PNGFAST_H

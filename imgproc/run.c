@@ -358,7 +358,7 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
             goto out_unref;
         }
     } else if (plan.png_shrink_h) {
-        /* PNG shrunk >= 2x: libspng with the box shrink in the decoder (pngfast.c). */
+        /* PNG shrunk >= 2x on both axes: the box shrink in the row decoder (pngfast.c). */
         if ((rc = imgproc__pngfast(in_fd, &probe, &plan, export_profile, deadline_cancelled, &dl,
                                    &t[2], err)) != 0)
             goto out_unref;
