@@ -365,6 +365,41 @@ static const uint8_t *idat_row(idat_t *d)
     return d->prev + 1;
 }
 
+/* After the last row: the rest of the current IDAT goes through inflate (its end and the
+ * zlib checksum are checked) and its CRC is compared, as libpng reads to the end. */
+static int idat_finish(idat_t *d)
+{
+    struct inflate_state *st = d->st;
+    uint8_t scratch[256];
+    for (;;) {
+        if (st->avail_in == 0 && d->chunk_left > 0) {
+            uint32_t n = d->chunk_left < IDAT_IN ? d->chunk_left : IDAT_IN;
+            if (rd_exact(d->rd, d->in, n))
+                return -1;
+            d->crc = (uint32_t)crc32(d->crc, d->in, n);
+            d->chunk_left -= n;
+            st->next_in = d->in;
+            st->avail_in = n;
+        }
+        if (st->block_state == ISAL_BLOCK_FINISH || st->avail_in == 0)
+            break;
+        st->next_out = scratch;
+        st->avail_out = sizeof(scratch);
+        if (isal_inflate(st) < 0) {
+            d->why = "bad deflate data or checksum";
+            return -1;
+        }
+    }
+    uint8_t c[4];
+    if (rd_exact(d->rd, c, 4))
+        return -1;
+    if (be32(c) != d->crc) {
+        d->why = "IDAT CRC mismatch";
+        return -1;
+    }
+    return 0;
+}
+
 /* Stored channels of an 8-bit colour type whose samples are the output's, else 0. */
 static uint32_t direct_channels(const imgproc_probe_t *probe, const struct spng_ihdr *h)
 {
@@ -511,6 +546,8 @@ static int decode_shrunk(int fd, const imgproc_probe_t *probe, const imgproc__pl
             }
         }
     }
+    if (d.st && idat_finish(&d))
+        goto idat_fail;
     if (oy != ph) {
         rc = imgproc__fail(err, IMGPROC_E_CORRUPT, "png: %u rows of %u", oy, ph);
         goto out;

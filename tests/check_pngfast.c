@@ -250,6 +250,23 @@ START_TEST(test_pngfast_truncated_fails_and_small_shrinks_use_libvips)
     imgproc_out_t out;
     ck_assert_int_eq(imgproc_run(cut, &job, &opts, dst, &out, &err), -IMGPROC_E_CORRUPT);
 
+    /* the whole file with one bit of the last IDAT's CRC flipped (the 4 bytes before the
+     * 12-byte IEND): refused like libpng refuses it, although every row decodes */
+    char bad[512];
+    snprintf(bad, sizeof(bad), "%s/badcrc.png", tmpdir);
+    in = open(src, O_RDONLY);
+    o = open(bad, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    buf = malloc((size_t)st.st_size);
+    ck_assert_int_eq(read(in, buf, (size_t)st.st_size), (ssize_t)st.st_size);
+    ck_assert(memcmp(buf + st.st_size - 12, "\0\0\0\0IEND", 8) == 0);
+    buf[st.st_size - 13] ^= 1;
+    ck_assert_int_eq(write(o, buf, (size_t)st.st_size), (ssize_t)st.st_size);
+    free(buf);
+    close(in);
+    close(o);
+    ck_assert_int_eq(imgproc_run(src, &job, &opts, dst, &out, &err), 0);
+    ck_assert_int_eq(imgproc_run(bad, &job, &opts, dst, &out, &err), -IMGPROC_E_CORRUPT);
+
     /* a full-size conversion and a 1.2x shrink: no box shrink to move, libvips decodes */
     job.op = IMGPROC_OP_CONVERT;
     ck_assert_int_eq(imgproc__plan(&probe, &job, &pl), 0);
