@@ -7,7 +7,7 @@
 # Objects live in build/<variant>/ so variants never mix.
 
 PKG_CONFIG ?= pkg-config
-PKGS        = libh2o-evloop vips yaml-0.1
+PKGS        = libh2o-evloop vips yaml-0.1 spng libisal
 TEST_PKGS   = check libcurl
 CC         ?= cc
 
@@ -119,14 +119,15 @@ test-sanitized: $(TEST_BIN) $(BUILD)/thumbgate
 	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) THUMBGATE_SANITIZED=1 ./$(TEST_BIN)
 check: check-asan
 
-# Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml.
+# Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml,
+# libspng + libisal (imgproc/pngfast.c: the PNG thumbnail decoder and its fast inflate).
 # Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
 # loadtest: gnuplot (plots), wrk, vips CLI (corpus generation), curl, gdb (crash backtraces).
 # charts-check: chromium (headless browser for /debug/charts).
 # image-check: podman (builds deploy/Dockerfile), debootstrap (its Debian 12 base: no registry).
 DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
-           libpng-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
+           libpng-dev libspng-dev libisal-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
            clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus \
            curl gdb podman debootstrap chromium
 deps:
@@ -222,7 +223,8 @@ fuzz-smoke:
 # server without issue 11's bounds: they OOM-kill it). `make loadtest` always runs them.
 LOADTEST_ADVERSARY ?= 1
 LT_BUILD = build/loadtest
-LT_TOOLS = $(LT_BUILD)/tgload $(LT_BUILD)/tgsample $(LT_BUILD)/tgconns $(LT_BUILD)/tgmkimg $(LT_BUILD)/vipsbench
+LT_TOOLS = $(LT_BUILD)/tgload $(LT_BUILD)/tgsample $(LT_BUILD)/tgconns $(LT_BUILD)/tgmkimg $(LT_BUILD)/vipsbench \
+           $(LT_BUILD)/imgbench
 LT_CFLAGS = -O2 -g -std=gnu11 -Wall -Wextra -pthread
 $(LT_BUILD)/tgload: loadtest/tgload.c
 	@mkdir -p $(@D)
@@ -230,6 +232,10 @@ $(LT_BUILD)/tgload: loadtest/tgload.c
 $(LT_BUILD)/vipsbench: loadtest/vipsbench.c
 	@mkdir -p $(@D)
 	$(CC) $(LT_CFLAGS) -o $@ $< $(shell $(PKG_CONFIG) --cflags --libs vips)
+# imgbench: imgproc_run() in process (links the imgproc objects; issue 14's PNG decode figures)
+$(LT_BUILD)/imgbench: loadtest/imgbench.c $(IMGPROC_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(LT_CFLAGS) -I. -o $@ $< $(IMGPROC_OBJS) $(LDLIBS)
 $(LT_BUILD)/%: loadtest/%.c
 	@mkdir -p $(@D)
 	$(CC) $(LT_CFLAGS) -o $@ $<
@@ -240,5 +246,12 @@ loadtest-smoke: $(BIN) $(LT_TOOLS)
 	LOADTEST_ADVERSARY=$(LOADTEST_ADVERSARY) loadtest/run --smoke --mode both $(LOADTEST_ARGS)
 # the smoke run is part of the suite so the harness cannot rot
 test: loadtest-smoke
+# make bench (issue 14): the in-process limit, thumbgate first touch (JPEG, PNG), the
+# responsive-sizes workload, cached hits against nginx and ipx (npm, pinned in
+# loadtest/ipx/, skipped without npm) side by side with ratios; BENCH_ARGS e.g.
+# "--rounds 2 --seconds 15 --no-ipx". Not part of `test`: figures, not rules.
+BENCH_ARGS ?=
+bench: $(BUILD)/thumbgate $(LT_TOOLS)
+	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) loadtest/bench $(BENCH_ARGS)
 .PHONY: loadtest-tools
 # ---- end loadtest/ ---------------------------------------------------------------------------

@@ -42,6 +42,11 @@ typedef struct {
     uint32_t resized_w, resized_h; /**< after vips_resize */
     uint32_t out_w, out_h;         /**< final output, after crop and orientation */
     uint32_t out_bands;            /**< bands of the pipeline after sRGB conversion (1..4) */
+    /* pngfast.c (issue 14): a non-interlaced PNG of <= 8 bits shrunk >= 2x on both axes is
+     * decoded by libspng with the integer part of libvips' reduce done in the decoder. */
+    uint32_t png_shrink_h, png_shrink_v; /**< box factors in the decoder; 0 = libvips decodes */
+    uint32_t png_pre_w, png_pre_h;       /**< the image as it leaves the decoder */
+    double png_hshrink, png_vshrink;     /**< vips_thumbnail's whole shrink on each axis */
 } imgproc__plan_t;
 
 /** Fills @p plan for @p job on @p probe. 0, -IMGPROC_E_INVALID (bad job) or

@@ -42,6 +42,37 @@ static uint32_t resize_len(uint32_t in, double shrink)
     return in;
 }
 
+/* pngfast.c: vips_resize(1 / shrink) reduces by 1 / max(1 / shrink, 1 / in), and
+ * vips_reduceh/v with gap 2 first box-shrinks by floor(in / out / 2) (out rounded as
+ * VIPS_ROUND_UINT); 1 when there is no such shrink. @p reduce gets the whole factor. */
+static uint32_t box_factor(uint32_t in, double shrink, double *reduce)
+{
+    double scale = fmax(1.0 / shrink, 1.0 / in);
+    *reduce = 1.0;
+    if (scale >= 1.0)
+        return 1;
+    *reduce = 1.0 / scale;
+    uint32_t out = (uint32_t)((double)in / *reduce + 0.5);
+    double f = out ? floor((double)in / out / 2.0) : 1;
+    return f < 1 ? 1 : (uint32_t)f;
+}
+
+/* The PNG decoder does the box part itself when it is at least 2 on both axes (else the
+ * shrunk image would be most of the full one, and libvips streams that better). */
+static void pngfast_plan(imgproc__plan_t *pl, uint32_t W, uint32_t H, double hs, double vs)
+{
+    double rh, rv;
+    uint32_t sh = box_factor(W, hs, &rh), sv = box_factor(H, vs, &rv);
+    if (sh < 2 || sv < 2)
+        return;
+    pl->png_shrink_h = sh;
+    pl->png_shrink_v = sv;
+    pl->png_pre_w = (W + sh - 1) / sh; /* vips_shrinkh/v with ceil */
+    pl->png_pre_h = (H + sv - 1) / sv;
+    pl->png_hshrink = rh;
+    pl->png_vshrink = rv;
+}
+
 int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgproc__plan_t *pl)
 {
     memset(pl, 0, sizeof(*pl));
@@ -105,6 +136,9 @@ int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgpro
     thumb_shrink(pl, pl->load_w, pl->load_h, &hs, &vs);
     pl->resized_w = resize_len(pl->load_w, hs);
     pl->resized_h = resize_len(pl->load_h, vs);
+    if (probe->fmt == IMGPROC_FMT_PNG && !probe->progressive && !job->naive &&
+        probe->bit_depth <= 8)
+        pngfast_plan(pl, W, H, hs, vs);
     uint32_t ow = pl->resized_w, oh = pl->resized_h;
     if (pl->crop) {
         ow = ow < pl->box_w ? ow : pl->box_w;
@@ -222,6 +256,7 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
 #define EST_WEBP_ALPHA_PX 21.0 /* ... extra when the output has alpha (lossless-coded alpha) */
 #define EST_BPP16 2.0          /* 16-bit PNG pipelines, per output band */
 #define EST_META 4.0
+#define EST_PNGFAST_FIXED (0.4 * MIB) /* ISA-L 85 KiB or libspng + zlib; 2 x 64 KiB */
 #define EST_SERVER_SHARE 1.2
 #define EST_SERVER_FIXED (4.0 * MIB)
 #define EST_MARGIN_EXACT 1.04
@@ -234,7 +269,7 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
         return 0;
 
     const double W = probe->width, H = probe->height;
-    const double lw = pl.load_w, lh = pl.load_h;
+    double lw = pl.load_w, lh = pl.load_h;
     const double rw = pl.resized_w, rh = pl.resized_h;
     const double ow = pl.out_w, oh = pl.out_h;
     const double alpha = probe->has_alpha ? 1 : 0;
@@ -258,6 +293,17 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
         exact += (double)probe->_jpeg_coef_bytes;
     if (png && probe->progressive) {
         exact += W * H * bpl;
+        streamed = false;
+    }
+    if (pl.png_shrink_h) {
+        /* pngfast.c: libspng's state and scanlines, our read buffer, one decoded row, the
+         * accumulator, the shrunk image (float), the vertical pass (float) and the resized
+         * image (uchar); libvips then works on that image in memory. */
+        const double pw = pl.png_pre_w, ph = pl.png_pre_h;
+        exact += EST_PNGFAST_FIXED + 3 * W * bpl + pw * bpl * 8 + pw * ph * bpl * 4 +
+                 pw * rh * bpl * 4 + rw * rh * bpl;
+        lw = pl.png_pre_w;
+        lh = pl.png_pre_h;
         streamed = false;
     }
     if (webp) {

@@ -14,6 +14,7 @@
 #include <vips/vips.h>
 
 #include "imgproc/imgproc_internal.h"
+#include "imgproc/pngfast.h"
 
 /* Loader options for every decode: any decoder error (truncation included) fails the job
  * instead of yielding a grey-filled image. Given as an option string because
@@ -77,6 +78,11 @@ static bool deadline_passed(deadline_t *d)
     if (d->at_ns != 0 && mono_ns() >= d->at_ns)
         d->fired = true;
     return d->fired;
+}
+
+static bool deadline_cancelled(void *d)
+{
+    return deadline_passed(d);
 }
 
 static void on_eval(VipsImage *self, VipsProgress *progress, void *user)
@@ -351,6 +357,11 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
             rc = pipeline_fail(err, NULL, &dl, "thumbnail");
             goto out_unref;
         }
+    } else if (plan.png_shrink_h) {
+        /* PNG shrunk >= 2x on both axes: the box shrink in the row decoder (pngfast.c). */
+        if ((rc = imgproc__pngfast(in_fd, &probe, &plan, export_profile, deadline_cancelled, &dl,
+                                   &t[2], err)) != 0)
+            goto out_unref;
     } else if (vips_thumbnail_source(source, &t[2], (int)plan.box_w, "height", (int)plan.box_h,
                                      "size", size, "crop", crop, "no_rotate", TRUE,
                                      "export_profile", export_profile, "option_string",

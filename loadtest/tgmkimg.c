@@ -9,6 +9,8 @@
  *                                         a valid JPEG of any size (big-upload bodies)
  *   tgmkimg sofbomb IN.jpg OUT.jpg W H    rewrite the frame header to declare WxH
  *                                         (decompression bomb: tiny file, huge header)
+ *   tgmkimg pngtag IN.png OUT.png TEXT    insert a tEXt chunk holding TEXT after IHDR:
+ *                                         a distinct PNG original, same pixels
  *   tgmkimg freeport                      print a TCP port free on 127.0.0.1 now */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -21,7 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static unsigned char *slurp(const char *path, size_t *len)
+static unsigned char *slurp_any(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     struct stat st;
@@ -36,11 +38,35 @@ static unsigned char *slurp(const char *path, size_t *len)
     }
     fclose(f);
     *len = (size_t)st.st_size;
+    return b;
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    unsigned char *b = slurp_any(path, len);
     if (*len < 4 || b[0] != 0xFF || b[1] != 0xD8) {
         fprintf(stderr, "%s: not a JPEG\n", path);
         exit(1);
     }
     return b;
+}
+
+/* CRC-32 of PNG chunks (ISO 3309, reflected 0xEDB88320), bit by bit: a few bytes only. */
+static uint32_t crc32_png(uint32_t crc, const unsigned char *p, size_t n)
+{
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
 }
 
 static FILE *create(const char *path)
@@ -90,7 +116,8 @@ int main(int argc, char **argv)
         struct sockaddr_in a = {.sin_family = AF_INET};
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         socklen_t l = sizeof(a);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
+        if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+            getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
             perror("freeport");
             return 1;
         }
@@ -104,7 +131,8 @@ int main(int argc, char **argv)
         size_t tl = strlen(argv[4]);
         if (tl > 60000)
             tl = 60000;
-        unsigned char hdr[4] = {0xFF, 0xFE, (unsigned char)((tl + 2) >> 8), (unsigned char)((tl + 2) & 0xFF)};
+        unsigned char hdr[4] = {0xFF, 0xFE, (unsigned char)((tl + 2) >> 8),
+                                (unsigned char)((tl + 2) & 0xFF)};
         FILE *o = create(argv[3]);
         put(o, b, 2);
         put(o, hdr, 4);
@@ -153,6 +181,32 @@ int main(int argc, char **argv)
         fclose(o);
         return 0;
     }
-    fprintf(stderr, "usage: tgmkimg tag IN OUT TEXT | pad IN OUT BYTES SEED | sofbomb IN OUT W H | freeport\n");
+    if (argc == 5 && !strcmp(argv[1], "pngtag")) {
+        size_t len;
+        unsigned char *b = slurp_any(argv[2], &len);
+        static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+        if (len < 33 || memcmp(b, sig, 8) != 0 || memcmp(b + 12, "IHDR", 4) != 0) {
+            fprintf(stderr, "%s: not a PNG\n", argv[2]);
+            return 1;
+        }
+        size_t tl = strlen(argv[4]);
+        if (tl > 60000)
+            tl = 60000;
+        /* keyword "Comment", NUL, text */
+        size_t dl = 8 + tl;
+        unsigned char *chunk = malloc(12 + dl);
+        put_be32(chunk, (uint32_t)dl);
+        memcpy(chunk + 4, "tEXtComment", 12);
+        memcpy(chunk + 16, argv[4], tl);
+        put_be32(chunk + 8 + dl, crc32_png(0, chunk + 4, 4 + dl));
+        FILE *o = create(argv[3]);
+        put(o, b, 33);
+        put(o, chunk, 12 + dl);
+        put(o, b + 33, len - 33);
+        fclose(o);
+        return 0;
+    }
+    fprintf(stderr, "usage: tgmkimg tag IN OUT TEXT | pngtag IN OUT TEXT | pad IN OUT BYTES SEED | "
+                    "sofbomb IN OUT W H | freeport\n");
     return 2;
 }

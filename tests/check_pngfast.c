@@ -1,0 +1,292 @@
+/* Check tests for imgproc/pngfast.c (issue 14, item 3): the libspng decoder with the box
+ * shrink in its row loop must give what libvips' own path gives. Every PNG kind is made
+ * here from detailed (noise) content at sizes whose shrink groups do not divide the image,
+ * run through imgproc_run() (PNG output, lossless) and compared with vips_thumbnail() on
+ * the same file with the options run.c uses: PSNR >= 45 dB over every band, alpha
+ * included, same dimensions. Kinds the fast path does not take (16-bit, interlaced) are
+ * checked to go through libvips. libvips is initialised inside the forked child. */
+#include <check.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "imgproc/imgproc_internal.h"
+
+static char tmpdir[256];
+
+static void setup(void)
+{
+    ck_assert_int_eq(imgproc_init("check_pngfast"), 0);
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof(tmpdir), "%s/check-pngfast-XXXXXX", t && *t ? t : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static const imgproc_opts_t opts = {
+    .jpeg_quality = 90, .webp_quality = 90, .png_compression = 1, .keep_icc = false};
+
+typedef enum {
+    K_RGB,
+    K_RGBA,
+    K_GREY,
+    K_GREYA,
+    K_PALETTE,
+    K_PALETTE_ALPHA,
+    K_GREY1,
+    K_ICC,
+    K_RGB16,
+    K_INTERLACED,
+    K_N
+} kind_t;
+
+static const char *const kind_name[K_N] = {"rgb",     "rgba",          "grey",      "greya",
+                                           "palette", "palette-alpha", "grey-1bit", "icc",
+                                           "rgb16",   "interlaced"};
+
+/* Photo-like detail: Gaussian noise blurred a little, distinct per band, plus a gradient,
+ * so a misplaced sample grid or a wrong average shows in the PSNR. Alpha is a ramp with
+ * noise (transparent to opaque). */
+static VipsImage *content(int w, int h, int bands, bool alpha)
+{
+    VipsImage *ctx = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 16);
+    VipsImage *b[4];
+    for (int i = 0; i < bands + (alpha ? 1 : 0) && i < 4; i++) {
+        ck_assert_int_eq(
+            vips_gaussnoise(&t[3 * i], w, h, "mean", 128.0, "sigma", 60.0, "seed", 17 + i, NULL),
+            0);
+        ck_assert_int_eq(vips_gaussblur(t[3 * i], &t[3 * i + 1], 0.8, NULL), 0);
+        b[i] = t[3 * i + 1];
+    }
+    int n = bands + (alpha ? 1 : 0);
+    ck_assert_int_eq(vips_bandjoin(b, &t[12], n, NULL), 0);
+    ck_assert_int_eq(vips_xyz(&t[13], w, h, NULL), 0);
+    ck_assert_int_eq(vips_extract_band(t[13], &t[14], 0, NULL), 0);
+    /* a ramp over the image, a quarter of the range */
+    ck_assert_int_eq(vips_linear1(t[14], &t[15], 64.0 / w, -32, NULL), 0);
+    VipsImage *sum, *out;
+    ck_assert_int_eq(vips_add(t[12], t[15], &sum, NULL), 0);
+    ck_assert_int_eq(vips_cast(sum, &out, VIPS_FORMAT_UCHAR, NULL), 0);
+    g_object_unref(sum);
+    g_object_unref(ctx);
+    return out;
+}
+
+static void make_png(kind_t k, int w, int h, const char *path)
+{
+    int bands = k == K_GREY || k == K_GREYA || k == K_GREY1 ? 1 : 3;
+    bool alpha = k == K_RGBA || k == K_GREYA || k == K_PALETTE_ALPHA;
+    VipsImage *img = content(w, h, bands, alpha), *t = NULL, *u = NULL;
+    int rc;
+    switch (k) {
+    case K_PALETTE:
+    case K_PALETTE_ALPHA:
+        rc = vips_pngsave(img, path, "palette", TRUE, "compression", 1, NULL);
+        break;
+    case K_GREY1:
+        rc = vips_pngsave(img, path, "bitdepth", 1, "compression", 1, NULL);
+        break;
+    case K_ICC:
+        ck_assert_int_eq(vips_icc_transform(img, &t, "p3", "input_profile", "srgb", NULL), 0);
+        rc = vips_pngsave(t, path, "compression", 1, "strip", FALSE, NULL);
+        break;
+    case K_RGB16:
+        ck_assert_int_eq(vips_cast(img, &t, VIPS_FORMAT_USHORT, "shift", TRUE, NULL), 0);
+        ck_assert_int_eq(vips_copy(t, &u, "interpretation", VIPS_INTERPRETATION_RGB16, NULL), 0);
+        rc = vips_pngsave(u, path, "compression", 1, NULL);
+        break;
+    case K_INTERLACED:
+        rc = vips_pngsave(img, path, "interlace", TRUE, "compression", 1, NULL);
+        break;
+    default:
+        /* adaptive filtering: libpng picks sub, up, average or Paeth per row, so the
+         * decoder's unfiltering is exercised (vips' default is no filter) */
+        rc = vips_pngsave(img, path, "compression", 1, "filter", VIPS_FOREIGN_PNG_FILTER_ALL, NULL);
+        break;
+    }
+    ck_assert_msg(rc == 0, "save %s: %s", kind_name[k], vips_error_buffer());
+    VIPS_UNREF(u);
+    VIPS_UNREF(t);
+    g_object_unref(img);
+}
+
+/* PSNR over every band of two uchar images of one size (dB; 1000 when identical). */
+static double psnr(VipsImage *a, VipsImage *b)
+{
+    VipsImage *d = NULL, *sq = NULL;
+    double mse = 0;
+    ck_assert_int_eq(vips_subtract(a, b, &d, NULL), 0);
+    ck_assert_int_eq(vips_multiply(d, d, &sq, NULL), 0);
+    ck_assert_int_eq(vips_avg(sq, &mse, NULL), 0);
+    g_object_unref(sq);
+    g_object_unref(d);
+    return mse <= 0 ? 1000.0 : 10 * log10(255.0 * 255.0 / mse);
+}
+
+typedef struct {
+    imgproc_op_t op;
+    uint32_t w, h;
+} box_t;
+
+/* imgproc_run() to PNG against vips_thumbnail() with run.c's options; returns the PSNR. */
+static double compare(const char *src, const imgproc_probe_t *probe, const box_t *b, bool *fast)
+{
+    imgproc_job_t job = {.op = b->op, .width = b->w, .height = b->h, .out_fmt = IMGPROC_FMT_PNG};
+    imgproc__plan_t pl;
+    ck_assert_int_eq(imgproc__plan(probe, &job, &pl), 0);
+    *fast = pl.png_shrink_h != 0;
+    char dst[600];
+    snprintf(dst, sizeof(dst), "%s.out.png", src);
+    imgproc_out_t out;
+    imgproc_err_t err;
+    int rc = imgproc_run(src, &job, &opts, dst, &out, &err);
+    ck_assert_msg(rc == 0, "%s: %s", src, err.msg);
+
+    VipsImage *ref = NULL, *got = NULL;
+    ck_assert_int_eq(
+        vips_thumbnail(src, &ref, (int)pl.box_w, "height", (int)pl.box_h, "size", VIPS_SIZE_DOWN,
+                       "crop", pl.crop ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE,
+                       "no_rotate", TRUE, "export_profile", probe->has_icc ? "srgb" : NULL, NULL),
+        0);
+    ck_assert_ptr_nonnull(got = vips_image_new_from_file(dst, NULL));
+    ck_assert_msg(got->Xsize == ref->Xsize && got->Ysize == ref->Ysize && got->Bands == ref->Bands,
+                  "%s %ux%u: got %dx%dx%d, libvips %dx%dx%d", src, b->w, b->h, got->Xsize,
+                  got->Ysize, got->Bands, ref->Xsize, ref->Ysize, ref->Bands);
+    ck_assert_uint_eq(out.width, (uint32_t)ref->Xsize);
+    ck_assert_uint_eq(out.height, (uint32_t)ref->Ysize);
+    VipsImage *r8 = NULL;
+    ck_assert_int_eq(vips_cast(ref, &r8, VIPS_FORMAT_UCHAR, NULL), 0);
+    double db = psnr(got, r8);
+    g_object_unref(r8);
+    g_object_unref(got);
+    g_object_unref(ref);
+    unlink(dst);
+    return db;
+}
+
+/* Sizes whose box groups leave partial rows and columns (1037 = 3 x 345 + 2, ...). */
+static const struct {
+    int w, h;
+} sizes[] = {{1037, 771}, {2003, 1499}};
+
+static const box_t boxes[] = {
+    {IMGPROC_OP_FIT, 290, 290}, {IMGPROC_OP_FIT, 203, 203}, {IMGPROC_OP_COVER, 150, 90},
+    {IMGPROC_OP_FIT, 120, 0},   {IMGPROC_OP_FIT, 0, 97},    {IMGPROC_OP_COVER, 333, 111},
+};
+
+START_TEST(test_pngfast_matches_libvips_every_kind_and_mode)
+{
+    kind_t k = (kind_t)_i;
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        char src[512];
+        snprintf(src, sizeof(src), "%s/%s-%dx%d.png", tmpdir, kind_name[k], sizes[s].w, sizes[s].h);
+        make_png(k, sizes[s].w, sizes[s].h, src);
+        imgproc_probe_t probe;
+        imgproc_err_t err;
+        ck_assert_int_eq(imgproc_probe_file(src, &probe, &err), 0);
+        int fast_cases = 0;
+        for (size_t i = 0; i < sizeof(boxes) / sizeof(boxes[0]); i++) {
+            bool fast;
+            double db = compare(src, &probe, &boxes[i], &fast);
+            ck_assert_msg(db >= 45.0, "%s %s %ux%u (%s path): PSNR %.1f dB", kind_name[k], src,
+                          boxes[i].w, boxes[i].h, fast ? "pngfast" : "libvips", db);
+            fast_cases += fast;
+        }
+        /* 16-bit and interlaced PNGs stay on libvips; every other kind takes the new path
+         * for most of these boxes (those with a box group of 2 or more on both axes: at
+         * 1037x771, 290x290 and the 333x111 cover are not). */
+        if (k == K_RGB16 || k == K_INTERLACED)
+            ck_assert_int_eq(fast_cases, 0);
+        else
+            ck_assert_int_ge(fast_cases, 4);
+    }
+}
+END_TEST
+
+/* A PNG cut in the middle of its pixel data fails on the fast path (never a grey
+ * half-image), and a full-size conversion or a mild shrink keeps the libvips path. */
+START_TEST(test_pngfast_truncated_fails_and_small_shrinks_use_libvips)
+{
+    char src[512], cut[512], dst[600];
+    snprintf(src, sizeof(src), "%s/whole.png", tmpdir);
+    snprintf(cut, sizeof(cut), "%s/cut.png", tmpdir);
+    snprintf(dst, sizeof(dst), "%s/out.jpg", tmpdir);
+    make_png(K_RGB, 1200, 900, src);
+    struct stat st;
+    ck_assert_int_eq(stat(src, &st), 0);
+    /* the first half of the file: IHDR and part of the IDAT stream */
+    int in = open(src, O_RDONLY), o = open(cut, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(in, 0);
+    ck_assert_int_ge(o, 0);
+    size_t half = (size_t)st.st_size / 2;
+    char *buf = malloc(half);
+    ck_assert_int_eq(read(in, buf, half), (ssize_t)half);
+    ck_assert_int_eq(write(o, buf, half), (ssize_t)half);
+    free(buf);
+    close(in);
+    close(o);
+
+    imgproc_probe_t probe;
+    imgproc_err_t err;
+    ck_assert_int_eq(imgproc_probe_file(cut, &probe, &err), 0);
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_FIT, .width = 200, .height = 200, .out_fmt = IMGPROC_FMT_JPEG};
+    imgproc__plan_t pl;
+    ck_assert_int_eq(imgproc__plan(&probe, &job, &pl), 0);
+    ck_assert_uint_ne(pl.png_shrink_h, 0);
+    imgproc_out_t out;
+    ck_assert_int_eq(imgproc_run(cut, &job, &opts, dst, &out, &err), -IMGPROC_E_CORRUPT);
+
+    /* the whole file with one bit of the last IDAT's CRC flipped (the 4 bytes before the
+     * 12-byte IEND): refused like libpng refuses it, although every row decodes */
+    char bad[512];
+    snprintf(bad, sizeof(bad), "%s/badcrc.png", tmpdir);
+    in = open(src, O_RDONLY);
+    o = open(bad, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    buf = malloc((size_t)st.st_size);
+    ck_assert_int_eq(read(in, buf, (size_t)st.st_size), (ssize_t)st.st_size);
+    ck_assert(memcmp(buf + st.st_size - 12, "\0\0\0\0IEND", 8) == 0);
+    buf[st.st_size - 13] ^= 1;
+    ck_assert_int_eq(write(o, buf, (size_t)st.st_size), (ssize_t)st.st_size);
+    free(buf);
+    close(in);
+    close(o);
+    ck_assert_int_eq(imgproc_run(src, &job, &opts, dst, &out, &err), 0);
+    ck_assert_int_eq(imgproc_run(bad, &job, &opts, dst, &out, &err), -IMGPROC_E_CORRUPT);
+
+    /* a full-size conversion and a 1.2x shrink: no box shrink to move, libvips decodes */
+    job.op = IMGPROC_OP_CONVERT;
+    ck_assert_int_eq(imgproc__plan(&probe, &job, &pl), 0);
+    ck_assert_uint_eq(pl.png_shrink_h, 0);
+    job.op = IMGPROC_OP_FIT;
+    job.width = job.height = 1000;
+    ck_assert_int_eq(imgproc__plan(&probe, &job, &pl), 0);
+    ck_assert_uint_eq(pl.png_shrink_h, 0);
+}
+END_TEST
+
+Suite *pngfast_suite(void);
+Suite *pngfast_suite(void)
+{
+    Suite *s = suite_create("pngfast");
+    TCase *tc = tcase_create("pngfast");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_pngfast_matches_libvips_every_kind_and_mode, 0, K_N);
+    tcase_add_test(tc, test_pngfast_truncated_fails_and_small_shrinks_use_libvips);
+    suite_add_tcase(s, tc);
+    return s;
+}
