@@ -112,8 +112,17 @@ static void render_metrics(srv_t *srv, FILE *o)
                         &m->wait_seconds, 1);
     metrics_hist_render(
         o, "thumbgate_estimate_ratio",
-        "Estimate / measured peak of jobs that ran alone (below 1 = underestimate).", &m->est_ratio,
-        1);
+        "Estimate / measured of every job: sum of the running estimates over the anonymous "
+        "memory above the idle floor, lowest while it ran (below 1 = underestimate).",
+        &m->est_ratio, 1);
+    counter(o, "thumbgate_estimate_under_total",
+            "Jobs whose running set used more memory than its estimates (a group bound).",
+            LOAD(m->est_under));
+    fprintf(o,
+            "# HELP thumbgate_estimate_trim_seconds_total Time spent giving freed heap back after "
+            "each job (the per-job measure's cost).\n# TYPE thumbgate_estimate_trim_seconds_total "
+            "counter\nthumbgate_estimate_trim_seconds_total %.6f\n",
+            (double)LOAD(m->est_trim_us) / 1e6);
 
     fprintf(o, "# HELP thumbgate_http_requests_total Requests by route and status.\n"
                "# TYPE thumbgate_http_requests_total counter\n");
@@ -249,8 +258,9 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
     } else {
         status = 404;
         json_str(&j, "error", "not_found");
-        json_str(&j, "message", "admin endpoints: /metrics /healthz /readyz "
-                                "/debug/flight[?list|?run=ID] /debug/charts");
+        json_str(&j, "message",
+                 "admin endpoints: /metrics /healthz /readyz "
+                 "/debug/flight[?list|?run=ID] /debug/charts");
     }
     if (!j.first) /* a JSON answer was written into j, not into o */
         fwrite(jbuf, 1, json_end(&j), o);
