@@ -1541,6 +1541,15 @@ static void att_print(const char *tag, const att_rec_t *r)
     printf("\n");
 }
 
+/* SIGTERM / SIGINT end the attack like its time limit: summary printed, server stopped. */
+static volatile sig_atomic_t attack_stop;
+
+static void on_attack_signal(int sig)
+{
+    (void)sig;
+    attack_stop = 1;
+}
+
 static int run_attack(const char *argv0, const char *dir_arg, int jobs, double minutes,
                       size_t max_cases, uint64_t seed, const char *server_bin, int server_every)
 {
@@ -1572,6 +1581,8 @@ static int run_attack(const char *argv0, const char *dir_arg, int jobs, double m
         server_stop(&srv);
         return 2;
     }
+    signal(SIGTERM, on_attack_signal);
+    signal(SIGINT, on_attack_signal);
     rng_t r = {seed ? seed : 0x9e3779b97f4a7c15ull};
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1582,7 +1593,7 @@ static int run_attack(const char *argv0, const char *dir_arg, int jobs, double m
     for (;;) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         double el = (now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9;
-        if (el >= minutes * 60 || st.cases >= max_cases)
+        if (el >= minutes * 60 || st.cases >= max_cases || attack_stop)
             break;
         /* one image and up to 4 jobs on it: random, or neighbours of a strong case */
         att_rec_t recs[4];
@@ -1683,6 +1694,8 @@ static int run_attack(const char *argv0, const char *dir_arg, int jobs, double m
         }
         if (!kept)
             unlink(path);
+        if (st.log)
+            fflush(st.log);
         if (images % 25 == 0) {
             fprintf(stderr, "attack: %.0fs cases=%zu under=%zu worst=%.3f server=%zu\n", el,
                     st.cases, st.under, st.worst, st.srv_cases);
