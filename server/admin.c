@@ -119,8 +119,10 @@ static void render_metrics(srv_t *srv, FILE *o)
             "Jobs whose running set used more memory than its estimates (a group bound).",
             LOAD(m->est_under));
     fprintf(o,
-            "# HELP thumbgate_estimate_trim_seconds_total Time spent giving freed heap back after "
-            "each job (the per-job measure's cost).\n# TYPE thumbgate_estimate_trim_seconds_total "
+            "# HELP thumbgate_estimate_trim_seconds_total Time the per-job measure spent giving "
+            "freed heap "
+            "back when the last running job ended (its cost).\n# TYPE "
+            "thumbgate_estimate_trim_seconds_total "
             "counter\nthumbgate_estimate_trim_seconds_total %.6f\n",
             (double)LOAD(m->est_trim_us) / 1e6);
 

@@ -28,6 +28,7 @@ struct jobmeter {
     uint64_t set_est; /* sum of their estimates */
     uint64_t floor;   /* anon bytes with no job running; 0 = not read yet */
     uint64_t begins;  /* jobs begun so far: a floor read raced by a start is dropped */
+    bool trim_wanted; /* a job ended since the last trim */
     bool floor_fresh; /* re-read since the last job ended (nothing to do until one runs) */
     struct timespec last_end;
 };
@@ -94,8 +95,34 @@ static void *sampler_main(void *arg)
     pthread_mutex_lock(&m->mu);
     while (!m->stop) {
         struct timespec until;
+        if (m->trim_wanted && m->o.trim) {
+            /* a job ended: the heap it freed goes back, here rather than on the worker (a
+             * trim takes milliseconds; ends during one are covered by it), so it is neither
+             * charged to the jobs still running nor hidden in the floor */
+            m->trim_wanted = false;
+            uint64_t begins = m->begins;
+            pthread_mutex_unlock(&m->mu);
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            m->o.trim();
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            uint64_t anon = read_anon(m);
+            if (m->o.metrics)
+                atomic_fetch_add_explicit(&m->o.metrics->est_trim_us,
+                                          (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 +
+                                                     (t1.tv_nsec - t0.tv_nsec) / 1000),
+                                          memory_order_relaxed);
+            pthread_mutex_lock(&m->mu);
+            /* idle since before the trim: what stays is the server's; a job that started
+             * meanwhile may already use some of it, so then the floor stays */
+            if (m->head == NULL && m->begins == begins && !m->trim_wanted && anon != 0) {
+                m->floor = anon;
+                m->floor_fresh = true;
+            }
+            continue;
+        }
         if (m->head == NULL) {
-            if (m->floor_fresh) {
+            if (m->floor_fresh || m->o.trim) { /* with trim, the floor is read after it */
                 pthread_cond_wait(&m->cv, &m->mu);
                 continue;
             }
@@ -236,35 +263,14 @@ double jobmeter_end(jobmeter_t *m, jobmeter_job_t *job)
         job->_next->_prev = job->_prev;
     m->n--;
     m->set_est -= job->estimate;
-    bool idle = m->head == NULL;
-    uint64_t begins = m->begins;
-    if (idle && m->o.trim == NULL) {
+    if (m->head == NULL) {
         clock_gettime(CLOCK_MONOTONIC, &m->last_end);
         m->floor_fresh = false;
-        pthread_cond_broadcast(&m->cv);
     }
+    m->trim_wanted = true;
+    pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
     metrics_t *mt = m->o.metrics;
-    if (m->o.trim) {
-        /* what this job freed goes back now: it is neither charged to the next jobs nor
-         * hidden in the floor */
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        m->o.trim();
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        if (mt)
-            atomic_fetch_add_explicit(
-                &mt->est_trim_us,
-                (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000),
-                memory_order_relaxed);
-        if (idle) {
-            uint64_t anon = read_anon(m);
-            pthread_mutex_lock(&m->mu);
-            if (m->head == NULL && m->begins == begins && anon != 0)
-                m->floor = anon;
-            pthread_mutex_unlock(&m->mu);
-        }
-    }
     double ratio = job->_max;
     if (mt) {
         /* estimate / measured, in the histogram's fixed point (x 1e6); none seen: +Inf */

@@ -16,11 +16,13 @@
  * the kernel says is resident, wherever and by whichever thread it was allocated.
  *
  * The floor is the process's anonymous memory with no job running. Heap a finished job freed
- * but the allocator kept would otherwise be charged to the jobs after it (a false alarm) or,
- * once in the floor, be reused by them unseen (a hidden underestimate); so after every job
- * the allocator gives its free pages back (opts.trim) and, when no job runs then, the floor
- * is re-read. When a job starts on an idle server the floor may only go down. Without trim
- * the floor is re-read after quiet_ms without any job, and can then hold reusable heap. */
+ * but the allocator kept would otherwise be charged to the jobs still running (a false
+ * alarm) or, once in the floor, be reused by the next jobs unseen (a hidden underestimate);
+ * so after a job ends the sampler has the allocator give its free pages back (opts.trim, off
+ * the worker's path; one trim covers the jobs that ended during it) and, when no job runs
+ * then, re-reads the floor. When a job starts on an idle server the floor may only go down.
+ * Without trim the floor is re-read after quiet_ms without any job, and can then hold
+ * reusable heap. */
 #ifndef THUMBGATE_JOBMETER_H
 #define THUMBGATE_JOBMETER_H
 
@@ -48,8 +50,8 @@ typedef struct {
     uint32_t period_ms; /**< between two samples while jobs run */
     uint32_t quiet_ms;  /**< the floor is re-read after this long without any job */
     metrics_t *metrics; /**< est_ratio, est_under, est_trim_us are updated here (borrowed) */
-    /** Gives freed heap back to the kernel (imgproc_trim), called after every job; then,
-     *  when no job runs, the floor is re-read. NULL: the floor is re-read after quiet_ms. */
+    /** Gives freed heap back to the kernel (imgproc_trim), called by the sampler after jobs
+     *  end; with none running then, the floor is re-read. NULL: after quiet_ms instead. */
     void (*trim)(void);
     FILE *log; /**< one JSON line per underestimate; NULL = none */
 } jobmeter_opts_t;
