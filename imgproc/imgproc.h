@@ -68,6 +68,8 @@ typedef struct {
     uint32_t timeout_ms; /**< deadline of imgproc_run() from its start; 0 = none */
     uint64_t max_pixels; /**< bound on every image of the pipeline (source, loaded, resized,
                               output); 0 = none. Plans over it fail with TOO_LARGE. */
+    uint32_t webp_quality; /**< for the estimate: the imgproc_opts_t.webp_quality the job will
+                                run with (libwebp's memory grows with it); 0 = assume 100 */
 } imgproc_job_t;
 
 typedef struct {
@@ -126,7 +128,9 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
 
 /** 0 when @p job can run on @p probe; -IMGPROC_E_INVALID for a bad job (FIT with both sides
  *  0, COVER with a side 0, a box over 10^7), -IMGPROC_E_TOO_LARGE when the source, the image
- *  as loaded, resized or output is over job->max_pixels. @p err filled. Call before admission:
+ *  as loaded, resized or output is over job->max_pixels, or for a WebP whose frame libwebp
+ *  could not decode within job->timeout_ms (one call the deadline cannot stop; it runs at
+ *  the job's start: IMGPROC__WEBP_DECODE_NS_PX). @p err filled. Call before admission:
  *  imgproc_estimate() and imgproc_output_dims() give 0 for such jobs. */
 int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, imgproc_err_t *err);
 
@@ -160,8 +164,8 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
 
 /** imgproc_run() on an open source descriptor (borrowed, not closed; read from offset 0
  *  with pread/its own reads): the caller opens the source once for probe and decode. */
-int imgproc_run_fd(int src_fd, const imgproc_job_t *job, const imgproc_opts_t *opts, const char *dst,
-                   imgproc_out_t *out, imgproc_err_t *err);
+int imgproc_run_fd(int src_fd, const imgproc_job_t *job, const imgproc_opts_t *opts,
+                   const char *dst, imgproc_out_t *out, imgproc_err_t *err);
 
 /** Returns freed heap to the OS (malloc_trim(0)); the server calls it when no job is in
  *  flight. Takes a few ms on a large heap; harmless to call often. */

@@ -173,6 +173,17 @@ int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, i
     if (rc != 0)
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad job for a %ux%u image",
                              probe ? probe->width : 0, probe ? probe->height : 0);
+    /* libvips decodes a WebP frame in one libwebp call that its kill flag cannot stop, at the
+     * job's start: a frame that cannot decode within the deadline would overrun it by the
+     * rest of the call, so it is refused before admission instead */
+    if (probe->fmt == IMGPROC_FMT_WEBP && job->timeout_ms) {
+        double ms = (double)probe->width * probe->height * IMGPROC__WEBP_DECODE_NS_PX / 1e6;
+        if (ms > job->timeout_ms)
+            return imgproc__fail(err, IMGPROC_E_TOO_LARGE,
+                                 "a %ux%u WebP decodes in one uninterruptible step of about %.0f "
+                                 "ms, longer than the job deadline (%u ms)",
+                                 probe->width, probe->height, ms, job->timeout_ms);
+    }
     return 0;
 }
 
@@ -252,7 +263,6 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
 #define EST_JPEG_ROW 64.0            /* libjpeg full-width state even with DCT scaling */
 #define EST_WEBP_FIXED (-0.25 * MIB) /* WebP decodes straight at the target size: less floor */
 #define EST_WEBP_OUT (0.1 * MIB)
-#define EST_WEBP_PX 4.0        /* libwebp encoder bytes per output pixel, beyond the RGB(A) copy */
 #define EST_WEBP_ALPHA_PX 21.0 /* ... extra when the output has alpha (lossless-coded alpha) */
 #define EST_BPP16 2.0          /* 16-bit PNG pipelines, per output band */
 #define EST_META 4.0
@@ -261,6 +271,26 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
 #define EST_SERVER_FIXED (4.0 * MIB)
 #define EST_MARGIN_EXACT 1.04
 #define EST_MARGIN_MODEL 1.08
+
+/* libwebp's lossy encoder, bytes per output pixel with the RGB copy libvips hands it: its
+ * token buffer (every coded coefficient's bit decisions) and its output grow with the
+ * coefficients the quality keeps and with the content's entropy, which no header tells.
+ * Fitted on strong noise (the costliest content) at 2000x1500 and 3000x2000 (`calibrate
+ * --one jpeg-noise ... convert webp` with CALIBRATE_QUALITY): measured 7.5, 13.7, 15.8,
+ * 20.7, 23.6, 26.9 B/px at quality 1, 50, 75, 90, 95, 100, over the margins below; smooth
+ * photos use about half (Q75: 7.9 B/px). Found by the per-job meter (issue 12 item 4): a
+ * 3000x2000 noise JPEG to WebP was estimated 67 MiB and peaked 87 MiB. */
+static double webp_enc_px(uint32_t quality)
+{
+    static const struct {
+        double q, px;
+    } t[] = {{0, 6.0}, {50, 11.2}, {75, 13.2}, {90, 17.5}, {95, 20.0}, {100, 22.8}};
+    double q = quality == 0 || quality > 100 ? 100 : quality;
+    size_t i = 1;
+    while (i < sizeof(t) / sizeof(t[0]) - 1 && q > t[i].q)
+        i++;
+    return t[i - 1].px + (t[i].px - t[i - 1].px) * (q - t[i - 1].q) / (t[i].q - t[i - 1].q);
+}
 
 uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job)
 {
@@ -353,9 +383,9 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
         model += EST_PNG_OUT;
         break;
     case IMGPROC_FMT_WEBP: {
-        double enc_bands = 3 + alpha; /* webpsave takes RGB or RGBA */
-        model +=
-            EST_WEBP_OUT + ow * oh * (enc_bands + EST_WEBP_PX + (alpha ? EST_WEBP_ALPHA_PX : 0));
+        /* webpsave takes RGB or RGBA: the alpha byte and its lossless coding come on top */
+        model += EST_WEBP_OUT +
+                 ow * oh * (webp_enc_px(job->webp_quality) + (alpha ? 1 + EST_WEBP_ALPHA_PX : 0));
         break;
     }
     default:
@@ -368,7 +398,7 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
      * fresh processes never show it. Allocator state (arenas reused by the worker and
      * libvips threads after many jobs) is the suspect; until it is pinned down, it is paid
      * here. */
-    double total = (exact * EST_MARGIN_EXACT + model * EST_MARGIN_MODEL) * EST_SERVER_SHARE +
-                   EST_SERVER_FIXED;
+    double total =
+        (exact * EST_MARGIN_EXACT + model * EST_MARGIN_MODEL) * EST_SERVER_SHARE + EST_SERVER_FIXED;
     return total >= 1.8e19 ? UINT64_MAX : (uint64_t)total;
 }

@@ -114,8 +114,19 @@ static void render_metrics(const room_services_t *srv, FILE *o)
                         &m->wait_seconds, 1);
     metrics_hist_render(
         o, "thumbgate_estimate_ratio",
-        "Estimate / measured peak of jobs that ran alone (below 1 = underestimate).", &m->est_ratio,
-        1);
+        "Estimate / measured of every job: sum of the running estimates over the anonymous "
+        "memory above the idle floor, lowest while it ran (below 1 = underestimate).",
+        &m->est_ratio, 1);
+    counter(o, "thumbgate_estimate_under_total",
+            "Jobs whose running set used more memory than its estimates (a group bound).",
+            LOAD(m->est_under));
+    fprintf(o,
+            "# HELP thumbgate_estimate_trim_seconds_total Time the per-job measure spent giving "
+            "freed heap "
+            "back when the last running job ended (its cost).\n# TYPE "
+            "thumbgate_estimate_trim_seconds_total "
+            "counter\nthumbgate_estimate_trim_seconds_total %.6f\n",
+            (double)LOAD(m->est_trim_us) / 1e6);
 
     fprintf(o, "# HELP thumbgate_http_requests_total Requests by route and status.\n"
                "# TYPE thumbgate_http_requests_total counter\n");

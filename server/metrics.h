@@ -34,8 +34,11 @@ typedef struct {
     _Atomic uint64_t rejected_pixels, rejected_format;
     _Atomic int64_t workers_busy;
     metrics_hist_t job_seconds, wait_seconds;
-    metrics_hist_t
-        est_ratio; /**< estimate / measured-peak ratio x 100 where measurable (naive: none) */
+    /** estimate / measured of every job (jobmeter.h: a group bound), x 1e6 fixed point */
+    metrics_hist_t est_ratio;
+    _Atomic uint64_t est_under;   /**< jobs whose measured group ratio went over their estimate */
+    _Atomic uint64_t est_trim_us; /**< time the meter's per-job heap trim took (its cost) */
+    struct jobmeter *meter;       /**< the sampler behind both (jobmeter.h); NULL = none */
 } metrics_t;
 
 /** Memory figures of this process from /proc/self/status, in bytes (threads: a count). */

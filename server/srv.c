@@ -27,6 +27,7 @@
 #include "server/room.h"
 #include "server/router.h"
 #include "server/sysfacts.h"
+#include "server/jobmeter.h"
 
 #define IO_THREADS 2 /* uploads are fsynced here: more would only queue on the disk */
 
@@ -413,6 +414,13 @@ int srv_run(const cfg_t *cfg)
         fprintf(stderr, "thumbgate: flight recorder off: %s\n", err);
     else if (cfg->log_level >= CFG_LOG_WARN)
         flight_log_previous(srv->flight, stderr); /* the previous run was killed: say so */
+    /* estimate against measured for every job (jobmeter.h); without it jobs are unmetered */
+    srv->metrics.meter =
+        jobmeter_create(&(jobmeter_opts_t){.period_ms = 5,
+                                           .quiet_ms = 3000, /* after the idle trim at 2 s */
+                                           .metrics = &srv->metrics,
+                                           .trim = cfg->malloc_trim_idle ? imgproc_trim : NULL,
+                                           .log = cfg->log_level >= CFG_LOG_WARN ? stderr : NULL});
 
     /* the rooms, with what they borrow */
     srv->services = (room_services_t){.cfg = cfg,
@@ -522,6 +530,8 @@ out_threads:
     /* the loops are gone; jobs still running finish before the recorder they report to */
     adm_destroy(srv->gate);
     srv->gate = NULL;
+    jobmeter_destroy(srv->metrics.meter);
+    srv->metrics.meter = NULL;
     flight_close(srv->flight);
     srv->flight = NULL;
     store_destroy(srv->store);
