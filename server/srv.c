@@ -23,6 +23,7 @@
 #include "server/router.h"
 #include "server/sysfacts.h"
 #include "server/flight.h"
+#include "server/heap.h"
 #include "server/json.h"
 #include "server/srv_internal.h"
 
@@ -369,6 +370,10 @@ int srv_run(const cfg_t *cfg)
         fprintf(stderr, "thumbgate: flight recorder off: %s\n", err);
     else if (cfg->log_level >= CFG_LOG_WARN)
         flight_log_previous(srv->flight, stderr); /* the previous run was killed: say so */
+    heap_ring_opts_t ho; /* periodic heap profiles, off unless heap_ring.interval is set */
+    heap_ring_opts_init(&ho, cfg);
+    if (heap_ring_start(&ho, err, sizeof(err)) != 0)
+        fprintf(stderr, "thumbgate: heap profile ring off: %s\n", err);
 
     srv->nthreads = cfg->threads ? cfg->threads : sysfacts_ncores();
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
@@ -455,6 +460,7 @@ out_threads:
     /* the loops are gone; jobs still running finish before the recorder they report to */
     adm_destroy(srv->gate);
     srv->gate = NULL;
+    heap_ring_stop();
     flight_close(srv->flight);
     srv->flight = NULL;
     store_destroy(srv->store);
