@@ -76,10 +76,15 @@ START_TEST(test_heap_profile_opens_in_jeprof)
     unlink(path);
     ck_assert_msg(rc == 0, "jeprof --text exited %d:\n%s", rc, out);
     ck_assert_msg(strstr(out, "Total:") != NULL, "no total in:\n%s", out);
-    /* symbolised against the binary: the server's own functions are named */
-    ck_assert_msg(strstr(out, "srv_run") != NULL || strstr(out, "imgproc_") != NULL ||
-                      strstr(out, "vips_") != NULL,
-                  "no thumbgate or libvips function in:\n%s", out);
+    /* symbolised against the binary: the server's own functions (or libvips') are named.
+     * Which allocations are sampled is random, so any of the paths that hold memory at
+     * idle will do: start-up (main, srv_run, imgproc_init), the connection table, libvips */
+    static const char *const ours[] = {" main\n", "srv_run",  "srv__", "connguard_",
+                                       "store_",  "imgproc_", "vips_"};
+    bool named = false;
+    for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
+        named = named || strstr(out, ours[i]) != NULL;
+    ck_assert_msg(named, "no thumbgate or libvips function in:\n%s", out);
 }
 END_TEST
 
