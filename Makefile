@@ -28,6 +28,15 @@ CFLAGS  += -fsanitize=$(SANITIZE) -fno-sanitize-recover=undefined -fno-omit-fram
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
+# jemalloc (libjemalloc-dev; Debian's is built with profiling) is the allocator: heap
+# profiles, its statistics and its page return are server/heap.c's (README "Allocator").
+# Not under a sanitizer, which owns malloc. JEMALLOC=0 builds on glibc malloc (comparisons).
+JEMALLOC ?= $(if $(SANITIZE),0,1)
+ifeq ($(JEMALLOC),1)
+CFLAGS  += -DTHUMBGATE_JEMALLOC
+LDLIBS  += -ljemalloc
+endif
+
 # Programs (files with a main) are listed here; every other .c in the three
 # source folders is library code linked into both the server and the tests.
 PROG_SRCS = server/main.c imgproc/calibrate.c imgproc/fuzz_probe.c
@@ -125,11 +134,12 @@ check: check-asan
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
 # loadtest: gnuplot (plots), wrk, vips CLI (corpus generation), curl, gdb (crash backtraces).
 # charts-check: chromium (headless browser for /debug/charts).
+# Allocator: libjemalloc-dev (jemalloc with profiling, and jeprof to read heap profiles).
 # image-check: podman (builds deploy/Dockerfile), debootstrap (its Debian 12 base: no registry).
 DEB_PKGS = build-essential pkg-config libh2o-evloop-dev libvips-dev libvips-tools libyaml-dev libjpeg62-turbo-dev \
            libpng-dev libspng-dev libisal-dev libwebp-dev libssl-dev zlib1g-dev check libsubunit-dev libcurl4-openssl-dev \
            clang libclang-rt-14-dev systemd nginx python3 python3-yaml binutils gnuplot-nox wrk prometheus \
-           curl gdb podman debootstrap chromium
+           curl gdb podman debootstrap chromium libjemalloc-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
@@ -176,7 +186,7 @@ format:
 IMGPROC_OBJS = $(filter $(BUILD)/imgproc/%,$(LIB_OBJS))
 CALIBRATE    = $(BUILD)/imgproc/calibrate
 CALIBRATE_FLAGS ?= --jobs 2
-$(CALIBRATE): $(BUILD)/imgproc/calibrate.o $(IMGPROC_OBJS)
+$(CALIBRATE): $(BUILD)/imgproc/calibrate.o $(IMGPROC_OBJS) $(BUILD)/server/heap.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 calibrate: $(CALIBRATE)
 	./$(CALIBRATE) $(CALIBRATE_FLAGS)

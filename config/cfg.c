@@ -81,6 +81,7 @@ typedef struct cfg_row {
 static int check_hostport(const void *field, set_err_t *e);
 static int check_nonempty(const void *field, set_err_t *e);
 static int check_token(const void *field, set_err_t *e);
+static int check_ring_interval(const void *field, set_err_t *e);
 
 static const char *const mode_names[] = {"admit", "naive", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
@@ -141,6 +142,12 @@ static const cfg_row_t rows[] = {
     ROW("flight.slots", ROW_UINT, flight_slots, 2, 100000, "300", 0, NULL, NULL),
     ROW("flight.keep_runs", ROW_UINT, flight_keep_runs, 0, 1000, "5", 0, NULL, NULL),
     ROW("flight.max_disk", ROW_SIZE, flight_max_disk, 64 * KIB, TIB, "64MiB", 0, NULL, NULL),
+
+    ROW("heap_ring.interval", ROW_DURATION, heap_ring_interval_ms, 0, HOUR, "0", 0, NULL,
+        check_ring_interval),
+    ROW("heap_ring.dir", ROW_STR, heap_ring_dir, 0, 0, "", 0, NULL, NULL),
+    ROW("heap_ring.keep", ROW_UINT, heap_ring_keep, 1, 10000, "12", 0, NULL, NULL),
+    ROW("heap_ring.max_disk", ROW_SIZE, heap_ring_max_disk, 64 * KIB, TIB, "64MiB", 0, NULL, NULL),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -787,6 +794,13 @@ static int check_token(const void *field, set_err_t *e)
         if (*s <= ' ' || *s == 0x7f)
             return fail(e, "must be printable ASCII without spaces");
     return 0;
+}
+
+/** 0 (off) or at least 1 s: a profile takes milliseconds to write (README, "Heap profiles"). */
+static int check_ring_interval(const void *field, set_err_t *e)
+{
+    uint64_t ms = *(const uint64_t *)field;
+    return ms == 0 || ms >= SEC ? 0 : fail(e, "must be 0 (off) or at least 1s");
 }
 
 /* ---- YAML text -> node tree ----------------------------------------------------------- */

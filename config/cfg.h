@@ -71,6 +71,11 @@ typedef struct cfg {
     uint32_t flight_slots;      /**< `flight.slots`: snapshots kept in the ring */
     uint32_t flight_keep_runs;  /**< `flight.keep_runs`: rings of previous runs kept */
     uint64_t flight_max_disk;   /**< `flight.max_disk`: bytes all kept rings may take */
+
+    char heap_ring_dir[512];    /**< `heap_ring.dir`: profiles; empty = <storage.root>/heap */
+    uint64_t heap_ring_interval_ms; /**< `heap_ring.interval`: between two profiles; 0 = off */
+    uint32_t heap_ring_keep;    /**< `heap_ring.keep`: profiles kept */
+    uint64_t heap_ring_max_disk; /**< `heap_ring.max_disk`: bytes the kept profiles may take */
 } cfg_t;
 
 /** Bytes of one flight-recorder slot: a ring of n slots is (n + 1) x this on disk. */

@@ -7,6 +7,11 @@
 #include <strings.h>
 
 #include <vips/vips.h>
+#ifdef THUMBGATE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#define IMGPROC_STR_(x) #x
+#define IMGPROC_STR(x) IMGPROC_STR_(x)
+#endif
 
 #include "imgproc/imgproc_internal.h"
 
@@ -33,6 +38,9 @@
  *    mmap threshold only     687 MB   133 MB         45 MB
  *    this policy             617 MB   118 MB         44 MB
  * IMGPROC_MALLOC_DEFAULTS=1 in the environment skips these settings (for that measurement).
+ * The release build runs on jemalloc instead (server/heap.c has its settings and the
+ * comparison), where these mallopt calls only tune glibc's unused heap; they stay for the
+ * sanitizer and JEMALLOC=0 builds.
  */
 #define IMGPROC_MMAP_THRESHOLD (128 * 1024)
 #define IMGPROC_TRIM_THRESHOLD (128 * 1024)
@@ -223,7 +231,13 @@ int imgproc__fail_vips(imgproc_err_t *err, int code, const char *what)
 
 void imgproc_trim(void)
 {
+#ifdef THUMBGATE_JEMALLOC
+    /* jemalloc (server/heap.c): every arena's unused dirty pages back to the kernel now,
+     * rather than at their decay time; malloc_trim would only trim glibc's idle heap */
+    mallctl("arena." IMGPROC_STR(MALLCTL_ARENAS_ALL) ".purge", NULL, NULL, NULL, 0);
+#else
     malloc_trim(0);
+#endif
 }
 
 bool imgproc_selftest(void)

@@ -1,9 +1,10 @@
 /* admin — the admin listener (loopback by default): /metrics (Prometheus text
- * format), /healthz, /readyz, /debug/flight and /debug/charts (charts.h). Rendering reads
- * only atomics, the gate's stats and mallinfo2, so a scrape never waits on image work. */
+ * format), /healthz, /readyz, /debug/flight, /debug/charts (charts.h) and /debug/heap
+ * (heap.h). Rendering reads only atomics, the gate's stats and jemalloc's statistics, so a
+ * scrape never waits on image work. */
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "server/charts.h"
 #include "server/connguard.h"
 #include "server/flight.h"
+#include "server/heap.h"
 #include "server/json.h"
 #include "server/room.h"
 
@@ -67,6 +69,66 @@ static void render_plan(const room_services_t *srv, FILE *o)
     for (unsigned r = 0; r < CONNGUARD_R_MAX; r++)
         fprintf(o, "thumbgate_conn_refused_total{reason=\"%s\"} %" PRIu64 "\n",
                 connguard_reason_name(r), g.refused[r]);
+}
+
+/* jemalloc's figures (absent in a sanitizer build, where ASan owns malloc) and the heap
+ * profile ring's counters when it is on. */
+static void render_heap(const room_services_t *srv, FILE *o)
+{
+    heap_stats_t h;
+    if (heap_stats(&h) != 0)
+        return;
+    gauge(o, "thumbgate_heap_allocated_bytes", "jemalloc: bytes in live allocations (in use).",
+          (double)h.allocated);
+    gauge(o, "thumbgate_heap_active_bytes",
+          "jemalloc: bytes in pages holding live allocations (>= allocated).", (double)h.active);
+    gauge(o, "thumbgate_heap_resident_bytes",
+          "jemalloc: resident bytes of the allocator: active, unused dirty pages, metadata "
+          "(held; >= active).",
+          (double)h.resident);
+    gauge(o, "thumbgate_heap_retained_bytes",
+          "jemalloc: address space kept for reuse but returned to the kernel (not resident).",
+          (double)h.retained);
+    gauge(o, "thumbgate_heap_metadata_bytes", "jemalloc: the allocator's own structures.",
+          (double)h.metadata);
+    if (srv->cfg->heap_ring_interval_ms == 0)
+        return;
+    heap_ring_stats_t r;
+    heap_ring_stats(&r);
+    counter(o, "thumbgate_heap_ring_profiles_total", "Heap profiles written by the ring.",
+            r.dumps);
+    counter(o, "thumbgate_heap_ring_failures_total",
+            "Heap profiles the ring could not write or keep (over heap_ring.max_disk alone).",
+            r.failed);
+    gauge(o, "thumbgate_heap_ring_files", "Heap profiles kept on disk.", (double)r.files);
+    gauge(o, "thumbgate_heap_ring_bytes", "Bytes of the heap profiles kept on disk.",
+          (double)r.bytes);
+    gauge(o, "thumbgate_heap_ring_last_seconds", "Time the last profile took to write and prune.",
+          (double)r.last_ms / 1000.0);
+}
+
+/* /debug/heap: a heap profile of the process, taken into the instance's temp directory,
+ * read back and removed; 501 when this build has no profiling (a sanitizer build). */
+static int render_heap_profile(const room_services_t *srv, FILE *o, json_t *j)
+{
+    char dir[1200], *prof = NULL, *slash;
+    size_t len = 0;
+    snprintf(dir, sizeof(dir), "%s", store_spill_template(srv->store));
+    if ((slash = strrchr(dir, '/')) != NULL)
+        *slash = '\0';
+    int rc = heap_dump_read(dir, &prof, &len);
+    if (rc == 0) {
+        fwrite(prof, 1, len, o);
+        free(prof);
+        return 200;
+    }
+    json_str(j, "error", rc == -ENOTSUP ? "not_implemented" : "internal_error");
+    if (rc == -ENOTSUP)
+        json_str(j, "message", "heap profiles need the jemalloc build with profiling; this "
+                               "build has none (sanitizer builds own malloc)");
+    else
+        json_str(j, "message", strerror(-rc));
+    return rc == -ENOTSUP ? 501 : 500;
 }
 
 static void render_metrics(const room_services_t *srv, FILE *o)
@@ -174,11 +236,7 @@ static void render_metrics(const room_services_t *srv, FILE *o)
     gauge(o, "thumbgate_vips_tracked_bytes", "Memory libvips tracks now.", (double)vnow);
     gauge(o, "thumbgate_vips_tracked_highwater_bytes", "Highest memory libvips tracked.",
           (double)vhigh);
-    struct mallinfo2 mi = mallinfo2(); /* walks the arenas' bins under each arena's lock */
-    gauge(o, "thumbgate_malloc_in_use_bytes", "glibc malloc: bytes in use (uordblks + hblkhd).",
-          (double)(mi.uordblks + mi.hblkhd));
-    gauge(o, "thumbgate_malloc_free_held_bytes", "glibc malloc: free bytes held (fordblks).",
-          (double)mi.fordblks);
+    render_heap(srv, o);
     flight_render_metrics(srv->flight, o);
     gauge(o, "thumbgate_uptime_seconds", "Seconds since start.",
           (double)(adm_now_ms() - srv->started_at_ms) / 1000.0);
@@ -256,15 +314,17 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
             json_str(&j, "error", "not_found");
             json_str(&j, "message", "no such flight ring");
         }
+    } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/debug/heap"))) {
+        status = render_heap_profile(srv, o, &j);
+        ctype = status == 200 ? "text/plain; charset=utf-8" : ctype;
     } else if (h2o_memis(p.base, p.len, H2O_STRLIT("/debug/charts"))) {
         charts_write(o);
         ctype = "text/html; charset=utf-8";
     } else {
         status = 404;
         json_str(&j, "error", "not_found");
-        json_str(&j, "message",
-                 "admin endpoints: /metrics /healthz /readyz "
-                 "/debug/flight[?list|?run=ID] /debug/charts");
+        json_str(&j, "message", "admin endpoints: /metrics /healthz /readyz "
+                                "/debug/flight[?list|?run=ID] /debug/charts /debug/heap");
     }
     if (!j.first) /* a JSON answer was written into j, not into o */
         fwrite(jbuf, 1, json_end(&j), o);

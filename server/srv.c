@@ -28,6 +28,7 @@
 #include "server/router.h"
 #include "server/sysfacts.h"
 #include "server/jobmeter.h"
+#include "server/heap.h"
 
 #define IO_THREADS 2 /* uploads are fsynced here: more would only queue on the disk */
 
@@ -422,6 +423,11 @@ int srv_run(const cfg_t *cfg)
                                            .trim = cfg->malloc_trim_idle ? imgproc_trim : NULL,
                                            .log = cfg->log_level >= CFG_LOG_WARN ? stderr : NULL});
 
+    heap_ring_opts_t ho; /* periodic heap profiles, off unless heap_ring.interval is set */
+    heap_ring_opts_init(&ho, cfg);
+    if (heap_ring_start(&ho, err, sizeof(err)) != 0)
+        fprintf(stderr, "thumbgate: heap profile ring off: %s\n", err);
+
     /* the rooms, with what they borrow */
     srv->services = (room_services_t){.cfg = cfg,
                                       .store = srv->store,
@@ -532,6 +538,7 @@ out_threads:
     srv->gate = NULL;
     jobmeter_destroy(srv->metrics.meter);
     srv->metrics.meter = NULL;
+    heap_ring_stop();
     flight_close(srv->flight);
     srv->flight = NULL;
     store_destroy(srv->store);

@@ -314,6 +314,34 @@ START_TEST(test_cfg_duration_good_and_bad)
 }
 END_TEST
 
+/* heap_ring.*: off by default; an interval is 0 or at least a second (a profile takes
+ * milliseconds to write); the environment sets it like any key */
+START_TEST(test_cfg_heap_ring)
+{
+    const cfg_t *c = ok("");
+    ck_assert_uint_eq(c->heap_ring_interval_ms, 0);
+    ck_assert_uint_eq(c->heap_ring_keep, 12);
+    ck_assert_uint_eq(c->heap_ring_max_disk, 64 * MIB);
+    ck_assert_str_eq(c->heap_ring_dir, "");
+    cfg_free(c);
+    c = ok("heap_ring: {interval: 10s, keep: 3, max_disk: 1MiB, dir: /var/tmp/h}\n");
+    ck_assert_uint_eq(c->heap_ring_interval_ms, 10000);
+    ck_assert_uint_eq(c->heap_ring_keep, 3);
+    ck_assert_uint_eq(c->heap_ring_max_disk, MIB);
+    ck_assert_str_eq(c->heap_ring_dir, "/var/tmp/h");
+    cfg_free(c);
+    fails_exactly("heap_ring:\n  interval: 500ms\n",
+                  "t.yaml:2: heap_ring.interval: must be 0 (off) or at least 1s\n");
+    fails_with("heap_ring: {keep: 0}\n", "\"0\" is out of range 1..10000");
+    fails_with("heap_ring: {max_disk: 1KiB}\n", "\"1KiB\" is out of range 64KiB..1TiB");
+    char *env[] = {"THUMBGATE_HEAP_RING_INTERVAL=1m", "THUMBGATE_HEAP_RING_KEEP=5", NULL};
+    c = ok_env("heap_ring: {interval: 10s}\n", env);
+    ck_assert_uint_eq(c->heap_ring_interval_ms, 60000);
+    ck_assert_uint_eq(c->heap_ring_keep, 5);
+    cfg_free(c);
+}
+END_TEST
+
 START_TEST(test_cfg_bool_good_and_bad)
 {
     static const struct {
@@ -920,7 +948,8 @@ START_TEST(test_cfg_print_round_trip_everything_changed)
                             " keep_icc: yes}\n"
                             "log: {level: error, access: no}\n"
                             "flight: {path: /tmp/f.ring, interval: 100ms, slots: 2, keep_runs: 0,"
-                            " max_disk: 100KiB}\n",
+                            " max_disk: 100KiB}\n"
+                            "heap_ring: {interval: 2m, dir: /tmp/h, keep: 1, max_disk: 65MiB}\n",
                             env);
     char *text = print_to_string(c);
     /* the secret never appears; the placeholder does */
@@ -999,6 +1028,7 @@ Suite *cfg_suite(void)
     tcase_add_test(tc, test_cfg_uint_good_and_bad);
     tcase_add_test(tc, test_cfg_size_good_and_bad);
     tcase_add_test(tc, test_cfg_duration_good_and_bad);
+    tcase_add_test(tc, test_cfg_heap_ring);
     tcase_add_test(tc, test_cfg_bool_good_and_bad);
     tcase_add_test(tc, test_cfg_string_good_and_bad);
     tcase_add_test(tc, test_cfg_enum_good_and_bad);
