@@ -148,21 +148,32 @@ void tg_cleanup(tg_server_t *s)
     unlink(s->log);
 }
 
+/* The response body grows geometrically: a 16 MiB GET arrives in ~16 KiB pieces, and a
+ * realloc per piece made it quadratic (minutes under ASan, whose realloc always copies). */
 struct sink {
     tg_resp_t *r;
+    size_t cap;
 };
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ud)
 {
-    tg_resp_t *r = ud;
-    char *b = realloc(r->body, r->len + sz * n + 1);
-    if (b == NULL)
-        return 0;
-    memcpy(b + r->len, p, sz * n);
-    r->body = b;
-    r->len += sz * n;
+    struct sink *k = ud;
+    tg_resp_t *r = k->r;
+    size_t add = sz * n;
+    if (r->len + add + 1 > k->cap) {
+        size_t cap = k->cap ? k->cap : 4096;
+        while (cap < r->len + add + 1)
+            cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (b == NULL)
+            return 0;
+        r->body = b;
+        k->cap = cap;
+    }
+    memcpy(r->body + r->len, p, add);
+    r->len += add;
     r->body[r->len] = '\0';
-    return sz * n;
+    return add;
 }
 
 static size_t on_header(char *p, size_t sz, size_t n, void *ud)
@@ -196,8 +207,9 @@ static long do_http(int port, const char *method, const char *path, const void *
     for (size_t i = 0; hdrs && hdrs[i]; i++)
         h = curl_slist_append(h, hdrs[i]);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    struct sink sink = {.r = r};
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
