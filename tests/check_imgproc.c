@@ -642,23 +642,36 @@ START_TEST(test_imgproc_probe_finds_sof_after_big_app_segments)
 }
 END_TEST
 
+/* The probe reads the header, never the pixels: each image with everything past its first
+ * 4 KiB zeroed (pixel data destroyed, length kept) still probes to the same size. (Its speed, ~10 us, is a benchmark figure, printed here and
+ * never asserted: make test runs on busy machines.) */
 START_TEST(test_imgproc_probe_is_fast)
 {
     const char *paths[3] = {gen("f.jpg", G_JPEG_PROG, 3000, 2000, 3, false, 6),
                             gen("f.png", G_PNG, 2000, 1500, 3, true, 1),
                             gen("f.webp", G_WEBP, 2000, 1500, 3, true, 1)};
+    const char *cut[3] = {tpath("cut.jpg"), tpath("cut.png"), tpath("cut.webp")};
     for (int i = 0; i < 3; i++) {
-        imgproc_probe_t p;
+        imgproc_probe_t p, q;
         imgproc_err_t err;
-        ck_assert_int_eq(imgproc_probe_file(paths[i], &p, &err), 0); /* warm the page cache */
+        ck_assert_int_eq(imgproc_probe_file(paths[i], &p, &err), 0);
+        gsize len;
+        gchar *data;
+        ck_assert(g_file_get_contents(paths[i], &data, &len, NULL));
+        ck_assert_uint_gt(len, 4096); /* the zeroing really destroys pixel data */
+        memset(data + 4096, 0, len - 4096);
+        write_all(cut[i], data, len);
+        g_free(data);
+        ck_assert_msg(imgproc_probe_file(cut[i], &q, &err) == 0, "%s: %s", cut[i], err.msg);
+        ck_assert_uint_eq(q.width, p.width);
+        ck_assert_uint_eq(q.height, p.height);
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (int k = 0; k < 200; k++)
             ck_assert_int_eq(imgproc_probe_file(paths[i], &p, &err), 0);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double us = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / 1e3 / 200;
-        /* Generous for sanitizer builds; typically ~10 us. */
-        ck_assert_msg(us < 1000, "%s: probe took %.1f us", paths[i], us);
+        fprintf(stderr, "%s: probe %.1f us\n", paths[i], us);
     }
 }
 END_TEST
