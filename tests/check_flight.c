@@ -26,9 +26,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(tg_rmtree(dir), 0);
 }
 
 /* The sample callback: in_use counts the snapshots taken, so each one is recognisable. */

@@ -204,9 +204,7 @@ START_TEST(test_heap_ring_prune_keeps_newest_within_bounds)
     ck_assert_int_eq(heap_ring_prune(dir, 10, 2500, &files, &bytes), 0);
     ck_assert_uint_eq(files, 0);
     ck_assert(!exists(dir, "heap.0000000000006.8.heap") && !exists(dir, p[4]));
-    char cmd[200];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(tg_rmtree(dir), 0);
 }
 END_TEST
 

@@ -18,6 +18,7 @@
 #include <vips/vips.h>
 
 #include "imgproc/imgproc_internal.h"
+#include "tests/tg_harness.h"
 
 static char tmpdir[256];
 
@@ -31,9 +32,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(tg_rmtree(tmpdir), 0);
 }
 
 static const imgproc_opts_t opts = {
@@ -643,8 +642,8 @@ START_TEST(test_imgproc_probe_finds_sof_after_big_app_segments)
 END_TEST
 
 /* The probe reads the header, never the pixels: each image with everything past its first
- * 4 KiB zeroed (pixel data destroyed, length kept) still probes to the same size. (Its speed, ~10 us, is a benchmark figure, printed here and
- * never asserted: make test runs on busy machines.) */
+ * 4 KiB zeroed (pixel data destroyed, length kept) still probes to the same size. (Its speed, ~10
+ * us, is a benchmark figure, printed here and never asserted: make test runs on busy machines.) */
 START_TEST(test_imgproc_probe_is_fast)
 {
     const char *paths[3] = {gen("f.jpg", G_JPEG_PROG, 3000, 2000, 3, false, 6),

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "server/memlimit.h"
+#include "tests/tg_harness.h"
 
 #define MiB (1024ull * 1024)
 #define GiB (1024 * MiB)
@@ -36,14 +37,9 @@ static void setup(void)
     ck_assert_ptr_nonnull(mkdtemp(root));
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static void teardown(void)
 {
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tg_rmtree(root);
 }
 
 /* Writes @p text to root + @p rel, making the directories on the way. */

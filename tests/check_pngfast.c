@@ -17,6 +17,7 @@
 #include <vips/vips.h>
 
 #include "imgproc/imgproc_internal.h"
+#include "tests/tg_harness.h"
 
 static char tmpdir[256];
 
@@ -30,9 +31,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(tg_rmtree(tmpdir), 0);
 }
 
 static const imgproc_opts_t opts = {

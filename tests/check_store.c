@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "server/store.h"
+#include "tests/tg_harness.h"
 
 /* fsync as seen by store.c: every call is recorded (device and inode) and then made. */
 static struct {
@@ -46,11 +47,6 @@ static bool was_synced(const char *path)
 static char root[64];
 static store_t *st;
 
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *f)
-{
-    return remove(p);
-}
-
 static void setup(void)
 {
     snprintf(root, sizeof(root), "/tmp/tgstore.XXXXXX");
@@ -64,7 +60,7 @@ static void setup(void)
 static void teardown(void)
 {
     store_destroy(st);
-    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tg_rmtree(root);
 }
 
 static void put(const char *key, const char *data)

@@ -137,6 +137,11 @@ static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *
     return remove(p);
 }
 
+int tg_rmtree(const char *dir)
+{
+    return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 void tg_cleanup(tg_server_t *s)
 {
     if (s->pid > 0) {
@@ -144,7 +149,7 @@ void tg_cleanup(tg_server_t *s)
         waitpid(s->pid, NULL, 0);
         s->pid = 0;
     }
-    nftw(s->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tg_rmtree(s->root);
     unlink(s->log);
 }
 

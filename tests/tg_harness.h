@@ -32,6 +32,8 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root);
 int tg_stop(tg_server_t *s);
 /** Removes the storage root. */
 void tg_cleanup(tg_server_t *s);
+/** Removes @p dir and everything below it (no shell); 0 when all of it is gone. */
+int tg_rmtree(const char *dir);
 
 /** One request. @p hdrs NULL-terminated "Name: value" list or NULL. */
 long tg_http(tg_server_t *s, const char *method, const char *path, const void *body, size_t len,
