@@ -186,7 +186,7 @@ format:
 IMGPROC_OBJS = $(filter $(BUILD)/imgproc/%,$(LIB_OBJS))
 CALIBRATE    = $(BUILD)/imgproc/calibrate
 CALIBRATE_FLAGS ?= --jobs 2
-$(CALIBRATE): $(BUILD)/imgproc/calibrate.o $(IMGPROC_OBJS) $(BUILD)/server/heap.o
+$(CALIBRATE): $(BUILD)/imgproc/calibrate.o $(IMGPROC_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 calibrate: $(CALIBRATE)
 	./$(CALIBRATE) $(CALIBRATE_FLAGS)

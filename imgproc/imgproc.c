@@ -38,10 +38,39 @@
  *    mmap threshold only     687 MB   133 MB         45 MB
  *    this policy             617 MB   118 MB         44 MB
  * IMGPROC_MALLOC_DEFAULTS=1 in the environment skips these settings (for that measurement).
- * The release build runs on jemalloc instead (server/heap.c has its settings and the
- * comparison), where these mallopt calls only tune glibc's unused heap; they stay for the
+ * The release build runs on jemalloc instead (its settings below; the comparison in the
+ * README), where these mallopt calls only tune glibc's unused heap; they stay for the
  * sanitizer and JEMALLOC=0 builds.
  */
+#ifdef THUMBGATE_JEMALLOC
+/*
+ * The release build's allocator, jemalloc, reads this before the first allocation, in
+ * the server, calibrate and imgbench alike (MALLOC_CONF in the environment is
+ * applied after it, for experiments). Measured on the 20-way burst (README, "Allocator"):
+ *  - prof:true, prof_active:true, lg_prof_sample:19: heap profiles are always ready. An
+ *    allocation is sampled on average once per 512 KiB allocated, and the sampled ones
+ *    carry their call stack; the cost is within the burst's run-to-run noise;
+ *  - tcache_max:4096: each thread caches freed blocks up to 4 KiB only. With the default
+ *    (32 KiB) the 20 workers' caches kept ~35 MiB of freed blocks after the burst, which
+ *    no purge reaches (a thread's cache is flushed only by that thread's own activity);
+ *  - background_thread:true: purging runs on jemalloc's own threads, so an idle server
+ *    gives pages back without an allocation to trigger it;
+ *  - dirty_decay_ms:1000, muzzy_decay_ms:0: freed pages go back to the kernel within about
+ *    a second (the default 10 s kept the burst's pages resident that long); the idle trim
+ *    (imgproc_trim, memory.trim_when_idle) purges the rest at once;
+ *  - oversize_threshold:131072: blocks of 128 KiB and more (image buffers) come from
+ *    jemalloc's dedicated arena, which purges them as soon as they are freed, as glibc's
+ *    M_MMAP_THRESHOLD does (above). Without it the reduced calibration found a job
+ *    measured above its estimate (a WebP with alpha to JPEG, 32.2 MB measured for 30.2
+ *    estimated): freed buffers stayed resident while the next, larger ones were mapped;
+ *  - narenas:8: as glibc's M_ARENA_MAX (above), a few heaps rather than one per core
+ *    multiple (2 and 8 measured alike).
+ */
+const char *malloc_conf = "prof:true,prof_active:true,lg_prof_sample:19,tcache_max:4096,"
+                          "oversize_threshold:131072,background_thread:true,dirty_decay_ms:1000,"
+                          "muzzy_decay_ms:0,narenas:8";
+#endif
+
 #define IMGPROC_MMAP_THRESHOLD (128 * 1024)
 #define IMGPROC_TRIM_THRESHOLD (128 * 1024)
 #define IMGPROC_ARENA_MAX 8

@@ -1,6 +1,7 @@
-/* heap — jemalloc's configuration, statistics, heap profiles and the profile ring
- * (heap.h). Everything jemalloc-specific sits under THUMBGATE_JEMALLOC (set by the
- * Makefile unless a sanitizer owns malloc). */
+/* heap — jemalloc's statistics, heap profiles and the profile ring (heap.h); its settings
+ * (malloc_conf) are in imgproc/imgproc.c beside the glibc policy, so every program that
+ * links imgproc runs on them. Everything jemalloc-specific sits under THUMBGATE_JEMALLOC
+ * (set by the Makefile unless a sanitizer owns malloc). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -12,36 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/adm.h"
 #include "server/heap.h"
 
 #ifdef THUMBGATE_JEMALLOC
 #include <jemalloc/jemalloc.h>
-
-/*
- * jemalloc reads this before the first allocation (MALLOC_CONF in the environment is
- * applied after it, for experiments). Measured on the 20-way burst (README, "Allocator"):
- *  - prof:true, prof_active:true, lg_prof_sample:19: heap profiles are always ready. An
- *    allocation is sampled on average once per 512 KiB allocated, and the sampled ones
- *    carry their call stack; the cost is within the burst's run-to-run noise;
- *  - tcache_max:4096: each thread caches freed blocks up to 4 KiB only. With the default
- *    (32 KiB) the 20 workers' caches kept ~35 MiB of freed blocks after the burst, which
- *    no purge reaches (a thread's cache is flushed only by that thread's own activity);
- *  - background_thread:true: purging runs on jemalloc's own threads, so an idle server
- *    gives pages back without an allocation to trigger it;
- *  - dirty_decay_ms:1000, muzzy_decay_ms:0: freed pages go back to the kernel within about
- *    a second (the default 10 s kept the burst's pages resident that long); the idle trim
- *    (imgproc_trim, memory.trim_when_idle) purges the rest at once;
- *  - oversize_threshold:131072: blocks of 128 KiB and more (image buffers) come from
- *    jemalloc's dedicated arena, which purges them as soon as they are freed, as glibc's
- *    M_MMAP_THRESHOLD does (imgproc.c). Without it the reduced calibration found a job
- *    measured above its estimate (a WebP with alpha to JPEG, 32.2 MB measured for 30.2
- *    estimated): freed buffers stayed resident while the next, larger ones were mapped;
- *  - narenas:8: as glibc's M_ARENA_MAX (imgproc.c), a few heaps rather than one per core
- *    multiple (2 and 8 measured alike).
- */
-const char *malloc_conf = "prof:true,prof_active:true,lg_prof_sample:19,tcache_max:4096,"
-                          "oversize_threshold:131072,background_thread:true,dirty_decay_ms:1000,"
-                          "muzzy_decay_ms:0,narenas:8";
 
 bool heap_available(void)
 {
@@ -251,13 +227,6 @@ static struct {
     heap_ring_stats_t st;
 } ring = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* One profile: written under a temporary name and renamed, so a kill mid-dump never leaves
  * a truncated profile among the kept ones; then the ring is pruned. */
 static void ring_pass(void)
@@ -265,7 +234,7 @@ static void ring_pass(void)
     char tmp[1300], path[1300]; /* dir (1100) + name (at most ~120) */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = adm_now_ms();
     unsigned long long ms = (unsigned long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     snprintf(path, sizeof(path), "%s/heap.%013llu.%s.%ld.heap", ring.o.dir, ms, ring.host,
              (long)getpid());
@@ -283,7 +252,7 @@ static void ring_pass(void)
     ring.st.failed += !ok;
     ring.st.files = files;
     ring.st.bytes = bytes;
-    ring.st.last_ms = mono_ms() - t0;
+    ring.st.last_ms = adm_now_ms() - t0;
     pthread_mutex_unlock(&ring.mu);
 }
 
@@ -314,18 +283,18 @@ int heap_ring_start(const heap_ring_opts_t *o, char *err, size_t errlen)
     if (o->interval_ms == 0)
         return 0;
     if (!heap_profiling()) {
-        snprintf(err, errlen, "debug.heap_ring: heap profiles need jemalloc with profiling");
+        snprintf(err, errlen, "heap_ring: heap profiles need jemalloc with profiling");
         return -ENOTSUP;
     }
     if (mkdir(o->dir, 0755) != 0 && errno != EEXIST) {
         int e = errno;
-        snprintf(err, errlen, "debug.heap_ring.dir: cannot create %s: %s", o->dir, strerror(e));
+        snprintf(err, errlen, "heap_ring.dir: cannot create %s: %s", o->dir, strerror(e));
         return -e;
     }
     pthread_mutex_lock(&ring.mu);
     if (ring.running) {
         pthread_mutex_unlock(&ring.mu);
-        snprintf(err, errlen, "debug.heap_ring: already running");
+        snprintf(err, errlen, "heap_ring: already running");
         return -EBUSY;
     }
     ring.o = *o;
@@ -345,7 +314,7 @@ int heap_ring_start(const heap_ring_opts_t *o, char *err, size_t errlen)
     ring.running = rc == 0;
     pthread_mutex_unlock(&ring.mu);
     if (rc != 0) {
-        snprintf(err, errlen, "debug.heap_ring: cannot start its thread: %s", strerror(rc));
+        snprintf(err, errlen, "heap_ring: cannot start its thread: %s", strerror(rc));
         return -rc;
     }
     return 0;

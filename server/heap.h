@@ -1,8 +1,7 @@
 /* heap — the allocator room. thumbgate runs on jemalloc (Debian libjemalloc2, built with
- * profiling); this room holds its configuration (the malloc_conf string jemalloc reads
- * before the first allocation: profiling on, background purging, decay times), its
- * statistics for /metrics, heap profiles on demand (/debug/heap) and the optional ring of
- * periodic profiles on disk (debug.heap_ring.*), which survives a kill.
+ * profiling; its settings, the malloc_conf string, are in imgproc/imgproc.c beside the
+ * glibc policy); this room holds its statistics for /metrics, heap profiles on demand (/debug/heap)
+ * and the optional ring of periodic profiles on disk (heap_ring.*), which survives a kill.
  *
  * A build without THUMBGATE_JEMALLOC (the sanitizer builds: ASan owns malloc) keeps the
  * same calls: heap_available() is false, the others answer -ENOTSUP and do nothing.
@@ -65,7 +64,7 @@ typedef struct {
     uint64_t last_ms; /**< duration of the last dump and prune, milliseconds */
 } heap_ring_stats_t;
 
-/** Fills @p o from the config's debug.heap_ring.* keys (dir "" = <storage.root>/heap). */
+/** Fills @p o from the config's heap_ring.* keys (dir "" = <storage.root>/heap). */
 void heap_ring_opts_init(heap_ring_opts_t *o, const cfg_t *cfg);
 
 /** Starts the process's one ring thread (the profile is the whole process's). 0 when
