@@ -64,7 +64,6 @@ struct hit {
 struct derive_loop {
     derive_t *srv;
     struct hit hits[HIT_SLOTS];
-    uint64_t epoch; /* the store's epoch when the request now handled entered the room */
     h2o_loop_t *loop;
     h2o_multithread_receiver_t rx; /* outcomes of jobs, posted by workers */
     h2o_linklist_t waiters;        /* waiters of this loop's requests */
@@ -394,9 +393,10 @@ static struct hit *hit_slot(struct derive_loop *l, h2o_req_t *req, size_t *urlle
     return &l->hits[h % HIT_SLOTS];
 }
 
-/* @p req was answered from @p file: remember it, valid for the store's epoch at which the
- * request entered the rooms (a change since then is not missed). */
-static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgproc_fmt_t fmt)
+/* @p req was answered from @p file: remember it, valid for @p epoch, the store's epoch read
+ * before the source was looked up (a change since then is not missed). */
+static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgproc_fmt_t fmt,
+                         uint64_t epoch)
 {
     struct derive_loop *l = loop_of(srv, req);
     size_t n;
@@ -411,7 +411,7 @@ static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgpro
     if (h->file == NULL)
         free(h->url), h->url = NULL;
     h->fmt = fmt;
-    h->epoch = l->epoch;
+    h->epoch = epoch;
     h->until_ms = adm_now_ms() + HIT_TTL_MS;
 }
 
@@ -430,6 +430,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
         return;
     }
     job->src_fd = -1;
+    uint64_t epoch = store_epoch(srv->store); /* before the lookup: a change since is seen */
     if (store_find_source(srv->store, rt->stem, job->src, sizeof(job->src), &job->src_st) != 0) {
         refuse(req, job, w, ERR_REQ, ERR_REQ_NOT_FOUND,
                "no original stored for this derived image");
@@ -439,7 +440,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
                      sizeof(job->cache_path));
     struct stat sb;
     if (srv__serve_path(req, job->cache_path, rt->job.out_fmt, &sb)) {
-        hit_remember(srv, req, job->cache_path, rt->job.out_fmt);
+        hit_remember(srv, req, job->cache_path, rt->job.out_fmt, epoch);
         store_cache_touch(job->cache_path, &sb);
         atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
@@ -589,15 +590,15 @@ typedef struct {
 static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
 {
     derive_t *srv = ((hits_t *)_self)->srv;
-    struct derive_loop *l = loop_of(srv, req);
-    l->epoch = store_epoch(srv->store);
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
         !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         return -1;
+    struct derive_loop *l = loop_of(srv, req);
+    uint64_t epoch = store_epoch(srv->store);
     size_t n;
     struct hit *h = hit_slot(l, req, &n);
     if (h->url == NULL || h->urllen != n || memcmp(h->url, req->path.base, n) != 0 ||
-        h->epoch != l->epoch || adm_now_ms() > h->until_ms)
+        h->epoch != epoch || adm_now_ms() > h->until_ms)
         return -1;
     struct stat sb;
     srv__set_env(req, "TG_ROUTE", "derived");
