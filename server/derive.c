@@ -120,12 +120,18 @@ struct jobmap {
     derive_job_t *buckets[JOBMAP_BUCKETS];
 };
 
-static size_t hash_path(const char *s)
+/* FNV-1a (64-bit) of @p n bytes */
+static size_t fnv1a(const char *s, size_t n)
 {
     size_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h % JOBMAP_BUCKETS;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static size_t hash_path(const char *s)
+{
+    return fnv1a(s, strlen(s)) % JOBMAP_BUCKETS;
 }
 
 static derive_job_t *map_find(derive_t *srv, const char *path)
@@ -387,10 +393,7 @@ static struct derive_loop *loop_of(derive_t *srv, h2o_req_t *req)
 static struct hit *hit_slot(struct derive_loop *l, h2o_req_t *req, size_t *urllen)
 {
     *urllen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
-    size_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < *urllen; i++)
-        h = (h ^ (unsigned char)req->path.base[i]) * 1099511628211ull;
-    return &l->hits[h % HIT_SLOTS];
+    return &l->hits[fnv1a(req->path.base, *urllen) % HIT_SLOTS];
 }
 
 /* @p req was answered from @p file: remember it, valid for @p epoch, the store's epoch read
