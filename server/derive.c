@@ -515,7 +515,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
     job->super.on_expire = job_expire;
     srv__set_env(req, "TG_ESTIMATE", "%" PRIu64, job->super.estimate);
 
-    struct derive_loop *l = h2o_context_get_handler_context(req->conn->ctx, &srv->super);
+    struct derive_loop *l = loop_of(srv, req);
     w->loop = l;
     w->req = req;
     w->fd = srv__req_fd(req);
