@@ -38,7 +38,8 @@ typedef struct {
     const imgproc_opts_t *imgopts;
     struct flight *flight;
     pthread_mutex_t coalesce_mu;
-    struct jobmap *jobs; /* in-flight jobs by cache path (coalescing); under coalesce_mu */
+    /* in-flight jobs by cache path (coalescing), zeroed with the handler; under coalesce_mu */
+    derive_job_t *jobs[JOBMAP_BUCKETS];
 } derive_t;
 
 /* Cached hits in one lookup: each loop remembers, for the URLs it last answered from the
@@ -116,10 +117,6 @@ static void job_free(derive_job_t *job)
     free(job);
 }
 
-struct jobmap {
-    derive_job_t *buckets[JOBMAP_BUCKETS];
-};
-
 /* FNV-1a (64-bit) of @p n bytes */
 static size_t fnv1a(const char *s, size_t n)
 {
@@ -136,7 +133,7 @@ static size_t hash_path(const char *s)
 
 static derive_job_t *map_find(derive_t *srv, const char *path)
 {
-    for (derive_job_t *j = srv->jobs->buckets[hash_path(path)]; j; j = j->map_next)
+    for (derive_job_t *j = srv->jobs[hash_path(path)]; j; j = j->map_next)
         if (strcmp(j->cache_path, path) == 0)
             return j;
     return NULL;
@@ -144,7 +141,7 @@ static derive_job_t *map_find(derive_t *srv, const char *path)
 
 static void map_remove(derive_t *srv, derive_job_t *job)
 {
-    derive_job_t **p = &srv->jobs->buckets[hash_path(job->cache_path)];
+    derive_job_t **p = &srv->jobs[hash_path(job->cache_path)];
     for (; *p; p = &(*p)->map_next)
         if (*p == job) {
             *p = job->map_next;
@@ -523,13 +520,6 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
     snprintf(w->result, sizeof(w->result), "%s", job->cache_path);
 
     pthread_mutex_lock(&srv->coalesce_mu);
-    if (srv->jobs == NULL && (srv->jobs = calloc(1, sizeof(*srv->jobs))) == NULL) {
-        pthread_mutex_unlock(&srv->coalesce_mu);
-        {
-            refuse(req, job, w, ERR_REQ, ERR_REQ_BUSY, "out of memory");
-            return;
-        }
-    }
     derive_job_t *same = map_find(srv, job->cache_path);
     if (same == NULL && access(job->cache_path, F_OK) == 0) {
         /* an identical job finished between our cache miss and now: serve its result */
@@ -558,8 +548,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
     job->waiters = w;
     w->job = job;
     size_t b = hash_path(job->cache_path);
-    job->map_next = srv->jobs->buckets[b];
-    srv->jobs->buckets[b] = job;
+    job->map_next = srv->jobs[b];
+    srv->jobs[b] = job;
     bool queued = false;
     r = adm_submit(srv->gate, &job->super, job->submitted_ms, &queued);
     if (r != 0) {
