@@ -594,11 +594,9 @@ static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
         h->epoch != epoch || adm_now_ms() > h->until_ms)
         return -1;
     struct stat sb;
-    srv__set_env(req, "TG_ROUTE", "derived");
-    if (!srv__serve_path(req, h->file, h->fmt, &sb)) {
-        srv__set_env(req, "TG_ROUTE", "original"); /* evicted, or removed by another instance */
-        return -1;
-    }
+    if (!srv__serve_path(req, h->file, h->fmt, &sb))
+        return -1;                            /* evicted, or removed by another instance */
+    srv__set_env(req, "TG_ROUTE", "derived"); /* read by the access log, after the response */
     store_cache_touch(h->file, &sb);
     atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
     srv__set_env(req, "TG_ADMISSION", "cache-hit");
