@@ -111,12 +111,9 @@ static void render_heap(const room_services_t *srv, FILE *o)
  * read back and removed; 501 when this build has no profiling (a sanitizer build). */
 static int render_heap_profile(const room_services_t *srv, FILE *o, json_t *j)
 {
-    char dir[1200], *prof = NULL, *slash;
+    char *prof = NULL;
     size_t len = 0;
-    snprintf(dir, sizeof(dir), "%s", store_spill_template(srv->store));
-    if ((slash = strrchr(dir, '/')) != NULL)
-        *slash = '\0';
-    int rc = heap_dump_read(dir, &prof, &len);
+    int rc = heap_dump_read(store_tmp_dir(srv->store), &prof, &len);
     if (rc == 0) {
         fwrite(prof, 1, len, o);
         free(prof);

@@ -64,7 +64,8 @@ typedef struct {
     uint64_t socket_buffer;
     const char *write_token;  /**< borrowed; "" = writes only from loopback */
     uint64_t spill_threshold; /**< http.upload_spill: bodies past half of it go to a spill file */
-    char spill_dir[512];      /**< where the spill files are made (statvfs before a large body) */
+    char spill_dir[1024];     /**< store_tmp_dir(), where the spill files are made (statvfs
+                                   before a large body); room for any storage.root */
 } connguard_config_t;
 
 typedef struct {

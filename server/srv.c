@@ -337,10 +337,7 @@ int srv_run(const cfg_t *cfg)
                              .socket_buffer = cfg->socket_buffer,
                              .write_token = cfg->write_token,
                              .spill_threshold = cfg->upload_spill_bytes};
-    snprintf(gc.spill_dir, sizeof(gc.spill_dir), "%s", store_spill_template(srv->store));
-    char *slash = strrchr(gc.spill_dir, '/');
-    if (slash != NULL)
-        *slash = '\0';
+    snprintf(gc.spill_dir, sizeof(gc.spill_dir), "%s", store_tmp_dir(srv->store));
     if (naive) {
         gc.max_connections = cfg->max_connections ? cfg->max_connections : 4096;
         gc.max_header_bytes = UINT64_MAX;

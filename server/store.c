@@ -322,6 +322,11 @@ const char *store_spill_template(const store_t *st)
     return st->spill_template;
 }
 
+const char *store_tmp_dir(const store_t *st)
+{
+    return st->tmpdir;
+}
+
 static void stem_link_path(const store_t *st, const char *stem, char *out, size_t outlen)
 {
     map_path(st, "stem", stem, "@", out, outlen);

@@ -40,6 +40,9 @@ void store_destroy(store_t *st);
 void store_orig_path(const store_t *st, const char *key, char *out, size_t outlen);
 /** mkstemp template for h2o's body spill files (under tmp/). */
 const char *store_spill_template(const store_t *st);
+/** This instance's own temp directory (tmp/<host>.<pid>.<random>), where the spill files,
+ * results and new originals are made before they are renamed into place. */
+const char *store_tmp_dir(const store_t *st);
 
 /**
  * Stores @p len bytes at @p data as the original of @p key (borrows data): temp file,
