@@ -32,6 +32,12 @@ static void counter(FILE *o, const char *name, const char *help, uint64_t v)
     fprintf(o, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help, name, name, v);
 }
 
+/* A counter of seconds (microsecond resolution). */
+static void counter_seconds(FILE *o, const char *name, const char *help, double v)
+{
+    fprintf(o, "# HELP %s %s\n# TYPE %s counter\n%s %.6f\n", name, help, name, name, v);
+}
+
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 /* The memory plan's terms beside what each term holds now (memplan.h, connguard.h). */
@@ -179,13 +185,10 @@ static void render_metrics(const room_services_t *srv, FILE *o)
     counter(o, "thumbgate_estimate_under_total",
             "Jobs whose running set used more memory than its estimates (a group bound).",
             LOAD(m->est_under));
-    fprintf(o,
-            "# HELP thumbgate_estimate_trim_seconds_total Time the per-job measure spent giving "
-            "freed heap "
-            "back when the last running job ended (its cost).\n# TYPE "
-            "thumbgate_estimate_trim_seconds_total "
-            "counter\nthumbgate_estimate_trim_seconds_total %.6f\n",
-            (double)LOAD(m->est_trim_us) / 1e6);
+    counter_seconds(o, "thumbgate_estimate_trim_seconds_total",
+                    "Time the per-job measure spent giving freed heap back when the last running "
+                    "job ended (its cost).",
+                    (double)LOAD(m->est_trim_us) / 1e6);
 
     fprintf(o, "# HELP thumbgate_http_requests_total Requests by route and status.\n"
                "# TYPE thumbgate_http_requests_total counter\n");
