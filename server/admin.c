@@ -186,8 +186,8 @@ static void render_metrics(const room_services_t *srv, FILE *o)
             "Jobs whose running set used more memory than its estimates (a group bound).",
             LOAD(m->est_under));
     counter_seconds(o, "thumbgate_estimate_trim_seconds_total",
-                    "Time the per-job measure spent giving freed heap back when the last running "
-                    "job ended (its cost).",
+                    "Time the per-job measure spent giving freed heap back after jobs ended (its "
+                    "cost).",
                     (double)LOAD(m->est_trim_us) / 1e6);
 
     fprintf(o, "# HELP thumbgate_http_requests_total Requests by route and status.\n"

@@ -415,7 +415,7 @@ int srv_run(const cfg_t *cfg)
     /* estimate against measured for every job (jobmeter.h); without it jobs are unmetered */
     srv->metrics.meter =
         jobmeter_create(&(jobmeter_opts_t){.period_ms = 5,
-                                           .quiet_ms = 3000, /* after the idle trim at 2 s */
+                                           .quiet_ms = 3000, /* read only without trim */
                                            .metrics = &srv->metrics,
                                            .trim = cfg->malloc_trim_idle ? imgproc_trim : NULL,
                                            .log = cfg->log_level >= CFG_LOG_WARN ? stderr : NULL});
