@@ -42,16 +42,17 @@ typedef struct srv_thread {
     h2o_evloop_t *loop;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
-    struct conns *conns; /**< listener, accept limit, watchdog (conns.c) */
+    struct conns *conns; /**< listener, accept limit (conns.c) */
     /* admin listener: only on thread 0, with its own globalconf/context */
     h2o_context_t admin_ctx;
     h2o_accept_ctx_t admin_accept_ctx;
     h2o_socket_t *admin_listener;
     h2o_multithread_receiver_t ctl_rx; /**< shutdown requests */
     h2o_timeout_t tick_timeout;
-    h2o_timeout_entry_t tick; /**< housekeeping: the watchdog, store upkeep, flight */
-    uint64_t inflight;        /**< requests handled and not yet disposed (this loop) */
-    uint64_t last_watch_ms;
+    h2o_timeout_entry_t tick;  /**< every 100 ms: wakes a draining loop; on loop 0 also store
+                                    upkeep (every 500 ms) and the flight recorder */
+    uint64_t inflight;         /**< requests handled and not yet disposed (this loop) */
+    uint64_t last_maintain_ms; /**< loop 0: the last store_maintain */
     bool draining;
     bool ready; /**< set up by its own thread (under srv->setup_mu) */
 } srv_thread_t;
@@ -154,14 +155,15 @@ static void on_ctl_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *mess
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     srv_thread_t *th = H2O_STRUCT_FROM_MEMBER(srv_thread_t, tick, entry);
-    uint64_t now = srv__now_ms();
-    if (now - th->last_watch_ms >= 500) {
-        th->last_watch_ms = now;
-        if (th->idx == 0)
+    if (th->idx == 0) {
+        uint64_t now = srv__now_ms();
+        if (now - th->last_maintain_ms >= 500) {
+            th->last_maintain_ms = now;
             store_maintain(th->srv->store);
-    }
-    if (th->idx == 0)
+        }
         flight_tick(th->srv->flight, srv__now_ms());
+    }
+    /* every loop re-arms it: a draining loop relies on it to wake up */
     h2o_timeout_link(th->loop, &th->tick_timeout, &th->tick);
 }
 
