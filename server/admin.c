@@ -341,4 +341,4 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     self->s = *s;
 }
 
-const room_t admin_room = {"admin", true, do_register};
+const room_t admin_room = {.admin = true, .register_ = do_register};

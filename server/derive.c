@@ -660,5 +660,5 @@ static void do_register_hits(h2o_pathconf_t *pathconf, const room_services_t *s)
     h2o_create_handler(pathconf, sizeof(hits_t))->on_req = on_hit_req;
 }
 
-const room_t derive_hits_room = {"cached hits", false, do_register_hits};
-const room_t derive_room = {"derived", false, do_register};
+const room_t derive_hits_room = {.register_ = do_register_hits};
+const room_t derive_room = {.register_ = do_register};

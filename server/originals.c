@@ -246,4 +246,4 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     self->metrics = s->metrics;
 }
 
-const room_t originals_room = {"originals", false, do_register};
+const room_t originals_room = {.register_ = do_register};

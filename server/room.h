@@ -39,7 +39,6 @@ typedef struct room_services {
 
 /** A handler room: a row of router.c's table. */
 typedef struct room {
-    const char *name;
     bool admin; /**< served on the admin listener, not the public one */
     /** Creates the room's handler on @p pathconf with the services it keeps (borrowed). */
     void (*register_)(h2o_pathconf_t *pathconf, const room_services_t *s);
