@@ -40,7 +40,8 @@ typedef struct room_services {
 /** A handler room: a row of router.c's table. */
 typedef struct room {
     bool admin; /**< served on the admin listener, not the public one */
-    /** Creates the room's handler on @p pathconf with the services it keeps (borrowed). */
+    /** Creates the room's handler on @p pathconf with the services it keeps (borrowed);
+     *  @p s itself lives only for the call, so the room copies what it keeps. */
     void (*register_)(h2o_pathconf_t *pathconf, const room_services_t *s);
 } room_t;
 

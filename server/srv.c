@@ -69,7 +69,6 @@ struct srv {
     adm_gate_t *gate;
     metrics_t metrics;
     imgproc_opts_t imgopts;
-    room_services_t services; /**< what the rooms borrow (pointers into this struct) */
     int listen_fd, admin_fd;
     struct sockaddr_storage listen_addr;
     atomic_bool shutting_down;
@@ -427,17 +426,17 @@ int srv_run(const cfg_t *cfg)
     if (heap_ring_start(&ho, err, sizeof(err)) != 0)
         fprintf(stderr, "thumbgate: heap profile ring off: %s\n", err);
 
-    /* the rooms, with what they borrow */
-    srv->services = (room_services_t){.cfg = cfg,
-                                      .store = srv->store,
-                                      .gate = srv->gate,
-                                      .metrics = &srv->metrics,
-                                      .imgopts = &srv->imgopts,
-                                      .flight = srv->flight,
-                                      .guard = srv->guard,
-                                      .plan = &srv->plan,
-                                      .draining = &srv->shutting_down,
-                                      .started_at_ms = srv->started_at_ms};
+    /* the rooms, with what they borrow (each copies what it keeps: this lives here only) */
+    room_services_t services = {.cfg = cfg,
+                                .store = srv->store,
+                                .gate = srv->gate,
+                                .metrics = &srv->metrics,
+                                .imgopts = &srv->imgopts,
+                                .flight = srv->flight,
+                                .guard = srv->guard,
+                                .plan = &srv->plan,
+                                .draining = &srv->shutting_down,
+                                .started_at_ms = srv->started_at_ms};
     h2o_pathconf_t *pathconf = h2o_config_register_path(srv->hostconf, "/", 0);
     h2o_create_handler(pathconf, sizeof(h2o_handler_t))->on_req = on_track_request;
     h2o_config_init(&srv->admin_globalconf);
@@ -445,10 +444,9 @@ int srv_run(const cfg_t *cfg)
     srv->admin_globalconf.max_request_entity_size = 4096;
     srv->admin_hostconf = h2o_config_register_host(&srv->admin_globalconf,
                                                    h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    router_register(pathconf, h2o_config_register_path(srv->admin_hostconf, "/", 0),
-                    &srv->services);
-    http_register(pathconf, &srv->services);
-    http_register(&srv->hostconf->fallback_path, &srv->services);
+    router_register(pathconf, h2o_config_register_path(srv->admin_hostconf, "/", 0), &services);
+    http_register(pathconf, &services);
+    http_register(&srv->hostconf->fallback_path, &services);
 
     srv->nthreads = cfg->threads ? cfg->threads : sysfacts_ncores();
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
