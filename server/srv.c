@@ -98,11 +98,6 @@ void srv_block_signals(sigset_t *set)
 
 /* --- requests in flight (the drain waits for them) ------------------------------------ */
 
-static uint64_t srv__now_ms(void)
-{
-    return adm_now_ms();
-}
-
 struct req_track {
     srv_thread_t *th;
 };
@@ -155,12 +150,12 @@ static void on_tick(h2o_timeout_entry_t *entry)
 {
     srv_thread_t *th = H2O_STRUCT_FROM_MEMBER(srv_thread_t, tick, entry);
     if (th->idx == 0) {
-        uint64_t now = srv__now_ms();
+        uint64_t now = adm_now_ms();
         if (now - th->last_maintain_ms >= 500) {
             th->last_maintain_ms = now;
             store_maintain(th->srv->store);
         }
-        flight_tick(th->srv->flight, srv__now_ms());
+        flight_tick(th->srv->flight, adm_now_ms());
     }
     /* every loop re-arms it: a draining loop relies on it to wake up */
     h2o_timeout_link(th->loop, &th->tick_timeout, &th->tick);
@@ -189,10 +184,10 @@ static void *loop_main(void *arg)
         atomic_fetch_add(&srv->loops_done, 1);
         return NULL;
     }
-    uint64_t idle_since = srv__now_ms();
+    uint64_t idle_since = adm_now_ms();
     /* loop 0 hosts the admin listener: it stays until the other loops have drained, so
      * /readyz keeps answering "draining" for as long as any request is in flight */
-    while (!(th->draining && (loop_is_drained(th) || srv__now_ms() >= srv->shutdown_deadline_ms) &&
+    while (!(th->draining && (loop_is_drained(th) || adm_now_ms() >= srv->shutdown_deadline_ms) &&
              (th->idx != 0 || (unsigned)atomic_load(&srv->loops_done) >= srv->nthreads - 1))) {
         h2o_evloop_run(th->loop, 1000);
         http_log_flush();
@@ -204,8 +199,8 @@ static void *loop_main(void *arg)
             adm_stats_t as;
             adm_stats(srv->gate, &as);
             if (as.running != 0 || th->inflight != 0)
-                idle_since = srv__now_ms();
-            else if (idle_since != 0 && srv__now_ms() - idle_since > 2000) {
+                idle_since = adm_now_ms();
+            else if (idle_since != 0 && adm_now_ms() - idle_since > 2000) {
                 imgproc_trim();
                 idle_since = 0; /* once per quiet period */
             }
@@ -294,7 +289,7 @@ int srv_run(const cfg_t *cfg)
     char err[512];
     int ret = 1;
     srv->cfg = cfg;
-    srv->started_at_ms = srv__now_ms();
+    srv->started_at_ms = adm_now_ms();
     pthread_mutex_init(&srv->setup_mu, NULL);
     pthread_cond_init(&srv->setup_cv, NULL);
     srv->admin_fd = -1;
@@ -468,7 +463,7 @@ int srv_run(const cfg_t *cfg)
     if (failed) {
         fprintf(stderr, "thumbgate: cannot start the event loops (threads or listeners): %s\n",
                 strerror(errno));
-        srv->shutdown_deadline_ms = srv__now_ms();
+        srv->shutdown_deadline_ms = adm_now_ms();
         for (unsigned i = 0; i < started; i++)
             if (srv->threads[i].ready) {
                 h2o_multithread_message_t *m = calloc(1, sizeof(*m));
@@ -509,7 +504,7 @@ int srv_run(const cfg_t *cfg)
     }
     if (cfg->log_level >= CFG_LOG_INFO)
         log_event("shutdown", "drain_ms", (int64_t)cfg->shutdown_timeout_ms, NULL);
-    srv->shutdown_deadline_ms = srv__now_ms() + cfg->shutdown_timeout_ms;
+    srv->shutdown_deadline_ms = adm_now_ms() + cfg->shutdown_timeout_ms;
     atomic_store(&srv->shutting_down, true);
     for (unsigned i = 0; i < srv->nthreads; i++) {
         h2o_multithread_message_t *m = calloc(1, sizeof(*m));
@@ -521,7 +516,7 @@ out_threads:
     for (unsigned i = 0; i < srv->nthreads; i++)
         pthread_join(srv->threads[i].tid, NULL);
     iopool_stop();
-    if (ret == 0 && srv__now_ms() >= srv->shutdown_deadline_ms) {
+    if (ret == 0 && adm_now_ms() >= srv->shutdown_deadline_ms) {
         /* the drain deadline passed with jobs still decoding: their clients were cut
          * off anyway, and waiting for the workers would overrun the deadline */
         if (cfg->log_level >= CFG_LOG_INFO)
