@@ -28,7 +28,6 @@ struct connguard {
     /* per loop, touched only by that loop's thread */
     struct {
         h2o_linklist_t conns; /**< gconn_t of the loop's open connections */
-        size_t unlearned;     /**< of them, those whose request is not yet known */
         uint64_t now_ms;      /**< the loop's clock at its last walk */
         connguard_timeouts_t to;
         struct gconn *victim;  /**< chosen by connguard_admit for the accept that follows */
@@ -127,8 +126,6 @@ static void on_close(void *data)
     connguard_t *g = c->g;
     release(g, c);
     h2o_linklist_unlink(&c->link);
-    if (c->req == NULL)
-        g->loops[c->loop].unlearned--;
     if (g->loops[c->loop].victim == c)
         g->loops[c->loop].victim = NULL;
     /* a slot is free: a held listener of this loop takes the next waiting connection */
@@ -267,7 +264,6 @@ bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
     c->sock = sock;
     c->loop = loop;
     h2o_linklist_insert(&g->loops[c->loop].conns, &c->link);
-    g->loops[c->loop].unlearned++;
     sock->on_close.cb = on_close;
     sock->on_close.data = c;
     return true;
@@ -306,7 +302,6 @@ static int learn_one(h2o_req_t *req, void *cbdata)
         gconn_t *c = sock->on_close.data;
         if (c->req == NULL) {
             c->req = req;
-            c->g->loops[c->loop].unlearned--;
             size_t off = (size_t)((char *)req - (char *)req->conn);
             if ((void *)req->conn == sock->data && off < 65536)
                 atomic_store_explicit(&c->g->req_offset, off, memory_order_relaxed);
@@ -327,7 +322,6 @@ static bool learn_fast(connguard_t *g, gconn_t *c)
     if (req->conn != conn)
         return false;
     c->req = req;
-    g->loops[c->loop].unlearned--;
     return true;
 }
 
@@ -499,7 +493,7 @@ void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
     }
     /* connections h2o has not shown yet (the request offset is not known): one pass over
      * h2o's own list, only until the first connection has taught the offset */
-    if (slow_learn && g->loops[loop].unlearned != 0)
+    if (slow_learn)
         ctx->globalconf->http1.callbacks.foreach_request(ctx, learn_one, NULL);
     atomic_store_explicit(&g->input_ram[loop], ram, memory_order_relaxed);
     atomic_store_explicit(&g->input_spill[loop], spill, memory_order_relaxed);
