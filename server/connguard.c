@@ -31,6 +31,7 @@ struct connguard {
         uint64_t now_ms;      /**< the loop's clock at its last walk */
         connguard_timeouts_t to;
         struct gconn *victim;  /**< chosen by connguard_admit for the accept that follows */
+        int victim_kind;       /**< what it was chosen as (V_IDLE, V_SLOW, V_STALLED) */
         h2o_socket_t *held;    /**< the listener, while it is off the loop */
         h2o_socket_cb held_cb; /**< its accept callback, to start it again */
         uint64_t full_since;   /**< when the loop first found no room (0: it has room) */
@@ -179,7 +180,7 @@ static uint64_t since(const gconn_t *c, int kind)
     return kind == V_IDLE ? c->busy_ms : kind == V_SLOW ? c->head_ms : c->moved_ms;
 }
 
-static gconn_t *victim(connguard_t *g, unsigned loop, uint64_t now)
+static gconn_t *victim(connguard_t *g, unsigned loop, uint64_t now, int *kind)
 {
     gconn_t *best = NULL;
     int best_kind = V_NONE;
@@ -190,6 +191,7 @@ static gconn_t *victim(connguard_t *g, unsigned loop, uint64_t now)
         if (k > best_kind || (k != V_NONE && k == best_kind && since(c, k) < since(best, k)))
             best = c, best_kind = k;
     }
+    *kind = best_kind;
     return best;
 }
 
@@ -208,7 +210,8 @@ bool connguard_admit(connguard_t *g, unsigned loop, h2o_socket_t *listener, h2o_
     loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
     uint64_t now = h2o_now(h2o_socket_get_loop(listener));
     g->loops[loop].victim = NULL;
-    if (has_room(g) || (g->loops[loop].victim = victim(g, loop, now)) != NULL) {
+    if (has_room(g) ||
+        (g->loops[loop].victim = victim(g, loop, now, &g->loops[loop].victim_kind)) != NULL) {
         g->loops[loop].full_since = 0;
         return true;
     }
@@ -242,7 +245,7 @@ bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
     g->loops[loop].victim = NULL;
     if (full && v != NULL && !v->refused) {
         /* h2o sees the end on its next read and closes it; until then the count is one over */
-        bool head = eligible(v, h2o_now(h2o_socket_get_loop(sock))) == V_SLOW;
+        bool head = g->loops[loop].victim_kind == V_SLOW;
         v->refused = true;
         int vfd = h2o_socket_get_fd(v->sock);
         if (head)
