@@ -27,9 +27,8 @@ struct connguard {
     _Atomic size_t req_offset;
     /* per loop, touched only by that loop's thread */
     struct {
-        h2o_linklist_t conns; /**< gconn_t of the loop's open connections */
-        uint64_t now_ms;      /**< the loop's clock at its last walk */
-        connguard_timeouts_t to;
+        h2o_linklist_t conns;  /**< gconn_t of the loop's open connections */
+        uint64_t now_ms;       /**< the loop's clock at its last walk */
         struct gconn *victim;  /**< chosen by connguard_admit for the accept that follows */
         int victim_kind;       /**< what it was chosen as (V_IDLE, V_SLOW, V_STALLED) */
         h2o_socket_t *held;    /**< the listener, while it is off the loop */
@@ -198,11 +197,6 @@ static gconn_t *victim(connguard_t *g, unsigned loop, uint64_t now, int *kind)
 static bool has_room(connguard_t *g)
 {
     return atomic_load_explicit(&g->open, memory_order_relaxed) < g->cfg.max_connections;
-}
-
-void connguard_loop_init(connguard_t *g, unsigned loop, const connguard_timeouts_t *t)
-{
-    g->loops[loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1].to = *t;
 }
 
 bool connguard_admit(connguard_t *g, unsigned loop, h2o_socket_t *listener, h2o_socket_cb on_accept)
@@ -385,15 +379,15 @@ static void check_one(connguard_t *g, gconn_t *c)
 }
 
 /* Shuts @p c down for a timeout: a request that stopped arriving is answered 408 first. */
-static void time_out(connguard_t *g, gconn_t *c, unsigned loop, bool answer)
+static void time_out(connguard_t *g, gconn_t *c, bool answer)
 {
     int fd = h2o_socket_get_fd(c->sock);
     c->refused = true;
     if (answer) {
         conns_answer(fd, ERR_REQ, ERR_REQ_TIMEOUT,
                      "the request stopped arriving (http.request_timeout)");
-        if (g->loops[loop].to.timeouts != NULL)
-            atomic_fetch_add_explicit(g->loops[loop].to.timeouts, 1, memory_order_relaxed);
+        if (g->cfg.timeouts != NULL)
+            atomic_fetch_add_explicit(g->cfg.timeouts, 1, memory_order_relaxed);
     }
     /* h2o sees the error on its next read or write and closes the connection cleanly */
     shutdown(fd, SHUT_RDWR);
@@ -406,9 +400,9 @@ static void time_out(connguard_t *g, gconn_t *c, unsigned loop, bool answer)
  * walk first saw it, then 408; a body not moving (no byte received): request_timeout,
  * then 408 (a slow but steady upload is never cut); a complete request waiting for our
  * answer: not timed here (the queue timeout is). */
-static void watch_one(connguard_t *g, gconn_t *c, unsigned loop, uint64_t now)
+static void watch_one(connguard_t *g, gconn_t *c, uint64_t now)
 {
-    const connguard_timeouts_t *to = &g->loops[loop].to;
+    const connguard_config_t *to = &g->cfg;
     h2o_req_t *req = c->req;
     bool body =
         req->input.method.base != NULL && req->res.status == 0 && req->processed_at.at.tv_sec == 0;
@@ -417,20 +411,20 @@ static void watch_one(connguard_t *g, gconn_t *c, unsigned loop, uint64_t now)
     if (req->input.method.base == NULL) {
         if (c->sock->input->size == 0) {
             if (to->idle_timeout_ms != 0 && now - c->busy_ms >= to->idle_timeout_ms)
-                time_out(g, c, loop, false);
+                time_out(g, c, false);
         } else if (to->request_timeout_ms != 0 && c->head_ms != 0 &&
                    now - c->head_ms >= to->request_timeout_ms) {
-            time_out(g, c, loop, true);
+            time_out(g, c, true);
         }
     } else if (req->res.status != 0) {
         if (to->idle_timeout_ms != 0 && now - c->moved_ms >= to->idle_timeout_ms)
-            time_out(g, c, loop, false);
+            time_out(g, c, false);
     } else if (body) {
         /* a body, or a head whose first read already showed its request line */
         if (c->body_ms == 0 || c->sock->input->size != c->body_size)
             c->body_ms = now, c->body_size = c->sock->input->size;
         else if (to->request_timeout_ms != 0 && now - c->body_ms >= to->request_timeout_ms)
-            time_out(g, c, loop, true);
+            time_out(g, c, true);
     }
 }
 
@@ -491,7 +485,7 @@ void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
             if (c->refused)
                 continue;
         }
-        watch_one(g, c, loop, now);
+        watch_one(g, c, now);
         any_victim = any_victim || (g->loops[loop].held != NULL && eligible(c, now) != V_NONE);
     }
     /* connections h2o has not shown yet (the request offset is not known): one pass over

@@ -66,6 +66,9 @@ typedef struct {
     uint64_t spill_threshold; /**< http.upload_spill: bodies past half of it go to a spill file */
     char spill_dir[1024];     /**< store_tmp_dir(), where the spill files are made (statvfs
                                    before a large body); room for any storage.root */
+    uint64_t idle_timeout_ms; /**< http.idle_timeout: idle between requests, stalled response */
+    uint64_t request_timeout_ms; /**< http.request_timeout: head not complete, body not moving */
+    _Atomic uint64_t *timeouts;  /**< counts the 408s sent (optional) */
 } connguard_config_t;
 
 typedef struct {
@@ -79,21 +82,11 @@ typedef struct {
 
 typedef struct connguard connguard_t;
 
-/** What a loop's connections are allowed before the walk ends them. */
-typedef struct {
-    uint64_t idle_timeout_ms;    /**< http.idle_timeout: idle between requests, stalled response */
-    uint64_t request_timeout_ms; /**< http.request_timeout: head not complete, body not moving */
-    _Atomic uint64_t *timeouts;  /**< counts the 408s sent (optional) */
-} connguard_timeouts_t;
-
 connguard_t *connguard_create(const connguard_config_t *cfg);
 void connguard_destroy(connguard_t *g);
 
 /** Sets the kernel buffer sizes on a listening socket (accepted sockets inherit them). */
 void connguard_tune_listener(const connguard_t *g, int fd);
-
-/** Sets the timeouts of loop @p loop (from its thread, before it accepts). */
-void connguard_loop_init(connguard_t *g, unsigned loop, const connguard_timeouts_t *t);
 
 /** Before accepting on @p listener of loop @p loop: true when a connection may be
  *  accepted now (a free slot, a victim to close, or the hold is over and it will be

@@ -30,13 +30,6 @@ conns_t *conns_create(h2o_context_t *ctx, h2o_accept_ctx_t *accept_ctx, const co
     c->ctx = ctx;
     c->accept_ctx = accept_ctx;
     c->conf = *conf;
-    if (conf->guard != NULL) {
-        /* the guard's one walk over the loop's connections also keeps their time */
-        connguard_timeouts_t t = {.idle_timeout_ms = conf->idle_timeout_ms,
-                                  .request_timeout_ms = conf->request_timeout_ms,
-                                  .timeouts = conf->timeouts};
-        connguard_loop_init(conf->guard, conf->loop, &t);
-    }
     return c;
 }
 

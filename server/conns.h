@@ -3,8 +3,8 @@
  * new connections wait in the kernel's accept queue). The timeouts that end connections
  * h2o 2.2 would keep forever (idle between requests, responses that stopped moving) or
  * drop without a word (a request that stopped arriving gets a 408) are kept by
- * connguard's one walk over the loop's connections (connguard.h); conns_create hands it
- * this loop's timeouts. One conns_t per event loop.
+ * connguard's one walk over the loop's connections (connguard.h), which holds them
+ * (connguard_config_t). One conns_t per event loop.
  * Memory: one conns_t per loop; a connection waiting in the accept queue is kernel memory
  * (each public listener has MEMPLAN_BACKLOG of them, memplan.h). */
 #ifndef THUMBGATE_CONNS_H
@@ -21,11 +21,6 @@
 typedef struct {
     struct connguard *guard; /**< admits accepted sockets (limits.max_connections, connguard.h) */
     unsigned loop;           /**< this loop's index, for connguard */
-    uint64_t
-        idle_timeout_ms; /**< http.idle_timeout: idle between requests, or a stalled response */
-    uint64_t
-        request_timeout_ms; /**< http.request_timeout: a head not complete, or a body not moving */
-    _Atomic uint64_t *timeouts; /**< counts the 408s sent (optional) */
 } conns_conf_t;
 
 typedef struct conns conns_t;

@@ -222,12 +222,7 @@ static int setup_thread(srv_t *srv, srv_thread_t *th, unsigned idx)
     th->tick.cb = on_tick;
     h2o_timeout_link(th->loop, &th->tick_timeout, &th->tick);
 
-    conns_conf_t cc = {.guard = srv->guard,
-                       .loop = idx,
-                       .idle_timeout_ms = srv->cfg->idle_timeout_ms,
-                       .request_timeout_ms = srv->cfg->req_timeout_ms,
-                       .timeouts =
-                           &srv->metrics.requests[METRICS_ROUTE_OTHER][metrics_status_slot(408)]};
+    conns_conf_t cc = {.guard = srv->guard, .loop = idx};
     if ((th->conns = conns_create(&th->ctx, &th->accept_ctx, &cc)) == NULL)
         return -1;
     int fd = idx == 0 ? srv->listen_fd
@@ -326,13 +321,17 @@ int srv_run(const cfg_t *cfg)
                                     : srv->plan.limit / 100 * cfg->memory_budget_percent;
     const char *bsrc = srv->plan.budget_auto ? srv->plan.limit_source : "memory.budget";
     unsigned workers = cfg->workers ? cfg->workers : sysfacts_ncores();
-    connguard_config_t gc = {.max_connections = srv->plan.max_connections,
-                             .max_header_bytes = cfg->max_header_bytes,
-                             .max_body_inflight = srv->plan.max_body_inflight,
-                             .max_upload = cfg->max_upload,
-                             .socket_buffer = cfg->socket_buffer,
-                             .write_token = cfg->write_token,
-                             .spill_threshold = cfg->upload_spill_bytes};
+    connguard_config_t gc = {
+        .max_connections = srv->plan.max_connections,
+        .max_header_bytes = cfg->max_header_bytes,
+        .max_body_inflight = srv->plan.max_body_inflight,
+        .max_upload = cfg->max_upload,
+        .socket_buffer = cfg->socket_buffer,
+        .write_token = cfg->write_token,
+        .spill_threshold = cfg->upload_spill_bytes,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .request_timeout_ms = cfg->req_timeout_ms,
+        .timeouts = &srv->metrics.requests[METRICS_ROUTE_OTHER][metrics_status_slot(408)]};
     snprintf(gc.spill_dir, sizeof(gc.spill_dir), "%s", store_tmp_dir(srv->store));
     if (naive) {
         gc.max_connections = cfg->max_connections ? cfg->max_connections : 4096;
