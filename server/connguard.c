@@ -1,6 +1,7 @@
 /* connguard — connection memory bounds (see connguard.h for what and why). */
 #include "server/connguard.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -201,7 +202,7 @@ static bool has_room(connguard_t *g)
 
 bool connguard_admit(connguard_t *g, unsigned loop, h2o_socket_t *listener, h2o_socket_cb on_accept)
 {
-    loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
+    assert(loop < CONNGUARD_MAX_LOOPS);
     uint64_t now = h2o_now(h2o_socket_get_loop(listener));
     g->loops[loop].victim = NULL;
     if (has_room(g) ||
@@ -225,14 +226,15 @@ bool connguard_admit(connguard_t *g, unsigned loop, h2o_socket_t *listener, h2o_
 
 void connguard_forget_listener(connguard_t *g, unsigned loop)
 {
-    g->loops[loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1].held = NULL;
+    assert(loop < CONNGUARD_MAX_LOOPS);
+    g->loops[loop].held = NULL;
 }
 
 bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
 {
     int fd = h2o_socket_get_fd(sock);
     gconn_t *c = NULL;
-    loop = loop < CONNGUARD_MAX_LOOPS ? loop : CONNGUARD_MAX_LOOPS - 1;
+    assert(loop < CONNGUARD_MAX_LOOPS);
     bool full =
         atomic_fetch_add_explicit(&g->open, 1, memory_order_relaxed) >= g->cfg.max_connections;
     gconn_t *v = g->loops[loop].victim; /* chosen by connguard_admit just before */
@@ -440,8 +442,7 @@ static void maybe_unhold(connguard_t *g, unsigned loop, uint64_t now, bool any_v
 
 void connguard_scan(connguard_t *g, h2o_context_t *ctx, unsigned loop)
 {
-    if (loop >= CONNGUARD_MAX_LOOPS)
-        loop = CONNGUARD_MAX_LOOPS - 1;
+    assert(loop < CONNGUARD_MAX_LOOPS);
     uint64_t now = h2o_now(ctx->loop);
     if (now - g->loops[loop].now_ms < CONNGUARD_LOOK_MS)
         return;

@@ -41,9 +41,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define CONNGUARD_MAX_LOOPS 256
-#define CONNGUARD_LOOK_MS 2    /**< the walk runs at most this often per loop */
-#define CONNGUARD_HOLD_MS 2000 /**< longest a held listener keeps connections waiting */
+#define CONNGUARD_MAX_LOOPS 256 /**< loop indexes stay below it: sysfacts_loops caps the loops */
+#define CONNGUARD_LOOK_MS 2     /**< the walk runs at most this often per loop */
+#define CONNGUARD_HOLD_MS 2000  /**< longest a held listener keeps connections waiting */
 
 typedef enum {
     CONNGUARD_R_CONNECTIONS = 0, /**< over limits.max_connections at accept */

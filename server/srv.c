@@ -442,7 +442,7 @@ int srv_run(const cfg_t *cfg)
     http_register(pathconf, &services);
     http_register(&srv->hostconf->fallback_path, &services);
 
-    srv->nthreads = cfg->threads ? cfg->threads : sysfacts_ncores();
+    srv->nthreads = sysfacts_loops(cfg);
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
     iopool_start(IO_THREADS);
     unsigned started = 0;

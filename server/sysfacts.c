@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "server/connguard.h"
 #include "server/memlimit.h"
 
 uint64_t srv_memory_limit(const char **source)
@@ -17,11 +18,17 @@ unsigned sysfacts_ncores(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+unsigned sysfacts_loops(const cfg_t *cfg)
+{
+    unsigned n = cfg->threads ? cfg->threads : sysfacts_ncores();
+    return n < CONNGUARD_MAX_LOOPS ? n : CONNGUARD_MAX_LOOPS;
+}
+
 int srv_plan(const cfg_t *cfg, memplan_t *plan, char *err, size_t errlen)
 {
     const char *src = "MemTotal";
     uint64_t limit = srv_memory_limit(&src);
-    unsigned threads = cfg->threads ? cfg->threads : sysfacts_ncores();
+    unsigned threads = sysfacts_loops(cfg);
     unsigned workers = cfg->workers ? cfg->workers : sysfacts_ncores();
     /* cgroup v2 charges the kernel's socket buffers to the cgroup; v1 (without kmem.tcp) does not
      */

@@ -21,4 +21,8 @@ int srv_plan(const cfg_t *cfg, memplan_t *plan, char *err, size_t errlen);
 /** Online cores (at least 1). */
 unsigned sysfacts_ncores(void);
 
+/** The event loops of @p cfg: `threads`, or with `threads: auto` the online cores, at most
+ *  CONNGUARD_MAX_LOOPS (connguard keeps one single-thread slot per loop). */
+unsigned sysfacts_loops(const cfg_t *cfg);
+
 #endif
