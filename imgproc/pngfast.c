@@ -715,7 +715,5 @@ int imgproc__pngfast(int fd, const imgproc_probe_t *probe, const imgproc__plan_t
 fail:
     g_free(icc);
     g_object_unref(ctx);
-    const char *buf = vips_error_buffer();
-    return imgproc__fail_vips(
-        err, buf && strstr(buf, "out of memory") ? IMGPROC_E_NOMEM : IMGPROC_E_CORRUPT, "png");
+    return imgproc__fail_vips_decode(err, "png");
 }

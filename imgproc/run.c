@@ -197,9 +197,7 @@ static int pipeline_fail(imgproc_err_t *err, const sink_t *sink, deadline_t *d, 
         vips_error_clear();
         return imgproc__fail(err, IMGPROC_E_IO, "write output: %s", strerror(sink->err_no));
     }
-    const char *buf = vips_error_buffer();
-    int code = (buf && strstr(buf, "out of memory")) ? IMGPROC_E_NOMEM : IMGPROC_E_CORRUPT;
-    return imgproc__fail_vips(err, code, what);
+    return imgproc__fail_vips_decode(err, what);
 }
 
 /* Reads @p len bytes from the start of @p fd into a new malloc'd buffer. */
