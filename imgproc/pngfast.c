@@ -285,6 +285,20 @@ static int idat_next(idat_t *d, bool finish, bool first)
     }
 }
 
+/* Refills the inflate input with up to IDAT_IN bytes of the current IDAT (none when it is
+ * used up), adding them to the chunk's CRC. */
+static int idat_fill(idat_t *d)
+{
+    uint32_t n = d->chunk_left < IDAT_IN ? d->chunk_left : IDAT_IN;
+    if (n && rd_exact(d->rd, d->in, n))
+        return -1;
+    d->crc = (uint32_t)crc32(d->crc, d->in, n);
+    d->chunk_left -= n;
+    d->st->next_in = d->in;
+    d->st->avail_in = n;
+    return 0;
+}
+
 static inline uint8_t paeth(int a, int b, int c)
 {
     int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
@@ -346,13 +360,8 @@ static const uint8_t *idat_row(idat_t *d)
         if (st->avail_in == 0) {
             if (d->chunk_left == 0 && idat_next(d, true, false))
                 return NULL;
-            uint32_t n = d->chunk_left < IDAT_IN ? d->chunk_left : IDAT_IN;
-            if (n && rd_exact(d->rd, d->in, n))
+            if (idat_fill(d))
                 return NULL;
-            d->crc = (uint32_t)crc32(d->crc, d->in, n);
-            d->chunk_left -= n;
-            st->next_in = d->in;
-            st->avail_in = n;
         }
     }
     if (unfilter(d->cur, d->prev, d->rowbytes, d->bpp)) {
@@ -372,15 +381,8 @@ static int idat_finish(idat_t *d)
     struct inflate_state *st = d->st;
     uint8_t scratch[256];
     for (;;) {
-        if (st->avail_in == 0 && d->chunk_left > 0) {
-            uint32_t n = d->chunk_left < IDAT_IN ? d->chunk_left : IDAT_IN;
-            if (rd_exact(d->rd, d->in, n))
-                return -1;
-            d->crc = (uint32_t)crc32(d->crc, d->in, n);
-            d->chunk_left -= n;
-            st->next_in = d->in;
-            st->avail_in = n;
-        }
+        if (st->avail_in == 0 && d->chunk_left > 0 && idat_fill(d))
+            return -1;
         if (st->block_state == ISAL_BLOCK_FINISH || st->avail_in == 0)
             break;
         st->next_out = scratch;
