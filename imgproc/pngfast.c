@@ -495,20 +495,29 @@ static int decode_shrunk(int fd, const imgproc_probe_t *probe, const imgproc__pl
         *icc_len = iccp.profile_len;
     }
 
-    row = malloc((size_t)W * nb);
+    /* one decoded row only when libspng decodes: our own inflate has its row buffers */
+    const bool direct = direct_channels(probe, &ih) != 0;
+    if (!direct)
+        row = malloc((size_t)W * nb);
     acc = calloc((size_t)pw * nb, sizeof(*acc));
     out = malloc((size_t)pw * ph * nb * sizeof(*out));
-    if (!row || !acc || !out) {
+    if ((!direct && !row) || !acc || !out) {
         rc = imgproc__fail(err, IMGPROC_E_NOMEM, "png: %ux%u shrunk image", pw, ph);
         goto out;
     }
     d.rd = &rd;
     d.rowbytes = (size_t)W * nb;
     d.bpp = nb;
-    if (direct_channels(probe, &ih)) {
-        /* IHDR (13 bytes, checked by libspng) ends at 33: our own reads go on from there */
-        rd.pos = 33;
-        rd.have = rd.off = 0;
+    if (direct) {
+        /* IHDR (13 bytes, checked by libspng) ends at 33: our own reads go on from there,
+         * in the bytes already buffered when libspng's reads took them in */
+        uint64_t start = rd.pos - rd.have;
+        if (start <= 33 && rd.pos >= 33) {
+            rd.off = (size_t)(33 - start);
+        } else {
+            rd.pos = 33;
+            rd.have = rd.off = 0;
+        }
         d.st = malloc(sizeof(*d.st));
         d.in = malloc(IDAT_IN);
         d.cur = calloc(d.rowbytes + 1, 1);
