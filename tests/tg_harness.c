@@ -143,6 +143,19 @@ int tg_rmtree(const char *dir)
     return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+unsigned tg_log_lines(const char *log, const char *needle, char *first, size_t n)
+{
+    FILE *f = fopen(log, "r");
+    char line[8192];
+    unsigned c = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (strstr(line, needle) && c++ == 0 && first)
+            snprintf(first, n, "%s", line);
+    if (f)
+        fclose(f);
+    return c;
+}
+
 void tg_mkdtemp(char *dir, size_t len, const char *prefix)
 {
     const char *t = getenv("TMPDIR");

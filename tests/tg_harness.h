@@ -34,6 +34,9 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root);
 int tg_stop(tg_server_t *s);
 /** Removes the storage root. */
 void tg_cleanup(tg_server_t *s);
+/** Number of lines of the log file @p log that contain @p needle; the first of them goes to
+ *  @p first (of @p n bytes) when @p first is not NULL. 0 when the file cannot be read. */
+unsigned tg_log_lines(const char *log, const char *needle, char *first, size_t n);
 /** Removes @p dir and everything below it (no shell); 0 when all of it is gone. */
 int tg_rmtree(const char *dir);
 /** Makes a new directory $TMPDIR/@p prefix-XXXXXX (/tmp without TMPDIR) into @p dir (of
