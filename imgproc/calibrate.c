@@ -85,6 +85,7 @@ typedef enum {
 
 static const struct {
     const char *name, *ext;
+    bool noisy; /* strong independent noise in each band (make_content) */
 } variants[V__COUNT] = {
     [V_JPEG_BASE420] = {"jpeg-base420", "jpg"},
     [V_JPEG_BASE444] = {"jpeg-base444", "jpg"},
@@ -115,10 +116,10 @@ static const struct {
     [V_JPEG_BIGICC] = {"jpeg-bigicc", "jpg"},
     [V_WEBP_LOSSLESS_ALPHA] = {"webp-lossless-alpha", "webp"},
     [V_WEBP_BIGICC] = {"webp-bigicc", "webp"},
-    [V_JPEG_NOISE] = {"jpeg-noise", "jpg"},
-    [V_PNG_NOISE] = {"png-noise", "png"},
-    [V_WEBP_NOISE] = {"webp-noise", "webp"},
-    [V_PNG_NOISE_RGBA] = {"png-noise-rgba", "png"},
+    [V_JPEG_NOISE] = {"jpeg-noise", "jpg", true},
+    [V_PNG_NOISE] = {"png-noise", "png", true},
+    [V_WEBP_NOISE] = {"webp-noise", "webp", true},
+    [V_PNG_NOISE_RGBA] = {"png-noise-rgba", "png", true},
 };
 
 /* A valid ICC profile (Display P3) padded to about 1 MiB: lcms reads the tag table and
@@ -163,8 +164,7 @@ static VipsImage *make_content(int w, int h, int bands, bool alpha, bool noisy)
         vips_linear1(t[5], &t[6], 90, 128, NULL))
         goto out;
     VipsImage *rgb[3] = {t[3], t[4], t[6]};
-    if (vips_bandjoin(rgb, &t[7], 3, NULL) ||
-        vips_gaussnoise(&t[8], w, h, "sigma", 6.0, "mean", 0.0, NULL))
+    if (vips_bandjoin(rgb, &t[7], 3, NULL))
         goto out;
     if (noisy) {
         VipsImage *n3[3];
@@ -172,9 +172,10 @@ static VipsImage *make_content(int w, int h, int bands, bool alpha, bool noisy)
             if (vips_gaussnoise(&t[16 + i], w, h, "sigma", 45.0, "mean", 0.0, NULL))
                 goto out;
         n3[0] = t[16], n3[1] = t[17], n3[2] = t[18];
-        VIPS_UNREF(t[8]);
         if (vips_bandjoin(n3, &t[8], 3, NULL))
             goto out;
+    } else if (vips_gaussnoise(&t[8], w, h, "sigma", 6.0, "mean", 0.0, NULL)) {
+        goto out;
     }
     if (vips_add(t[7], t[8], &t[9], NULL))
         goto out;
@@ -204,8 +205,7 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA || v == V_PNG_GREYA || v == V_PNG_RGBA16 ||
                  v == V_PNG_PALETTE_ALPHA || v == V_PNG_INTERLACED_GREYA ||
                  v == V_WEBP_LOSSLESS_ALPHA || v == V_PNG_NOISE_RGBA;
-    bool noisy =
-        v == V_JPEG_NOISE || v == V_PNG_NOISE || v == V_WEBP_NOISE || v == V_PNG_NOISE_RGBA;
+    bool noisy = variants[v].noisy;
     int bands = (v == V_JPEG_GREY || v == V_PNG_GREY || v == V_PNG_GREYA || v == V_PNG_GREY16 ||
                  v == V_PNG_INTERLACED_GREYA || v == V_JPEG_PROG_GREY)
                     ? 1
@@ -1069,8 +1069,7 @@ static void variant_caps(variant_t v, int *max_side, long *max_px)
         *max_px = 6000000;
     else if (v == V_WEBP_ANIM)
         *max_px = 2500000;
-    else if (v == V_PNG_BIGTEXT || v == V_JPEG_BIGICC || v == V_WEBP_BIGICC || v == V_JPEG_NOISE ||
-             v == V_PNG_NOISE || v == V_WEBP_NOISE || v == V_PNG_NOISE_RGBA)
+    else if (v == V_PNG_BIGTEXT || v == V_JPEG_BIGICC || v == V_WEBP_BIGICC || variants[v].noisy)
         *max_px = 12000000;
 }
 

@@ -258,6 +258,13 @@ int imgproc__fail_vips(imgproc_err_t *err, int code, const char *what)
     return -code;
 }
 
+int imgproc__fail_vips_decode(imgproc_err_t *err, const char *what)
+{
+    const char *buf = vips_error_buffer();
+    int code = (buf && strstr(buf, "out of memory")) ? IMGPROC_E_NOMEM : IMGPROC_E_CORRUPT;
+    return imgproc__fail_vips(err, code, what);
+}
+
 void imgproc_trim(void)
 {
 #ifdef THUMBGATE_JEMALLOC

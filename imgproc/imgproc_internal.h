@@ -67,4 +67,8 @@ int imgproc__fail(imgproc_err_t *err, int code, const char *fmt, ...)
 /** Copies and clears the libvips error buffer into @p err with @p code; returns -code. */
 int imgproc__fail_vips(imgproc_err_t *err, int code, const char *what);
 
+/** imgproc__fail_vips() for a failed decode pipeline: -IMGPROC_E_NOMEM when libvips'
+ *  allocator reported "out of memory", else -IMGPROC_E_CORRUPT (bad input). */
+int imgproc__fail_vips_decode(imgproc_err_t *err, const char *what);
+
 #endif

@@ -43,26 +43,27 @@ static uint32_t resize_len(uint32_t in, double shrink)
 }
 
 /* pngfast.c: vips_resize(1 / shrink) reduces by 1 / max(1 / shrink, 1 / in), and
- * vips_reduceh/v with gap 2 first box-shrinks by floor(in / out / 2) (out rounded as
- * VIPS_ROUND_UINT); 1 when there is no such shrink. @p reduce gets the whole factor. */
-static uint32_t box_factor(uint32_t in, double shrink, double *reduce)
+ * vips_reduceh/v with gap 2 first box-shrinks by floor(in / out / 2), where out is the
+ * reduce's output length, resize_len(in, shrink), passed in; 1 when there is no such
+ * shrink. @p reduce gets the whole factor. */
+static uint32_t box_factor(uint32_t in, double shrink, uint32_t out, double *reduce)
 {
     double scale = fmax(1.0 / shrink, 1.0 / in);
     *reduce = 1.0;
     if (scale >= 1.0)
         return 1;
     *reduce = 1.0 / scale;
-    uint32_t out = (uint32_t)((double)in / *reduce + 0.5);
     double f = out ? floor((double)in / out / 2.0) : 1;
     return f < 1 ? 1 : (uint32_t)f;
 }
 
 /* The PNG decoder does the box part itself when it is at least 2 on both axes (else the
- * shrunk image would be most of the full one, and libvips streams that better). */
+ * shrunk image would be most of the full one, and libvips streams that better). A PNG
+ * has no shrink-on-load, so the resize runs on W x H and pl->resized_w/h are its output. */
 static void pngfast_plan(imgproc__plan_t *pl, uint32_t W, uint32_t H, double hs, double vs)
 {
     double rh, rv;
-    uint32_t sh = box_factor(W, hs, &rh), sv = box_factor(H, vs, &rv);
+    uint32_t sh = box_factor(W, hs, pl->resized_w, &rh), sv = box_factor(H, vs, pl->resized_h, &rv);
     if (sh < 2 || sv < 2)
         return;
     pl->png_shrink_h = sh;

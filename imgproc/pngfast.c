@@ -285,6 +285,20 @@ static int idat_next(idat_t *d, bool finish, bool first)
     }
 }
 
+/* Refills the inflate input with up to IDAT_IN bytes of the current IDAT (none when it is
+ * used up), adding them to the chunk's CRC. */
+static int idat_fill(idat_t *d)
+{
+    uint32_t n = d->chunk_left < IDAT_IN ? d->chunk_left : IDAT_IN;
+    if (n && rd_exact(d->rd, d->in, n))
+        return -1;
+    d->crc = (uint32_t)crc32(d->crc, d->in, n);
+    d->chunk_left -= n;
+    d->st->next_in = d->in;
+    d->st->avail_in = n;
+    return 0;
+}
+
 static inline uint8_t paeth(int a, int b, int c)
 {
     int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
@@ -346,13 +360,8 @@ static const uint8_t *idat_row(idat_t *d)
         if (st->avail_in == 0) {
             if (d->chunk_left == 0 && idat_next(d, true, false))
                 return NULL;
-            uint32_t n = d->chunk_left < IDAT_IN ? d->chunk_left : IDAT_IN;
-            if (n && rd_exact(d->rd, d->in, n))
+            if (idat_fill(d))
                 return NULL;
-            d->crc = (uint32_t)crc32(d->crc, d->in, n);
-            d->chunk_left -= n;
-            st->next_in = d->in;
-            st->avail_in = n;
         }
     }
     if (unfilter(d->cur, d->prev, d->rowbytes, d->bpp)) {
@@ -372,15 +381,8 @@ static int idat_finish(idat_t *d)
     struct inflate_state *st = d->st;
     uint8_t scratch[256];
     for (;;) {
-        if (st->avail_in == 0 && d->chunk_left > 0) {
-            uint32_t n = d->chunk_left < IDAT_IN ? d->chunk_left : IDAT_IN;
-            if (rd_exact(d->rd, d->in, n))
-                return -1;
-            d->crc = (uint32_t)crc32(d->crc, d->in, n);
-            d->chunk_left -= n;
-            st->next_in = d->in;
-            st->avail_in = n;
-        }
+        if (st->avail_in == 0 && d->chunk_left > 0 && idat_fill(d))
+            return -1;
         if (st->block_state == ISAL_BLOCK_FINISH || st->avail_in == 0)
             break;
         st->next_out = scratch;
@@ -493,20 +495,29 @@ static int decode_shrunk(int fd, const imgproc_probe_t *probe, const imgproc__pl
         *icc_len = iccp.profile_len;
     }
 
-    row = malloc((size_t)W * nb);
+    /* one decoded row only when libspng decodes: our own inflate has its row buffers */
+    const bool direct = direct_channels(probe, &ih) != 0;
+    if (!direct)
+        row = malloc((size_t)W * nb);
     acc = calloc((size_t)pw * nb, sizeof(*acc));
     out = malloc((size_t)pw * ph * nb * sizeof(*out));
-    if (!row || !acc || !out) {
+    if ((!direct && !row) || !acc || !out) {
         rc = imgproc__fail(err, IMGPROC_E_NOMEM, "png: %ux%u shrunk image", pw, ph);
         goto out;
     }
     d.rd = &rd;
     d.rowbytes = (size_t)W * nb;
     d.bpp = nb;
-    if (direct_channels(probe, &ih)) {
-        /* IHDR (13 bytes, checked by libspng) ends at 33: our own reads go on from there */
-        rd.pos = 33;
-        rd.have = rd.off = 0;
+    if (direct) {
+        /* IHDR (13 bytes, checked by libspng) ends at 33: our own reads go on from there,
+         * in the bytes already buffered when libspng's reads took them in */
+        uint64_t start = rd.pos - rd.have;
+        if (start <= 33 && rd.pos >= 33) {
+            rd.off = (size_t)(33 - start);
+        } else {
+            rd.pos = 33;
+            rd.have = rd.off = 0;
+        }
         d.st = malloc(sizeof(*d.st));
         d.in = malloc(IDAT_IN);
         d.cur = calloc(d.rowbytes + 1, 1);
@@ -715,7 +726,5 @@ int imgproc__pngfast(int fd, const imgproc_probe_t *probe, const imgproc__plan_t
 fail:
     g_free(icc);
     g_object_unref(ctx);
-    const char *buf = vips_error_buffer();
-    return imgproc__fail_vips(
-        err, buf && strstr(buf, "out of memory") ? IMGPROC_E_NOMEM : IMGPROC_E_CORRUPT, "png");
+    return imgproc__fail_vips_decode(err, "png");
 }

@@ -197,9 +197,7 @@ static int pipeline_fail(imgproc_err_t *err, const sink_t *sink, deadline_t *d, 
         vips_error_clear();
         return imgproc__fail(err, IMGPROC_E_IO, "write output: %s", strerror(sink->err_no));
     }
-    const char *buf = vips_error_buffer();
-    int code = (buf && strstr(buf, "out of memory")) ? IMGPROC_E_NOMEM : IMGPROC_E_CORRUPT;
-    return imgproc__fail_vips(err, code, what);
+    return imgproc__fail_vips_decode(err, what);
 }
 
 /* Reads @p len bytes from the start of @p fd into a new malloc'd buffer. */
@@ -248,6 +246,36 @@ int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t 
     int rc = imgproc_run_fd(in_fd, job, opts, dst, out, err);
     close(in_fd);
     return rc;
+}
+
+/* The libvips source of a job on @p in_fd: our reads through @p rd, or for WebP the whole
+ * file read into memory. 0 or -IMGPROC_E_*. */
+static int make_source(int in_fd, const imgproc_probe_t *probe, src_t *rd, VipsSource **out,
+                       imgproc_err_t *err)
+{
+    VipsSource *source;
+    if (probe->fmt == IMGPROC_FMT_WEBP) {
+        /* libwebp needs the whole file in memory and libvips would mmap it: a file
+         * truncated under a mapping kills the process with SIGBUS. Read it instead (the
+         * same resident cost, which the estimate counts as file_bytes). */
+        void *data = NULL;
+        int rc = read_whole(in_fd, probe->file_bytes, &data, err);
+        if (rc != 0)
+            return rc;
+        /* The blob owns the bytes; they go when the last libvips reference does. */
+        VipsBlob *blob = vips_blob_new(free_data, data, (size_t)probe->file_bytes);
+        source = vips_source_new_from_blob(blob);
+        vips_area_unref(VIPS_AREA(blob));
+    } else {
+        VipsSourceCustom *custom = vips_source_custom_new();
+        g_signal_connect(custom, "read", G_CALLBACK(on_src_read), rd);
+        g_signal_connect(custom, "seek", G_CALLBACK(on_src_seek), rd);
+        source = VIPS_SOURCE(custom);
+    }
+    if (!source)
+        return imgproc__fail_vips(err, IMGPROC_E_IO, "source");
+    *out = source;
+    return 0;
 }
 
 int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *opts, const char *dst,
@@ -307,27 +335,9 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
         goto out_close_dst;
     }
 
-    if (probe.fmt == IMGPROC_FMT_WEBP) {
-        /* libwebp needs the whole file in memory and libvips would mmap it: a file
-         * truncated under a mapping kills the process with SIGBUS. Read it instead (the
-         * same resident cost, which the estimate counts as file_bytes). */
-        void *data = NULL;
-        if ((rc = read_whole(in_fd, probe.file_bytes, &data, err)) != 0)
-            goto out_close_dst;
-        /* The blob owns the bytes; they go when the last libvips reference does. */
-        VipsBlob *blob = vips_blob_new(free_data, data, (size_t)probe.file_bytes);
-        source = vips_source_new_from_blob(blob);
-        vips_area_unref(VIPS_AREA(blob));
-    } else {
-        VipsSourceCustom *custom = vips_source_custom_new();
-        g_signal_connect(custom, "read", G_CALLBACK(on_src_read), &rd);
-        g_signal_connect(custom, "seek", G_CALLBACK(on_src_seek), &rd);
-        source = VIPS_SOURCE(custom);
-    }
-    if (!source) {
-        rc = imgproc__fail_vips(err, IMGPROC_E_IO, "source");
+    /* The PNG fast path reads the descriptor itself; every other path loads from a source. */
+    if (!plan.png_shrink_h && (rc = make_source(in_fd, &probe, &rd, &source, err)) != 0)
         goto out_close_dst;
-    }
     ctx = vips_image_new();
     t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 8);
 

@@ -200,20 +200,26 @@ static bool served_within(int timeout_ms)
     return false;
 }
 
-/* At the limit, a connection idle for a while makes room for a new one instead of the
- * new one being refused: an idle flood cannot lock clients out. */
-START_TEST(test_conns_idle_connection_makes_room)
+/* A server limited to two connections on one loop, and two idle connections open on it. */
+static void start_full_of_idle(int idle[2])
 {
     /* one loop: a victim is looked for on the loop that accepts */
     const char *env[] = {"THUMBGATE_LIMITS_MAX_CONNECTIONS=2", "THUMBGATE_THREADS=1", NULL};
     tg_start(&S, env, NULL);
     ck_assert(wait_metric_at_most("thumbgate_open_connections", 0, 20000));
-    int idle[2];
     for (int i = 0; i < 2; i++) {
         idle[i] = tg_connect(&S);
         ck_assert_int_ge(idle[i], 0);
     }
     ck_assert(tg_wait_metric(&S, "thumbgate_open_connections", 2, 20000));
+}
+
+/* At the limit, a connection idle for a while makes room for a new one instead of the
+ * new one being refused: an idle flood cannot lock clients out. */
+START_TEST(test_conns_idle_connection_makes_room)
+{
+    int idle[2];
+    start_full_of_idle(idle);
     /* refused while they have been idle for less than a second, served after */
     ck_assert(served_within(20000));
     ck_assert_int_eq(tg_metric(&S, "thumbgate_conn_refused_total{reason=\"idle_closed\"}"), 1);
@@ -231,15 +237,8 @@ END_TEST
  * answered 503 at once. */
 START_TEST(test_conns_full_waits_for_room)
 {
-    const char *env[] = {"THUMBGATE_LIMITS_MAX_CONNECTIONS=2", "THUMBGATE_THREADS=1", NULL};
-    tg_start(&S, env, NULL);
-    ck_assert(wait_metric_at_most("thumbgate_open_connections", 0, 20000));
     int idle[2];
-    for (int i = 0; i < 2; i++) {
-        idle[i] = tg_connect(&S);
-        ck_assert_int_ge(idle[i], 0);
-    }
-    ck_assert(tg_wait_metric(&S, "thumbgate_open_connections", 2, 20000));
+    start_full_of_idle(idle);
     tg_resp_t r;
     ck_assert_int_eq(tg_http(&S, "GET", "/none.jpg", NULL, 0, NULL, &r), 404);
     tg_resp_free(&r);

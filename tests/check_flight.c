@@ -444,20 +444,6 @@ static char *run_cli(const char *args)
     return out;
 }
 
-/** Lines of the server log that contain @p needle. */
-static unsigned log_lines(const char *log, const char *needle, char *first, size_t n)
-{
-    FILE *f = fopen(log, "r");
-    char line[8192];
-    unsigned c = 0;
-    while (f && fgets(line, sizeof(line), f))
-        if (strstr(line, needle) && c++ == 0 && first)
-            snprintf(first, n, "%s", line);
-    if (f)
-        fclose(f);
-    return c;
-}
-
 START_TEST(test_flight_restart_after_kill9_keeps_and_announces_the_previous_run)
 {
     const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_FLIGHT_INTERVAL=100ms", NULL};
@@ -489,7 +475,7 @@ START_TEST(test_flight_restart_after_kill9_keeps_and_announces_the_previous_run)
     ck_assert_double_eq(tg_metric(&S, "thumbgate_previous_run_jobs_in_flight"), 1);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_previous_run_oom_killed"), 0);
     char line[8192], want[64];
-    ck_assert_uint_eq(log_lines(S.log, "\"log\":\"previous_run\"", line, sizeof(line)), 1);
+    ck_assert_uint_eq(tg_log_lines(S.log, "\"log\":\"previous_run\"", line, sizeof(line)), 1);
     snprintf(want, sizeof(want), "\"pid\":%d,\"clean\":false,", (int)first);
     ck_assert_msg(strstr(line, want) != NULL, "%s", line);
     ck_assert_msg(strstr(line, "\"jobs\":[{\"what\":\"victim full.webp\",\"estimate\":") != NULL,
@@ -533,7 +519,7 @@ START_TEST(test_flight_restart_after_kill9_keeps_and_announces_the_previous_run)
     free(out);
     tg_start(&S, env, root);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_previous_run_clean"), 1);
-    ck_assert_uint_eq(log_lines(S.log, "\"log\":\"previous_run\"", NULL, 0), 1);
+    ck_assert_uint_eq(tg_log_lines(S.log, "\"log\":\"previous_run\"", NULL, 0), 1);
 }
 END_TEST
 

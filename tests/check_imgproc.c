@@ -25,9 +25,7 @@ static char tmpdir[256];
 static void setup(void)
 {
     ck_assert_int_eq(imgproc_init("check_imgproc"), 0);
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof(tmpdir), "%s/check-imgproc-XXXXXX", t && *t ? t : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tg_mkdtemp(tmpdir, sizeof(tmpdir), "check-imgproc");
 }
 
 static void teardown(void)
@@ -133,37 +131,14 @@ static const char *gen(const char *name, gen_t kind, int w, int h, int bands, bo
     return p;
 }
 
-static void *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *buf = malloc((size_t)n + 1);
-    ck_assert_ptr_nonnull(buf);
-    ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
-static void write_all(const char *path, const void *buf, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(buf, 1, len, f), len);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 /* Copies the first @p keep bytes of @p src to a new file. */
 static const char *truncated_copy(const char *src, const char *name, size_t keep)
 {
     size_t len;
-    void *buf = read_all(src, &len);
+    void *buf = tg_read_file(src, &len);
     ck_assert_uint_lt(keep, len);
     const char *p = tpath(name);
-    write_all(p, buf, keep);
+    tg_write_file(p, buf, keep);
     free(buf);
     return p;
 }
@@ -211,7 +186,7 @@ static size_t exif_block(uint8_t *p, bool prefix, uint16_t v)
 static const char *jpeg_with_orientation(const char *src, const char *name, uint16_t v)
 {
     size_t len;
-    uint8_t *in = read_all(src, &len);
+    uint8_t *in = tg_read_file(src, &len);
     uint8_t *out = malloc(len + 64);
     uint8_t ex[64];
     size_t en = exif_block(ex, true, v);
@@ -223,7 +198,7 @@ static const char *jpeg_with_orientation(const char *src, const char *name, uint
     memcpy(out + 6, ex, en);
     memcpy(out + 6 + en, in + 2, len - 2);
     const char *p = tpath(name);
-    write_all(p, out, len + 4 + en);
+    tg_write_file(p, out, len + 4 + en);
     free(in);
     free(out);
     return p;
@@ -233,7 +208,7 @@ static const char *jpeg_with_orientation(const char *src, const char *name, uint
 static const char *png_with_orientation(const char *src, const char *name, uint16_t v)
 {
     size_t len;
-    uint8_t *in = read_all(src, &len);
+    uint8_t *in = tg_read_file(src, &len);
     uint8_t *out = malloc(len + 64);
     uint8_t ex[64];
     size_t en = exif_block(ex, false, v);
@@ -242,7 +217,7 @@ static const char *png_with_orientation(const char *src, const char *name, uint1
     size_t n = png_chunk(out + head, "eXIf", ex, (uint32_t)en);
     memcpy(out + head + n, in + head, len - head);
     const char *p = tpath(name);
-    write_all(p, out, len + n);
+    tg_write_file(p, out, len + n);
     free(in);
     free(out);
     return p;
@@ -263,22 +238,6 @@ static off_t file_size(const char *path)
     struct stat st;
     ck_assert_int_eq(stat(path, &st), 0);
     return st.st_size;
-}
-
-/* PSNR of two images of equal size (dB; 1000 when identical). */
-static double psnr(VipsImage *a, VipsImage *b)
-{
-    ck_assert_int_eq(a->Xsize, b->Xsize);
-    ck_assert_int_eq(a->Ysize, b->Ysize);
-    ck_assert_int_eq(a->Bands, b->Bands);
-    VipsImage *ctx = vips_image_new();
-    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 4);
-    double mse;
-    ck_assert_int_eq(vips_subtract(a, b, &t[0], NULL), 0);
-    ck_assert_int_eq(vips_multiply(t[0], t[0], &t[1], NULL), 0);
-    ck_assert_msg(vips_avg(t[1], &mse, NULL) == 0, "avg: %s", vips_error_buffer());
-    g_object_unref(ctx);
-    return mse == 0 ? 1000.0 : 10.0 * log10(255.0 * 255.0 / mse);
 }
 
 static VipsImage *load(const char *path)
@@ -360,7 +319,7 @@ static imgproc_probe_t probe_ok(const char *path)
     int rc = imgproc_probe_file(path, &p, &err);
     ck_assert_msg(rc == 0, "probe %s: %s", path, err.msg);
     size_t len;
-    void *buf = read_all(path, &len);
+    void *buf = tg_read_file(path, &len);
     ck_assert_int_eq(imgproc_probe_buf(buf, len, &q, &err), 0);
     free(buf);
     ck_assert_mem_eq(&p, &q, sizeof(p)); /* file and buffer probes agree */
@@ -512,7 +471,7 @@ START_TEST(test_imgproc_probe_bomb_png_declares_50000)
     n += png_chunk(buf + n, "IDAT", idat, sizeof(idat));
     n += png_chunk(buf + n, "IEND", NULL, 0);
     const char *path = tpath("bomb.png");
-    write_all(path, buf, n);
+    tg_write_file(path, buf, n);
 
     uint64_t before;
     imgproc_vips_mem(&before, NULL);
@@ -554,13 +513,13 @@ START_TEST(test_imgproc_probe_rejects_hostile)
     /* Zero bytes, in memory and on disk. */
     ck_assert_int_eq(imgproc_probe_buf(NULL, 0, &p, &err), -IMGPROC_E_UNSUPPORTED);
     ck_assert_int_eq(err.code, IMGPROC_E_UNSUPPORTED);
-    write_all(tpath("empty.jpg"), "", 0);
+    tg_write_file(tpath("empty.jpg"), "", 0);
     ck_assert_int_eq(imgproc_probe_file(tpath("empty.jpg"), &p, &err), -IMGPROC_E_UNSUPPORTED);
 
     /* Wrong magic: a GIF and text named .jpg. */
     static const char gif[] = "GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00;";
     ck_assert_int_eq(imgproc_probe_buf(gif, sizeof(gif), &p, &err), -IMGPROC_E_UNSUPPORTED);
-    write_all(tpath("text.jpg"), "hello, world\n", 13);
+    tg_write_file(tpath("text.jpg"), "hello, world\n", 13);
     ck_assert_int_eq(imgproc_probe_file(tpath("text.jpg"), &p, &err), -IMGPROC_E_UNSUPPORTED);
 
     /* Truncated inside the header. */
@@ -576,7 +535,7 @@ START_TEST(test_imgproc_probe_rejects_hostile)
 
     /* PNG with a broken IHDR CRC, zero width, bad colour type. */
     size_t len;
-    uint8_t *b = read_all(png, &len);
+    uint8_t *b = tg_read_file(png, &len);
     b[29] ^= 0xFF; /* IHDR CRC */
     ck_assert_int_eq(imgproc_probe_buf(b, len, &p, &err), -IMGPROC_E_CORRUPT);
     b[29] ^= 0xFF;
@@ -595,7 +554,7 @@ START_TEST(test_imgproc_probe_rejects_hostile)
     free(b);
 
     /* JPEG whose SOF declares 12-bit samples, and one with zero height. */
-    b = read_all(jpg, &len);
+    b = tg_read_file(jpg, &len);
     size_t sof = 2;
     while (sof + 4 < len && !(b[sof] == 0xFF && b[sof + 1] == 0xC0))
         sof++;
@@ -617,7 +576,7 @@ START_TEST(test_imgproc_probe_finds_sof_after_big_app_segments)
     /* 400 KB of APP13 segments before the SOF: past the 64 KiB prefix. */
     const char *src = gen("big.jpg", G_JPEG, 80, 60, 3, false, 1);
     size_t len;
-    uint8_t *in = read_all(src, &len);
+    uint8_t *in = tg_read_file(src, &len);
     size_t pad = 7 * 65537;
     uint8_t *out = malloc(len + pad);
     memcpy(out, in, 2);
@@ -632,7 +591,7 @@ START_TEST(test_imgproc_probe_finds_sof_after_big_app_segments)
     }
     memcpy(out + n, in + 2, len - 2);
     const char *path = tpath("bigapp.jpg");
-    write_all(path, out, n + len - 2);
+    tg_write_file(path, out, n + len - 2);
     imgproc_probe_t p = probe_ok(path);
     ck_assert_uint_eq(p.width, 80);
     ck_assert_uint_eq(p.height, 60);
@@ -659,7 +618,7 @@ START_TEST(test_imgproc_probe_is_fast)
         ck_assert(g_file_get_contents(paths[i], &data, &len, NULL));
         ck_assert_uint_gt(len, 4096); /* the zeroing really destroys pixel data */
         memset(data + 4096, 0, len - 4096);
-        write_all(cut[i], data, len);
+        tg_write_file(cut[i], data, len);
         g_free(data);
         ck_assert_msg(imgproc_probe_file(cut[i], &q, &err) == 0, "%s: %s", cut[i], err.msg);
         ck_assert_uint_eq(q.width, p.width);
@@ -1085,14 +1044,14 @@ START_TEST(test_imgproc_run_matches_vips_thumbnail)
             .op = t[i].op, .width = 290, .height = 290, .out_fmt = IMGPROC_FMT_PNG, .naive = false};
         run_ok(src, job, tpath("t.png"), 290, t[i].op == IMGPROC_OP_COVER ? 290 : 193);
         VipsImage *got = load(tpath("t.png"));
-        double db = psnr(got, ref);
+        double db = tg_psnr(got, ref);
         ck_assert_msg(db >= 40.0, "%s: PSNR %.1f dB", t[i].name, db);
         g_object_unref(got);
         /* JPEG output at quality 90 still within 40 dB of the reference. */
         job.out_fmt = IMGPROC_FMT_JPEG;
         run_ok(src, job, tpath("t.jpg"), 290, t[i].op == IMGPROC_OP_COVER ? 290 : 193);
         got = load(tpath("t.jpg"));
-        db = psnr(got, ref);
+        db = tg_psnr(got, ref);
         ck_assert_msg(db >= 40.0, "%s -> jpeg: PSNR %.1f dB", t[i].name, db);
         g_object_unref(got);
         g_object_unref(ref);
@@ -1128,7 +1087,7 @@ START_TEST(test_imgproc_run_truncated_is_error_not_grey)
         char src[512], half[512];
         snprintf(src, sizeof(src), "%s", gen(srcs[s].name, srcs[s].kind, 1200, 900, 3, false, 1));
         size_t len;
-        free(read_all(src, &len));
+        free(tg_read_file(src, &len));
         char name[32];
         snprintf(name, sizeof(name), "half-%s", srcs[s].name);
         snprintf(half, sizeof(half), "%s", truncated_copy(src, name, len / 2));
@@ -1146,7 +1105,7 @@ START_TEST(test_imgproc_run_truncated_is_error_not_grey)
     /* A WebP cut short is caught by the probe (its RIFF size says so). */
     const char *w = gen("tr.webp", G_WEBP, 400, 300, 3, false, 1);
     size_t len;
-    free(read_all(w, &len));
+    free(tg_read_file(w, &len));
     imgproc_err_t err;
     imgproc_out_t out;
     ck_assert_int_eq(imgproc_run(truncated_copy(w, "half.webp", len / 2), &jobs[0], &opts,
@@ -1261,7 +1220,7 @@ START_TEST(test_imgproc_run_rejects_bad_jobs)
                      -IMGPROC_E_IO);
     ck_assert_int_eq(imgproc_run(src, &job, &opts, tpath("no/such/dir/o"), &out, &err),
                      -IMGPROC_E_IO);
-    write_all(tpath("gif.jpg"), "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
+    tg_write_file(tpath("gif.jpg"), "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
     ck_assert_int_eq(imgproc_run(tpath("gif.jpg"), &job, &opts, tpath("o"), &out, &err),
                      -IMGPROC_E_UNSUPPORTED);
     /* WebP cannot hold more than 16383 pixels a side: refused before decoding. */

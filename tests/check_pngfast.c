@@ -24,9 +24,7 @@ static char tmpdir[256];
 static void setup(void)
 {
     ck_assert_int_eq(imgproc_init("check_pngfast"), 0);
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof(tmpdir), "%s/check-pngfast-XXXXXX", t && *t ? t : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tg_mkdtemp(tmpdir, sizeof(tmpdir), "check-pngfast");
 }
 
 static void teardown(void)
@@ -122,19 +120,6 @@ static void make_png(kind_t k, int w, int h, const char *path)
     g_object_unref(img);
 }
 
-/* PSNR over every band of two uchar images of one size (dB; 1000 when identical). */
-static double psnr(VipsImage *a, VipsImage *b)
-{
-    VipsImage *d = NULL, *sq = NULL;
-    double mse = 0;
-    ck_assert_int_eq(vips_subtract(a, b, &d, NULL), 0);
-    ck_assert_int_eq(vips_multiply(d, d, &sq, NULL), 0);
-    ck_assert_int_eq(vips_avg(sq, &mse, NULL), 0);
-    g_object_unref(sq);
-    g_object_unref(d);
-    return mse <= 0 ? 1000.0 : 10 * log10(255.0 * 255.0 / mse);
-}
-
 typedef struct {
     imgproc_op_t op;
     uint32_t w, h;
@@ -168,7 +153,7 @@ static double compare(const char *src, const imgproc_probe_t *probe, const box_t
     ck_assert_uint_eq(out.height, (uint32_t)ref->Ysize);
     VipsImage *r8 = NULL;
     ck_assert_int_eq(vips_cast(ref, &r8, VIPS_FORMAT_UCHAR, NULL), 0);
-    double db = psnr(got, r8);
+    double db = tg_psnr(got, r8);
     g_object_unref(r8);
     g_object_unref(got);
     g_object_unref(ref);
@@ -224,19 +209,10 @@ START_TEST(test_pngfast_truncated_fails_and_small_shrinks_use_libvips)
     snprintf(cut, sizeof(cut), "%s/cut.png", tmpdir);
     snprintf(dst, sizeof(dst), "%s/out.jpg", tmpdir);
     make_png(K_RGB, 1200, 900, src);
-    struct stat st;
-    ck_assert_int_eq(stat(src, &st), 0);
+    size_t len;
+    char *buf = tg_read_file(src, &len);
     /* the first half of the file: IHDR and part of the IDAT stream */
-    int in = open(src, O_RDONLY), o = open(cut, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ck_assert_int_ge(in, 0);
-    ck_assert_int_ge(o, 0);
-    size_t half = (size_t)st.st_size / 2;
-    char *buf = malloc(half);
-    ck_assert_int_eq(read(in, buf, half), (ssize_t)half);
-    ck_assert_int_eq(write(o, buf, half), (ssize_t)half);
-    free(buf);
-    close(in);
-    close(o);
+    tg_write_file(cut, buf, len / 2);
 
     imgproc_probe_t probe;
     imgproc_err_t err;
@@ -253,16 +229,10 @@ START_TEST(test_pngfast_truncated_fails_and_small_shrinks_use_libvips)
      * 12-byte IEND): refused like libpng refuses it, although every row decodes */
     char bad[512];
     snprintf(bad, sizeof(bad), "%s/badcrc.png", tmpdir);
-    in = open(src, O_RDONLY);
-    o = open(bad, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    buf = malloc((size_t)st.st_size);
-    ck_assert_int_eq(read(in, buf, (size_t)st.st_size), (ssize_t)st.st_size);
-    ck_assert(memcmp(buf + st.st_size - 12, "\0\0\0\0IEND", 8) == 0);
-    buf[st.st_size - 13] ^= 1;
-    ck_assert_int_eq(write(o, buf, (size_t)st.st_size), (ssize_t)st.st_size);
+    ck_assert(memcmp(buf + len - 12, "\0\0\0\0IEND", 8) == 0);
+    buf[len - 13] ^= 1;
+    tg_write_file(bad, buf, len);
     free(buf);
-    close(in);
-    close(o);
     ck_assert_int_eq(imgproc_run(src, &job, &opts, dst, &out, &err), 0);
     ck_assert_int_eq(imgproc_run(bad, &job, &opts, dst, &out, &err), -IMGPROC_E_CORRUPT);
 

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -140,6 +141,64 @@ static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *
 int tg_rmtree(const char *dir)
 {
     return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+unsigned tg_log_lines(const char *log, const char *needle, char *first, size_t n)
+{
+    FILE *f = fopen(log, "r");
+    char line[8192];
+    unsigned c = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (strstr(line, needle) && c++ == 0 && first)
+            snprintf(first, n, "%s", line);
+    if (f)
+        fclose(f);
+    return c;
+}
+
+void tg_mkdtemp(char *dir, size_t len, const char *prefix)
+{
+    const char *t = getenv("TMPDIR");
+    ck_assert_int_lt(snprintf(dir, len, "%s/%s-XXXXXX", t && *t ? t : "/tmp", prefix), (int)len);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+void *tg_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *buf = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+void tg_write_file(const char *path, const void *buf, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(buf, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+double tg_psnr(VipsImage *a, VipsImage *b)
+{
+    ck_assert_int_eq(a->Xsize, b->Xsize);
+    ck_assert_int_eq(a->Ysize, b->Ysize);
+    ck_assert_int_eq(a->Bands, b->Bands);
+    VipsImage *ctx = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 4);
+    double mse;
+    ck_assert_int_eq(vips_subtract(a, b, &t[0], NULL), 0);
+    ck_assert_int_eq(vips_multiply(t[0], t[0], &t[1], NULL), 0);
+    ck_assert_msg(vips_avg(t[1], &mse, NULL) == 0, "avg: %s", vips_error_buffer());
+    g_object_unref(ctx);
+    return mse == 0 ? 1000.0 : 10.0 * log10(255.0 * 255.0 / mse);
 }
 
 void tg_cleanup(tg_server_t *s)

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct _VipsImage; /* VipsImage, for tg_psnr() without <vips/vips.h> here */
+
 typedef struct {
     pid_t pid;
     int port, admin_port;
@@ -32,8 +34,22 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root);
 int tg_stop(tg_server_t *s);
 /** Removes the storage root. */
 void tg_cleanup(tg_server_t *s);
+/** Number of lines of the log file @p log that contain @p needle; the first of them goes to
+ *  @p first (of @p n bytes) when @p first is not NULL. 0 when the file cannot be read. */
+unsigned tg_log_lines(const char *log, const char *needle, char *first, size_t n);
 /** Removes @p dir and everything below it (no shell); 0 when all of it is gone. */
 int tg_rmtree(const char *dir);
+/** Makes a new directory $TMPDIR/@p prefix-XXXXXX (/tmp without TMPDIR) into @p dir (of
+ *  @p len bytes); fails the test on error. Remove it with tg_rmtree(). */
+void tg_mkdtemp(char *dir, size_t len, const char *prefix);
+/** The whole file at @p path in a new malloc'd buffer (one spare byte); fails the test on
+ *  error. */
+void *tg_read_file(const char *path, size_t *len);
+/** Creates or truncates @p path with @p len bytes of @p buf; fails the test on error. */
+void tg_write_file(const char *path, const void *buf, size_t len);
+/** PSNR over every band of two images of one size and band count (dB; 1000 when
+ *  identical); fails the test when they differ in size or bands. */
+double tg_psnr(struct _VipsImage *a, struct _VipsImage *b);
 
 /** One request. @p hdrs NULL-terminated "Name: value" list or NULL. */
 long tg_http(tg_server_t *s, const char *method, const char *path, const void *body, size_t len,
