@@ -603,7 +603,18 @@ START_TEST(test_derive_webp_longer_than_deadline_is_refused_before_admission)
     ck_assert_int_eq(tg_http(&S, "GET", "/wbig.png", NULL, 0, NULL, &r), 413);
     tg_resp_free(&r);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_admitted_total"), 0);
-    expect_dims("/wsmall_100x100.jpg", 100, 75, "image/jpeg");
+    /* the small one is admitted; whether it then finishes inside 50 ms depends on how busy
+     * the box is (it once did not, at load 14), so a 503 at its deadline is also an answer */
+    long st = tg_http(&S, "GET", "/wsmall_100x100.jpg", NULL, 0, NULL, &r);
+    ck_assert_msg(st == 200 || (st == 503 && strstr(r.body, "job_timeout") != NULL), "%ld %s", st,
+                  r.body);
+    if (st == 200) {
+        int gw, gh;
+        ck_assert(tg_dims(r.body, r.len, &gw, &gh));
+        ck_assert_int_eq(gw, 100);
+        ck_assert_int_eq(gh, 75);
+    }
+    tg_resp_free(&r);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_admitted_total"), 1);
     ck_assert_int_eq(tg_stop(&S), 0);
 }

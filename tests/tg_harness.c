@@ -105,7 +105,10 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
         _exit(127);
     }
     s->pid = pid;
-    uint64_t deadline = now_ms() + 20000;
+    /* generous: under a loaded box (or with every allocation sampled by the heap profiler)
+     * start-up has taken over 20 s; a server that cannot start still fails here, and one that
+     * exits is seen at once by the waitpid below */
+    uint64_t deadline = now_ms() + 120000;
     for (int delay = 1;; delay = delay < 50 ? delay * 2 : 50) {
         int a = connect_port(s->port), b = connect_port(s->admin_port);
         if (a >= 0)
