@@ -93,9 +93,11 @@ int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgpro
             th = MAX_COORD;
         break;
     case IMGPROC_OP_COVER:
+    case IMGPROC_OP_SMART:
         if (tw == 0 || th == 0)
             return -IMGPROC_E_INVALID;
         pl->crop = true;
+        pl->attention = job->op == IMGPROC_OP_SMART;
         break;
     case IMGPROC_OP_CONVERT:
         tw = pl->swap ? H : W;
@@ -385,8 +387,9 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
         break;
     case IMGPROC_FMT_WEBP: {
         /* webpsave takes RGB or RGBA: the alpha byte and its lossless coding come on top */
-        model += EST_WEBP_OUT +
-                 ow * oh * (webp_enc_px(job->webp_quality) + (alpha ? 1 + EST_WEBP_ALPHA_PX : 0));
+        model += EST_WEBP_OUT + ow * oh *
+                                    (webp_enc_px(job->quality ? job->quality : job->webp_quality) +
+                                     (alpha ? 1 + EST_WEBP_ALPHA_PX : 0));
         break;
     }
     default:
