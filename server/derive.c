@@ -746,6 +746,21 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     srv->imgopts = s->imgopts;
     srv->flight = s->flight;
     pthread_mutex_init(&srv->coalesce_mu, NULL);
+    /* a preset whose format this build cannot encode answers 400 format_unavailable: say so
+     * at start rather than at the first request */
+    for (uint32_t i = 0; i < s->cfg->npresets && s->cfg->log_level >= CFG_LOG_WARN; i++) {
+        const cfg_preset_t *p = &s->cfg->presets[i];
+        if (imgproc_fmt_from_ext(p->format, strlen(p->format)) != IMGPROC_FMT_UNKNOWN)
+            continue;
+        char line[300];
+        json_t j;
+        json_begin(&j, line, sizeof(line));
+        json_str(&j, "log", "warning");
+        json_str(&j, "preset", p->name);
+        json_str(&j, "format", p->format);
+        json_str(&j, "message", "this build cannot encode the preset's format: its URLs get 400");
+        fwrite(line, 1, json_end(&j), stderr);
+    }
     for (size_t i = 0; i < pathconf->handlers.size; i++)
         if (pathconf->handlers.entries[i]->on_req == on_hit_req)
             ((hits_t *)pathconf->handlers.entries[i])->srv = srv;

@@ -380,6 +380,65 @@ START_TEST(test_url_pixel_ratio)
 }
 END_TEST
 
+/* imgproc: SMART has COVER's plan (output size, shrink), refuses what COVER refuses, and a
+ * job's own quality is checked */
+START_TEST(test_url_smart_plan_is_cover)
+{
+    static const int dims[][2] = {{800, 600}, {600, 800}, {20000, 1}, {100, 50}, {290, 290}};
+    static const uint32_t boxes[][2] = {{290, 290}, {1000, 10}, {1, 1}, {400, 200}};
+    for (size_t i = 0; i < sizeof(dims) / sizeof(dims[0]); i++) {
+        size_t len;
+        void *img = tg_image(dims[i][0], dims[i][1], 3, "png", &len);
+        imgproc_probe_t p;
+        imgproc_err_t err;
+        ck_assert_int_eq(imgproc_probe_buf(img, len, &p, &err), 0);
+        for (size_t b = 0; b < sizeof(boxes) / sizeof(boxes[0]); b++) {
+            imgproc_job_t c = {.op = IMGPROC_OP_COVER,
+                               .width = boxes[b][0],
+                               .height = boxes[b][1],
+                               .out_fmt = IMGPROC_FMT_JPEG};
+            imgproc_job_t sm = c;
+            sm.op = IMGPROC_OP_SMART;
+            uint32_t cw, ch, sw, sh;
+            imgproc_output_dims(&p, &c, &cw, &ch);
+            imgproc_output_dims(&p, &sm, &sw, &sh);
+            ck_assert_msg(cw == sw && ch == sh && cw > 0, "%dx%d as %ux%u: cover %ux%u smart %ux%u",
+                          dims[i][0], dims[i][1], boxes[b][0], boxes[b][1], cw, ch, sw, sh);
+            /* the attention search is paid for */
+            ck_assert_uint_gt(imgproc_estimate(&p, &sm), imgproc_estimate(&p, &c));
+        }
+        imgproc_job_t bad = {
+            .op = IMGPROC_OP_SMART, .width = 0, .height = 10, .out_fmt = IMGPROC_FMT_JPEG};
+        ck_assert_int_eq(imgproc_plan_check(&p, &bad, &err), -IMGPROC_E_INVALID);
+        ck_assert_uint_eq(imgproc_estimate(&p, &bad), 0);
+        g_free(img);
+    }
+    /* a quality over 100 is a bad job, not a clamped one */
+    char src[] = "/tmp/check_url_src_XXXXXX", dst[] = "/tmp/check_url_dst_XXXXXX";
+    int fs = mkstemp(src), fd = mkstemp(dst);
+    ck_assert(fs >= 0 && fd >= 0);
+    size_t len;
+    void *img = tg_image(64, 64, 3, "jpg", &len);
+    ck_assert_int_eq(write(fs, img, len), (ssize_t)len);
+    g_free(img);
+    imgproc_opts_t o = {.jpeg_quality = 80, .webp_quality = 80, .png_compression = 6};
+    imgproc_job_t j = {.op = IMGPROC_OP_SMART,
+                       .width = 32,
+                       .height = 16,
+                       .out_fmt = IMGPROC_FMT_JPEG,
+                       .quality = 101};
+    imgproc_out_t out;
+    imgproc_err_t err;
+    ck_assert_int_eq(imgproc_run_fd(fs, &j, &o, dst, &out, &err), -IMGPROC_E_INVALID);
+    j.quality = 30;
+    ck_assert_int_eq(imgproc_run_fd(fs, &j, &o, dst, &out, &err), 0);
+    ck_assert_uint_eq(out.width, 32);
+    ck_assert_uint_eq(out.height, 16);
+    close(fs), close(fd);
+    unlink(src), unlink(dst);
+}
+END_TEST
+
 Suite *url_suite(void); /* called by check_main.c */
 Suite *url_suite(void)
 {
@@ -394,6 +453,7 @@ Suite *url_suite(void)
     tcase_add_test(t, test_url_presets);
     tcase_add_test(t, test_url_presets_only);
     tcase_add_test(t, test_url_auto_negotiation);
+    tcase_add_test(t, test_url_smart_plan_is_cover);
     tcase_add_test(t, test_url_smart_crop);
     tcase_add_test(t, test_url_pixel_ratio);
     suite_add_tcase(s, t);
