@@ -579,6 +579,15 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
     }
     uint32_t ow, oh;
     imgproc_output_dims(&probe, &job->ij, &ow, &oh);
+    if (rt->auto_fmt && job->ij.out_fmt == IMGPROC_FMT_WEBP &&
+        (ow > IMGPROC_WEBP_MAX_DIM || oh > IMGPROC_WEBP_MAX_DIM)) {
+        /* .auto picks a format that can hold the output: over WebP's sides, PNG or JPEG */
+        rt->job.out_fmt = job->ij.out_fmt = probe.has_alpha ? IMGPROC_FMT_PNG : IMGPROC_FMT_JPEG;
+        route_variant(&rt->job, rt->variant, sizeof(rt->variant));
+        store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
+                         sizeof(job->cache_path));
+        snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
+    }
     if (ow > cfg->max_output_width || oh > cfg->max_output_height) {
         refuse(req, job, w, ERR_REQ, ERR_REQ_OUTPUT_TOO_LARGE,
                "the output would be %" PRIu32 "x%" PRIu32 ", over limits.max_output", ow, oh);

@@ -249,7 +249,7 @@ static void expect_vary(const char *path, const char *const *hdrs)
 
 START_TEST(test_url_auto_negotiation)
 {
-    const char *env[] = {"THUMBGATE_THREADS=1", NULL};
+    const char *env[] = {"THUMBGATE_THREADS=1", "THUMBGATE_LIMITS_MAX_OUTPUT_WIDTH=30000", NULL};
     tg_start(&S, env, NULL);
     tg_put_image(&S, "/cat.jpg", 800, 600, "jpg");
     size_t len;
@@ -292,6 +292,12 @@ START_TEST(test_url_auto_negotiation)
         expect_image("/cat_100x100.auto", NULL, "image/jpeg", 100, 75);
     }
     ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_admitted_total"), admitted);
+    /* over WebP's 16383 px a side: the fallback format instead of a refusal */
+    tg_put_image(&S, "/wide.jpg", 17000, 20, "jpg");
+    expect_image("/wide.auto", webp, "image/jpeg", 17000, 20);
+    expect_image("/wide.auto", webp, "image/jpeg", 17000, 20);
+    expect_image("/wide_100x.auto", webp, "image/webp", 100, 1);
+    expect("/wide.webp", NULL, 400, "output_too_large");
     expect("/cat_0x100.auto", NULL, 400, "bad_size");
     expect("/nope_10x10.auto", NULL, 404, "not_found");
 }
