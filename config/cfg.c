@@ -53,7 +53,7 @@ typedef struct node {
 /* ---- the row table ------------------------------------------------------------------ */
 
 typedef enum {
-    ROW_UINT, ROW_SIZE, ROW_DURATION, ROW_BOOL, ROW_STR, ROW_ENUM, ROW_SIZES
+    ROW_UINT, ROW_SIZE, ROW_DURATION, ROW_BOOL, ROW_STR, ROW_ENUM, ROW_SIZES, ROW_PRESETS
 } row_type_t;
 
 enum {
@@ -81,6 +81,7 @@ typedef struct cfg_row {
 static int check_hostport(const void *field, set_err_t *e);
 static int check_nonempty(const void *field, set_err_t *e);
 static int check_token(const void *field, set_err_t *e);
+static int check_url_key(const void *field, set_err_t *e);
 static int check_ring_interval(const void *field, set_err_t *e);
 
 static const char *const mode_names[] = {"admit", "naive", NULL};
@@ -111,6 +112,7 @@ static const cfg_row_t rows[] = {
     ROW("limits.max_body_inflight", ROW_SIZE, max_body_inflight, KIB, PIB, "auto", ROW_AUTO, NULL,
         NULL),
     ROW("limits.sizes", ROW_SIZES, sizes, 0, 0, "", 0, NULL, NULL),
+    ROW("limits.presets_only", ROW_BOOL, presets_only, 0, 1, "false", 0, NULL, NULL),
 
     ROW("memory.budget", ROW_SIZE, memory_budget, MIB, 16 * TIB, "auto", ROW_AUTO, NULL, NULL),
     ROW("memory.auto_percent", ROW_UINT, memory_budget_percent, 5, 95, "60", 0, NULL, NULL),
@@ -128,6 +130,8 @@ static const cfg_row_t rows[] = {
     ROW("http.socket_buffer", ROW_SIZE, socket_buffer, 4 * KIB, 4 * MIB, "16KiB", 0, NULL, NULL),
 
     ROW("auth.write_token", ROW_STR, write_token, 0, 0, "", ROW_SECRET, NULL, check_token),
+    ROW("auth.url_key", ROW_STR, url_key, 0, 0, "", ROW_SECRET, NULL, check_url_key),
+    ROW("auth.url_key_file", ROW_STR, url_key_file, 0, 0, "", 0, NULL, NULL),
 
     ROW("output.jpeg_quality", ROW_UINT, jpeg_quality, 1, 100, "80", 0, NULL, NULL),
     ROW("output.webp_quality", ROW_UINT, webp_quality, 1, 100, "80", 0, NULL, NULL),
@@ -148,6 +152,8 @@ static const cfg_row_t rows[] = {
     ROW("heap_ring.dir", ROW_STR, heap_ring_dir, 0, 0, "", 0, NULL, NULL),
     ROW("heap_ring.keep", ROW_UINT, heap_ring_keep, 1, 10000, "12", 0, NULL, NULL),
     ROW("heap_ring.max_disk", ROW_SIZE, heap_ring_max_disk, 64 * KIB, TIB, "64MiB", 0, NULL, NULL),
+
+    ROW("presets", ROW_PRESETS, presets, 0, 0, "", 0, NULL, NULL),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -735,10 +741,194 @@ static int set_sizes(cfg_t *c, const cfg_row_t *r, const node_t *v, set_err_t *e
     return 0;
 }
 
+/* ---- presets: name -> "size:mode:format[:quality]" ------------------------------------- */
+
+static const char *const preset_modes[] = {"fit", "cover", "smart", NULL};
+static const char *const preset_formats[] = {"jpg",  "jpeg", "png", "webp",
+                                             "avif", "jxl",  "gif", NULL};
+
+/** Copies @p len bytes at @p s into @p buf (of @p n) as a string; -1 when too long. */
+static int copy_part(char *buf, size_t n, const char *s, size_t len)
+{
+    if (len >= n)
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return 0;
+}
+
+static int find_name(const char *const *names, const char *s)
+{
+    for (int i = 0; names[i] != NULL; i++)
+        if (strcasecmp(names[i], s) == 0)
+            return i;
+    return -1;
+}
+
+/** One preset from its parts (each NUL-terminated; quality may be NULL). */
+static int make_preset(const char *name, const char *size, const char *mode, const char *format,
+                       const char *quality, cfg_preset_t *out, set_err_t *e)
+{
+    char q[QUOTE_SIZE];
+    cfg_preset_t p;
+    memset(&p, 0, sizeof(p));
+    size_t nlen = strlen(name);
+    if (nlen == 0 || nlen > CFG_PRESET_NAME_MAX)
+        return fail(e, "preset name %s: 1..%d characters", Q(q, name), CFG_PRESET_NAME_MAX);
+    for (size_t i = 0; i < nlen; i++) {
+        char ch = name[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-'))
+            return fail(e, "preset name %s: use [A-Za-z0-9_-]", Q(q, name));
+    }
+    memcpy(p.name, name, nlen);
+    cfg_size_t sz;
+    if (size == NULL || parse_size_entry(size, strlen(size), &sz, e) != 0)
+        return size == NULL ? fail(e, "preset %s: needs a size (WxH, Wx or xH)", name) : -1;
+    if (sz.crop)
+        return fail(e, "preset %s: write the crop as mode: cover, not %s", name, Q(q, size));
+    int m = mode == NULL ? CFG_PRESET_FIT : find_name(preset_modes, mode);
+    if (m < 0)
+        return fail(e, "preset %s: bad mode %s (expected fit|cover|smart)", name, Q(q, mode));
+    if (m != CFG_PRESET_FIT && (sz.width == 0 || sz.height == 0))
+        return fail(e, "preset %s: mode %s needs both width and height", name, mode);
+    int f = format == NULL ? -1 : find_name(preset_formats, format);
+    if (f < 0)
+        return fail(e, "preset %s: bad format %s (expected jpg|png|webp|avif|jxl|gif)", name,
+                    format ? Q(q, format) : "(none)");
+    uint64_t qv = 0;
+    if (quality != NULL && (parse_uint(quality, &qv) != PARSE_OK || qv < 1 || qv > 100))
+        return fail(e, "preset %s: quality %s is out of range 1..100", name, Q(q, quality));
+    p.width = sz.width;
+    p.height = sz.height;
+    p.mode = (uint32_t)m;
+    snprintf(p.format, sizeof(p.format), "%s", preset_formats[f]);
+    p.quality = (uint32_t)qv;
+    memcpy(out, &p, sizeof(p));
+    return 0;
+}
+
+/** "size:mode:format[:quality]" (@p len bytes) as preset @p name. */
+static int preset_from_spec(const char *name, const char *s, size_t len, cfg_preset_t *out,
+                            set_err_t *e)
+{
+    char parts[4][24], q[QUOTE_SIZE];
+    size_t np = 0;
+    const char *end = s + len;
+    while (np < 4) {
+        const char *colon = memchr(s, ':', (size_t)(end - s)), *stop = colon ? colon : end;
+        if (copy_part(parts[np], sizeof(parts[np]), s, (size_t)(stop - s)) != 0)
+            return fail(e, "preset %s: part %zu is too long", name, np + 1);
+        np++;
+        if (colon == NULL)
+            break;
+        s = colon + 1;
+        if (np == 4)
+            return fail(e, "preset %s: expected size:mode:format[:quality], got %s", name,
+                        quote(q, sizeof(q), s, (size_t)(end - s)));
+    }
+    if (np < 3)
+        return fail(
+            e, "preset %s: expected size:mode:format[:quality] (e.g. 290x290:cover:webp:75)", name);
+    return make_preset(name, parts[0], parts[1], parts[2], np == 4 ? parts[3] : NULL, out, e);
+}
+
+/** A preset written as a mapping {size, mode, format, quality}. */
+static int preset_from_mapping(const char *name, const node_t *v, cfg_preset_t *out, set_err_t *e)
+{
+    static const char *const fields[] = {"size", "mode", "format", "quality"};
+    const char *val[4] = {NULL, NULL, NULL, NULL};
+    char q[QUOTE_SIZE];
+    for (size_t i = 0; i + 1 < v->nkids; i += 2) {
+        const node_t *k = v->kids[i], *x = v->kids[i + 1];
+        size_t f = 0;
+        while (f < 4 && (k->kind != NODE_SCALAR || strcmp(k->text, fields[f]) != 0))
+            f++;
+        e->line = k->line;
+        if (f == 4)
+            return fail(e, "preset %s: unknown field %s (size, mode, format, quality)", name,
+                        k->kind == NODE_SCALAR ? Q(q, k->text) : "?");
+        if (val[f] != NULL)
+            return fail(e, "preset %s: %s given twice", name, fields[f]);
+        if (need_scalar(x, e) != 0)
+            return -1;
+        val[f] = x->text;
+    }
+    return make_preset(name, val[0], val[1], val[2], val[3], out, e);
+}
+
+static int add_preset(cfg_preset_t *list, uint32_t *n, const cfg_preset_t *p, set_err_t *e)
+{
+    for (uint32_t i = 0; i < *n; i++)
+        if (strcmp(list[i].name, p->name) == 0)
+            return fail(e, "preset %s is defined twice", p->name);
+    if (*n == CFG_MAX_PRESETS)
+        return fail(e, "more than %d presets", CFG_MAX_PRESETS);
+    memcpy(&list[(*n)++], p, sizeof(*p));
+    return 0;
+}
+
+/** presets: a mapping of name -> mapping or "size:mode:format[:quality]"; or (environment)
+ * one string "thumb=290x290:cover:webp:75, hero=1200x:fit:jpg". */
+static int set_presets(cfg_t *c, const cfg_row_t *r, const node_t *v, set_err_t *e)
+{
+    cfg_preset_t list[CFG_MAX_PRESETS], p;
+    uint32_t n = 0;
+    char name[CFG_PRESET_NAME_MAX + 2];
+
+    memset(list, 0, sizeof(list));
+    if (v->kind == NODE_SEQUENCE)
+        return fail(e, "expected a mapping of name: size:mode:format[:quality], got a sequence");
+    if (v->kind == NODE_MAPPING) {
+        for (size_t i = 0; i + 1 < v->nkids; i += 2) {
+            const node_t *k = v->kids[i], *x = v->kids[i + 1];
+            e->line = k->line;
+            if (k->kind != NODE_SCALAR || copy_part(name, sizeof(name), k->text, k->len) != 0)
+                return fail(e, "a preset name is 1..%d characters of [A-Za-z0-9_-]",
+                            CFG_PRESET_NAME_MAX);
+            int rc =
+                x->kind == NODE_MAPPING ? preset_from_mapping(name, x, &p, e)
+                : x->kind == NODE_SCALAR
+                    ? (need_scalar(x, e) != 0 ? -1 : preset_from_spec(name, x->text, x->len, &p, e))
+                    : fail(e, "preset %s: expected a mapping or a string", name);
+            if (rc != 0 || add_preset(list, &n, &p, e) != 0)
+                return -1;
+        }
+    } else if (!is_null(v)) {
+        if (strlen(v->text) != v->len)
+            return fail(e, "value contains a NUL byte");
+        const char *s = v->text, *end = v->text + v->len;
+        while (s < end) {
+            const char *comma = memchr(s, ',', (size_t)(end - s)), *stop = comma ? comma : end;
+            while (s < stop && (*s == ' ' || *s == '\t'))
+                s++;
+            const char *b = stop;
+            while (b > s && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            const char *eq = memchr(s, '=', (size_t)(b - s));
+            if (s == b && comma == NULL)
+                break; /* blank, or a trailing comma */
+            if (eq == NULL || copy_part(name, sizeof(name), s, (size_t)(eq - s)) != 0)
+                return fail(e, "expected name=size:mode:format[:quality], comma-separated");
+            if (preset_from_spec(name, eq + 1, (size_t)(b - eq - 1), &p, e) != 0 ||
+                add_preset(list, &n, &p, e) != 0)
+                return -1;
+            if (comma == NULL)
+                break;
+            s = comma + 1;
+        }
+    }
+    memset(c->presets, 0, sizeof(c->presets));
+    memcpy(c->presets, list, n * sizeof(list[0]));
+    c->npresets = n;
+    (void)r;
+    return 0;
+}
+
 static int (*const setters[])(cfg_t *, const cfg_row_t *, const node_t *, set_err_t *) = {
-    [ROW_UINT] = set_number, [ROW_SIZE] = set_number, [ROW_DURATION] = set_number,
-    [ROW_BOOL] = set_bool,   [ROW_STR] = set_str,     [ROW_ENUM] = set_enum,
-    [ROW_SIZES] = set_sizes,
+    [ROW_UINT] = set_number, [ROW_SIZE] = set_number,     [ROW_DURATION] = set_number,
+    [ROW_BOOL] = set_bool,   [ROW_STR] = set_str,         [ROW_ENUM] = set_enum,
+    [ROW_SIZES] = set_sizes, [ROW_PRESETS] = set_presets,
 };
 
 /* ---- validators: run once on the final value (after the environment) -------------------- */
@@ -794,6 +984,65 @@ static int check_token(const void *field, set_err_t *e)
         if (*s <= ' ' || *s == 0x7f)
             return fail(e, "must be printable ASCII without spaces");
     return 0;
+}
+
+static int check_url_key(const void *field, set_err_t *e)
+{
+    const char *s = field;
+    if (strcmp(s, TOKEN_PLACEHOLDER) == 0)
+        return fail(e, "\"" TOKEN_PLACEHOLDER "\" is the placeholder --check-config prints; put "
+                       "the real key here, in THUMBGATE_AUTH_URL_KEY or in auth.url_key_file");
+    if (*s != '\0' && strlen(s) < CFG_URL_KEY_MIN)
+        return fail(e,
+                    "shorter than %d characters: a short key can be guessed (e.g. `openssl "
+                    "rand -hex 32`)",
+                    CFG_URL_KEY_MIN);
+    for (; *s != '\0'; s++)
+        if (*s <= ' ' || *s == 0x7f)
+            return fail(e, "must be printable ASCII without spaces");
+    return 0;
+}
+
+static origin_t origin_of(const loader_t *ld, const char *key);
+
+/** auth.url_key_file: the key read from a file (one line; a final newline is dropped), so
+ * the secret stays out of the config and the environment. Sets c->url_secret. */
+static void load_url_key(loader_t *ld, cfg_t *c)
+{
+    const char *key = "auth.url_key_file";
+    char buf[sizeof(c->url_secret) + 2];
+    set_err_t e = {.line = 0};
+    if (c->url_key_file[0] == '\0') {
+        memcpy(c->url_secret, c->url_key, sizeof(c->url_secret));
+        return;
+    }
+    if (c->url_key[0] != '\0') {
+        report(ld, origin_of(ld, key), key, "auth.url_key is set too: set one of them");
+        return;
+    }
+    FILE *f = fopen(c->url_key_file, "rb");
+    if (f == NULL) {
+        report(ld, origin_of(ld, key), key, "cannot open %s: %s", c->url_key_file, strerror(errno));
+        return;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    bool more = fgetc(f) != EOF;
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    if (more || n >= sizeof(c->url_secret)) {
+        report(ld, origin_of(ld, key), key, "%s holds more than %zu bytes", c->url_key_file,
+               sizeof(c->url_secret) - 1);
+        return;
+    }
+    if (strlen(buf) != n ||
+        (n == 0 ? fail(&e, "the file is empty") : check_url_key(buf, &e)) != 0) {
+        report(ld, origin_of(ld, key), key, "%s: %s", c->url_key_file,
+               n == 0 || strlen(buf) == n ? e.msg : "contains a NUL byte");
+        return;
+    }
+    memcpy(c->url_secret, buf, n + 1);
 }
 
 /** 0 (off) or at least 1 s: a profile takes milliseconds to write (README, "Heap profiles"). */
@@ -1211,6 +1460,16 @@ static void validate(loader_t *ld, const cfg_t *c)
             break;
         }
     }
+    for (uint32_t i = 0; i < c->npresets; i++) {
+        const cfg_preset_t *p = &c->presets[i];
+        if (p->width > c->max_output_width || p->height > c->max_output_height) {
+            report(ld, origin_of(ld, "presets"), "presets",
+                   "preset %s (%" PRIu32 "x%" PRIu32 ") is larger than limits.max_output_width x "
+                   "max_output_height (%" PRIu32 "x%" PRIu32 ")",
+                   p->name, p->width, p->height, c->max_output_width, c->max_output_height);
+            break;
+        }
+    }
 }
 
 /* ---- public API ----------------------------------------------------------------------- */
@@ -1237,6 +1496,8 @@ const cfg_t *cfg__load_buffer(const char *yaml, size_t len, const char *name,
     node_free(root);
     apply_env(ld, c, envp);
     validate(ld, c);
+    if (ld->nerrors == 0)
+        load_url_key(ld, c);
     if (file_lines != NULL)
         for (size_t i = 0; i < NROWS; i++)
             file_lines[i] = ld->origin[i].env == NULL ? ld->origin[i].line : 0;
@@ -1338,6 +1599,23 @@ static void print_value(FILE *out, const cfg_t *c, const cfg_row_t *r)
                 fputc('c', out);
         }
         fputc(']', out);
+        break;
+    case ROW_PRESETS:
+        fputc('{', out);
+        for (uint32_t i = 0; i < c->npresets; i++) {
+            const cfg_preset_t *p = &c->presets[i];
+            fprintf(out, "%s%s: \"", i ? ", " : "", p->name);
+            if (p->width)
+                fprintf(out, "%" PRIu32, p->width);
+            fputc('x', out);
+            if (p->height)
+                fprintf(out, "%" PRIu32, p->height);
+            fprintf(out, ":%s:%s", preset_modes[p->mode < 3 ? p->mode : 0], p->format);
+            if (p->quality)
+                fprintf(out, ":%" PRIu32, p->quality);
+            fputc('"', out);
+        }
+        fputc('}', out);
         break;
     }
 }

@@ -19,6 +19,21 @@ typedef struct {
     bool crop;
 } cfg_size_t;
 
+#define CFG_MAX_PRESETS 32
+#define CFG_PRESET_NAME_MAX 32
+#define CFG_URL_KEY_MIN 16 /**< shortest accepted auth.url_key: a short HMAC key can be guessed */
+
+typedef enum { CFG_PRESET_FIT = 0, CFG_PRESET_COVER, CFG_PRESET_SMART } cfg_preset_mode_t;
+
+/** One entry of `presets:`, served as /<stem>@<name>. */
+typedef struct {
+    char name[CFG_PRESET_NAME_MAX + 1]; /**< [A-Za-z0-9_-]+ */
+    uint32_t width, height;             /**< 0 = that side free (fit only) */
+    uint32_t mode;                      /**< cfg_preset_mode_t */
+    char format[8];                     /**< output extension, lower case: jpg, png, webp, ... */
+    uint32_t quality;                   /**< 1..100; 0 = output.*_quality of the format */
+} cfg_preset_t;
+
 /** The effective configuration. Sizes in bytes, durations in milliseconds. */
 typedef struct cfg {
     char source[512];           /**< file it was read from ("<embedded>" for the built-in default) */
@@ -40,6 +55,9 @@ typedef struct cfg {
     uint64_t max_body_inflight; /**< `limits.max_body_inflight`: body bytes in flight; 0 = auto */
     cfg_size_t sizes[CFG_MAX_SIZES]; /**< `limits.sizes`: allow-list like "290x290,100x,640x480c" */
     uint32_t nsizes;            /**< 0 = any size allowed */
+    bool presets_only;          /**< `limits.presets_only`: only presets are derived */
+    cfg_preset_t presets[CFG_MAX_PRESETS]; /**< `presets`: name -> size, mode, format, quality */
+    uint32_t npresets;
 
     uint64_t memory_budget;     /**< `memory.budget`: bytes; 0 = auto */
     uint32_t memory_budget_percent; /**< `memory.auto_percent`: share of the memory limit used by auto */
@@ -57,6 +75,9 @@ typedef struct cfg {
     uint64_t socket_buffer;     /**< `http.socket_buffer`: SO_RCVBUF / SO_SNDBUF of client sockets */
 
     char write_token[256];      /**< `auth.write_token`: Bearer token for PUT/DELETE; empty = loopback only */
+    char url_key[256];          /**< `auth.url_key`: HMAC-SHA256 key of signed derived URLs */
+    char url_key_file[512];     /**< `auth.url_key_file`: a file holding that key instead */
+    char url_secret[256];       /**< the effective key (url_key or the file's); empty = unsigned */
 
     uint32_t jpeg_quality;      /**< `output.jpeg_quality` */
     uint32_t webp_quality;      /**< `output.webp_quality` */

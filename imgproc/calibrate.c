@@ -458,8 +458,12 @@ static void build_grid(grid_t *g, bool reduced)
             add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
             add(g, v, w, h, 1, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_WEBP, false);
             add(g, v, w, h, 1, IMGPROC_OP_FIT, 800, 0, IMGPROC_FMT_PNG, false);
-            if (!reduced)
+            /* smart crop (issue 15): attention searches the shrunk image held in memory */
+            add(g, v, w, h, 1, IMGPROC_OP_SMART, 290, 290, IMGPROC_FMT_JPEG, false);
+            if (!reduced) {
                 add(g, v, w, h, 1, IMGPROC_OP_COVER, 1200, 1200, IMGPROC_FMT_JPEG, false);
+                add(g, v, w, h, 1, IMGPROC_OP_SMART, 1200, 1200, IMGPROC_FMT_WEBP, false);
+            }
             if (!big || v == V_JPEG_BASE420 || v == V_PNG_RGB)
                 add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, true);
             add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false);
@@ -474,6 +478,7 @@ static void build_grid(grid_t *g, bool reduced)
             if (orient && (reduced ? s == 1 : (s == 1 || s == 4))) {
                 add(g, v, w, h, 6, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_JPEG, false);
                 add(g, v, w, h, 6, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_JPEG, false);
+                add(g, v, w, h, 6, IMGPROC_OP_SMART, 400, 200, IMGPROC_FMT_JPEG, false);
                 add(g, v, w, h, 6, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JPEG, false);
             }
         }
@@ -503,7 +508,10 @@ static void image_path(char *buf, size_t n, const char *dir, variant_t v, int w,
 
 static const char *op_name(imgproc_op_t op)
 {
-    return op == IMGPROC_OP_FIT ? "fit" : op == IMGPROC_OP_COVER ? "cover" : "convert";
+    return op == IMGPROC_OP_FIT     ? "fit"
+           : op == IMGPROC_OP_COVER ? "cover"
+           : op == IMGPROC_OP_SMART ? "smart"
+                                    : "convert";
 }
 
 /* Small images covering every loader/saver path, for the child's warm-up. */
@@ -1132,7 +1140,7 @@ static imgproc_job_t random_job(rng_t *r, int w, int h)
         j.op = IMGPROC_OP_CONVERT;
         return j;
     }
-    j.op = u < 0.55 ? IMGPROC_OP_FIT : IMGPROC_OP_COVER;
+    j.op = u < 0.55 ? IMGPROC_OP_FIT : u < 0.85 ? IMGPROC_OP_COVER : IMGPROC_OP_SMART;
     j.naive = j.op == IMGPROC_OP_FIT && px <= 16000000 && rnd01(r) < 0.08;
     if (rnd01(r) < 0.35) {
         static const double steps[] = {2, 4, 8, 16};
@@ -1401,7 +1409,9 @@ static bool derived_url(char *buf, size_t n, unsigned id, const case_t *c)
         snprintf(buf, n, "/a%u.%s", id, ext);
         return true;
     case IMGPROC_OP_COVER:
-        snprintf(buf, n, "/a%u_%ux%uc.%s", id, c->job.width, c->job.height, ext);
+    case IMGPROC_OP_SMART:
+        snprintf(buf, n, "/a%u_%ux%u%c.%s", id, c->job.width, c->job.height,
+                 c->job.op == IMGPROC_OP_SMART ? 's' : 'c', ext);
         return true;
     default:
         if (c->job.width == 0)
@@ -1724,7 +1734,7 @@ static int run_attack(const char *argv0, const char *dir_arg, int jobs, double m
 
 /* calibrate --one VARIANT W H ORIENT OP TW TH FMT [--server BIN] [--dir DIR]: one case, in a
  * fresh child and (with --server) through the running server, 3 times each. OP is fit,
- * cover, convert or naive; FMT jpeg, png or webp. */
+ * cover, smart, convert or naive; FMT jpeg, png or webp. */
 static int run_one(const char *argv0, char **a, const char *dir_arg, const char *server_bin)
 {
     case_t c = {.orient = atoi(a[3])};
@@ -1742,6 +1752,7 @@ static int run_one(const char *argv0, char **a, const char *dir_arg, const char 
     c.w = atoi(a[1]);
     c.h = atoi(a[2]);
     c.job.op = strcmp(a[4], "cover") == 0     ? IMGPROC_OP_COVER
+               : strcmp(a[4], "smart") == 0   ? IMGPROC_OP_SMART
                : strcmp(a[4], "convert") == 0 ? IMGPROC_OP_CONVERT
                                               : IMGPROC_OP_FIT;
     c.job.naive = strcmp(a[4], "naive") == 0;

@@ -58,6 +58,9 @@ typedef enum {
                            smaller than the box on a side gives a result smaller than the box
                            on that side (a 20000x1 strip as 290x290 gives 290x1) */
     IMGPROC_OP_CONVERT, /**< full size, other format */
+    IMGPROC_OP_SMART,   /**< as COVER (same shrink, same output size), but the crop window is
+                             placed by libvips' attention search (edges, skin, saturation) on
+                             the shrunk image instead of at the centre */
 } imgproc_op_t;
 
 typedef struct {
@@ -70,6 +73,9 @@ typedef struct {
                               output); 0 = none. Plans over it fail with TOO_LARGE. */
     uint32_t webp_quality; /**< for the estimate: the imgproc_opts_t.webp_quality the job will
                                 run with (libwebp's memory grows with it); 0 = assume 100 */
+    uint32_t quality;      /**< encoder quality 1..100 of this job (a preset's); 0 = the
+                                imgproc_opts_t quality of the output format. The estimate uses it
+                                for WebP in place of webp_quality. */
 } imgproc_job_t;
 
 typedef struct {

@@ -40,6 +40,7 @@ typedef struct {
     bool swap;               /**< orientation 5..8: width and height trade places */
     uint32_t box_w, box_h;   /**< thumbnail target in stored orientation (VIPS_MAX_COORD = free) */
     bool crop;               /**< centre crop to box after the resize (never enlarging) */
+    bool attention;          /**< SMART: the crop window placed by attention, not centred */
     uint32_t jpeg_shrink;    /**< libjpeg DCT scaling 1, 2, 4, 8 (1 for other formats) */
     double webp_scale;       /**< libwebp scaling (1.0 = none) */
     uint32_t load_w, load_h; /**< image as the loader delivers it (after shrink-on-load) */

@@ -714,7 +714,9 @@ int imgproc__pngfast(int fd, const imgproc_probe_t *probe, const imgproc__plan_t
         if (!mem)
             goto fail;
         vips_object_local(ctx, mem);
-        if (vips_smartcrop(mem, &t[3], cw, ch, "interesting", VIPS_INTERESTING_CENTRE, NULL))
+        if (vips_smartcrop(mem, &t[3], cw, ch, "interesting",
+                           pl->attention ? VIPS_INTERESTING_ATTENTION : VIPS_INTERESTING_CENTRE,
+                           NULL))
             goto fail;
         in = t[3];
     }

@@ -294,8 +294,15 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
 
     if (out)
         memset(out, 0, sizeof(*out));
-    if (in_fd < 0 || !job || !opts || !dst || !opts_ok(opts))
+    if (in_fd < 0 || !job || !opts || !dst || !opts_ok(opts) || job->quality > 100)
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad arguments");
+    /* a job's own quality (a preset's) replaces the process-wide one of its format */
+    imgproc_opts_t job_opts = *opts;
+    if (job->quality) {
+        job_opts.jpeg_quality = job->quality;
+        job_opts.webp_quality = job->quality;
+    }
+    opts = &job_opts;
     if (!imgproc_fmt_name(job->out_fmt))
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad output format");
 
@@ -348,7 +355,9 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
     const char *export_profile =
         probe.has_icc && !(probe.fmt == IMGPROC_FMT_JPEG && probe.bands == 4) ? "srgb" : NULL;
     VipsSize size = VIPS_SIZE_DOWN; /* no mode ever enlarges */
-    VipsInteresting crop = plan.crop ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE;
+    VipsInteresting crop = !plan.crop       ? VIPS_INTERESTING_NONE
+                           : plan.attention ? VIPS_INTERESTING_ATTENTION
+                                            : VIPS_INTERESTING_CENTRE;
     if (job->naive) {
         /* The load harness's naive service: the whole image decoded into memory first. */
         if (!(t[0] = vips_image_new_from_source(source, LOAD_OPTIONS, "access",

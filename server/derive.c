@@ -1,4 +1,5 @@
-/* derive — GET of derived URLs (<stem>_WxH.ext, conversions).
+/* derive — GET of derived URLs (<stem>_WxH.ext, conversions, smart crops, pixel ratios,
+ * .auto format negotiation, <stem>@<preset>), signed with auth.url_key when one is set.
  *
  * Cached results are served from disk without touching the gate. A miss probes the
  * source header, estimates the job's peak memory and submits one job per distinct
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "server/auth.h"
 #include "server/errors.h"
 #include "server/flight.h"
 #include "server/iopool.h"
@@ -355,15 +357,63 @@ static void drop_gone(struct derive_loop *l)
     }
 }
 
-static bool size_allowed(const cfg_t *cfg, const imgproc_job_t *j)
+/* limits.sizes applies to the size as written (before a pixel ratio); a WxHc entry also
+ * allows the smart crop WxHs (same output, same bound). */
+static bool size_allowed(const cfg_t *cfg, const route_t *rt)
 {
+    const imgproc_job_t *j = &rt->job;
     if (cfg->nsizes == 0 || j->op == IMGPROC_OP_CONVERT)
         return true;
+    bool crop = j->op == IMGPROC_OP_COVER || j->op == IMGPROC_OP_SMART;
     for (uint32_t i = 0; i < cfg->nsizes; i++)
-        if (cfg->sizes[i].width == j->width && cfg->sizes[i].height == j->height &&
-            cfg->sizes[i].crop == (j->op == IMGPROC_OP_COVER))
+        if (cfg->sizes[i].width == rt->base_w && cfg->sizes[i].height == rt->base_h &&
+            cfg->sizes[i].crop == crop)
             return true;
     return false;
+}
+
+/* The job of /<stem>@<name>, with its variant; 0 or an ERR_REQ_* code. */
+static int preset_job(const cfg_t *cfg, const char *name, imgproc_job_t *job, char *variant,
+                      size_t n)
+{
+    for (uint32_t i = 0; i < cfg->npresets; i++) {
+        const cfg_preset_t *p = &cfg->presets[i];
+        if (strcmp(p->name, name) != 0)
+            continue;
+        memset(job, 0, sizeof(*job));
+        job->op = p->mode == CFG_PRESET_COVER   ? IMGPROC_OP_COVER
+                  : p->mode == CFG_PRESET_SMART ? IMGPROC_OP_SMART
+                                                : IMGPROC_OP_FIT;
+        job->width = p->width;
+        job->height = p->height;
+        job->quality = p->quality;
+        job->out_fmt = imgproc_fmt_from_ext(p->format, strlen(p->format));
+        if (job->out_fmt == IMGPROC_FMT_UNKNOWN || route_variant(job, variant, n) != 0)
+            return ERR_REQ_NO_FORMAT;
+        return 0;
+    }
+    return ERR_REQ_UNKNOWN_PRESET;
+}
+
+/* .auto: AVIF when the build encodes it and Accept names it, else WebP when Accept names
+ * it (the higher q wins, AVIF on a tie; wildcards name neither); UNKNOWN = neither, the
+ * caller picks PNG (alpha) or JPEG from the source. */
+static imgproc_fmt_t negotiate(h2o_req_t *req)
+{
+    int avif = -1, webp = -1;
+    imgproc_fmt_t avif_fmt = imgproc_fmt_from_ext("avif", 4);
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, i)) != -1;) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        int a = route_accept_q(v.base, v.len, "image/avif");
+        int w = route_accept_q(v.base, v.len, "image/webp");
+        avif = a > avif ? a : avif;
+        webp = w > webp ? w : webp;
+    }
+    if (avif_fmt != IMGPROC_FMT_UNKNOWN && avif > 0 && avif >= webp)
+        return avif_fmt;
+    if (webp > 0)
+        return IMGPROC_FMT_WEBP;
+    return IMGPROC_FMT_UNKNOWN;
 }
 
 /* Refuses @p req before any job exists; frees what was made for it. */
@@ -415,12 +465,31 @@ static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgpro
     h->until_ms = adm_now_ms() + HIT_TTL_MS;
 }
 
-static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
+static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
 {
     const cfg_t *cfg = srv->cfg;
-    if (!size_allowed(cfg, &rt->job)) {
+    if (rt->preset[0] != '\0') {
+        int pe = preset_job(cfg, rt->preset, &rt->job, rt->variant, sizeof(rt->variant));
+        if (pe != 0) {
+            srv__send_err(req, ERR_REQ, pe,
+                          pe == ERR_REQ_UNKNOWN_PRESET
+                              ? "no preset is named %s"
+                              : "preset %s asks for a format this build cannot encode",
+                          rt->preset);
+            return;
+        }
+    } else if (cfg->presets_only) {
+        srv__send_err(req, ERR_REQ, ERR_REQ_PRESETS_ONLY,
+                      "this server serves only presets (/<key>@<preset>): limits.presets_only");
+        return;
+    } else if (!size_allowed(cfg, rt)) {
         srv__send_err(req, ERR_REQ, ERR_REQ_SIZE_NOT_ALLOWED, "this size is not in limits.sizes");
         return;
+    }
+    if (rt->auto_fmt) {
+        /* the answer depends on Accept: caches must key on it */
+        srv__add_header(req, "vary", "Accept");
+        rt->job.out_fmt = negotiate(req);
     }
     derive_job_t *job = calloc(1, sizeof(*job));
     waiter_t *w = calloc(1, sizeof(*w));
@@ -436,11 +505,27 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
                "no original stored for this derived image");
         return;
     }
+    if (rt->auto_fmt) {
+        if (rt->job.out_fmt == IMGPROC_FMT_UNKNOWN) {
+            /* neither AVIF nor WebP: PNG keeps the source's alpha, else JPEG (a header read) */
+            imgproc_probe_t ap;
+            imgproc_err_t aerr = {0};
+            bool alpha = imgproc_probe_file(job->src, &ap, &aerr) == 0 && ap.has_alpha;
+            rt->job.out_fmt = alpha ? IMGPROC_FMT_PNG : IMGPROC_FMT_JPEG;
+        }
+        /* cached per chosen format: the same result as the URL with that extension */
+        if (route_variant(&rt->job, rt->variant, sizeof(rt->variant)) != 0) {
+            refuse(req, job, w, ERR_REQ, ERR_REQ_NO_FORMAT, "no output format");
+            return;
+        }
+    }
     store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
                      sizeof(job->cache_path));
     struct stat sb;
     if (srv__serve_path(req, job->cache_path, rt->job.out_fmt, &sb)) {
-        hit_remember(srv, req, job->cache_path, rt->job.out_fmt, epoch);
+        /* an .auto URL's file depends on Accept: never remembered by URL alone */
+        if (!rt->auto_fmt)
+            hit_remember(srv, req, job->cache_path, rt->job.out_fmt, epoch);
         store_cache_touch(job->cache_path, &sb);
         atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
@@ -483,7 +568,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
     job->ij.naive = cfg->memory_mode == CFG_MODE_NAIVE;
     job->ij.timeout_ms = (uint32_t)cfg->job_timeout_ms;
     job->ij.max_pixels = cfg->max_pixels;
-    job->ij.webp_quality = srv->imgopts->webp_quality; /* the estimate depends on it */
+    /* the estimate depends on it: a preset's own quality, else the process-wide one */
+    job->ij.webp_quality = rt->job.quality ? rt->job.quality : srv->imgopts->webp_quality;
     int pr = imgproc_plan_check(&probe, &job->ij, &ierr);
     if (pr != 0) {
         bool big = pr == -IMGPROC_E_TOO_LARGE;
@@ -493,6 +579,15 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
     }
     uint32_t ow, oh;
     imgproc_output_dims(&probe, &job->ij, &ow, &oh);
+    if (rt->auto_fmt && job->ij.out_fmt == IMGPROC_FMT_WEBP &&
+        (ow > IMGPROC_WEBP_MAX_DIM || oh > IMGPROC_WEBP_MAX_DIM)) {
+        /* .auto picks a format that can hold the output: over WebP's sides, PNG or JPEG */
+        rt->job.out_fmt = job->ij.out_fmt = probe.has_alpha ? IMGPROC_FMT_PNG : IMGPROC_FMT_JPEG;
+        route_variant(&rt->job, rt->variant, sizeof(rt->variant));
+        store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
+                         sizeof(job->cache_path));
+        snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
+    }
     if (ow > cfg->max_output_width || oh > cfg->max_output_height) {
         refuse(req, job, w, ERR_REQ, ERR_REQ_OUTPUT_TOO_LARGE,
                "the output would be %" PRIu32 "x%" PRIu32 ", over limits.max_output", ow, oh);
@@ -593,6 +688,10 @@ static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
     if (h->url == NULL || h->urllen != n || memcmp(h->url, req->path.base, n) != 0 ||
         h->epoch != epoch || adm_now_ms() > h->until_ms)
         return -1;
+    /* a remembered URL is still signed for: without the right ?sig= the derive room refuses */
+    const char *msg;
+    if (auth_url_check(srv->cfg->url_secret, req, &msg) != 0)
+        return -1;
     struct stat sb;
     if (!srv__serve_path(req, h->file, h->fmt, &sb))
         return -1;                            /* evicted, or removed by another instance */
@@ -610,15 +709,21 @@ static int on_req(h2o_handler_t *_self, h2o_req_t *req)
     if (route_parse_key(req->path.base, req->path.len, rt) != 0)
         return -1; /* the router answers bad keys before any room sees them */
     int r = route_parse_derived(rt);
-    if (r == -ROUTE_E_BADSIZE) {
-        srv__set_env(req, "TG_ROUTE", "derived");
-        srv__send_err(req, ERR_ROUTE, ROUTE_E_BADSIZE,
-                      "sizes are 1..%u pixels, without leading zeros", ROUTE_DIM_MAX);
-        return 0;
-    }
-    if (!rt->derived)
+    if (r != -ROUTE_E_BADSIZE && !rt->derived)
         return -1;
     srv__set_env(req, "TG_ROUTE", "derived");
+    /* signed URLs: checked first, so that an unsigned request learns nothing else */
+    const char *msg;
+    if (auth_url_check(srv->cfg->url_secret, req, &msg) != 0) {
+        srv__send_err(req, ERR_AUTH, ERR_AUTH_BAD_SIG, "%s", msg);
+        return 0;
+    }
+    if (r == -ROUTE_E_BADSIZE) {
+        srv__send_err(req, ERR_ROUTE, ROUTE_E_BADSIZE,
+                      "sizes are 1..%u pixels, without leading zeros; pixel ratios @1x..@%ux",
+                      ROUTE_DIM_MAX, ROUTE_DPR_MAX);
+        return 0;
+    }
     handle_derive(srv, req, rt);
     return 0;
 }
@@ -650,6 +755,21 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     srv->imgopts = s->imgopts;
     srv->flight = s->flight;
     pthread_mutex_init(&srv->coalesce_mu, NULL);
+    /* a preset whose format this build cannot encode answers 400 format_unavailable: say so
+     * at start rather than at the first request */
+    for (uint32_t i = 0; i < s->cfg->npresets && s->cfg->log_level >= CFG_LOG_WARN; i++) {
+        const cfg_preset_t *p = &s->cfg->presets[i];
+        if (imgproc_fmt_from_ext(p->format, strlen(p->format)) != IMGPROC_FMT_UNKNOWN)
+            continue;
+        char line[300];
+        json_t j;
+        json_begin(&j, line, sizeof(line));
+        json_str(&j, "log", "warning");
+        json_str(&j, "preset", p->name);
+        json_str(&j, "format", p->format);
+        json_str(&j, "message", "this build cannot encode the preset's format: its URLs get 400");
+        fwrite(line, 1, json_end(&j), stderr);
+    }
     for (size_t i = 0; i < pathconf->handlers.size; i++)
         if (pathconf->handlers.entries[i]->on_req == on_hit_req)
             ((hits_t *)pathconf->handlers.entries[i])->srv = srv;

@@ -38,6 +38,7 @@ static const row_t table[] = {
     {ERR_AUTH, ERR_AUTH_NO_TOKEN, {401, "unauthorized"}},
     {ERR_AUTH, ERR_AUTH_BAD_TOKEN, {403, "forbidden"}},
     {ERR_AUTH, ERR_AUTH_NOT_LOOPBACK, {403, "forbidden"}},
+    {ERR_AUTH, ERR_AUTH_BAD_SIG, {403, "bad_signature"}},
 
     {ERR_REQ, ERR_REQ_METHOD, {405, "method_not_allowed"}},
     {ERR_REQ, ERR_REQ_EMPTY_BODY, {400, "empty_body"}},
@@ -53,6 +54,9 @@ static const row_t table[] = {
     {ERR_REQ, ERR_REQ_HEAD_TOO_LARGE, {431, "header_too_large"}},
     {ERR_REQ, ERR_REQ_BODIES_FULL, {503, "busy"}},
     {ERR_REQ, ERR_REQ_CONNECTIONS, {503, "too_many_connections"}},
+    {ERR_REQ, ERR_REQ_UNKNOWN_PRESET, {404, "unknown_preset"}},
+    {ERR_REQ, ERR_REQ_PRESETS_ONLY, {403, "presets_only"}},
+    {ERR_REQ, ERR_REQ_NO_FORMAT, {400, "format_unavailable"}},
 
     {ERR_H2O, 400, {400, "bad_request"}},
     {ERR_H2O, 404, {404, "not_found"}},

@@ -19,6 +19,7 @@ enum {
     ERR_AUTH_NO_TOKEN = 1,     /**< a token is configured and none was sent (401) */
     ERR_AUTH_BAD_TOKEN = 2,    /**< wrong token (403) */
     ERR_AUTH_NOT_LOOPBACK = 3, /**< no token configured and the client is not loopback (403) */
+    ERR_AUTH_BAD_SIG = 4,      /**< auth.url_key is set, ?sig= missing or wrong (403) */
 };
 
 enum {
@@ -36,6 +37,9 @@ enum {
     ERR_REQ_HEAD_TOO_LARGE = 13,   /**< 431: a request head over limits.max_header_bytes */
     ERR_REQ_BODIES_FULL = 14,      /**< 503: limits.max_body_inflight has no room for the body */
     ERR_REQ_CONNECTIONS = 15,      /**< 503: limits.max_connections are open */
+    ERR_REQ_UNKNOWN_PRESET = 16,   /**< 404: /<stem>@<name> names no preset */
+    ERR_REQ_PRESETS_ONLY = 17,     /**< 403: limits.presets_only and not a preset */
+    ERR_REQ_NO_FORMAT = 18,        /**< 400: a format this build cannot encode */
 };
 
 typedef struct {

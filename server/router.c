@@ -26,7 +26,8 @@ static int on_check(h2o_handler_t *self, h2o_req_t *req)
                       (int)(req->method.len < 16 ? req->method.len : 16), req->method.base);
         return 0;
     }
-    if (route_parse_key(req->path.base, req->path.len, &rt) != 0) {
+    /* '@' (presets, pixel ratios) is in requested names only, never in a stored key */
+    if (route_parse_key(req->path.base, req->path.len, &rt) != 0 || ((put || del) && rt.at)) {
         srv__send_err(req, ERR_ROUTE, ROUTE_E_BADKEY,
                       "keys are segments of [A-Za-z0-9._-] joined by '/', at most %d bytes, "
                       "without '.' or '..' segments",

@@ -2,6 +2,7 @@
  * messages with their "file:line: key:" prefixes, environment overrides, the embedded
  * default file against the table defaults, and the cfg_print -> reload round trip. */
 #include <check.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1012,6 +1013,113 @@ START_TEST(test_cfg_load_file)
 }
 END_TEST
 
+/* ---- issue 15: presets and signed URLs ---------------------------------------------------- */
+
+START_TEST(test_cfg_presets)
+{
+    const cfg_t *c = ok("presets:\n"
+                        "  thumb: {size: 290x290, mode: cover, format: webp, quality: 75}\n"
+                        "  hero: \"1200x:fit:jpg:85\"\n"
+                        "  face: 200x200:smart:png\n");
+    ck_assert_uint_eq(c->npresets, 3);
+    ck_assert_str_eq(c->presets[0].name, "thumb");
+    ck_assert_uint_eq(c->presets[0].width, 290);
+    ck_assert_uint_eq(c->presets[0].height, 290);
+    ck_assert_uint_eq(c->presets[0].mode, CFG_PRESET_COVER);
+    ck_assert_str_eq(c->presets[0].format, "webp");
+    ck_assert_uint_eq(c->presets[0].quality, 75);
+    ck_assert_uint_eq(c->presets[1].width, 1200);
+    ck_assert_uint_eq(c->presets[1].height, 0);
+    ck_assert_uint_eq(c->presets[1].mode, CFG_PRESET_FIT);
+    ck_assert_str_eq(c->presets[1].format, "jpg");
+    ck_assert_uint_eq(c->presets[2].mode, CFG_PRESET_SMART);
+    ck_assert_uint_eq(c->presets[2].quality, 0);
+    /* printed and read back: the same config */
+    char *text = print_to_string(c);
+    ck_assert_msg(strstr(text, "presets: {thumb: \"290x290:cover:webp:75\", hero: "
+                               "\"1200x:fit:jpg:85\", face: \"200x200:smart:png\"}\n") != NULL,
+                  "%s", text);
+    const cfg_t *again = ok(text);
+    assert_same_config(c, again);
+    free(text);
+    cfg_free(again);
+    cfg_free(c);
+
+    /* the environment replaces them all */
+    char *env[] = {"THUMBGATE_PRESETS= a=10x10:cover:jpg , b=x20:fit:webp:1,", NULL};
+    c = ok_env("presets: {thumb: 1x1:fit:jpg}\n", env);
+    ck_assert_uint_eq(c->npresets, 2);
+    ck_assert_str_eq(c->presets[0].name, "a");
+    ck_assert_str_eq(c->presets[1].name, "b");
+    ck_assert_uint_eq(c->presets[1].height, 20);
+    ck_assert_uint_eq(c->presets[1].quality, 1);
+    cfg_free(c);
+
+    fails_with("presets: {t: 10x10:crop:jpg}\n", "preset t: bad mode \"crop\"");
+    fails_with("presets: {t: 10x:cover:jpg}\n", "preset t: mode cover needs both width and height");
+    fails_with("presets: {t: 10x10:fit:bmp}\n", "preset t: bad format \"bmp\"");
+    fails_with("presets: {t: 10x10:fit:jpg:0}\n", "preset t: quality \"0\" is out of range 1..100");
+    fails_with("presets: {t: 10x10:fit:jpg:101}\n", "out of range 1..100");
+    fails_with("presets: {t: 10x10c:fit:jpg}\n", "write the crop as mode: cover");
+    fails_with("presets: {t: 10x10}\n", "expected size:mode:format[:quality]");
+    fails_with("presets: {t: 10x10:fit:jpg:1:2}\n", "expected size:mode:format[:quality]");
+    fails_with("presets: {t: {size: 10x10, colour: red}}\n", "unknown field \"colour\"");
+    fails_with("presets: {t: {size: 10x10, mode: fit}}\n", "bad format (none)");
+    fails_with("presets: {\"a.b\": 10x10:fit:jpg}\n", "use [A-Za-z0-9_-]");
+    fails_with("presets: [a, b]\n", "expected a mapping");
+    fails_exactly("presets:\n  t: 10x10:fit:jpg\n  t: 20x20:fit:jpg\n",
+                  "t.yaml:3: presets: preset t is defined twice\n");
+    fails_with("limits: {max_output_width: 100}\npresets: {t: 200x10:fit:jpg}\n",
+               "preset t (200x10) is larger than limits.max_output_width");
+    char *bad[] = {"THUMBGATE_PRESETS=a:10x10:fit:jpg", NULL};
+    fails_with_env("", bad, "env:THUMBGATE_PRESETS: presets: expected name=size:mode:format");
+}
+END_TEST
+
+START_TEST(test_cfg_url_key)
+{
+    const cfg_t *c = ok("auth: {url_key: 0123456789abcdef}\n");
+    ck_assert_str_eq(c->url_secret, "0123456789abcdef");
+    char *text = print_to_string(c);
+    ck_assert_ptr_null(strstr(text, "0123456789abcdef")); /* a secret is never printed */
+    ck_assert(strstr(text, "  url_key: \"<set>\"\n") != NULL);
+    fails_with(text, "auth.url_key: \"<set>\" is the placeholder");
+    free(text);
+    cfg_free(c);
+    fails_with("auth: {url_key: short}\n", "auth.url_key: shorter than 16 characters");
+    fails_with("auth: {url_key: \"0123456789 abcdef\"}\n", "printable ASCII without spaces");
+
+    /* from a file: one line, the newline dropped */
+    char path[] = "/tmp/check_cfg_key_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "fedcba9876543210fedc\n", 21), 21);
+    close(fd);
+    char yaml[256];
+    snprintf(yaml, sizeof(yaml), "auth: {url_key_file: %s}\n", path);
+    c = ok(yaml);
+    ck_assert_str_eq(c->url_secret, "fedcba9876543210fedc");
+    ck_assert_str_eq(c->url_key, "");
+    cfg_free(c);
+    snprintf(yaml, sizeof(yaml), "auth: {url_key_file: %s, url_key: 0123456789abcdef}\n", path);
+    fails_with(yaml, "auth.url_key_file: auth.url_key is set too");
+    fd = open(path, O_WRONLY | O_TRUNC);
+    ck_assert_int_eq(write(fd, "short\n", 6), 6);
+    close(fd);
+    snprintf(yaml, sizeof(yaml), "auth: {url_key_file: %s}\n", path);
+    fails_with(yaml, "shorter than 16 characters");
+    fd = open(path, O_WRONLY | O_TRUNC);
+    close(fd);
+    fails_with(yaml, "the file is empty");
+    unlink(path);
+    fails_with(yaml, "cannot open");
+    /* no key: nothing to sign with */
+    c = ok("");
+    ck_assert_str_eq(c->url_secret, "");
+    cfg_free(c);
+}
+END_TEST
+
 Suite *cfg_suite(void)
 {
     Suite *s = suite_create("cfg");
@@ -1075,6 +1183,11 @@ Suite *cfg_suite(void)
 
     tc = tcase_create("file");
     tcase_add_test(tc, test_cfg_load_file);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("url");
+    tcase_add_test(tc, test_cfg_presets);
+    tcase_add_test(tc, test_cfg_url_key);
     suite_add_tcase(s, tc);
 
     return s;
