@@ -905,7 +905,7 @@ static int set_presets(cfg_t *c, const cfg_row_t *r, const node_t *v, set_err_t 
             const char *b = stop;
             while (b > s && (b[-1] == ' ' || b[-1] == '\t'))
                 b--;
-            const char *eq = memchr(s, '=', (size_t)(b - s));
+            const char *eq = b > s ? memchr(s, '=', (size_t)(b - s)) : NULL;
             if (s == b && comma == NULL)
                 break; /* blank, or a trailing comma */
             if (eq == NULL || copy_part(name, sizeof(name), s, (size_t)(eq - s)) != 0)
