@@ -569,8 +569,14 @@ typedef struct {
 
 /* The server's defaults; CALIBRATE_QUALITY=N in the environment sets the JPEG and WebP
  * quality of the measured jobs (the estimate does not depend on it: check the worst). */
-static imgproc_opts_t cal_opts = {
-    .jpeg_quality = 80, .webp_quality = 75, .png_compression = 6, .keep_icc = false};
+static imgproc_opts_t cal_opts = {.jpeg_quality = 80,
+                                   .webp_quality = 75,
+                                   .png_compression = 6,
+                                   .avif_quality = 60,
+                                   .avif_effort = 2,
+                                   .jxl_quality = 75,
+                                   .jxl_effort = 7,
+                                   .keep_icc = false};
 
 #define SMALL_JOB (4u << 20)
 
@@ -641,6 +647,10 @@ static int child_measure(int argc, char **argv)
     if (q && atoi(q) >= 1 && atoi(q) <= 100)
         cal_opts.jpeg_quality = cal_opts.webp_quality = (unsigned)atoi(q);
     m.job.webp_quality = cal_opts.webp_quality;
+    const char *e = getenv("CALIBRATE_AVIF_EFFORT");
+    if (e && atoi(e) >= 0 && atoi(e) <= 9)
+        cal_opts.avif_effort = (unsigned)atoi(e);
+    m.job.avif_effort = cal_opts.avif_effort;
     m.job.op = (imgproc_op_t)atoi(argv[3]);
     m.job.width = (uint32_t)atoi(argv[4]);
     m.job.height = (uint32_t)atoi(argv[5]);

@@ -179,6 +179,16 @@ static int save(VipsImage *img, imgproc_fmt_t fmt, const imgproc_opts_t *o, bool
                                    strip, NULL);
     case IMGPROC_FMT_WEBP:
         return vips_webpsave_target(img, target, "Q", (int)o->webp_quality, "strip", strip, NULL);
+    case IMGPROC_FMT_AVIF:
+        /* 8 bits: the default 12 would widen every sample the encoder holds */
+        return vips_heifsave_target(
+            img, target, "Q", (int)o->avif_quality, "effort", (int)o->avif_effort, "compression",
+            VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "bitdepth", 8, "strip", strip, NULL);
+    case IMGPROC_FMT_JXL:
+        return vips_jxlsave_target(img, target, "Q", (int)o->jxl_quality, "effort",
+                                   (int)o->jxl_effort, "strip", strip, NULL);
+    case IMGPROC_FMT_GIF:
+        return vips_gifsave_target(img, target, "strip", strip, NULL);
     default:
         vips_error("imgproc", "bad output format");
         return -1;
@@ -229,10 +239,26 @@ static int free_data(void *data, void *area)
     return 0;
 }
 
-static bool opts_ok(const imgproc_opts_t *o)
+/* The options of the output format @p fmt are in range (the others are not looked at). */
+static bool opts_ok(const imgproc_opts_t *o, imgproc_fmt_t fmt)
 {
-    return o->jpeg_quality >= 1 && o->jpeg_quality <= 100 && o->webp_quality >= 1 &&
-           o->webp_quality <= 100 && o->png_compression <= 9;
+    switch (fmt) {
+    case IMGPROC_FMT_JPEG:
+        return o->jpeg_quality >= 1 && o->jpeg_quality <= 100;
+    case IMGPROC_FMT_PNG:
+        return o->png_compression <= 9;
+    case IMGPROC_FMT_WEBP:
+        return o->webp_quality >= 1 && o->webp_quality <= 100;
+    case IMGPROC_FMT_AVIF:
+        return o->avif_quality >= 1 && o->avif_quality <= 100 && o->avif_effort <= 9;
+    case IMGPROC_FMT_JXL:
+        return o->jxl_quality >= 1 && o->jxl_quality <= 100 && o->jxl_effort >= 3 &&
+               o->jxl_effort <= 7;
+    case IMGPROC_FMT_GIF:
+        return true;
+    default:
+        return false;
+    }
 }
 
 int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts,
@@ -294,10 +320,13 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
 
     if (out)
         memset(out, 0, sizeof(*out));
-    if (in_fd < 0 || !job || !opts || !dst || !opts_ok(opts))
+    if (in_fd < 0 || !job || !opts || !dst)
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad arguments");
-    if (!imgproc_fmt_name(job->out_fmt))
+    if (!imgproc_fmt_is_output(job->out_fmt))
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad output format");
+    if (!opts_ok(opts, job->out_fmt))
+        return imgproc__fail(err, IMGPROC_E_INVALID, "bad %s options",
+                             imgproc_fmt_name(job->out_fmt));
 
     if (job->timeout_ms)
         dl.at_ns = mono_ns() + (uint64_t)job->timeout_ms * 1000000u;

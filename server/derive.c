@@ -484,6 +484,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
     job->ij.timeout_ms = (uint32_t)cfg->job_timeout_ms;
     job->ij.max_pixels = cfg->max_pixels;
     job->ij.webp_quality = srv->imgopts->webp_quality; /* the estimate depends on it */
+    job->ij.avif_effort = srv->imgopts->avif_effort;   /* the deadline check too */
+    job->ij.max_frames = cfg->max_frames;
     int pr = imgproc_plan_check(&probe, &job->ij, &ierr);
     if (pr != 0) {
         bool big = pr == -IMGPROC_E_TOO_LARGE;

@@ -303,7 +303,17 @@ START_TEST(test_imgproc_fmt_helpers_roundtrip)
     ck_assert_int_eq(imgproc_fmt_from_ext("jpeg", 4), IMGPROC_FMT_JPEG);
     ck_assert_int_eq(imgproc_fmt_from_ext("pngx", 3), IMGPROC_FMT_PNG);
     ck_assert_int_eq(imgproc_fmt_from_ext("WebP", 4), IMGPROC_FMT_WEBP);
-    ck_assert_int_eq(imgproc_fmt_from_ext("gif", 3), IMGPROC_FMT_UNKNOWN);
+    ck_assert_int_eq(imgproc_fmt_from_ext("gif", 3), IMGPROC_FMT_GIF);
+    ck_assert_int_eq(imgproc_fmt_from_ext("AVIF", 4), IMGPROC_FMT_AVIF);
+    ck_assert_int_eq(imgproc_fmt_from_ext("jxl", 3), IMGPROC_FMT_JXL);
+    /* input-only formats are no derived extension */
+    ck_assert_int_eq(imgproc_fmt_from_ext("heic", 4), IMGPROC_FMT_UNKNOWN);
+    ck_assert_int_eq(imgproc_fmt_from_ext("tiff", 4), IMGPROC_FMT_UNKNOWN);
+    ck_assert_int_eq(imgproc_fmt_from_ext("gi", 2), IMGPROC_FMT_UNKNOWN);
+    ck_assert_str_eq(imgproc_fmt_mime(IMGPROC_FMT_AVIF), "image/avif");
+    ck_assert_str_eq(imgproc_fmt_mime(IMGPROC_FMT_JXL), "image/jxl");
+    ck_assert(imgproc_fmt_is_output(IMGPROC_FMT_JXL) && !imgproc_fmt_is_output(IMGPROC_FMT_TIFF));
+    ck_assert(imgproc_fmt_is_animated(IMGPROC_FMT_GIF) && !imgproc_fmt_is_animated(IMGPROC_FMT_AVIF));
     ck_assert_int_eq(imgproc_fmt_from_ext("jp", 2), IMGPROC_FMT_UNKNOWN);
     ck_assert_str_eq(imgproc_strerror(-IMGPROC_E_CORRUPT), imgproc_strerror(IMGPROC_E_CORRUPT));
     ck_assert_str_ne(imgproc_strerror(IMGPROC_E_CORRUPT), imgproc_strerror(IMGPROC_E_IO));
