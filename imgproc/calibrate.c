@@ -425,6 +425,12 @@ static const struct {
     /* issue 12 item 4: the per-job meter saw a noise JPEG to WebP 1.58x over; libwebp's
      * encoder grows with entropy and quality (1.18x at 2000x1500, 1.33x at 3000x2000) */
     {V_JPEG_NOISE, 2000, 1500, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_WEBP, false},
+    /* issue 15: the encoders' whole-output buffers on the costliest content */
+    {V_JPEG_NOISE, 1600, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false},
+    {V_JPEG_NOISE, 1600, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JXL, false},
+    {V_JPEG_NOISE, 1600, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_GIF, false},
+    {V_PNG_NOISE_RGBA, 1000, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false},
+    {V_PNG_NOISE_RGBA, 1000, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JXL, false},
 };
 
 /* Full grid: every variant x size with fit 290x290, cover 290x290, one side (800 wide),
@@ -468,6 +474,19 @@ static void build_grid(grid_t *g, bool reduced)
                                    v == V_WEBP_LOSSY || v == V_PNG_RGBA)) {
                 add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false);
                 add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_WEBP, false);
+            }
+            /* issue 15's encoders: thumbnails from every variant and size, full-size
+             * conversions up to 2 MP (the AVIF encode of 3 MP takes seconds); the reduced grid
+             * has the thumbnails of its larger size only */
+            if (!reduced || s == 1) {
+                add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_AVIF, false);
+                add(g, v, w, h, 1, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_JXL, false);
+                add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_GIF, false);
+            }
+            if (reduced ? s == 1 && (v == V_JPEG_BASE420 || v == V_PNG_RGBA) : px <= 2000000) {
+                add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false);
+                add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JXL, false);
+                add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_GIF, false);
             }
             bool orient = v == V_JPEG_BASE420 || v == V_JPEG_PROG420 || v == V_PNG_RGB ||
                           v == V_PNG_INTERLACED || v == V_WEBP_LOSSY;
@@ -570,13 +589,13 @@ typedef struct {
 /* The server's defaults; CALIBRATE_QUALITY=N in the environment sets the JPEG and WebP
  * quality of the measured jobs (the estimate does not depend on it: check the worst). */
 static imgproc_opts_t cal_opts = {.jpeg_quality = 80,
-                                   .webp_quality = 75,
-                                   .png_compression = 6,
-                                   .avif_quality = 60,
-                                   .avif_effort = 2,
-                                   .jxl_quality = 75,
-                                   .jxl_effort = 7,
-                                   .keep_icc = false};
+                                  .webp_quality = 75,
+                                  .png_compression = 6,
+                                  .avif_quality = 60,
+                                  .avif_effort = 2,
+                                  .jxl_quality = 75,
+                                  .jxl_effort = 7,
+                                  .keep_icc = false};
 
 #define SMALL_JOB (4u << 20)
 
@@ -1132,10 +1151,20 @@ static void random_image(rng_t *r, variant_t *v, int *w, int *h, int *o)
     }
 }
 
+/* An output format: JPEG, PNG and WebP as often as before, AVIF, JPEG XL and GIF (issue 15)
+ * a third of the time. */
+static imgproc_fmt_t random_out(rng_t *r)
+{
+    static const imgproc_fmt_t outs[] = {IMGPROC_FMT_JPEG, IMGPROC_FMT_PNG, IMGPROC_FMT_WEBP,
+                                         IMGPROC_FMT_JPEG, IMGPROC_FMT_PNG, IMGPROC_FMT_WEBP,
+                                         IMGPROC_FMT_AVIF, IMGPROC_FMT_JXL, IMGPROC_FMT_GIF};
+    return outs[rnd_in(r, 0, (int)(sizeof(outs) / sizeof(outs[0])) - 1)];
+}
+
 /* A random job for a w x h source; boxes near the shrink-on-load steps of that source. */
 static imgproc_job_t random_job(rng_t *r, int w, int h)
 {
-    imgproc_job_t j = {.op = IMGPROC_OP_FIT, .out_fmt = (imgproc_fmt_t)rnd_in(r, 1, 3)};
+    imgproc_job_t j = {.op = IMGPROC_OP_FIT, .out_fmt = random_out(r)};
     double u = rnd01(r);
     long px = (long)w * h;
     if (u < 0.12 && px <= 16000000) {
@@ -1249,7 +1278,7 @@ static case_t mutate(rng_t *r, const case_t *c)
         }
         break;
     case 3:
-        m.job.out_fmt = (imgproc_fmt_t)rnd_in(r, 1, 3);
+        m.job.out_fmt = random_out(r);
         break;
     case 4:
         m.job = random_job(r, m.w, m.h);
@@ -1289,6 +1318,11 @@ static bool job_runnable(const char *path, imgproc_job_t *job, imgproc_probe_t *
     if (ow > 16384 || oh > 16384)
         return false;
     if (job->out_fmt == IMGPROC_FMT_WEBP && (ow > 16383 || oh > 16383))
+        job->out_fmt = IMGPROC_FMT_JPEG;
+    /* the whole-output encoders take seconds a megapixel: bigger outputs go to JPEG */
+    if ((job->out_fmt == IMGPROC_FMT_AVIF || job->out_fmt == IMGPROC_FMT_JXL ||
+         job->out_fmt == IMGPROC_FMT_GIF) &&
+        (uint64_t)ow * oh > 4000000)
         job->out_fmt = IMGPROC_FMT_JPEG;
     return true;
 }
@@ -1399,9 +1433,7 @@ static void server_stop(att_server_t *s)
 /* The derived URL of @p job for the key a<id>.<ext>; false when no URL expresses it. */
 static bool derived_url(char *buf, size_t n, unsigned id, const case_t *c)
 {
-    const char *ext = c->job.out_fmt == IMGPROC_FMT_JPEG  ? "jpeg"
-                      : c->job.out_fmt == IMGPROC_FMT_PNG ? "png"
-                                                          : "webp";
+    const char *ext = imgproc_fmt_name(c->job.out_fmt);
     if (c->job.naive)
         return false;
     switch (c->job.op) {
