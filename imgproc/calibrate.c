@@ -64,6 +64,10 @@ typedef enum {
     V_JPEG_ICC,
     V_PNG_ICC,
     V_WEBP_ANIM,
+    V_GIF, /* issue 15's inputs */
+    V_TIFF,
+    V_HEIC,
+    V_AVIF,
     V_GRID_COUNT, /* the calibration grid uses the variants above; the attack all of them */
     V_PNG_GREYA = V_GRID_COUNT,
     V_PNG_GREY16,
@@ -80,6 +84,9 @@ typedef enum {
     V_PNG_NOISE,
     V_WEBP_NOISE,
     V_PNG_NOISE_RGBA,
+    V_TIFF_TILED,
+    V_TIFF_ONESTRIP, /* the whole image in one strip: libtiff decodes it at once */
+    V_GIF_ALPHA,
     V__COUNT
 } variant_t;
 
@@ -105,6 +112,13 @@ static const struct {
     [V_JPEG_ICC] = {"jpeg-icc", "jpg"},
     [V_PNG_ICC] = {"png-icc", "png"},
     [V_WEBP_ANIM] = {"webp-anim", "webp"},
+    [V_GIF] = {"gif", "gif"},
+    [V_TIFF] = {"tiff", "tif"},
+    [V_HEIC] = {"heic", "heic"},
+    [V_AVIF] = {"avif", "avif"},
+    [V_TIFF_TILED] = {"tiff-tiled", "tif"},
+    [V_TIFF_ONESTRIP] = {"tiff-onestrip", "tif"},
+    [V_GIF_ALPHA] = {"gif-alpha", "gif"},
     [V_PNG_GREYA] = {"png-greya", "png"},
     [V_PNG_GREY16] = {"png-grey16", "png"},
     [V_PNG_RGBA16] = {"png-rgba16", "png"},
@@ -200,11 +214,58 @@ out:
     return out;
 }
 
+/* An uncompressed 8-bit TIFF of @p img in a single strip (libvips writes 8-line strips). */
+static int tiff_one_strip(VipsImage *img, const char *path)
+{
+    size_t len;
+    uint8_t *px = vips_image_write_to_memory(img, &len);
+    if (!px)
+        return -1;
+    uint32_t w = (uint32_t)img->Xsize, h = (uint32_t)img->Ysize, b = (uint32_t)img->Bands;
+    uint8_t hdr[8 + 2 + 9 * 12 + 4 + 8];
+    memset(hdr, 0, sizeof(hdr));
+    memcpy(hdr, "II*\0\x08\0\0\0", 8);
+    hdr[8] = 9;
+    static const uint16_t tags[9] = {256, 257, 258, 259, 262, 273, 277, 278, 279};
+    uint32_t bits_at = 8 + 2 + 9 * 12 + 4; /* BitsPerSample array when b > 2 */
+    uint32_t data_at = sizeof(hdr);
+    uint32_t vals[9] = {w, h, b > 2 ? bits_at : 8, 1, b >= 3 ? 2 : 1, data_at, b, h, (uint32_t)len};
+    for (int i = 0; i < 9; i++) {
+        uint8_t *e = hdr + 10 + i * 12;
+        e[0] = (uint8_t)tags[i];
+        e[1] = (uint8_t)(tags[i] >> 8);
+        e[2] = 4; /* LONG */
+        e[4] = i == 2 ? (uint8_t)b : 1;
+        if (i == 2) {
+            e[2] = 3; /* SHORT */
+            if (b <= 2) {
+                e[8] = 8;
+                e[10] = b == 2 ? 8 : 0;
+                continue;
+            }
+        }
+        for (int k = 0; k < 4; k++)
+            e[8 + k] = (uint8_t)(vals[i] >> (8 * k));
+    }
+    for (uint32_t k = 0; k < 4; k++)
+        hdr[bits_at + 2 * k] = 8;
+    FILE *f = fopen(path, "wb");
+    int rc = f && fwrite(hdr, 1, sizeof(hdr), f) == sizeof(hdr) && fwrite(px, 1, len, f) == len
+                 ? 0
+                 : -1;
+    if (f && fclose(f) != 0)
+        rc = -1;
+    g_free(px);
+    if (rc)
+        vips_error("calibrate", "cannot write %s", path);
+    return rc;
+}
+
 static int generate(variant_t v, int w, int h, int orientation, const char *path)
 {
     bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA || v == V_PNG_GREYA || v == V_PNG_RGBA16 ||
                  v == V_PNG_PALETTE_ALPHA || v == V_PNG_INTERLACED_GREYA ||
-                 v == V_WEBP_LOSSLESS_ALPHA || v == V_PNG_NOISE_RGBA;
+                 v == V_WEBP_LOSSLESS_ALPHA || v == V_PNG_NOISE_RGBA || v == V_GIF_ALPHA;
     bool noisy = variants[v].noisy;
     int bands = (v == V_JPEG_GREY || v == V_PNG_GREY || v == V_PNG_GREYA || v == V_PNG_GREY16 ||
                  v == V_PNG_INTERLACED_GREYA || v == V_JPEG_PROG_GREY)
@@ -337,6 +398,26 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_WEBP_LOSSLESS:
     case V_WEBP_LOSSLESS_ALPHA:
         rc = vips_webpsave(t1, path, "lossless", TRUE, "strip", strip, "effort", 0, NULL);
+        break;
+    case V_GIF:
+    case V_GIF_ALPHA:
+        rc = vips_gifsave(t1, path, "strip", strip, "effort", 1, NULL);
+        break;
+    case V_TIFF:
+    case V_TIFF_TILED:
+    case V_TIFF_ONESTRIP:
+        /* libvips writes 8-line strips; one strip is the whole image (rows_per_strip = h) */
+        rc = v == V_TIFF_ONESTRIP
+                 ? tiff_one_strip(t1, path)
+                 : vips_tiffsave(t1, path, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE,
+                                 "tile", v == V_TIFF_TILED, "strip", strip, NULL);
+        break;
+    case V_HEIC:
+    case V_AVIF:
+        rc = vips_heifsave(t1, path, "Q", 50, "strip", strip, "effort", 0, "compression",
+                           v == V_AVIF ? VIPS_FOREIGN_HEIF_COMPRESSION_AV1
+                                       : VIPS_FOREIGN_HEIF_COMPRESSION_HEVC,
+                           NULL);
         break;
     default:
         break;
@@ -1100,6 +1181,12 @@ static void variant_caps(variant_t v, int *max_side, long *max_px)
         *max_px = 2500000;
     else if (v == V_PNG_BIGTEXT || v == V_JPEG_BIGICC || v == V_WEBP_BIGICC || variants[v].noisy)
         *max_px = 12000000;
+    else if (v == V_GIF || v == V_GIF_ALPHA || v == V_HEIC || v == V_AVIF)
+        *max_px = 12000000; /* generation time */
+    if (v == V_HEIC || v == V_AVIF)
+        *max_side = 32768;
+    if (v == V_GIF || v == V_GIF_ALPHA)
+        *max_side = 65535;
 }
 
 static void clamp_shape(variant_t v, int *w, int *h)

@@ -55,6 +55,8 @@ typedef struct {
     uint64_t file_bytes;       /**< size of the encoded image (libwebp needs all of it in memory) */
     uint64_t _jpeg_coef_bytes; /**< private: libjpeg whole-image coefficient buffer size */
     uint64_t _meta_bytes;      /**< private: EXIF/ICC/XMP/text bytes the decoder keeps */
+    uint64_t _chunk_bytes;     /**< private: TIFF: the decoded bytes of the largest strip or of
+                                    one row of tiles, which libtiff decodes whole */
     uint32_t _flags;           /**< private: IMGPROC__F_* facts for the estimator */
 } imgproc_probe_t;
 

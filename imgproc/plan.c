@@ -322,6 +322,9 @@ static double webp_enc_px(uint32_t quality)
  *  - GIF (cgif + libimagequant): the RGBA image, the palette index image and the quantiser's
  *    histogram, which grows with the number of distinct colours (up to ~24 MiB on noise):
  *    35 B/px plus that. */
+#define EST_GIF_CANVAS 8.0  /* two RGBA canvases */
+#define EST_TIFF_CHUNK 2.0  /* libtiff's decoded strip and libvips' copy of it */
+#define EST_HEIF_YUV 4.5    /* 4:2:0 planes, three of them live (decoded, reference, copy) */
 #define EST_AVIF_FIXED (4.0 * MIB)
 #define EST_AVIF_ALPHA_X 3.8 /* RGBA per pixel over RGB */
 #define EST_JXL_FIXED (3.0 * MIB)
@@ -385,6 +388,22 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
                           : (probe->_flags & IMGPROC__F_WEBP_ALPH) ? 5 * W * H
                                                                    : 0;
         exact += (double)probe->file_bytes + 4 * lw * lh + fmax(4 * lw * lh, internal);
+    }
+    const double sample = probe->bit_depth > 8 ? 2.0 : 1.0;
+    if (probe->fmt == IMGPROC_FMT_GIF) {
+        /* libvips reads the whole file into memory; libnsgif decodes into an RGBA canvas
+         * and the loader keeps the previous frame for disposal */
+        exact += (double)probe->file_bytes + EST_GIF_CANVAS * W * H;
+        streamed = false;
+    }
+    if (probe->fmt == IMGPROC_FMT_TIFF)
+        exact += EST_TIFF_CHUNK * (double)probe->_chunk_bytes;
+    if (probe->fmt == IMGPROC_FMT_HEIC || probe->fmt == IMGPROC_FMT_AVIF) {
+        /* libheif decodes the whole primary image: the codec's YUV planes and reference
+         * frame (libde265 / dav1d), then the interleaved RGB(A) image libvips reads from;
+         * the file's boxes and mdat are read whole */
+        exact += (double)probe->file_bytes + W * H * sample * (EST_HEIF_YUV + probe->bands);
+        streamed = false;
     }
     if (job->naive) {
         /* The thumbnail then runs on the decoded image in its stored sample format. */

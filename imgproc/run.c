@@ -396,6 +396,23 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
             rc = pipeline_fail(err, NULL, &dl, "thumbnail");
             goto out_unref;
         }
+    } else if (probe.fmt == IMGPROC_FMT_GIF || probe.fmt == IMGPROC_FMT_TIFF ||
+               probe.fmt == IMGPROC_FMT_HEIC || probe.fmt == IMGPROC_FMT_AVIF) {
+        /* Loaded at full size, first page or frame, then thumbnailed: never through
+         * vips_thumbnail_source(), which would pick a TIFF pyramid level or a HEIF's
+         * embedded thumbnail and so break the plan's exact sizes. */
+        if (!(t[0] = vips_image_new_from_source(source, LOAD_OPTIONS, "access",
+                                                VIPS_ACCESS_SEQUENTIAL, NULL))) {
+            rc = pipeline_fail(err, NULL, &dl, "decode");
+            goto out_unref;
+        }
+        deadline_watch(&dl, t[0]);
+        if (vips_thumbnail_image(t[0], &t[2], (int)plan.box_w, "height", (int)plan.box_h, "size",
+                                 size, "crop", crop, "no_rotate", TRUE, "export_profile",
+                                 export_profile, NULL)) {
+            rc = pipeline_fail(err, NULL, &dl, "thumbnail");
+            goto out_unref;
+        }
     } else if (plan.png_shrink_h) {
         /* PNG shrunk >= 2x on both axes: the box shrink in the row decoder (pngfast.c). */
         if ((rc = imgproc__pngfast(in_fd, &probe, &plan, export_profile, deadline_cancelled, &dl,
