@@ -179,6 +179,12 @@ int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, i
     if (rc != 0)
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad job for a %ux%u image",
                              probe ? probe->width : 0, probe ? probe->height : 0);
+    /* animated sources (GIF, WebP): a frame count over the limit is refused whatever the
+     * output, before any decoding (TIFF pages are not frames: only the first is read) */
+    if (job->max_frames && probe->pages > job->max_frames &&
+        (probe->fmt == IMGPROC_FMT_GIF || probe->fmt == IMGPROC_FMT_WEBP))
+        return imgproc__fail(err, IMGPROC_E_TOO_LARGE, "%u frames, over limits.max_frames %u",
+                             probe->pages, job->max_frames);
     /* libvips decodes a WebP frame in one libwebp call that its kill flag cannot stop, at the
      * job's start: a frame that cannot decode within the deadline would overrun it by the
      * rest of the call, so it is refused before admission instead */
@@ -322,9 +328,9 @@ static double webp_enc_px(uint32_t quality)
  *  - GIF (cgif + libimagequant): the RGBA image, the palette index image and the quantiser's
  *    histogram, which grows with the number of distinct colours (up to ~24 MiB on noise):
  *    35 B/px plus that. */
-#define EST_GIF_CANVAS 8.0  /* two RGBA canvases */
-#define EST_TIFF_CHUNK 2.0  /* libtiff's decoded strip and libvips' copy of it */
-#define EST_HEIF_YUV 4.5    /* 4:2:0 planes, three of them live (decoded, reference, copy) */
+#define EST_GIF_CANVAS 8.0 /* two RGBA canvases */
+#define EST_TIFF_CHUNK 2.0 /* libtiff's decoded strip and libvips' copy of it */
+#define EST_HEIF_YUV 4.5   /* 4:2:0 planes, three of them live (decoded, reference, copy) */
 #define EST_AVIF_FIXED (4.0 * MIB)
 #define EST_AVIF_ALPHA_X 3.8 /* RGBA per pixel over RGB */
 #define EST_JXL_FIXED (3.0 * MIB)

@@ -1,8 +1,8 @@
 /* Header probe: format, dimensions, bands, depth, interlace, frames, orientation and ICC
- * presence of JPEG / PNG / WebP / GIF / TIFF / HEIF (HEIC, AVIF), parsed from the few header bytes without decoding a pixel
- * and without any allocation that depends on the declared image size. Mirrors the checks
- * libjpeg, libpng and libwebp (as used by libvips 8.14) make at header time, so that
- * whatever the probe accepts the decoder will at least start on. */
+ * presence of JPEG / PNG / WebP / GIF / TIFF / HEIF (HEIC, AVIF), parsed from the few header bytes
+ * without decoding a pixel and without any allocation that depends on the declared image size.
+ * Mirrors the checks libjpeg, libpng and libwebp (as used by libvips 8.14) make at header time, so
+ * that whatever the probe accepts the decoder will at least start on. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +29,10 @@ imgproc_fmt_t imgproc_sniff(const void *buf, size_t len)
         return IMGPROC_FMT_PNG;
     if (len >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0)
         return IMGPROC_FMT_WEBP;
+    /* JPEG XL: a bare codestream or the ISOBMFF container (we write it, never read it) */
+    if ((len >= 2 && p[0] == 0xFF && p[1] == 0x0A) ||
+        (len >= 12 && memcmp(p, "\0\0\0\x0cJXL \r\n\x87\n", 12) == 0))
+        return IMGPROC_FMT_JXL;
     if (len >= 6 && (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0))
         return IMGPROC_FMT_GIF;
     if (len >= 4 && (memcmp(p, "II*\0", 4) == 0 || memcmp(p, "MM\0*", 4) == 0))
@@ -80,7 +84,7 @@ typedef struct {
     unsigned preads;
     uint64_t extra;
     uint64_t extra_cap; /* 0 = IMGPROC__PROBE_MAX_EXTRA and MAX_PREADS; else bytes only (GIF) */
-    int status; /* RD_* of the first failed get */
+    int status;         /* RD_* of the first failed get */
 } rd_t;
 
 #define RD_WIN_CAP (66 * 1024) /* the largest single request is a 64 KiB EXIF body */
@@ -743,7 +747,7 @@ static int probe_gif(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
     for (;;) {
         if (!(p = rd_get(r, off, 1)))
             return rd_fail(r, err, "gif"); /* no trailer: truncated */
-        if (p[0] == 0x3B) /* trailer */
+        if (p[0] == 0x3B)                  /* trailer */
             break;
         if (p[0] == 0x21) { /* extension: label, then sub-blocks */
             if (!(p = rd_get(r, off, 3)))
@@ -851,8 +855,8 @@ static int probe_tiff(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
     uint32_t n = t16(&t, p);
     if (n == 0 || n > TIFF_MAX_ENTRIES)
         return imgproc__fail(err, IMGPROC_E_CORRUPT, "tiff: %u IFD entries", n);
-    uint32_t w = 0, h = 0, bits = 1, spp = 1, comp = 1, photo = 2, rps = UINT32_MAX, tw = 0,
-             th = 0, extra = 0, planar = 1, fmt = 1, orient = 1;
+    uint32_t w = 0, h = 0, bits = 1, spp = 1, comp = 1, photo = 2, rps = UINT32_MAX, tw = 0, th = 0,
+             extra = 0, planar = 1, fmt = 1, orient = 1;
     bool ok = true;
     for (uint32_t i = 0; i < n && ok; i++) {
         uint8_t e[12];
@@ -861,19 +865,45 @@ static int probe_tiff(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
         memcpy(e, p, 12);
         uint32_t tag = t16(&t, e);
         switch (tag) {
-        case 256: w = tiff_value(&t, r, e, &ok); break;
-        case 257: h = tiff_value(&t, r, e, &ok); break;
-        case 258: bits = tiff_value(&t, r, e, &ok); break;
-        case 259: comp = tiff_value(&t, r, e, &ok); break;
-        case 262: photo = tiff_value(&t, r, e, &ok); break;
-        case 274: orient = tiff_value(&t, r, e, &ok); break;
-        case 277: spp = tiff_value(&t, r, e, &ok); break;
-        case 278: rps = tiff_value(&t, r, e, &ok); break;
-        case 284: planar = tiff_value(&t, r, e, &ok); break;
-        case 322: tw = tiff_value(&t, r, e, &ok); break;
-        case 323: th = tiff_value(&t, r, e, &ok); break;
-        case 338: extra = t32(&t, e + 4); break;
-        case 339: fmt = tiff_value(&t, r, e, &ok); break;
+        case 256:
+            w = tiff_value(&t, r, e, &ok);
+            break;
+        case 257:
+            h = tiff_value(&t, r, e, &ok);
+            break;
+        case 258:
+            bits = tiff_value(&t, r, e, &ok);
+            break;
+        case 259:
+            comp = tiff_value(&t, r, e, &ok);
+            break;
+        case 262:
+            photo = tiff_value(&t, r, e, &ok);
+            break;
+        case 274:
+            orient = tiff_value(&t, r, e, &ok);
+            break;
+        case 277:
+            spp = tiff_value(&t, r, e, &ok);
+            break;
+        case 278:
+            rps = tiff_value(&t, r, e, &ok);
+            break;
+        case 284:
+            planar = tiff_value(&t, r, e, &ok);
+            break;
+        case 322:
+            tw = tiff_value(&t, r, e, &ok);
+            break;
+        case 323:
+            th = tiff_value(&t, r, e, &ok);
+            break;
+        case 338:
+            extra = t32(&t, e + 4);
+            break;
+        case 339:
+            fmt = tiff_value(&t, r, e, &ok);
+            break;
         case 34675: /* ICC profile */
             out->has_icc = true;
             out->_meta_bytes += t32(&t, e + 4);
@@ -882,7 +912,8 @@ static int probe_tiff(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
         case 33723: /* IPTC */
             out->_meta_bytes += t32(&t, e + 4);
             break;
-        default: break;
+        default:
+            break;
         }
     }
     if (!ok)
@@ -1041,15 +1072,12 @@ static int probe_heif(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
             if (memcmp(b.type, "ispe", 4) == 0 && b.size >= 12 && (p = rd_get(r, b.at, 12))) {
                 w = be32(p + 4);
                 h = be32(p + 8);
-            } else if (memcmp(b.type, "pixi", 4) == 0 && b.size >= 6 &&
-                       (p = rd_get(r, b.at, 6))) {
+            } else if (memcmp(b.type, "pixi", 4) == 0 && b.size >= 6 && (p = rd_get(r, b.at, 6))) {
                 channels = p[4];
                 bits = p[5];
-            } else if (memcmp(b.type, "irot", 4) == 0 && b.size >= 1 &&
-                       (p = rd_get(r, b.at, 1))) {
+            } else if (memcmp(b.type, "irot", 4) == 0 && b.size >= 1 && (p = rd_get(r, b.at, 1))) {
                 rot = p[0] & 3;
-            } else if (memcmp(b.type, "colr", 4) == 0 && b.size >= 4 &&
-                       (p = rd_get(r, b.at, 4)) &&
+            } else if (memcmp(b.type, "colr", 4) == 0 && b.size >= 4 && (p = rd_get(r, b.at, 4)) &&
                        (memcmp(p, "prof", 4) == 0 || memcmp(p, "rICC", 4) == 0)) {
                 out->has_icc = true;
                 out->_meta_bytes += b.size;
@@ -1059,12 +1087,11 @@ static int probe_heif(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
     if (!found || w == 0 || h == 0)
         return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no size for the primary image");
     if (w > HEIF_MAX_DIM || h > HEIF_MAX_DIM)
-        return imgproc__fail(err, IMGPROC_E_TOO_LARGE, "heif: %ux%u over %u", w, h,
-                             HEIF_MAX_DIM);
+        return imgproc__fail(err, IMGPROC_E_TOO_LARGE, "heif: %ux%u over %u", w, h, HEIF_MAX_DIM);
     /* an alpha plane: an auxC property naming alpha anywhere in ipco (an auxiliary image) */
     for (uint32_t i = 1; i <= nprops; i++)
-        if (box_at(r, props[i], ipco.at + ipco.size, &b) == 0 &&
-            memcmp(b.type, "auxC", 4) == 0 && b.size >= 10) {
+        if (box_at(r, props[i], ipco.at + ipco.size, &b) == 0 && memcmp(b.type, "auxC", 4) == 0 &&
+            b.size >= 10) {
             size_t l = b.size > 64 ? 64 : (size_t)b.size;
             if ((p = rd_get(r, b.at, l)) && memmem(p, l, "alpha", 5))
                 out->has_alpha = true;
