@@ -102,6 +102,7 @@ static const cfg_row_t rows[] = {
 
     ROW("limits.max_upload", ROW_SIZE, max_upload, KIB, TIB, "100MiB", 0, NULL, NULL),
     ROW("limits.max_pixels", ROW_UINT, max_pixels, 1, TIB, "100000000", 0, NULL, NULL),
+    ROW("limits.max_frames", ROW_UINT, max_frames, 1, 100000, "1000", 0, NULL, NULL),
     ROW("limits.max_output_width", ROW_UINT, max_output_width, 1, MAX_SIDE, "16384", 0, NULL, NULL),
     ROW("limits.max_output_height", ROW_UINT, max_output_height, 1, MAX_SIDE, "16384", 0, NULL,
         NULL),
@@ -136,6 +137,10 @@ static const cfg_row_t rows[] = {
     ROW("output.jpeg_quality", ROW_UINT, jpeg_quality, 1, 100, "80", 0, NULL, NULL),
     ROW("output.webp_quality", ROW_UINT, webp_quality, 1, 100, "80", 0, NULL, NULL),
     ROW("output.png_compression", ROW_UINT, png_compression, 0, 9, "6", 0, NULL, NULL),
+    ROW("output.avif_quality", ROW_UINT, avif_quality, 1, 100, "60", 0, NULL, NULL),
+    ROW("output.avif_effort", ROW_UINT, avif_effort, 0, 9, "2", 0, NULL, NULL),
+    ROW("output.jxl_quality", ROW_UINT, jxl_quality, 1, 100, "75", 0, NULL, NULL),
+    ROW("output.jxl_effort", ROW_UINT, jxl_effort, 3, 7, "7", 0, NULL, NULL),
     ROW("output.keep_icc", ROW_BOOL, keep_icc, 0, 1, "false", 0, NULL, NULL),
 
     ROW("log.level", ROW_ENUM, log_level, 0, 3, "info", 0, level_names, NULL),

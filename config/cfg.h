@@ -48,6 +48,7 @@ typedef struct cfg {
 
     uint64_t max_upload;        /**< `limits.max_upload` */
     uint64_t max_pixels;        /**< `limits.max_pixels` */
+    uint32_t max_frames;        /**< `limits.max_frames`: frames of an animated source */
     uint32_t max_output_width;  /**< `limits.max_output_width` */
     uint32_t max_output_height; /**< `limits.max_output_height` */
     uint32_t max_connections;   /**< `limits.max_connections` (per process); 0 = auto (memplan) */
@@ -82,6 +83,10 @@ typedef struct cfg {
     uint32_t jpeg_quality;      /**< `output.jpeg_quality` */
     uint32_t webp_quality;      /**< `output.webp_quality` */
     uint32_t png_compression;   /**< `output.png_compression` */
+    uint32_t avif_quality;      /**< `output.avif_quality` */
+    uint32_t avif_effort;       /**< `output.avif_effort` */
+    uint32_t jxl_quality;       /**< `output.jxl_quality` */
+    uint32_t jxl_effort;        /**< `output.jxl_effort` */
     bool keep_icc;              /**< `output.keep_icc` */
 
     cfg_log_level_t log_level;  /**< `log.level` */

@@ -64,6 +64,10 @@ typedef enum {
     V_JPEG_ICC,
     V_PNG_ICC,
     V_WEBP_ANIM,
+    V_GIF, /* issue 15's inputs */
+    V_TIFF,
+    V_HEIC,
+    V_AVIF,
     V_GRID_COUNT, /* the calibration grid uses the variants above; the attack all of them */
     V_PNG_GREYA = V_GRID_COUNT,
     V_PNG_GREY16,
@@ -80,6 +84,9 @@ typedef enum {
     V_PNG_NOISE,
     V_WEBP_NOISE,
     V_PNG_NOISE_RGBA,
+    V_TIFF_TILED,
+    V_TIFF_ONESTRIP, /* the whole image in one strip: libtiff decodes it at once */
+    V_GIF_ALPHA,
     V__COUNT
 } variant_t;
 
@@ -105,6 +112,13 @@ static const struct {
     [V_JPEG_ICC] = {"jpeg-icc", "jpg"},
     [V_PNG_ICC] = {"png-icc", "png"},
     [V_WEBP_ANIM] = {"webp-anim", "webp"},
+    [V_GIF] = {"gif", "gif"},
+    [V_TIFF] = {"tiff", "tif"},
+    [V_HEIC] = {"heic", "heic"},
+    [V_AVIF] = {"avif", "avif"},
+    [V_TIFF_TILED] = {"tiff-tiled", "tif"},
+    [V_TIFF_ONESTRIP] = {"tiff-onestrip", "tif"},
+    [V_GIF_ALPHA] = {"gif-alpha", "gif"},
     [V_PNG_GREYA] = {"png-greya", "png"},
     [V_PNG_GREY16] = {"png-grey16", "png"},
     [V_PNG_RGBA16] = {"png-rgba16", "png"},
@@ -200,11 +214,58 @@ out:
     return out;
 }
 
+/* An uncompressed 8-bit TIFF of @p img in a single strip (libvips writes 8-line strips). */
+static int tiff_one_strip(VipsImage *img, const char *path)
+{
+    size_t len;
+    uint8_t *px = vips_image_write_to_memory(img, &len);
+    if (!px)
+        return -1;
+    uint32_t w = (uint32_t)img->Xsize, h = (uint32_t)img->Ysize, b = (uint32_t)img->Bands;
+    uint8_t hdr[8 + 2 + 9 * 12 + 4 + 8];
+    memset(hdr, 0, sizeof(hdr));
+    memcpy(hdr, "II*\0\x08\0\0\0", 8);
+    hdr[8] = 9;
+    static const uint16_t tags[9] = {256, 257, 258, 259, 262, 273, 277, 278, 279};
+    uint32_t bits_at = 8 + 2 + 9 * 12 + 4; /* BitsPerSample array when b > 2 */
+    uint32_t data_at = sizeof(hdr);
+    uint32_t vals[9] = {w, h, b > 2 ? bits_at : 8, 1, b >= 3 ? 2 : 1, data_at, b, h, (uint32_t)len};
+    for (int i = 0; i < 9; i++) {
+        uint8_t *e = hdr + 10 + i * 12;
+        e[0] = (uint8_t)tags[i];
+        e[1] = (uint8_t)(tags[i] >> 8);
+        e[2] = 4; /* LONG */
+        e[4] = i == 2 ? (uint8_t)b : 1;
+        if (i == 2) {
+            e[2] = 3; /* SHORT */
+            if (b <= 2) {
+                e[8] = 8;
+                e[10] = b == 2 ? 8 : 0;
+                continue;
+            }
+        }
+        for (int k = 0; k < 4; k++)
+            e[8 + k] = (uint8_t)(vals[i] >> (8 * k));
+    }
+    for (uint32_t k = 0; k < 4; k++)
+        hdr[bits_at + 2 * k] = 8;
+    FILE *f = fopen(path, "wb");
+    int rc = f && fwrite(hdr, 1, sizeof(hdr), f) == sizeof(hdr) && fwrite(px, 1, len, f) == len
+                 ? 0
+                 : -1;
+    if (f && fclose(f) != 0)
+        rc = -1;
+    g_free(px);
+    if (rc)
+        vips_error("calibrate", "cannot write %s", path);
+    return rc;
+}
+
 static int generate(variant_t v, int w, int h, int orientation, const char *path)
 {
     bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA || v == V_PNG_GREYA || v == V_PNG_RGBA16 ||
                  v == V_PNG_PALETTE_ALPHA || v == V_PNG_INTERLACED_GREYA ||
-                 v == V_WEBP_LOSSLESS_ALPHA || v == V_PNG_NOISE_RGBA;
+                 v == V_WEBP_LOSSLESS_ALPHA || v == V_PNG_NOISE_RGBA || v == V_GIF_ALPHA;
     bool noisy = variants[v].noisy;
     int bands = (v == V_JPEG_GREY || v == V_PNG_GREY || v == V_PNG_GREYA || v == V_PNG_GREY16 ||
                  v == V_PNG_INTERLACED_GREYA || v == V_JPEG_PROG_GREY)
@@ -338,6 +399,26 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_WEBP_LOSSLESS_ALPHA:
         rc = vips_webpsave(t1, path, "lossless", TRUE, "strip", strip, "effort", 0, NULL);
         break;
+    case V_GIF:
+    case V_GIF_ALPHA:
+        rc = vips_gifsave(t1, path, "strip", strip, "effort", 1, NULL);
+        break;
+    case V_TIFF:
+    case V_TIFF_TILED:
+    case V_TIFF_ONESTRIP:
+        /* libvips writes 8-line strips; one strip is the whole image (rows_per_strip = h) */
+        rc = v == V_TIFF_ONESTRIP
+                 ? tiff_one_strip(t1, path)
+                 : vips_tiffsave(t1, path, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE,
+                                 "tile", v == V_TIFF_TILED, "strip", strip, NULL);
+        break;
+    case V_HEIC:
+    case V_AVIF:
+        rc = vips_heifsave(t1, path, "Q", 50, "strip", strip, "effort", 0, "compression",
+                           v == V_AVIF ? VIPS_FOREIGN_HEIF_COMPRESSION_AV1
+                                       : VIPS_FOREIGN_HEIF_COMPRESSION_HEVC,
+                           NULL);
+        break;
     default:
         break;
     }
@@ -425,6 +506,12 @@ static const struct {
     /* issue 12 item 4: the per-job meter saw a noise JPEG to WebP 1.58x over; libwebp's
      * encoder grows with entropy and quality (1.18x at 2000x1500, 1.33x at 3000x2000) */
     {V_JPEG_NOISE, 2000, 1500, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_WEBP, false},
+    /* issue 15: the encoders' whole-output buffers on the costliest content */
+    {V_JPEG_NOISE, 1600, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false},
+    {V_JPEG_NOISE, 1600, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JXL, false},
+    {V_JPEG_NOISE, 1600, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_GIF, false},
+    {V_PNG_NOISE_RGBA, 1000, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false},
+    {V_PNG_NOISE_RGBA, 1000, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JXL, false},
 };
 
 /* Full grid: every variant x size with fit 290x290, cover 290x290, one side (800 wide),
@@ -472,6 +559,19 @@ static void build_grid(grid_t *g, bool reduced)
                                    v == V_WEBP_LOSSY || v == V_PNG_RGBA)) {
                 add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_PNG, false);
                 add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_WEBP, false);
+            }
+            /* issue 15's encoders: thumbnails from every variant and size, full-size
+             * conversions up to 2 MP (the AVIF encode of 3 MP takes seconds); the reduced grid
+             * has the thumbnails of its larger size only */
+            if (!reduced || s == 1) {
+                add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_AVIF, false);
+                add(g, v, w, h, 1, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_JXL, false);
+                add(g, v, w, h, 1, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_GIF, false);
+            }
+            if (reduced ? s == 1 && (v == V_JPEG_BASE420 || v == V_PNG_RGBA) : px <= 2000000) {
+                add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false);
+                add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JXL, false);
+                add(g, v, w, h, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_GIF, false);
             }
             bool orient = v == V_JPEG_BASE420 || v == V_JPEG_PROG420 || v == V_PNG_RGB ||
                           v == V_PNG_INTERLACED || v == V_WEBP_LOSSY;
@@ -577,8 +677,14 @@ typedef struct {
 
 /* The server's defaults; CALIBRATE_QUALITY=N in the environment sets the JPEG and WebP
  * quality of the measured jobs (the estimate does not depend on it: check the worst). */
-static imgproc_opts_t cal_opts = {
-    .jpeg_quality = 80, .webp_quality = 75, .png_compression = 6, .keep_icc = false};
+static imgproc_opts_t cal_opts = {.jpeg_quality = 80,
+                                  .webp_quality = 75,
+                                  .png_compression = 6,
+                                  .avif_quality = 60,
+                                  .avif_effort = 2,
+                                  .jxl_quality = 75,
+                                  .jxl_effort = 7,
+                                  .keep_icc = false};
 
 #define SMALL_JOB (4u << 20)
 
@@ -649,6 +755,10 @@ static int child_measure(int argc, char **argv)
     if (q && atoi(q) >= 1 && atoi(q) <= 100)
         cal_opts.jpeg_quality = cal_opts.webp_quality = (unsigned)atoi(q);
     m.job.webp_quality = cal_opts.webp_quality;
+    const char *e = getenv("CALIBRATE_AVIF_EFFORT");
+    if (e && atoi(e) >= 0 && atoi(e) <= 9)
+        cal_opts.avif_effort = (unsigned)atoi(e);
+    m.job.avif_effort = cal_opts.avif_effort;
     m.job.op = (imgproc_op_t)atoi(argv[3]);
     m.job.width = (uint32_t)atoi(argv[4]);
     m.job.height = (uint32_t)atoi(argv[5]);
@@ -1079,6 +1189,12 @@ static void variant_caps(variant_t v, int *max_side, long *max_px)
         *max_px = 2500000;
     else if (v == V_PNG_BIGTEXT || v == V_JPEG_BIGICC || v == V_WEBP_BIGICC || variants[v].noisy)
         *max_px = 12000000;
+    else if (v == V_GIF || v == V_GIF_ALPHA || v == V_HEIC || v == V_AVIF)
+        *max_px = 12000000; /* generation time */
+    if (v == V_HEIC || v == V_AVIF)
+        *max_side = 32768;
+    if (v == V_GIF || v == V_GIF_ALPHA)
+        *max_side = 65535;
 }
 
 static void clamp_shape(variant_t v, int *w, int *h)
@@ -1130,10 +1246,20 @@ static void random_image(rng_t *r, variant_t *v, int *w, int *h, int *o)
     }
 }
 
+/* An output format: JPEG, PNG and WebP as often as before, AVIF, JPEG XL and GIF (issue 15)
+ * a third of the time. */
+static imgproc_fmt_t random_out(rng_t *r)
+{
+    static const imgproc_fmt_t outs[] = {IMGPROC_FMT_JPEG, IMGPROC_FMT_PNG, IMGPROC_FMT_WEBP,
+                                         IMGPROC_FMT_JPEG, IMGPROC_FMT_PNG, IMGPROC_FMT_WEBP,
+                                         IMGPROC_FMT_AVIF, IMGPROC_FMT_JXL, IMGPROC_FMT_GIF};
+    return outs[rnd_in(r, 0, (int)(sizeof(outs) / sizeof(outs[0])) - 1)];
+}
+
 /* A random job for a w x h source; boxes near the shrink-on-load steps of that source. */
 static imgproc_job_t random_job(rng_t *r, int w, int h)
 {
-    imgproc_job_t j = {.op = IMGPROC_OP_FIT, .out_fmt = (imgproc_fmt_t)rnd_in(r, 1, 3)};
+    imgproc_job_t j = {.op = IMGPROC_OP_FIT, .out_fmt = random_out(r)};
     double u = rnd01(r);
     long px = (long)w * h;
     if (u < 0.12 && px <= 16000000) {
@@ -1247,7 +1373,7 @@ static case_t mutate(rng_t *r, const case_t *c)
         }
         break;
     case 3:
-        m.job.out_fmt = (imgproc_fmt_t)rnd_in(r, 1, 3);
+        m.job.out_fmt = random_out(r);
         break;
     case 4:
         m.job = random_job(r, m.w, m.h);
@@ -1287,6 +1413,11 @@ static bool job_runnable(const char *path, imgproc_job_t *job, imgproc_probe_t *
     if (ow > 16384 || oh > 16384)
         return false;
     if (job->out_fmt == IMGPROC_FMT_WEBP && (ow > 16383 || oh > 16383))
+        job->out_fmt = IMGPROC_FMT_JPEG;
+    /* the whole-output encoders take seconds a megapixel: bigger outputs go to JPEG */
+    if ((job->out_fmt == IMGPROC_FMT_AVIF || job->out_fmt == IMGPROC_FMT_JXL ||
+         job->out_fmt == IMGPROC_FMT_GIF) &&
+        (uint64_t)ow * oh > 4000000)
         job->out_fmt = IMGPROC_FMT_JPEG;
     return true;
 }
@@ -1397,9 +1528,7 @@ static void server_stop(att_server_t *s)
 /* The derived URL of @p job for the key a<id>.<ext>; false when no URL expresses it. */
 static bool derived_url(char *buf, size_t n, unsigned id, const case_t *c)
 {
-    const char *ext = c->job.out_fmt == IMGPROC_FMT_JPEG  ? "jpeg"
-                      : c->job.out_fmt == IMGPROC_FMT_PNG ? "png"
-                                                          : "webp";
+    const char *ext = imgproc_fmt_name(c->job.out_fmt);
     if (c->job.naive)
         return false;
     switch (c->job.op) {

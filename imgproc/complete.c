@@ -97,6 +97,88 @@ static bool webp_complete(const unsigned char *p, size_t len)
     return i >= riff;
 }
 
+/* GIF: the probe walks every block and needs the trailer. */
+static bool gif_complete(const unsigned char *p, size_t len)
+{
+    imgproc_probe_t probe;
+    return imgproc_probe_buf(p, len, &probe, NULL) == 0;
+}
+
+/* HEIF: the top-level boxes tile the file (the last one, usually mdat, ends within it). */
+static bool heif_complete(const unsigned char *p, size_t len)
+{
+    size_t off = 0;
+    unsigned n = 0;
+    while (off < len) {
+        if (len - off < 8 || ++n > 4096)
+            return false;
+        uint64_t size = be32(p + off);
+        if (size == 1) {
+            if (len - off < 16)
+                return false;
+            size = (uint64_t)be32(p + off + 8) << 32 | be32(p + off + 12);
+        } else if (size == 0) {
+            size = len - off;
+        }
+        if (size < 8 || size > len - off)
+            return false;
+        off += (size_t)size;
+    }
+    return true;
+}
+
+/* TIFF: every strip or tile of the first page (the one we decode) lies within the file. */
+static bool tiff_complete(const unsigned char *p, size_t len)
+{
+    if (len < 8)
+        return false;
+    bool le = p[0] == 'I';
+#define T16(q) (le ? (uint32_t)(q)[0] | (uint32_t)(q)[1] << 8 : (uint32_t)(q)[0] << 8 | (q)[1])
+#define T32(q) (le ? le32(q) : be32(q))
+    uint64_t ifd = T32(p + 4);
+    if (ifd > len || len - ifd < 2)
+        return false;
+    uint32_t n = T16(p + ifd);
+    if (len - ifd - 2 < (uint64_t)n * 12)
+        return false;
+    const unsigned char *offs = NULL, *cnts = NULL;
+    uint32_t ocount = 0, ccount = 0, otype = 0, ctype = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const unsigned char *e = p + ifd + 2 + (size_t)i * 12;
+        uint32_t tag = T16(e), type = T16(e + 2), cnt = T32(e + 4);
+        size_t sz = type == 3 ? 2 : 4;
+        if (tag != 273 && tag != 279 && tag != 324 && tag != 325)
+            continue;
+        const unsigned char *v = e + 8;
+        if ((uint64_t)cnt * sz > 4) {
+            uint64_t at = T32(e + 8);
+            if (at > len || (uint64_t)cnt * sz > len - at)
+                return false;
+            v = p + at;
+        }
+        if (tag == 273 || tag == 324) {
+            offs = v;
+            otype = type;
+            ocount = cnt;
+        } else {
+            cnts = v;
+            ctype = type;
+            ccount = cnt;
+        }
+    }
+    if (!offs || !cnts || ocount == 0 || ocount != ccount)
+        return false;
+    for (uint32_t i = 0; i < ocount; i++) {
+        uint64_t o = otype == 3 ? T16(offs + 2 * i) : T32(offs + 4 * i);
+        uint64_t c = ctype == 3 ? T16(cnts + 2 * i) : T32(cnts + 4 * i);
+        if (o > len || c > len - o)
+            return false;
+    }
+#undef T16
+#undef T32
+    return true;
+}
+
 bool imgproc_is_complete(const void *buf, size_t len, imgproc_fmt_t fmt)
 {
     const unsigned char *p = buf;
@@ -109,6 +191,13 @@ bool imgproc_is_complete(const void *buf, size_t len, imgproc_fmt_t fmt)
         return png_complete(p, len);
     case IMGPROC_FMT_WEBP:
         return webp_complete(p, len);
+    case IMGPROC_FMT_GIF:
+        return gif_complete(p, len);
+    case IMGPROC_FMT_TIFF:
+        return tiff_complete(p, len);
+    case IMGPROC_FMT_HEIC:
+    case IMGPROC_FMT_AVIF:
+        return heif_complete(p, len);
     default:
         return false;
     }

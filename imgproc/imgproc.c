@@ -1,5 +1,5 @@
 /* imgproc: process set-up for libvips in a server (cache off, one vips worker per job,
- * only our three loaders), malloc policy, format helpers and error plumbing. The probe
+ * only the loaders we probe), malloc policy, format helpers and error plumbing. The probe
  * lives in probe.c, the plan/estimator in plan.c and the libvips pipeline in run.c. */
 #include <malloc.h>
 #include <stdio.h>
@@ -128,12 +128,16 @@ static void warm_up(void)
         if (rc == 0 &&
             vips_thumbnail_buffer(buf, len, &th, 16, "height", 16, "crop", VIPS_INTERESTING_CENTRE,
                                   "export_profile", paths[p].src == 3 ? "srgb" : NULL, NULL) == 0) {
-            void *o[3] = {NULL};
+            void *o[6] = {NULL};
             size_t ol;
             if (vips_jpegsave_buffer(th, &o[0], &ol, NULL) == 0 &&
-                vips_pngsave_buffer(th, &o[1], &ol, NULL) == 0)
-                vips_webpsave_buffer(th, &o[2], &ol, "effort", 0, NULL);
-            for (int k = 0; k < 3; k++)
+                vips_pngsave_buffer(th, &o[1], &ol, NULL) == 0 &&
+                vips_webpsave_buffer(th, &o[2], &ol, "effort", 0, NULL) == 0 &&
+                vips_heifsave_buffer(th, &o[3], &ol, "compression",
+                                     VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "effort", 0, NULL) == 0 &&
+                vips_jxlsave_buffer(th, &o[4], &ol, "effort", 3, NULL) == 0)
+                vips_gifsave_buffer(th, &o[5], &ol, NULL);
+            for (int k = 0; k < 6; k++)
                 g_free(o[k]);
             g_object_unref(th);
         }
@@ -156,12 +160,17 @@ int imgproc_init(const char *argv0)
     /* Parallelism comes from our worker threads; one libvips worker per pipeline keeps the
      * per-job memory what the estimator models. */
     vips_concurrency_set(1);
-    /* Only the three loaders we probe may ever run, whatever is in the file. */
+    /* Only the loaders we probe may ever run, whatever is in the file. jxlsave is marked
+     * untrusted in 8.14 (for its loader's sake); it only encodes pixels we produced. */
     vips_block_untrusted_set(TRUE);
     vips_operation_block_set("VipsForeignLoad", TRUE);
     vips_operation_block_set("VipsForeignLoadJpeg", FALSE);
     vips_operation_block_set("VipsForeignLoadPng", FALSE);
     vips_operation_block_set("VipsForeignLoadWebp", FALSE);
+    vips_operation_block_set("VipsForeignLoadNsgif", FALSE);
+    vips_operation_block_set("VipsForeignLoadTiff", FALSE);
+    vips_operation_block_set("VipsForeignLoadHeif", FALSE);
+    vips_operation_block_set("VipsForeignSaveJxl", FALSE);
     warm_up();
     imgproc_trim();
     return 0;
@@ -172,48 +181,49 @@ void imgproc_shutdown(void)
     vips_shutdown();
 }
 
+static const struct {
+    const char *name, *mime;
+    bool out, animated;
+} fmts[IMGPROC_FMT__COUNT] = {
+    [IMGPROC_FMT_JPEG] = {"jpeg", "image/jpeg", true, false},
+    [IMGPROC_FMT_PNG] = {"png", "image/png", true, false},
+    [IMGPROC_FMT_WEBP] = {"webp", "image/webp", true, true},
+    [IMGPROC_FMT_AVIF] = {"avif", "image/avif", true, false},
+    [IMGPROC_FMT_JXL] = {"jxl", "image/jxl", true, false},
+    [IMGPROC_FMT_GIF] = {"gif", "image/gif", true, true},
+    [IMGPROC_FMT_HEIC] = {"heic", "image/heic", false, false},
+    [IMGPROC_FMT_TIFF] = {"tiff", "image/tiff", false, false},
+};
+
 const char *imgproc_fmt_name(imgproc_fmt_t fmt)
 {
-    switch (fmt) {
-    case IMGPROC_FMT_JPEG:
-        return "jpeg";
-    case IMGPROC_FMT_PNG:
-        return "png";
-    case IMGPROC_FMT_WEBP:
-        return "webp";
-    default:
-        return NULL;
-    }
+    return fmt > 0 && fmt < IMGPROC_FMT__COUNT ? fmts[fmt].name : NULL;
 }
 
 const char *imgproc_fmt_mime(imgproc_fmt_t fmt)
 {
-    switch (fmt) {
-    case IMGPROC_FMT_JPEG:
-        return "image/jpeg";
-    case IMGPROC_FMT_PNG:
-        return "image/png";
-    case IMGPROC_FMT_WEBP:
-        return "image/webp";
-    default:
-        return "application/octet-stream";
-    }
+    return fmt > 0 && fmt < IMGPROC_FMT__COUNT ? fmts[fmt].mime : "application/octet-stream";
+}
+
+bool imgproc_fmt_is_output(imgproc_fmt_t fmt)
+{
+    return fmt > 0 && fmt < IMGPROC_FMT__COUNT && fmts[fmt].out;
+}
+
+bool imgproc_fmt_is_animated(imgproc_fmt_t fmt)
+{
+    return fmt > 0 && fmt < IMGPROC_FMT__COUNT && fmts[fmt].animated;
 }
 
 imgproc_fmt_t imgproc_fmt_from_ext(const char *ext, size_t len)
 {
-    static const struct {
-        const char *ext;
-        imgproc_fmt_t fmt;
-    } map[] = {{"jpg", IMGPROC_FMT_JPEG},
-               {"jpeg", IMGPROC_FMT_JPEG},
-               {"png", IMGPROC_FMT_PNG},
-               {"webp", IMGPROC_FMT_WEBP}};
     if (ext == NULL)
         return IMGPROC_FMT_UNKNOWN;
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strlen(map[i].ext) == len && strncasecmp(map[i].ext, ext, len) == 0)
-            return map[i].fmt;
+    if (len == 3 && strncasecmp(ext, "jpg", 3) == 0)
+        return IMGPROC_FMT_JPEG;
+    for (int f = 1; f < IMGPROC_FMT__COUNT; f++)
+        if (fmts[f].out && strlen(fmts[f].name) == len && strncasecmp(fmts[f].name, ext, len) == 0)
+            return (imgproc_fmt_t)f;
     return IMGPROC_FMT_UNKNOWN;
 }
 

@@ -13,6 +13,12 @@ typedef enum {
     IMGPROC_FMT_JPEG,
     IMGPROC_FMT_PNG,
     IMGPROC_FMT_WEBP,
+    IMGPROC_FMT_AVIF, /**< AV1 in HEIF (heifload / heifsave with aom) */
+    IMGPROC_FMT_JXL,  /**< JPEG XL: output only (libvips 8.14 marks jxlload untrusted) */
+    IMGPROC_FMT_GIF,  /**< libnsgif in, cgif out */
+    IMGPROC_FMT_HEIC, /**< HEVC in HEIF: input only (heifload, libde265) */
+    IMGPROC_FMT_TIFF, /**< input only (tiffload); the first page */
+    IMGPROC_FMT__COUNT,
 } imgproc_fmt_t;
 
 /** Error codes (returned negated by the int functions). */
@@ -41,13 +47,16 @@ typedef struct {
     bool progressive;       /**< progressive JPEG or Adam7-interlaced PNG */
     bool has_alpha;
     bool lossless;               /**< WebP VP8L */
-    uint32_t pages;              /**< frames (animated WebP); 1 otherwise */
+    uint32_t pages;              /**< frames (animated WebP/GIF, TIFF pages, HEIF images);
+                                      1 otherwise */
     uint32_t orientation;        /**< EXIF orientation 1..8 (1 when absent or absurd) */
     uint32_t chroma_h, chroma_v; /**< JPEG max sampling factors (2,2 = 4:2:0; 1,1 = 4:4:4) */
     bool has_icc;                /**< an embedded ICC profile (JPEG APP2, PNG iCCP, WebP ICCP) */
     uint64_t file_bytes;       /**< size of the encoded image (libwebp needs all of it in memory) */
     uint64_t _jpeg_coef_bytes; /**< private: libjpeg whole-image coefficient buffer size */
     uint64_t _meta_bytes;      /**< private: EXIF/ICC/XMP/text bytes the decoder keeps */
+    uint64_t _chunk_bytes;     /**< private: TIFF: the decoded bytes of the largest strip or of
+                                    one row of tiles, which libtiff decodes whole */
     uint32_t _flags;           /**< private: IMGPROC__F_* facts for the estimator */
 } imgproc_probe_t;
 
@@ -76,12 +85,19 @@ typedef struct {
     uint32_t quality;      /**< encoder quality 1..100 of this job (a preset's); 0 = the
                                 imgproc_opts_t quality of the output format. The estimate uses it
                                 for WebP in place of webp_quality. */
+    uint32_t avif_effort;  /**< for the deadline check: imgproc_opts_t.avif_effort of the job
+                                (libheif encodes in one call the deadline cannot stop) */
+    uint32_t max_frames;   /**< animated outputs: refuse sources with more frames; 0 = none */
 } imgproc_job_t;
 
 typedef struct {
     uint32_t jpeg_quality;    /**< 1..100 */
     uint32_t webp_quality;    /**< 1..100 */
     uint32_t png_compression; /**< 0..9 */
+    uint32_t avif_quality;    /**< 1..100 */
+    uint32_t avif_effort;     /**< 0..9 (aom cpu-used 9..0): CPU time, little memory */
+    uint32_t jxl_quality;     /**< 1..100 */
+    uint32_t jxl_effort;      /**< 3..7 (8 and 9 take 4x the memory: refused) */
     bool keep_icc;            /**< keep the ICC profile (else all metadata is stripped) */
 } imgproc_opts_t;
 
@@ -100,11 +116,12 @@ void imgproc_shutdown(void);
 
 /** Format from the first bytes (at least 12 should be given). */
 imgproc_fmt_t imgproc_sniff(const void *buf, size_t len);
-/** "jpeg", "png", "webp" (NULL for unknown). */
+/** "jpeg", "png", "webp", "avif", "jxl", "gif", "heic", "tiff" (NULL for unknown). */
 const char *imgproc_fmt_name(imgproc_fmt_t fmt);
 /** "image/jpeg" ... ("application/octet-stream" for unknown). */
 const char *imgproc_fmt_mime(imgproc_fmt_t fmt);
-/** File extension (no dot, case-insensitive: jpg, jpeg, png, webp) to format. */
+/** Output file extension (no dot, case-insensitive: jpg, jpeg, png, webp, avif, jxl, gif) to
+ *  format; input-only formats (heic, tiff) are UNKNOWN here. */
 imgproc_fmt_t imgproc_fmt_from_ext(const char *ext, size_t len);
 
 /** Probes an image in memory (borrows @p buf). Parses headers only: no pixel decode, no
@@ -120,6 +137,11 @@ int imgproc_probe_file(const char *path, imgproc_probe_t *out, imgproc_err_t *er
 /** imgproc_probe_file() on an open descriptor (borrowed; read with pread only), so a caller
  *  can probe and later decode the same bytes without opening the file twice. */
 int imgproc_probe_fd(int fd, imgproc_probe_t *out, imgproc_err_t *err);
+
+/** True for the formats imgproc_run() can write (jpeg, png, webp, avif, jxl, gif). */
+bool imgproc_fmt_is_output(imgproc_fmt_t fmt);
+/** True when @p fmt keeps every frame of an animated source (webp, gif). */
+bool imgproc_fmt_is_animated(imgproc_fmt_t fmt);
 
 /** Largest WebP side (libwebp): a WebP output above it fails; check before admission. */
 #define IMGPROC_WEBP_MAX_DIM 16383u
@@ -155,8 +177,8 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
  * The source is probed again on the descriptor that is decoded, so the job always matches
  * imgproc_output_dims()/imgproc_estimate() for those bytes. Output: EXIF orientation
  * applied, sRGB (through the embedded profile if any), alpha flattened on white for JPEG,
- * all metadata stripped except, with keep_icc, the (sRGB) ICC profile; animated WebP gives
- * its first frame. Originals must be replaced by rename, never rewritten in place.
+ * all metadata stripped except, with keep_icc, the (sRGB) ICC profile; animated WebP and GIF
+ * give their first frame, multi-page TIFF its first page, HEIF its primary image. Originals must be replaced by rename, never rewritten in place.
  * 0 or -IMGPROC_E_* with @p err filled (and @p dst possibly partial: caller unlinks):
  * CORRUPT (bad data, also mid-decode), UNSUPPORTED, TOO_LARGE (WebP output over 16383 px),
  * IO (open/write/close), NOMEM, INVALID (bad job/opts, or @p dst is @p src), TOO_LARGE (over

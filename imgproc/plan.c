@@ -9,6 +9,11 @@
 
 #define MAX_COORD 10000000 /* VIPS_MAX_COORD */
 
+/* Wall time of libheif's AV1 encode per output pixel (ns) by effort, strong noise, this
+ * machine (`vips copy noise.png x.avif[effort=E]`, 2000x1500), x1.5 */
+static const double avif_enc_ns_px[10] = {1100,  1500,  1900,  3800,   7200,
+                                          15000, 31000, 60000, 100000, 145000};
+
 /* vips_thumbnail_calculate_shrink() with auto-rotate off (we orient ourselves). */
 static void thumb_shrink(const imgproc__plan_t *pl, double in_w, double in_h, double *hs,
                          double *vs)
@@ -176,6 +181,12 @@ int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, i
     if (rc != 0)
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad job for a %ux%u image",
                              probe ? probe->width : 0, probe ? probe->height : 0);
+    /* animated sources (GIF, WebP): a frame count over the limit is refused whatever the
+     * output, before any decoding (TIFF pages are not frames: only the first is read) */
+    if (job->max_frames && probe->pages > job->max_frames &&
+        (probe->fmt == IMGPROC_FMT_GIF || probe->fmt == IMGPROC_FMT_WEBP))
+        return imgproc__fail(err, IMGPROC_E_TOO_LARGE, "%u frames, over limits.max_frames %u",
+                             probe->pages, job->max_frames);
     /* libvips decodes a WebP frame in one libwebp call that its kill flag cannot stop, at the
      * job's start: a frame that cannot decode within the deadline would overrun it by the
      * rest of the call, so it is refused before admission instead */
@@ -186,6 +197,18 @@ int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, i
                                  "a %ux%u WebP decodes in one uninterruptible step of about %.0f "
                                  "ms, longer than the job deadline (%u ms)",
                                  probe->width, probe->height, ms, job->timeout_ms);
+    }
+    /* libheif encodes the whole AVIF in one call at the end of the job, which the deadline
+     * cannot stop either */
+    if (job->out_fmt == IMGPROC_FMT_AVIF && job->timeout_ms) {
+        double ms = (double)pl.out_w * pl.out_h *
+                    avif_enc_ns_px[job->avif_effort > 9 ? 9 : job->avif_effort] *
+                    (probe->has_alpha ? 2 : 1) / 1e6;
+        if (ms > job->timeout_ms)
+            return imgproc__fail(err, IMGPROC_E_TOO_LARGE,
+                                 "a %ux%u AVIF encodes in one uninterruptible step of about %.0f "
+                                 "ms at effort %u, longer than the job deadline (%u ms)",
+                                 pl.out_w, pl.out_h, ms, job->avif_effort, job->timeout_ms);
     }
     return 0;
 }
@@ -303,6 +326,35 @@ static double webp_enc_px(uint32_t quality)
     return t[i - 1].px + (t[i].px - t[i - 1].px) * (q - t[i - 1].q) / (t[i].q - t[i - 1].q);
 }
 
+/* The encoders of issue 15, bytes per output pixel, all fitted on strong noise (the costliest
+ * content) with `calibrate --one jpeg-noise W H 1 convert 0 0 FMT` (2000x1500, 1000x750 and
+ * 290x217 outputs) and png-noise-rgba for alpha; they hold the whole output whatever the
+ * pipeline streams:
+ *  - AVIF (libheif + libaom, 8-bit 4:2:0): libheif's YUV copy, aom's frame buffers, lookahead
+ *    and token buffers: 23 B/px at effort 0..2, 36 at 3..4, 39 at 5..9 (3 MP RGB); alpha is a
+ *    second AV1 image with its own encoder: 84 B/px for RGBA at effort 2 (1 MP);
+ *  - JPEG XL (libjxl 0.7, effort <= 7): float planes and its own group buffers, 48 B/px RGB,
+ *    66 B/px RGBA (effort 8 and 9 took 4x that: refused by opts);
+ *  - GIF (cgif + libimagequant): the RGBA image, the palette index image and the quantiser's
+ *    histogram, which grows with the number of distinct colours (up to ~24 MiB on noise):
+ *    35 B/px plus that. */
+#define EST_GIF_CANVAS 8.0 /* two RGBA canvases */
+#define EST_TIFF_CHUNK 2.0 /* libtiff's decoded strip and libvips' copy of it */
+#define EST_HEIF_YUV 4.5   /* 4:2:0 planes, three of them live (decoded, reference, copy) */
+#define EST_AVIF_FIXED (4.0 * MIB)
+#define EST_AVIF_ALPHA_X 3.8 /* RGBA per pixel over RGB */
+#define EST_JXL_FIXED (3.0 * MIB)
+#define EST_JXL_PX 50.0
+#define EST_JXL_ALPHA_PX 70.0
+#define EST_GIF_PX 40.0
+#define EST_GIF_HIST_PX 100.0
+#define EST_GIF_HIST_MAX (24.0 * MIB)
+
+static double avif_enc_px(uint32_t effort)
+{
+    return effort <= 2 ? 24.0 : effort <= 4 ? 37.0 : 40.0;
+}
+
 uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job)
 {
     imgproc__plan_t pl;
@@ -353,6 +405,22 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
                                                                    : 0;
         exact += (double)probe->file_bytes + 4 * lw * lh + fmax(4 * lw * lh, internal);
     }
+    const double sample = probe->bit_depth > 8 ? 2.0 : 1.0;
+    if (probe->fmt == IMGPROC_FMT_GIF) {
+        /* libvips reads the whole file into memory; libnsgif decodes into an RGBA canvas
+         * and the loader keeps the previous frame for disposal */
+        exact += (double)probe->file_bytes + EST_GIF_CANVAS * W * H;
+        streamed = false;
+    }
+    if (probe->fmt == IMGPROC_FMT_TIFF)
+        exact += EST_TIFF_CHUNK * (double)probe->_chunk_bytes;
+    if (probe->fmt == IMGPROC_FMT_HEIC || probe->fmt == IMGPROC_FMT_AVIF) {
+        /* libheif decodes the whole primary image: the codec's YUV planes and reference
+         * frame (libde265 / dav1d), then the interleaved RGB(A) image libvips reads from;
+         * the file's boxes and mdat are read whole */
+        exact += (double)probe->file_bytes + W * H * sample * (EST_HEIF_YUV + probe->bands);
+        streamed = false;
+    }
     if (job->naive) {
         /* The thumbnail then runs on the decoded image in its stored sample format. */
         exact += W * H * bpl;
@@ -402,6 +470,16 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
                                      (alpha ? 1 + EST_WEBP_ALPHA_PX : 0));
         break;
     }
+    case IMGPROC_FMT_AVIF:
+        model += EST_AVIF_FIXED +
+                 ow * oh * avif_enc_px(job->avif_effort) * (alpha ? EST_AVIF_ALPHA_X : 1.0);
+        break;
+    case IMGPROC_FMT_JXL:
+        model += EST_JXL_FIXED + ow * oh * (alpha ? EST_JXL_ALPHA_PX : EST_JXL_PX);
+        break;
+    case IMGPROC_FMT_GIF:
+        model += ow * oh * EST_GIF_PX + fmin(EST_GIF_HIST_MAX, ow * oh * EST_GIF_HIST_PX);
+        break;
     default:
         break;
     }

@@ -1,8 +1,8 @@
 /* Header probe: format, dimensions, bands, depth, interlace, frames, orientation and ICC
- * presence of JPEG / PNG / WebP, parsed from the few header bytes without decoding a pixel
- * and without any allocation that depends on the declared image size. Mirrors the checks
- * libjpeg, libpng and libwebp (as used by libvips 8.14) make at header time, so that
- * whatever the probe accepts the decoder will at least start on. */
+ * presence of JPEG / PNG / WebP / GIF / TIFF / HEIF (HEIC, AVIF), parsed from the few header bytes
+ * without decoding a pixel and without any allocation that depends on the declared image size.
+ * Mirrors the checks libjpeg, libpng and libwebp (as used by libvips 8.14) make at header time, so
+ * that whatever the probe accepts the decoder will at least start on. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +29,31 @@ imgproc_fmt_t imgproc_sniff(const void *buf, size_t len)
         return IMGPROC_FMT_PNG;
     if (len >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0)
         return IMGPROC_FMT_WEBP;
+    /* JPEG XL: a bare codestream or the ISOBMFF container (we write it, never read it) */
+    if ((len >= 2 && p[0] == 0xFF && p[1] == 0x0A) ||
+        (len >= 12 && memcmp(p, "\0\0\0\x0cJXL \r\n\x87\n", 12) == 0))
+        return IMGPROC_FMT_JXL;
+    if (len >= 6 && (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0))
+        return IMGPROC_FMT_GIF;
+    if (len >= 4 && (memcmp(p, "II*\0", 4) == 0 || memcmp(p, "MM\0*", 4) == 0))
+        return IMGPROC_FMT_TIFF;
+    if (len >= 12 && memcmp(p + 4, "ftyp", 4) == 0) {
+        /* the major brand, or a compatible one: AVIF before HEIC (mif1 is either) */
+        uint32_t box = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        size_t end = box < len ? box : len;
+        bool heic = false;
+        for (size_t o = 8; o + 4 <= end; o += o == 8 ? 8 : 4) {
+            if (memcmp(p + o, "avif", 4) == 0 || memcmp(p + o, "avis", 4) == 0)
+                return IMGPROC_FMT_AVIF;
+            if (memcmp(p + o, "heic", 4) == 0 || memcmp(p + o, "heix", 4) == 0 ||
+                memcmp(p + o, "heim", 4) == 0 || memcmp(p + o, "heis", 4) == 0 ||
+                memcmp(p + o, "hevc", 4) == 0 || memcmp(p + o, "hevx", 4) == 0 ||
+                memcmp(p + o, "mif1", 4) == 0 || memcmp(p + o, "msf1", 4) == 0)
+                heic = true;
+        }
+        if (heic)
+            return IMGPROC_FMT_HEIC;
+    }
     return IMGPROC_FMT_UNKNOWN;
 }
 
@@ -58,7 +83,8 @@ typedef struct {
     uint64_t win_off;
     unsigned preads;
     uint64_t extra;
-    int status; /* RD_* of the first failed get */
+    uint64_t extra_cap; /* 0 = IMGPROC__PROBE_MAX_EXTRA and MAX_PREADS; else bytes only (GIF) */
+    int status;         /* RD_* of the first failed get */
 } rd_t;
 
 #define RD_WIN_CAP (66 * 1024) /* the largest single request is a 64 KiB EXIF body */
@@ -85,7 +111,8 @@ static const uint8_t *rd_get(rd_t *r, uint64_t off, size_t n)
         want = (size_t)(r->size - off);
     if (want > RD_WIN_CAP)
         want = RD_WIN_CAP;
-    if (r->preads >= IMGPROC__PROBE_MAX_PREADS || r->extra + want > IMGPROC__PROBE_MAX_EXTRA) {
+    uint64_t cap = r->extra_cap ? r->extra_cap : IMGPROC__PROBE_MAX_EXTRA;
+    if ((r->preads >= IMGPROC__PROBE_MAX_PREADS && !r->extra_cap) || r->extra + want > cap) {
         r->status = RD_BUDGET;
         return NULL;
     }
@@ -686,6 +713,397 @@ static int probe_webp(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
     return 0;
 }
 
+/* ---- GIF: logical screen and every frame descriptor (libnsgif) ---- */
+
+#define GIF_MAX_FRAMES 100000u
+
+/* Skips a chain of data sub-blocks starting at @p off; 0 with @p off past its terminator. */
+static int gif_skip_blocks(rd_t *r, uint64_t *off, imgproc_err_t *err)
+{
+    const uint8_t *p;
+    for (;;) {
+        if (!(p = rd_get(r, *off, 1)))
+            return rd_fail(r, err, "gif");
+        *off += 1 + (uint64_t)p[0];
+        if (p[0] == 0)
+            return 0;
+    }
+}
+
+static int probe_gif(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
+{
+    const uint8_t *p;
+    if (!(p = rd_get(r, 0, 13)))
+        return rd_fail(r, err, "gif");
+    if (memcmp(p, "GIF87a", 6) != 0 && memcmp(p, "GIF89a", 6) != 0)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "gif: bad signature");
+    uint32_t sw = le16(p + 6), sh = le16(p + 8), flags = p[10];
+    uint64_t off = 13;
+    if (flags & 0x80)
+        off += 3u << ((flags & 7) + 1);
+    bool transparent = false;
+    uint32_t w = sw, h = sh;
+    out->pages = 0;
+    for (;;) {
+        if (!(p = rd_get(r, off, 1)))
+            return rd_fail(r, err, "gif"); /* no trailer: truncated */
+        if (p[0] == 0x3B)                  /* trailer */
+            break;
+        if (p[0] == 0x21) { /* extension: label, then sub-blocks */
+            if (!(p = rd_get(r, off, 3)))
+                return rd_fail(r, err, "gif");
+            if (p[1] == 0xF9 && p[2] >= 4) { /* graphic control: transparency flag */
+                if (!(p = rd_get(r, off + 3, 1)))
+                    return rd_fail(r, err, "gif");
+                if (p[0] & 1)
+                    transparent = true;
+            }
+            off += 2;
+            int rc = gif_skip_blocks(r, &off, err);
+            if (rc)
+                return rc;
+        } else if (p[0] == 0x2C) { /* image descriptor */
+            if (!(p = rd_get(r, off, 10)))
+                return rd_fail(r, err, "gif");
+            uint32_t fx = le16(p + 1), fy = le16(p + 3), fw = le16(p + 5), fh = le16(p + 7);
+            uint32_t fflags = p[9];
+            if (fw == 0 || fh == 0)
+                return imgproc__fail(err, IMGPROC_E_CORRUPT, "gif: empty frame");
+            /* libnsgif grows the screen to hold every frame */
+            if (fx + fw > w)
+                w = fx + fw;
+            if (fy + fh > h)
+                h = fy + fh;
+            /* a frame not covering the screen shows what is under it: transparent */
+            if (fx > 0 || fy > 0 || fw < sw || fh < sh)
+                transparent = transparent || out->pages == 0;
+            off += 10;
+            if (fflags & 0x80)
+                off += 3u << ((fflags & 7) + 1);
+            off += 1; /* LZW minimum code size */
+            int rc = gif_skip_blocks(r, &off, err);
+            if (rc)
+                return rc;
+            if (++out->pages > GIF_MAX_FRAMES)
+                return imgproc__fail(err, IMGPROC_E_TOO_LARGE, "gif: over %u frames",
+                                     GIF_MAX_FRAMES);
+        } else {
+            break; /* garbage after the last frame: libnsgif stops there too */
+        }
+    }
+    if (out->pages == 0)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "gif: no frame");
+    if (w == 0 || h == 0)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "gif: empty screen");
+    out->width = w;
+    out->height = h;
+    out->bit_depth = 8;
+    out->has_alpha = transparent;
+    out->bands = transparent ? 4 : 3;
+    return 0;
+}
+
+/* ---- TIFF: IFD0 (the first page) and the length of the IFD chain ---- */
+
+#define TIFF_MAX_ENTRIES 4096u
+#define TIFF_MAX_PAGES 10000u
+#define TIFF_MAX_DIM 1000000u
+
+typedef struct {
+    bool le;
+} tiff_t;
+
+static uint32_t t16(const tiff_t *t, const uint8_t *p)
+{
+    return t->le ? le16(p) : be16(p);
+}
+static uint32_t t32(const tiff_t *t, const uint8_t *p)
+{
+    return t->le ? le32(p) : be32(p);
+}
+
+/* First value of a SHORT or LONG entry (values of other types read as 0). */
+static uint32_t tiff_value(const tiff_t *t, rd_t *r, const uint8_t *e, bool *ok)
+{
+    uint32_t type = t16(t, e + 2), count = t32(t, e + 4);
+    if (count == 0)
+        return 0;
+    size_t sz = type == 3 ? 2 : type == 4 ? 4 : 0;
+    if (sz == 0)
+        return 0;
+    const uint8_t *v = e + 8;
+    if ((uint64_t)sz * count > 4) {
+        if (!(v = rd_get(r, t32(t, e + 8), sz))) {
+            *ok = false;
+            return 0;
+        }
+    }
+    return sz == 2 ? t16(t, v) : t32(t, v);
+}
+
+static int probe_tiff(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
+{
+    const uint8_t *p;
+    if (!(p = rd_get(r, 0, 8)))
+        return rd_fail(r, err, "tiff");
+    tiff_t t = {.le = p[0] == 'I'};
+    if (t16(&t, p + 2) != 42)
+        return imgproc__fail(err, IMGPROC_E_UNSUPPORTED, "tiff: BigTIFF is not supported");
+    uint64_t ifd = t32(&t, p + 4);
+    if (!(p = rd_get(r, ifd, 2)))
+        return rd_fail(r, err, "tiff");
+    uint32_t n = t16(&t, p);
+    if (n == 0 || n > TIFF_MAX_ENTRIES)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "tiff: %u IFD entries", n);
+    uint32_t w = 0, h = 0, bits = 1, spp = 1, comp = 1, photo = 2, rps = UINT32_MAX, tw = 0, th = 0,
+             extra = 0, planar = 1, fmt = 1, orient = 1;
+    bool ok = true;
+    for (uint32_t i = 0; i < n && ok; i++) {
+        uint8_t e[12];
+        if (!(p = rd_get(r, ifd + 2 + (uint64_t)i * 12, 12)))
+            return rd_fail(r, err, "tiff");
+        memcpy(e, p, 12);
+        uint32_t tag = t16(&t, e);
+        switch (tag) {
+        case 256:
+            w = tiff_value(&t, r, e, &ok);
+            break;
+        case 257:
+            h = tiff_value(&t, r, e, &ok);
+            break;
+        case 258:
+            bits = tiff_value(&t, r, e, &ok);
+            break;
+        case 259:
+            comp = tiff_value(&t, r, e, &ok);
+            break;
+        case 262:
+            photo = tiff_value(&t, r, e, &ok);
+            break;
+        case 274:
+            orient = tiff_value(&t, r, e, &ok);
+            break;
+        case 277:
+            spp = tiff_value(&t, r, e, &ok);
+            break;
+        case 278:
+            rps = tiff_value(&t, r, e, &ok);
+            break;
+        case 284:
+            planar = tiff_value(&t, r, e, &ok);
+            break;
+        case 322:
+            tw = tiff_value(&t, r, e, &ok);
+            break;
+        case 323:
+            th = tiff_value(&t, r, e, &ok);
+            break;
+        case 338:
+            extra = t32(&t, e + 4);
+            break;
+        case 339:
+            fmt = tiff_value(&t, r, e, &ok);
+            break;
+        case 34675: /* ICC profile */
+            out->has_icc = true;
+            out->_meta_bytes += t32(&t, e + 4);
+            break;
+        case 700:   /* XMP */
+        case 33723: /* IPTC */
+            out->_meta_bytes += t32(&t, e + 4);
+            break;
+        default:
+            break;
+        }
+    }
+    if (!ok)
+        return rd_fail(r, err, "tiff");
+    if (w == 0 || h == 0)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "tiff: no image size");
+    if (w > TIFF_MAX_DIM || h > TIFF_MAX_DIM)
+        return imgproc__fail(err, IMGPROC_E_TOO_LARGE, "tiff: %ux%u", w, h);
+    if (fmt != 1 || planar != 1 ||
+        !(bits == 1 || bits == 2 || bits == 4 || bits == 8 || bits == 16) || spp < 1 || spp > 4)
+        return imgproc__fail(err, IMGPROC_E_UNSUPPORTED,
+                             "tiff: %u samples of %u bits (format %u, planar %u) not supported",
+                             spp, bits, fmt, planar);
+    /* greyscale, RGB, palette, CMYK and YCbCr (JPEG-compressed) */
+    if (!(photo <= 3 || photo == 5 || photo == 6))
+        return imgproc__fail(err, IMGPROC_E_UNSUPPORTED, "tiff: photometric %u not supported",
+                             photo);
+    /* the other pages: their number only */
+    uint32_t pages = 1;
+    uint64_t next_at = ifd + 2 + (uint64_t)n * 12;
+    for (;;) {
+        if (!(p = rd_get(r, next_at, 4)))
+            break; /* a missing next pointer ends the chain */
+        uint64_t next = t32(&t, p);
+        if (next == 0 || next <= ifd || pages >= TIFF_MAX_PAGES)
+            break; /* forward only: no loops */
+        if (!(p = rd_get(r, next, 2)))
+            break;
+        uint32_t k = t16(&t, p);
+        if (k == 0 || k > TIFF_MAX_ENTRIES)
+            break;
+        ifd = next;
+        next_at = ifd + 2 + (uint64_t)k * 12;
+        pages++;
+    }
+    r->status = RD_OK;
+    uint32_t colour = photo == 3 ? 3 : photo <= 1 ? 1 : photo == 5 ? 4 : 3;
+    bool alpha = extra > 0 || (photo <= 1 && spp == 2) || (photo == 2 && spp == 4);
+    out->width = w;
+    out->height = h;
+    out->bit_depth = photo == 3 ? 8 : bits < 8 ? 8 : bits;
+    out->has_alpha = alpha && photo != 5;
+    out->bands = colour + (out->has_alpha ? 1 : 0);
+    out->orientation = orient >= 1 && orient <= 8 ? orient : 1;
+    out->pages = pages;
+    /* libtiff decodes a whole strip (or a tile; libvips reads a row of tiles) at a time */
+    uint64_t row = ((uint64_t)w * spp * bits + 7) / 8;
+    uint64_t lines = tw && th ? th : rps < h ? rps : h;
+    out->_chunk_bytes = tw && th ? ((uint64_t)w + tw) * spp * bits / 8 * lines : row * lines;
+    out->lossless = comp != 7;
+    return 0;
+}
+
+/* ---- HEIF (HEIC, AVIF): ISOBMFF boxes of the primary item ---- */
+
+#define HEIF_MAX_BOXES 4096u
+#define HEIF_MAX_PROPS 1024u
+#define HEIF_MAX_DIM 32768u /* libheif 1.15 MAX_IMAGE_WIDTH / HEIGHT */
+
+typedef struct {
+    uint64_t at, size; /* payload offset and length */
+    uint8_t type[4];
+} box_t;
+
+/* Reads the box header at @p off within [.., end); 0, or -1 on a malformed header. */
+static int box_at(rd_t *r, uint64_t off, uint64_t end, box_t *b)
+{
+    const uint8_t *p;
+    if (end - off < 8 || !(p = rd_get(r, off, 8)))
+        return -1;
+    uint64_t size = be32(p), hdr = 8;
+    memcpy(b->type, p + 4, 4);
+    if (size == 1) {
+        if (end - off < 16 || !(p = rd_get(r, off + 8, 8)))
+            return -1;
+        size = (uint64_t)be32(p) << 32 | be32(p + 4);
+        hdr = 16;
+    } else if (size == 0) {
+        size = end - off;
+    }
+    if (size < hdr || size > end - off)
+        return -1;
+    b->at = off + hdr;
+    b->size = size - hdr;
+    return 0;
+}
+
+/* Finds the first child box of @p type in [at, at + len). */
+static int box_find(rd_t *r, uint64_t at, uint64_t len, const char *type, box_t *out)
+{
+    uint64_t off = at, end = at + len;
+    for (unsigned n = 0; off < end && n < HEIF_MAX_BOXES; n++) {
+        if (box_at(r, off, end, out) != 0)
+            return -1;
+        if (memcmp(out->type, type, 4) == 0)
+            return 0;
+        off = out->at + out->size;
+    }
+    return -1;
+}
+
+static int probe_heif(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
+{
+    box_t ftyp, meta, b;
+    const uint8_t *p;
+    if (box_at(r, 0, r->size, &ftyp) != 0 || memcmp(ftyp.type, "ftyp", 4) != 0)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no ftyp box");
+    /* the meta box, at top level */
+    uint64_t off = ftyp.at + ftyp.size;
+    if (box_find(r, off, r->size - off, "meta", &meta) != 0 || meta.size < 4)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no meta box");
+    uint64_t m_at = meta.at + 4, m_len = meta.size - 4; /* full box */
+    /* primary item */
+    if (box_find(r, m_at, m_len, "pitm", &b) != 0 || b.size < 6 || !(p = rd_get(r, b.at, 6)))
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no primary item");
+    uint32_t primary = p[0] == 0 ? be16(p + 4) : be32(p + 4);
+    /* properties and their associations */
+    box_t iprp, ipco, ipma;
+    if (box_find(r, m_at, m_len, "iprp", &iprp) != 0 ||
+        box_find(r, iprp.at, iprp.size, "ipco", &ipco) != 0 ||
+        box_find(r, iprp.at, iprp.size, "ipma", &ipma) != 0 || ipma.size < 8)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no item properties");
+    /* offsets of the ipco children, 1-based */
+    uint64_t props[HEIF_MAX_PROPS + 1];
+    uint32_t nprops = 0;
+    for (uint64_t o = ipco.at; o < ipco.at + ipco.size && nprops < HEIF_MAX_PROPS;) {
+        if (box_at(r, o, ipco.at + ipco.size, &b) != 0)
+            return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: bad property box");
+        props[++nprops] = o;
+        o = b.at + b.size;
+    }
+    if (!(p = rd_get(r, ipma.at, 8)))
+        return rd_fail(r, err, "heif");
+    uint32_t version = p[0], flags = p[3], entries = be32(p + 4);
+    uint64_t o = ipma.at + 8, end = ipma.at + ipma.size;
+    uint32_t w = 0, h = 0, bits = 8, channels = 3, rot = 0;
+    bool found = false;
+    for (uint32_t i = 0; i < entries && i < HEIF_MAX_BOXES && !found; i++) {
+        size_t idl = version < 1 ? 2 : 4;
+        if (end - o < idl + 1 || !(p = rd_get(r, o, idl + 1)))
+            return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: bad ipma");
+        uint32_t item = idl == 2 ? be16(p) : be32(p), na = p[idl];
+        o += idl + 1;
+        size_t al = flags & 1 ? 2 : 1;
+        if (end - o < (uint64_t)na * al)
+            return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: bad ipma");
+        for (uint32_t k = 0; k < na; k++, o += al) {
+            if (item != primary)
+                continue;
+            found = true;
+            if (!(p = rd_get(r, o, al)))
+                return rd_fail(r, err, "heif");
+            uint32_t idx = al == 2 ? be16(p) & 0x7FFF : p[0] & 0x7F;
+            if (idx == 0 || idx > nprops || box_at(r, props[idx], ipco.at + ipco.size, &b) != 0)
+                continue;
+            if (memcmp(b.type, "ispe", 4) == 0 && b.size >= 12 && (p = rd_get(r, b.at, 12))) {
+                w = be32(p + 4);
+                h = be32(p + 8);
+            } else if (memcmp(b.type, "pixi", 4) == 0 && b.size >= 6 && (p = rd_get(r, b.at, 6))) {
+                channels = p[4];
+                bits = p[5];
+            } else if (memcmp(b.type, "irot", 4) == 0 && b.size >= 1 && (p = rd_get(r, b.at, 1))) {
+                rot = p[0] & 3;
+            } else if (memcmp(b.type, "colr", 4) == 0 && b.size >= 4 && (p = rd_get(r, b.at, 4)) &&
+                       (memcmp(p, "prof", 4) == 0 || memcmp(p, "rICC", 4) == 0)) {
+                out->has_icc = true;
+                out->_meta_bytes += b.size;
+            }
+        }
+    }
+    if (!found || w == 0 || h == 0)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no size for the primary image");
+    if (w > HEIF_MAX_DIM || h > HEIF_MAX_DIM)
+        return imgproc__fail(err, IMGPROC_E_TOO_LARGE, "heif: %ux%u over %u", w, h, HEIF_MAX_DIM);
+    /* an alpha plane: an auxC property naming alpha anywhere in ipco (an auxiliary image) */
+    for (uint32_t i = 1; i <= nprops; i++)
+        if (box_at(r, props[i], ipco.at + ipco.size, &b) == 0 && memcmp(b.type, "auxC", 4) == 0 &&
+            b.size >= 10) {
+            size_t l = b.size > 64 ? 64 : (size_t)b.size;
+            if ((p = rd_get(r, b.at, l)) && memmem(p, l, "alpha", 5))
+                out->has_alpha = true;
+        }
+    /* libheif applies the rotation: the image libvips sees is turned */
+    out->width = rot & 1 ? h : w;
+    out->height = rot & 1 ? w : h;
+    out->bit_depth = bits > 8 ? 16 : 8;
+    out->bands = (channels == 1 ? 1 : 3) + (out->has_alpha ? 1 : 0);
+    return 0;
+}
+
 /* ---- entry points ---- */
 
 static int probe_rd(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
@@ -706,8 +1124,20 @@ static int probe_rd(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
     case IMGPROC_FMT_WEBP:
         rc = probe_webp(r, out, err);
         break;
+    case IMGPROC_FMT_GIF:
+        r->extra_cap = UINT64_MAX; /* frames are counted through the whole file */
+        rc = probe_gif(r, out, err);
+        break;
+    case IMGPROC_FMT_TIFF:
+        rc = probe_tiff(r, out, err);
+        break;
+    case IMGPROC_FMT_AVIF:
+    case IMGPROC_FMT_HEIC:
+        rc = probe_heif(r, out, err);
+        break;
     default:
-        return imgproc__fail(err, IMGPROC_E_UNSUPPORTED, "not a JPEG, PNG or WebP image");
+        return imgproc__fail(err, IMGPROC_E_UNSUPPORTED,
+                             "not a JPEG, PNG, WebP, GIF, TIFF, HEIC or AVIF image");
     }
     if (rc == 0)
         out->fmt = fmt;

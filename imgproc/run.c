@@ -179,6 +179,16 @@ static int save(VipsImage *img, imgproc_fmt_t fmt, const imgproc_opts_t *o, bool
                                    strip, NULL);
     case IMGPROC_FMT_WEBP:
         return vips_webpsave_target(img, target, "Q", (int)o->webp_quality, "strip", strip, NULL);
+    case IMGPROC_FMT_AVIF:
+        /* 8 bits: the default 12 would widen every sample the encoder holds */
+        return vips_heifsave_target(
+            img, target, "Q", (int)o->avif_quality, "effort", (int)o->avif_effort, "compression",
+            VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "bitdepth", 8, "strip", strip, NULL);
+    case IMGPROC_FMT_JXL:
+        return vips_jxlsave_target(img, target, "Q", (int)o->jxl_quality, "effort",
+                                   (int)o->jxl_effort, "strip", strip, NULL);
+    case IMGPROC_FMT_GIF:
+        return vips_gifsave_target(img, target, "strip", strip, NULL);
     default:
         vips_error("imgproc", "bad output format");
         return -1;
@@ -229,10 +239,26 @@ static int free_data(void *data, void *area)
     return 0;
 }
 
-static bool opts_ok(const imgproc_opts_t *o)
+/* The options of the output format @p fmt are in range (the others are not looked at). */
+static bool opts_ok(const imgproc_opts_t *o, imgproc_fmt_t fmt)
 {
-    return o->jpeg_quality >= 1 && o->jpeg_quality <= 100 && o->webp_quality >= 1 &&
-           o->webp_quality <= 100 && o->png_compression <= 9;
+    switch (fmt) {
+    case IMGPROC_FMT_JPEG:
+        return o->jpeg_quality >= 1 && o->jpeg_quality <= 100;
+    case IMGPROC_FMT_PNG:
+        return o->png_compression <= 9;
+    case IMGPROC_FMT_WEBP:
+        return o->webp_quality >= 1 && o->webp_quality <= 100;
+    case IMGPROC_FMT_AVIF:
+        return o->avif_quality >= 1 && o->avif_quality <= 100 && o->avif_effort <= 9;
+    case IMGPROC_FMT_JXL:
+        return o->jxl_quality >= 1 && o->jxl_quality <= 100 && o->jxl_effort >= 3 &&
+               o->jxl_effort <= 7;
+    case IMGPROC_FMT_GIF:
+        return true;
+    default:
+        return false;
+    }
 }
 
 int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts,
@@ -294,17 +320,22 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
 
     if (out)
         memset(out, 0, sizeof(*out));
-    if (in_fd < 0 || !job || !opts || !dst || !opts_ok(opts) || job->quality > 100)
+    if (in_fd < 0 || !job || !opts || !dst || job->quality > 100)
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad arguments");
     /* a job's own quality (a preset's) replaces the process-wide one of its format */
     imgproc_opts_t job_opts = *opts;
     if (job->quality) {
         job_opts.jpeg_quality = job->quality;
         job_opts.webp_quality = job->quality;
+        job_opts.avif_quality = job->quality;
+        job_opts.jxl_quality = job->quality;
     }
     opts = &job_opts;
-    if (!imgproc_fmt_name(job->out_fmt))
+    if (!imgproc_fmt_is_output(job->out_fmt))
         return imgproc__fail(err, IMGPROC_E_INVALID, "bad output format");
+    if (!opts_ok(opts, job->out_fmt))
+        return imgproc__fail(err, IMGPROC_E_INVALID, "bad %s options",
+                             imgproc_fmt_name(job->out_fmt));
 
     if (job->timeout_ms)
         dl.at_ns = mono_ns() + (uint64_t)job->timeout_ms * 1000000u;
@@ -371,6 +402,23 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
             goto out_unref;
         }
         if (vips_thumbnail_image(t[1], &t[2], (int)plan.box_w, "height", (int)plan.box_h, "size",
+                                 size, "crop", crop, "no_rotate", TRUE, "export_profile",
+                                 export_profile, NULL)) {
+            rc = pipeline_fail(err, NULL, &dl, "thumbnail");
+            goto out_unref;
+        }
+    } else if (probe.fmt == IMGPROC_FMT_GIF || probe.fmt == IMGPROC_FMT_TIFF ||
+               probe.fmt == IMGPROC_FMT_HEIC || probe.fmt == IMGPROC_FMT_AVIF) {
+        /* Loaded at full size, first page or frame, then thumbnailed: never through
+         * vips_thumbnail_source(), which would pick a TIFF pyramid level or a HEIF's
+         * embedded thumbnail and so break the plan's exact sizes. */
+        if (!(t[0] = vips_image_new_from_source(source, LOAD_OPTIONS, "access",
+                                                VIPS_ACCESS_SEQUENTIAL, NULL))) {
+            rc = pipeline_fail(err, NULL, &dl, "decode");
+            goto out_unref;
+        }
+        deadline_watch(&dl, t[0]);
+        if (vips_thumbnail_image(t[0], &t[2], (int)plan.box_w, "height", (int)plan.box_h, "size",
                                  size, "crop", crop, "no_rotate", TRUE, "export_profile",
                                  export_profile, NULL)) {
             rc = pipeline_fail(err, NULL, &dl, "thumbnail");

@@ -4,7 +4,10 @@
  * shows what imgproc's own decode paths (imgproc/pngfast.c) change. Prints KEY=VALUE lines
  * like vipsbench: images, failures, elapsed_s, img_per_s, peak_rss_kb.
  *
- *   imgbench FILE [THREADS=2] [COUNT=20 per thread] [SECONDS=60] [W=200] */
+ *   imgbench FILE [THREADS=2] [COUNT=20 per thread] [SECONDS=60] [W=200] [FMT=jpg] [SPREAD=100]
+ *
+ * FMT is any output extension (jpg, png, webp, avif, jxl, gif; the server's default
+ * qualities and efforts); SPREAD=1 makes every job exactly W x W. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +18,8 @@
 #include "imgproc/imgproc.h"
 
 static const char *file;
-static int count, width;
+static int count, width, spread;
+static imgproc_fmt_t out_fmt;
 static double deadline;
 static int done, failures;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -32,11 +36,16 @@ static void *worker(void *arg)
     long id = (long)arg;
     char dst[128];
     snprintf(dst, sizeof(dst), "/tmp/imgbench.%d.%ld.jpg", (int)getpid(), id);
-    imgproc_opts_t o = {.jpeg_quality = 80, .webp_quality = 80, .png_compression = 6};
+    imgproc_opts_t o = {.jpeg_quality = 80,
+                        .webp_quality = 80,
+                        .png_compression = 6,
+                        .avif_quality = 60,
+                        .avif_effort = 2,
+                        .jxl_quality = 75,
+                        .jxl_effort = 7};
     for (int i = 0; i < count && now_s() < deadline; i++) {
-        uint32_t w = (uint32_t)(width + (id * 37 + i) % 100);
-        imgproc_job_t job = {
-            .op = IMGPROC_OP_FIT, .width = w, .height = w, .out_fmt = IMGPROC_FMT_JPEG};
+        uint32_t w = (uint32_t)(width + (id * 37 + i) % spread);
+        imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = w, .height = w, .out_fmt = out_fmt};
         imgproc_out_t out;
         imgproc_err_t err;
         int r = imgproc_run(file, &job, &o, dst, &out, &err);
@@ -62,7 +71,10 @@ int main(int argc, char **argv)
     count = argc > 3 ? atoi(argv[3]) : 20;
     double secs = argc > 4 ? atof(argv[4]) : 60;
     width = argc > 5 ? atoi(argv[5]) : 200;
-    if (threads < 1 || threads > 256 || count < 1 || width < 1)
+    out_fmt = argc > 6 ? imgproc_fmt_from_ext(argv[6], strlen(argv[6])) : IMGPROC_FMT_JPEG;
+    spread = argc > 7 ? atoi(argv[7]) : 100;
+    if (threads < 1 || threads > 256 || count < 1 || width < 1 || spread < 1 ||
+        out_fmt == IMGPROC_FMT_UNKNOWN)
         return 2;
     pthread_t tid[256];
     double t0 = now_s();

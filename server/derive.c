@@ -416,6 +416,16 @@ static imgproc_fmt_t negotiate(h2o_req_t *req)
     return IMGPROC_FMT_UNKNOWN;
 }
 
+/* An .auto request moves to output @p fmt: its variant, cache file and name follow. */
+static void auto_switch(derive_t *srv, route_t *rt, derive_job_t *job, imgproc_fmt_t fmt)
+{
+    rt->job.out_fmt = job->ij.out_fmt = fmt;
+    route_variant(&rt->job, rt->variant, sizeof(rt->variant));
+    store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
+                     sizeof(job->cache_path));
+    snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
+}
+
 /* Refuses @p req before any job exists; frees what was made for it. */
 static void refuse(h2o_req_t *req, derive_job_t *job, waiter_t *w, err_domain_t d, int err,
                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -570,7 +580,15 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
     job->ij.max_pixels = cfg->max_pixels;
     /* the estimate depends on it: a preset's own quality, else the process-wide one */
     job->ij.webp_quality = rt->job.quality ? rt->job.quality : srv->imgopts->webp_quality;
+    job->ij.avif_effort = srv->imgopts->avif_effort; /* the deadline check too */
+    job->ij.max_frames = cfg->max_frames;
     int pr = imgproc_plan_check(&probe, &job->ij, &ierr);
+    if (pr == -IMGPROC_E_TOO_LARGE && rt->auto_fmt && job->ij.out_fmt == IMGPROC_FMT_AVIF) {
+        /* .auto asked for AVIF, whose encode could not finish within the job deadline:
+         * WebP is the next choice the client accepts (checked below like any WebP) */
+        auto_switch(srv, rt, job, IMGPROC_FMT_WEBP);
+        pr = imgproc_plan_check(&probe, &job->ij, &ierr);
+    }
     if (pr != 0) {
         bool big = pr == -IMGPROC_E_TOO_LARGE;
         refuse(req, job, w, big ? ERR_IMGPROC : ERR_ROUTE,
@@ -582,11 +600,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
     if (rt->auto_fmt && job->ij.out_fmt == IMGPROC_FMT_WEBP &&
         (ow > IMGPROC_WEBP_MAX_DIM || oh > IMGPROC_WEBP_MAX_DIM)) {
         /* .auto picks a format that can hold the output: over WebP's sides, PNG or JPEG */
-        rt->job.out_fmt = job->ij.out_fmt = probe.has_alpha ? IMGPROC_FMT_PNG : IMGPROC_FMT_JPEG;
-        route_variant(&rt->job, rt->variant, sizeof(rt->variant));
-        store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
-                         sizeof(job->cache_path));
-        snprintf(job->what, sizeof(job->what), "%s %s", rt->stem, rt->variant);
+        auto_switch(srv, rt, job, probe.has_alpha ? IMGPROC_FMT_PNG : IMGPROC_FMT_JPEG);
     }
     if (ow > cfg->max_output_width || oh > cfg->max_output_height) {
         refuse(req, job, w, ERR_REQ, ERR_REQ_OUTPUT_TOO_LARGE,

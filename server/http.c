@@ -17,7 +17,7 @@
 
 #include "server/json.h"
 
-#define HTTP_NFMT (IMGPROC_FMT_WEBP + 1) /* content types of stored files, unknown included */
+#define HTTP_NFMT IMGPROC_FMT__COUNT /* content types of stored files, unknown included */
 
 static bool is_head(h2o_req_t *req)
 {

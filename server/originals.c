@@ -116,7 +116,7 @@ static void handle_put(originals_t *self, h2o_req_t *req, const char *key, size_
     if (imgproc_sniff(body.base, body.len) == IMGPROC_FMT_UNKNOWN) {
         atomic_fetch_add_explicit(&self->metrics->rejected_format, 1, memory_order_relaxed);
         srv__send_err(req, ERR_REQ, ERR_REQ_UNSUPPORTED_BODY,
-                      "the body is not a JPEG, PNG or WebP image");
+                      "the body is not a JPEG, PNG, WebP, GIF, TIFF, HEIC or AVIF image");
         return;
     }
     /* header only: no pixel is decoded on upload */

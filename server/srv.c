@@ -351,7 +351,14 @@ int srv_run(const cfg_t *cfg)
         goto out_guard;
     }
     srv->imgopts =
-        (imgproc_opts_t){cfg->jpeg_quality, cfg->webp_quality, cfg->png_compression, cfg->keep_icc};
+        (imgproc_opts_t){.jpeg_quality = cfg->jpeg_quality,
+                         .webp_quality = cfg->webp_quality,
+                         .png_compression = cfg->png_compression,
+                         .avif_quality = cfg->avif_quality,
+                         .avif_effort = cfg->avif_effort,
+                         .jxl_quality = cfg->jxl_quality,
+                         .jxl_effort = cfg->jxl_effort,
+                         .keep_icc = cfg->keep_icc};
 
     /* public API */
     h2o_config_init(&srv->globalconf);

@@ -273,6 +273,70 @@ static void run_ok(const char *src, imgproc_job_t job, const char *dst, uint32_t
 
 /* ---------------------------------------------------------------- sniffing and names */
 
+/* Issue 15's inputs: the probe agrees with libvips' own header read (size, bands, pages) for
+ * files libvips wrote, without decoding; multi-frame GIFs and multi-page TIFFs are counted;
+ * a header cut short is CORRUPT. */
+static void probe_matches_vips(const char *path, imgproc_fmt_t fmt, uint32_t pages)
+{
+    imgproc_probe_t p;
+    imgproc_err_t err;
+    ck_assert_msg(imgproc_probe_file(path, &p, &err) == 0, "%s: %s", path, err.msg);
+    ck_assert_int_eq(p.fmt, fmt);
+    VipsImage *im = vips_image_new_from_file(path, NULL);
+    ck_assert_ptr_nonnull(im);
+    ck_assert_uint_eq(p.width, (uint32_t)vips_image_get_width(im));
+    ck_assert_uint_eq(p.height, (uint32_t)vips_image_get_page_height(im));
+    ck_assert_uint_eq(p.bands, (uint32_t)vips_image_get_bands(im));
+    ck_assert_uint_eq(p.pages, pages);
+    g_object_unref(im);
+}
+
+START_TEST(test_imgproc_probe_gif_tiff_heif)
+{
+    VipsImage *rgb = content(321, 123, 3, false), *rgba = content(200, 150, 3, true);
+    ck_assert_int_eq(vips_gifsave(rgb, tpath("a.gif"), NULL), 0);
+    ck_assert_int_eq(
+        vips_tiffsave(rgb, tpath("a.tif"), "compression", VIPS_FOREIGN_TIFF_COMPRESSION_LZW, NULL),
+        0);
+    ck_assert_int_eq(vips_tiffsave(rgba, tpath("t.tif"), "tile", TRUE, NULL), 0);
+    ck_assert_int_eq(vips_heifsave(rgb, tpath("a.heic"), NULL), 0);
+    ck_assert_int_eq(vips_heifsave(rgba, tpath("a.avif"), "compression",
+                                   VIPS_FOREIGN_HEIF_COMPRESSION_AV1, NULL),
+                     0);
+    probe_matches_vips(tpath("a.gif"), IMGPROC_FMT_GIF, 1);
+    probe_matches_vips(tpath("a.tif"), IMGPROC_FMT_TIFF, 1);
+    probe_matches_vips(tpath("t.tif"), IMGPROC_FMT_TIFF, 1);
+    probe_matches_vips(tpath("a.heic"), IMGPROC_FMT_HEIC, 1);
+    probe_matches_vips(tpath("a.avif"), IMGPROC_FMT_AVIF, 1);
+
+    /* five frames / five pages, 64 lines each */
+    VipsImage *strip = content(80, 320, 3, false);
+    VipsImage *anim = NULL;
+    ck_assert_int_eq(vips_copy(strip, &anim, NULL), 0);
+    vips_image_set_int(anim, VIPS_META_PAGE_HEIGHT, 64);
+    ck_assert_int_eq(vips_gifsave(anim, tpath("five.gif"), NULL), 0);
+    ck_assert_int_eq(vips_tiffsave(anim, tpath("five.tif"), NULL), 0);
+    probe_matches_vips(tpath("five.gif"), IMGPROC_FMT_GIF, 5);
+    probe_matches_vips(tpath("five.tif"), IMGPROC_FMT_TIFF, 5);
+
+    /* cut inside the header: corrupt, never a guess */
+    imgproc_probe_t p;
+    imgproc_err_t err;
+    static const char *const names[] = {"a.gif", "a.tif", "a.heic", "a.avif"};
+    for (size_t i = 0; i < 4; i++) {
+        char cut[32];
+        snprintf(cut, sizeof(cut), "cut-%s", names[i]);
+        ck_assert_msg(imgproc_probe_file(truncated_copy(tpath(names[i]), cut, 40), &p, &err) ==
+                          -IMGPROC_E_CORRUPT,
+                      "%s: %s", names[i], err.msg);
+    }
+    g_object_unref(anim);
+    g_object_unref(strip);
+    g_object_unref(rgba);
+    g_object_unref(rgb);
+}
+END_TEST
+
 START_TEST(test_imgproc_sniff_detects_magic)
 {
     static const uint8_t jpg[] = {0xFF, 0xD8, 0xFF, 0xE0};
@@ -283,7 +347,23 @@ START_TEST(test_imgproc_sniff_detects_magic)
     ck_assert_int_eq(imgproc_sniff(jpg, sizeof(jpg)), IMGPROC_FMT_JPEG);
     ck_assert_int_eq(imgproc_sniff(png, sizeof(png)), IMGPROC_FMT_PNG);
     ck_assert_int_eq(imgproc_sniff(webp, sizeof(webp)), IMGPROC_FMT_WEBP);
-    ck_assert_int_eq(imgproc_sniff(gif, sizeof(gif)), IMGPROC_FMT_UNKNOWN);
+    ck_assert_int_eq(imgproc_sniff(gif, sizeof(gif)), IMGPROC_FMT_GIF);
+    ck_assert_int_eq(imgproc_sniff("II*\0\x08\0\0\0", 8), IMGPROC_FMT_TIFF);
+    ck_assert_int_eq(imgproc_sniff("MM\0*\0\0\0\x08", 8), IMGPROC_FMT_TIFF);
+    ck_assert_int_eq(imgproc_sniff("\0\0\0\x18"
+                                   "ftypheic\0\0\0\0mif1heic",
+                                   24),
+                     IMGPROC_FMT_HEIC);
+    /* mif1 major brand with avif among the compatible ones: AVIF */
+    ck_assert_int_eq(imgproc_sniff("\0\0\0\x18"
+                                   "ftypmif1\0\0\0\0mif1avif",
+                                   24),
+                     IMGPROC_FMT_AVIF);
+    ck_assert_int_eq(imgproc_sniff("\0\0\0\x14"
+                                   "ftypisom\0\0\0\0mp41",
+                                   20),
+                     IMGPROC_FMT_UNKNOWN);
+    ck_assert_int_eq(imgproc_sniff("BM6\0\0\0\0\0\0\0", 10), IMGPROC_FMT_UNKNOWN);
     ck_assert_int_eq(imgproc_sniff(riff_wav, sizeof(riff_wav)), IMGPROC_FMT_UNKNOWN);
     ck_assert_int_eq(imgproc_sniff(jpg, 2), IMGPROC_FMT_UNKNOWN);
     ck_assert_int_eq(imgproc_sniff(png, 7), IMGPROC_FMT_UNKNOWN);
@@ -303,7 +383,18 @@ START_TEST(test_imgproc_fmt_helpers_roundtrip)
     ck_assert_int_eq(imgproc_fmt_from_ext("jpeg", 4), IMGPROC_FMT_JPEG);
     ck_assert_int_eq(imgproc_fmt_from_ext("pngx", 3), IMGPROC_FMT_PNG);
     ck_assert_int_eq(imgproc_fmt_from_ext("WebP", 4), IMGPROC_FMT_WEBP);
-    ck_assert_int_eq(imgproc_fmt_from_ext("gif", 3), IMGPROC_FMT_UNKNOWN);
+    ck_assert_int_eq(imgproc_fmt_from_ext("gif", 3), IMGPROC_FMT_GIF);
+    ck_assert_int_eq(imgproc_fmt_from_ext("AVIF", 4), IMGPROC_FMT_AVIF);
+    ck_assert_int_eq(imgproc_fmt_from_ext("jxl", 3), IMGPROC_FMT_JXL);
+    /* input-only formats are no derived extension */
+    ck_assert_int_eq(imgproc_fmt_from_ext("heic", 4), IMGPROC_FMT_UNKNOWN);
+    ck_assert_int_eq(imgproc_fmt_from_ext("tiff", 4), IMGPROC_FMT_UNKNOWN);
+    ck_assert_int_eq(imgproc_fmt_from_ext("gi", 2), IMGPROC_FMT_UNKNOWN);
+    ck_assert_str_eq(imgproc_fmt_mime(IMGPROC_FMT_AVIF), "image/avif");
+    ck_assert_str_eq(imgproc_fmt_mime(IMGPROC_FMT_JXL), "image/jxl");
+    ck_assert(imgproc_fmt_is_output(IMGPROC_FMT_JXL) && !imgproc_fmt_is_output(IMGPROC_FMT_TIFF));
+    ck_assert(imgproc_fmt_is_animated(IMGPROC_FMT_GIF) &&
+              !imgproc_fmt_is_animated(IMGPROC_FMT_AVIF));
     ck_assert_int_eq(imgproc_fmt_from_ext("jp", 2), IMGPROC_FMT_UNKNOWN);
     ck_assert_str_eq(imgproc_strerror(-IMGPROC_E_CORRUPT), imgproc_strerror(IMGPROC_E_CORRUPT));
     ck_assert_str_ne(imgproc_strerror(IMGPROC_E_CORRUPT), imgproc_strerror(IMGPROC_E_IO));
@@ -516,9 +607,12 @@ START_TEST(test_imgproc_probe_rejects_hostile)
     tg_write_file(tpath("empty.jpg"), "", 0);
     ck_assert_int_eq(imgproc_probe_file(tpath("empty.jpg"), &p, &err), -IMGPROC_E_UNSUPPORTED);
 
-    /* Wrong magic: a GIF and text named .jpg. */
+    /* Wrong magic: a BMP and text named .jpg. */
+    static const char bmp[] = "BM6\0\0\0\0\0\0\0\x36\0\0\0";
+    ck_assert_int_eq(imgproc_probe_buf(bmp, sizeof(bmp), &p, &err), -IMGPROC_E_UNSUPPORTED);
+    /* A GIF with a screen but no frame before its trailer. */
     static const char gif[] = "GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00;";
-    ck_assert_int_eq(imgproc_probe_buf(gif, sizeof(gif), &p, &err), -IMGPROC_E_UNSUPPORTED);
+    ck_assert_int_eq(imgproc_probe_buf(gif, sizeof(gif), &p, &err), -IMGPROC_E_CORRUPT);
     tg_write_file(tpath("text.jpg"), "hello, world\n", 13);
     ck_assert_int_eq(imgproc_probe_file(tpath("text.jpg"), &p, &err), -IMGPROC_E_UNSUPPORTED);
 
@@ -1220,8 +1314,8 @@ START_TEST(test_imgproc_run_rejects_bad_jobs)
                      -IMGPROC_E_IO);
     ck_assert_int_eq(imgproc_run(src, &job, &opts, tpath("no/such/dir/o"), &out, &err),
                      -IMGPROC_E_IO);
-    tg_write_file(tpath("gif.jpg"), "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
-    ck_assert_int_eq(imgproc_run(tpath("gif.jpg"), &job, &opts, tpath("o"), &out, &err),
+    tg_write_file(tpath("bmp.jpg"), "BM6\0\0\0\0\0\0\0\x36\0\0\0", 14);
+    ck_assert_int_eq(imgproc_run(tpath("bmp.jpg"), &job, &opts, tpath("o"), &out, &err),
                      -IMGPROC_E_UNSUPPORTED);
     /* WebP cannot hold more than 16383 pixels a side: refused before decoding. */
     VipsImage *wide = content(17000, 4, 3, false);
@@ -1273,6 +1367,7 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_probe_jpeg_variants);
     tcase_add_test(tc, test_imgproc_probe_png_variants);
     tcase_add_test(tc, test_imgproc_probe_webp_variants);
+    tcase_add_test(tc, test_imgproc_probe_gif_tiff_heif);
     tcase_add_test(tc, test_imgproc_probe_orientation_absurd_is_one);
     tcase_add_test(tc, test_imgproc_probe_bomb_png_declares_50000);
     tcase_add_test(tc, test_imgproc_probe_rejects_hostile);

@@ -111,8 +111,8 @@ START_TEST(test_route_derived_names_that_are_not_sizes)
     ck_assert(rt.derived);
     ck_assert_str_eq(rt.stem, "cat_10x10");
     ck_assert_uint_eq(rt.job.width, 20);
-    /* not an image extension: no derived meaning */
-    rt = derived("/cat_10x10.gif", &r);
+    /* not an output extension (HEIC is read, never written): no derived meaning */
+    rt = derived("/cat_10x10.heic", &r);
     ck_assert(!rt.derived);
     rt = derived("/noext", &r);
     ck_assert(!rt.derived);

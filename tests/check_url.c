@@ -303,6 +303,33 @@ START_TEST(test_url_auto_negotiation)
 }
 END_TEST
 
+START_TEST(test_url_auto_avif_over_deadline_falls_back_to_webp)
+{
+    /* AVIF encodes in one libheif call the job deadline cannot stop, so an AVIF that could not
+     * finish in memory.job_timeout is refused (413) before admission; .auto takes the next
+     * format the client accepts instead of refusing */
+    if (imgproc_fmt_from_ext("avif", 4) == IMGPROC_FMT_UNKNOWN)
+        return; /* this build has no AVIF encoder: nothing to fall back from */
+    const char *env[] = {"THUMBGATE_MEMORY_JOB_TIMEOUT=100ms", NULL};
+    tg_start(&S, env, NULL);
+    tg_put_image(&S, "/big.jpg", 800, 600, "jpg");
+    expect("/big.avif", NULL, 413, NULL);
+    const char *both[] = {"Accept: image/avif,image/webp", NULL};
+    tg_resp_t r;
+    long st = get("/big.auto", both, &r);
+    /* the WebP job itself may miss a 100 ms deadline on a busy box: 503 job_timeout then,
+     * which also shows it was admitted as WebP rather than refused as AVIF */
+    ck_assert_msg(st == 200 || (st == 503 && strstr(r.body, "job_timeout")), "%ld %.*s", st,
+                  (int)r.len, r.body ? r.body : "");
+    if (st == 200) {
+        char ct[64];
+        ck_assert(tg_header(&r, "content-type", ct, sizeof(ct)));
+        ck_assert_str_eq(ct, "image/webp");
+    }
+    tg_resp_free(&r);
+}
+END_TEST
+
 /* ---- smart crop and pixel ratios ------------------------------------------------------ */
 
 /* A black 800x200 JPEG (or PNG) with a noisy colourful patch at its left end. */
@@ -468,6 +495,7 @@ Suite *url_suite(void)
     tcase_add_test(t, test_url_presets);
     tcase_add_test(t, test_url_presets_only);
     tcase_add_test(t, test_url_auto_negotiation);
+    tcase_add_test(t, test_url_auto_avif_over_deadline_falls_back_to_webp);
     tcase_add_test(t, test_url_smart_plan_is_cover);
     tcase_add_test(t, test_url_smart_crop);
     tcase_add_test(t, test_url_pixel_ratio);

@@ -1,0 +1,228 @@
+/* Integration tests of issue 15's formats through the real binary: GIF, TIFF, HEIC and AVIF
+ * originals (upload, probe, thumbnail), AVIF, JPEG XL and GIF outputs, bombs refused before
+ * any decoding (a 10 000-frame GIF, a HEIC whose header declares 30000x30000), truncated
+ * files of each new format refused with a JSON error without losing the stored original,
+ * and a multi-page TIFF giving its first page. Images are generated here with libvips. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vips/vips.h>
+
+#include "tests/tg_harness.h"
+
+static tg_server_t S;
+
+static void teardown(void)
+{
+    tg_cleanup(&S);
+}
+
+/* The saver suffix of each new input format (AVIF is libheif's AV1 compression). */
+static const struct {
+    const char *key, *saver, *name;
+} inputs[] = {
+    {"/in/a.gif", "gif", "gif"},
+    {"/in/b.tif", "tif", "tiff"},
+    {"/in/c.heic", "heic", "heic"},
+    {"/in/d.avif", "heic[compression=av1]", "avif"},
+};
+
+static void expect_image(const char *path, int w, int h, const char *mime)
+{
+    tg_resp_t r;
+    char ct[64];
+    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld %s", path, r.status,
+                  r.body);
+    ck_assert(tg_header(&r, "content-type", ct, sizeof(ct)));
+    ck_assert_str_eq(ct, mime);
+    int gw, gh;
+    ck_assert_msg(tg_dims(r.body, r.len, &gw, &gh), "%s: not decodable", path);
+    /* a free side may round either way (217.5: 217 or 218), as in check_derive */
+    ck_assert_msg(abs(gw - w) <= 1 && abs(gh - h) <= 1 && (gw == w || gh == h),
+                  "%s: got %dx%d want %dx%d", path, gw, gh, w, h);
+    tg_resp_free(&r);
+}
+
+/* A JSON error {"error": @p code, ...} with @p status. */
+static void expect_error(const char *method, const char *path, const void *body, size_t len,
+                         long status, const char *code)
+{
+    tg_resp_t r;
+    long got = tg_http(&S, method, path, body, len, NULL, &r);
+    ck_assert_msg(got == status, "%s %s: %ld %s", method, path, got, r.body);
+    char want[96];
+    snprintf(want, sizeof(want), "\"error\":\"%s\"", code);
+    ck_assert_msg(r.body && strstr(r.body, want) && strstr(r.body, "\"message\""), "%s: %s", path,
+                  r.body);
+    tg_resp_free(&r);
+}
+
+START_TEST(test_formats_inputs_thumbnail)
+{
+    tg_start(&S, NULL, NULL);
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        size_t len;
+        void *img = tg_image(600, 400, 3, inputs[i].saver, &len);
+        tg_resp_t r;
+        ck_assert_msg(tg_http(&S, "PUT", inputs[i].key, img, len, NULL, &r) == 201, "%s: %ld %s",
+                      inputs[i].key, r.status, r.body);
+        char want[64];
+        snprintf(want, sizeof(want), "\"format\":\"%s\"", inputs[i].name);
+        ck_assert_msg(strstr(r.body, want) && strstr(r.body, "\"width\":600"), "%s", r.body);
+        tg_resp_free(&r);
+        g_free(img);
+        char path[128], stem[64];
+        snprintf(stem, sizeof(stem), "%.*s", (int)(strrchr(inputs[i].key, '.') - inputs[i].key),
+                 inputs[i].key);
+        snprintf(path, sizeof(path), "%s_290x290.jpg", stem);
+        expect_image(path, 290, 193, "image/jpeg");
+        snprintf(path, sizeof(path), "%s_100x100c.png", stem);
+        expect_image(path, 100, 100, "image/png");
+    }
+}
+END_TEST
+
+START_TEST(test_formats_avif_jxl_gif_outputs)
+{
+    tg_start(&S, NULL, NULL);
+    tg_put_image(&S, "/out/cat.jpg", 800, 600, "jpg");
+    expect_image("/out/cat_290x290.avif", 290, 218, "image/avif");
+    expect_image("/out/cat_290x290.jxl", 290, 218, "image/jxl");
+    expect_image("/out/cat_120x120c.gif", 120, 120, "image/gif");
+    expect_image("/out/cat.avif", 800, 600, "image/avif"); /* full size */
+    /* the second request is a cache hit with the same type */
+    expect_image("/out/cat_290x290.jxl", 290, 218, "image/jxl");
+}
+END_TEST
+
+/* GIF89a, a 1000x1000 screen, and @p frames 1x1 frames of one LZW-coded pixel. */
+static void *gif_frames(unsigned frames, size_t *len)
+{
+    static const unsigned char head[] = {'G',  'I', 'F', '8', '9', 'a', 0xE8, 0x03, 0xE8, 0x03,
+                                         0x80, 0,   0,   0,   0,   0,   255,  255,  255};
+    static const unsigned char frame[] = {0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0};
+    *len = sizeof(head) + (size_t)frames * sizeof(frame) + 1;
+    unsigned char *p = malloc(*len), *q = p;
+    ck_assert_ptr_nonnull(p);
+    memcpy(q, head, sizeof(head));
+    q += sizeof(head);
+    for (unsigned i = 0; i < frames; i++, q += sizeof(frame))
+        memcpy(q, frame, sizeof(frame));
+    *q = 0x3B;
+    return p;
+}
+
+START_TEST(test_formats_animated_bomb_is_413_before_decoding)
+{
+    tg_start(&S, NULL, NULL);
+    size_t len;
+    void *gif = gif_frames(10000, &len);
+    tg_resp_t r;
+    /* the header is small and whole: stored; deriving from it is refused unadmitted */
+    ck_assert_int_eq(tg_http(&S, "PUT", "/bomb/frames.gif", gif, len, NULL, &r), 201);
+    ck_assert_msg(strstr(r.body, "\"width\":1000"), "%s", r.body);
+    tg_resp_free(&r);
+    free(gif);
+    double admitted = tg_metric(&S, "thumbgate_jobs_admitted_total");
+    expect_error("GET", "/bomb/frames_100x100.webp", NULL, 0, 413, "too_many_pixels");
+    expect_error("GET", "/bomb/frames_100x100.jpg", NULL, 0, 413, "too_many_pixels");
+    ck_assert(tg_metric(&S, "thumbgate_jobs_admitted_total") == admitted);
+    /* under limits.max_frames it is an ordinary image */
+    gif = gif_frames(3, &len);
+    ck_assert_int_eq(tg_http(&S, "PUT", "/bomb/three.gif", gif, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    free(gif);
+    expect_image("/bomb/three_100x100.png", 100, 100, "image/png");
+}
+END_TEST
+
+START_TEST(test_formats_heif_bomb_is_413_before_decoding)
+{
+    tg_start(&S, NULL, NULL);
+    size_t len;
+    unsigned char *heic = tg_image(64, 48, 3, "heic", &len);
+    /* every ispe (libheif writes one per property set) says 30000x30000: 900 MP, over
+     * limits.max_pixels */
+    const unsigned char big[8] = {0, 0, 0x75, 0x30, 0, 0, 0x75, 0x30};
+    unsigned n = 0;
+    for (unsigned char *p = heic; (p = memmem(p, len - (size_t)(p - heic), "ispe", 4)); p += 4, n++)
+        memcpy(p + 8, big, 8);
+    ck_assert_uint_ge(n, 1);
+    expect_error("PUT", "/bomb/big.heic", heic, len, 413, "too_many_pixels");
+    expect_error("GET", "/bomb/big.heic", NULL, 0, 404, "not_found");
+    g_free(heic);
+}
+END_TEST
+
+START_TEST(test_formats_truncated_is_refused_and_loses_nothing)
+{
+    tg_start(&S, NULL, NULL);
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        size_t len;
+        void *img = tg_image(300, 200, 3, inputs[i].saver, &len);
+        tg_resp_t r;
+        ck_assert_int_eq(tg_http(&S, "PUT", inputs[i].key, img, len, NULL, &r), 201);
+        tg_resp_free(&r);
+        /* a replacement cut in half is refused, the stored original stays */
+        expect_error("PUT", inputs[i].key, img, len / 2, 415, "corrupt_image");
+        ck_assert_int_eq(tg_http(&S, "GET", inputs[i].key, NULL, 0, NULL, &r), 200);
+        ck_assert_msg(r.len == len && memcmp(r.body, img, len) == 0, "%s changed", inputs[i].key);
+        tg_resp_free(&r);
+        g_free(img);
+    }
+}
+END_TEST
+
+START_TEST(test_formats_multipage_tiff_gives_first_page)
+{
+    tg_start(&S, NULL, NULL);
+    /* page 1 white, page 2 black, 200x100 each */
+    VipsImage *white = NULL, *black = NULL, *pages = NULL, *w3 = NULL;
+    ck_assert_int_eq(vips_black(&black, 200, 100, "bands", 3, NULL), 0);
+    ck_assert_int_eq(vips_linear1(black, &white, 1.0, 255.0, "uchar", TRUE, NULL), 0);
+    ck_assert_int_eq(vips_cast_uchar(black, &w3, NULL), 0);
+    VipsImage *arr[2] = {white, w3};
+    ck_assert_int_eq(vips_arrayjoin(arr, &pages, 2, "across", 1, NULL), 0);
+    pages->Type = VIPS_INTERPRETATION_sRGB;
+    vips_image_set_int(pages, VIPS_META_PAGE_HEIGHT, 100);
+    void *buf;
+    size_t len;
+    ck_assert_int_eq(vips_tiffsave_buffer(pages, &buf, &len, NULL), 0);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/tif/pages.tif", buf, len, NULL, &r), 201);
+    ck_assert_msg(strstr(r.body, "\"height\":100"), "%s", r.body);
+    tg_resp_free(&r);
+    expect_image("/tif/pages_100x100.png", 100, 50, "image/png");
+    ck_assert_int_eq(tg_http(&S, "GET", "/tif/pages_100x100.png", NULL, 0, NULL, &r), 200);
+    VipsImage *got = vips_image_new_from_buffer(r.body, r.len, "", NULL);
+    ck_assert_ptr_nonnull(got);
+    double mean;
+    ck_assert_int_eq(vips_avg(got, &mean, NULL), 0);
+    ck_assert_msg(mean > 250, "mean %.1f: not the white first page", mean);
+    g_object_unref(got);
+    tg_resp_free(&r);
+    g_free(buf);
+    g_object_unref(pages);
+    g_object_unref(w3);
+    g_object_unref(white);
+    g_object_unref(black);
+}
+END_TEST
+
+Suite *formats_suite(void); /* called by check_main.c */
+Suite *formats_suite(void)
+{
+    Suite *s = suite_create("formats");
+    TCase *t = tcase_create("formats");
+    tcase_add_checked_fixture(t, tg_fixture_setup, teardown);
+    tcase_set_timeout(t, 180);
+    tcase_add_test(t, test_formats_inputs_thumbnail);
+    tcase_add_test(t, test_formats_avif_jxl_gif_outputs);
+    tcase_add_test(t, test_formats_animated_bomb_is_413_before_decoding);
+    tcase_add_test(t, test_formats_heif_bomb_is_413_before_decoding);
+    tcase_add_test(t, test_formats_truncated_is_refused_and_loses_nothing);
+    tcase_add_test(t, test_formats_multipage_tiff_gives_first_page);
+    suite_add_tcase(s, t);
+    return s;
+}
