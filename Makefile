@@ -7,8 +7,10 @@
 # Objects live in build/<variant>/ so variants never mix.
 
 PKG_CONFIG ?= pkg-config
-PKGS        = libh2o-evloop vips yaml-0.1 spng libisal
-TEST_PKGS   = check libcurl
+# libcurl: the s3 storage backend (server/s3.c) signs with CURLOPT_AWS_SIGV4 (curl >= 7.75);
+# the tests use it as their HTTP client too.
+PKGS        = libh2o-evloop vips yaml-0.1 spng libisal libcurl
+TEST_PKGS   = check
 CC         ?= cc
 
 VARIANT    ?= release

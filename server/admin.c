@@ -286,8 +286,10 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
         /* saturated: a new job that cannot start at once would be refused */
         bool saturated =
             srv->cfg->queue_max > 0 ? a.queue_len >= srv->cfg->queue_max : a.running >= a.workers;
-        status = draining || saturated ? 503 : 200;
+        bool store_ok = store_ready(srv->store); /* s3: the bucket answers */
+        status = draining || saturated || !store_ok ? 503 : 200;
         json_bool(&j, "ready", status == 200);
+        json_bool(&j, "store_ready", store_ok);
         json_bool(&j, "draining", draining);
         json_bool(&j, "queue_saturated", saturated);
         json_u64(&j, "queue_length", a.queue_len);

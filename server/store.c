@@ -3,6 +3,8 @@
  * so a failed or interrupted write never damages a stored original. */
 #include "server/store.h"
 
+#include "server/s3store.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +33,7 @@ struct store {
     _Atomic uint64_t seq;
     _Atomic uint64_t epoch; /* bumped by every change a served file may depend on */
     pthread_mutex_t evict_mu;
+    struct s3store *remote; /* s3 backend: writes go through it first; NULL: local */
 };
 
 static int map_errno(int e)
@@ -447,12 +450,31 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
         goto out_unlink;
     }
     fd = -1;
-    *replaced = access(final, F_OK) == 0;
-    if (rename_into(tmp, final) != 0) {
-        ret = map_errno(errno);
+    if (st->remote != NULL && (ret = s3store_put(st->remote, key, tmp)) != 0) {
+        snprintf(err, errlen, "%s", ret == -STORE_E_UNAVAILABLE ? "the object store did not answer"
+                                                                : "the object store refused it");
+        goto out_unlink;
+    }
+    if ((ret = store_install_original(st, key, tmp, replaced)) != 0) {
         snprintf(err, errlen, "rename: %s", strerror(errno));
         goto out_unlink;
     }
+    return 0;
+
+out_unlink:
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return ret;
+}
+
+int store_install_original(store_t *st, const char *key, const char *tmp, bool *replaced)
+{
+    char final[STORE_PATH_MAX];
+    store_orig_path(st, key, final, sizeof(final));
+    *replaced = access(final, F_OK) == 0;
+    if (rename_into(tmp, final) != 0)
+        return map_errno(errno);
     atomic_fetch_add(&st->epoch, 1);
     fsync_parent(final);
 
@@ -467,12 +489,6 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
     }
     atomic_fetch_add(&st->epoch, 1);
     return 0;
-
-out_unlink:
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    return ret;
 }
 
 #define LINK_MAX 600 /* a stem link holds the last segment of a key: at most 512 bytes */
@@ -519,6 +535,17 @@ static void repair_stem(store_t *st, const char *key, const char *stem, const ch
 
 int store_delete(store_t *st, const char *key)
 {
+    if (st->remote == NULL)
+        return store_delete_local(st, key);
+    int r = s3store_delete(st->remote, key);
+    if (r != 0 && r != -STORE_E_NOTFOUND)
+        return r;
+    int l = store_delete_local(st, key);
+    return r == 0 ? 0 : l; /* found in the bucket or here */
+}
+
+int store_delete_local(store_t *st, const char *key)
+{
     char final[STORE_PATH_MAX];
     store_orig_path(st, key, final, sizeof(final));
     if (unlink(final) != 0)
@@ -561,6 +588,67 @@ int store_find_source(const store_t *st, const char *stem, char *path, size_t pa
     if (stat(path, sb) != 0 || !S_ISREG(sb->st_mode))
         return -STORE_E_NOTFOUND;
     return 0;
+}
+
+int store_stem_key(const store_t *st, const char *stem, char *key, size_t keylen)
+{
+    char link[STORE_PATH_MAX], target[LINK_MAX];
+    stem_link_path(st, stem, link, sizeof(link));
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0)
+        return -STORE_E_NOTFOUND;
+    target[n] = '\0';
+    const char *slash = strrchr(stem, '/');
+    int dirlen = slash ? (int)(slash - stem + 1) : 0;
+    snprintf(key, keylen, "%.*s%s", dirlen, stem, target);
+    return 0;
+}
+
+void store_point_stem(store_t *st, const char *key)
+{
+    char stem[520];
+    const char *base;
+    if (key_stem(key, stem, sizeof(stem), &base))
+        point_stem(st, stem, base);
+}
+
+int store_key_of_path(const store_t *st, const char *path, char *key, size_t keylen)
+{
+    size_t rl = strlen(st->root), n = strlen(path);
+    if (strncmp(path, st->root, rl) != 0 || strncmp(path + rl, "/orig/", 6) != 0 || n < rl + 7 ||
+        path[n - 1] != '@')
+        return -1;
+    size_t o = 0;
+    for (const char *p = path + rl + 6; p < path + n - 1 && o + 1 < keylen; p++) {
+        if (p[0] == '~' && p[1] == '/') { /* a cut of a long segment (map_segment) */
+            p++;
+            continue;
+        }
+        key[o++] = *p;
+    }
+    key[o] = '\0';
+    return 0;
+}
+
+void store_set_remote(store_t *st, struct s3store *rs)
+{
+    st->remote = rs;
+}
+
+struct s3store *store_remote(const store_t *st)
+{
+    return st->remote;
+}
+
+bool store_ready(const store_t *st)
+{
+    return st->remote == NULL || s3store_ready(st->remote);
+}
+
+void store_result_made(store_t *st, const char *src_path, const char *cache_path)
+{
+    if (st->remote != NULL)
+        s3store_result_made(st->remote, src_path, cache_path);
 }
 
 void store_cache_path(const store_t *st, const char *stem, const struct stat *src,
