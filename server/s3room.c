@@ -57,7 +57,7 @@ static int on_req(h2o_handler_t *_self, h2o_req_t *req)
     if (rs == NULL || (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
                        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))))
         return -1;
-    struct sync_task *t = malloc(sizeof(*t));
+    struct sync_task *t = calloc(1, sizeof(*t)); /* zeroed: its message link is unlinked */
     if (t == NULL || route_parse_key(req->path.base, req->path.len, &t->rt) != 0) {
         free(t);
         return -1;
