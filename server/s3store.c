@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,9 @@ struct s3store {
     store_t *st;
     s3_t *s3;
     uint64_t revalidate_ms;
+    uint64_t orig_max;           /* storage.s3.cache_max: local copies of originals */
+    _Atomic uint64_t orig_bytes; /* about what orig/ holds (recounted by each eviction) */
+    _Atomic bool evicting;
     pthread_mutex_t mu;
     struct {
         uint64_t hash, until_ms;
@@ -99,7 +103,7 @@ static bool local_etag(const char *path, char *etag, size_t n)
     return true;
 }
 
-s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms)
+s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms, uint64_t orig_max)
 {
     s3store_t *rs = calloc(1, sizeof(*rs));
     if (rs == NULL)
@@ -107,8 +111,30 @@ s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms)
     rs->st = st;
     rs->s3 = s3;
     rs->revalidate_ms = revalidate_ms;
+    rs->orig_max = orig_max;
     pthread_mutex_init(&rs->mu, NULL);
+    atomic_store(&rs->orig_bytes, store_orig_evict(st, orig_max)); /* counts, trims if over */
     return rs;
+}
+
+static void evict_run(void *arg)
+{
+    s3store_t *rs = arg;
+    atomic_store(&rs->orig_bytes, store_orig_evict(rs->st, rs->orig_max));
+    /* an evicted copy must be fetched again by the next request, not trusted as fresh */
+    pthread_mutex_lock(&rs->mu);
+    memset(rs->fresh, 0, sizeof(rs->fresh));
+    pthread_mutex_unlock(&rs->mu);
+    atomic_store(&rs->evicting, false);
+}
+
+/* @p bytes more local copies: over storage.s3.cache_max, the oldest go (off this thread) */
+static void account(s3store_t *rs, uint64_t bytes)
+{
+    bool no = false;
+    if (atomic_fetch_add(&rs->orig_bytes, bytes) + bytes > rs->orig_max &&
+        atomic_compare_exchange_strong(&rs->evicting, &no, true))
+        iopool_submit_detached(evict_run, rs);
 }
 
 void s3store_destroy(s3store_t *rs)
@@ -135,6 +161,7 @@ int s3store_put(s3store_t *rs, const char *key, const char *tmp)
         return map_s3(r);
     if (m.etag[0] != '\0')
         setxattr(tmp, XATTR_ETAG, m.etag, strlen(m.etag), 0);
+    account(rs, m.size);
     mark(rs, 'k', key, t0);
     if (stem_of(key, stem, sizeof(stem))) {
         mark(rs, 's', stem, t0);
@@ -193,8 +220,10 @@ static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
     }
     if (r != S3_OK)
         return map_s3(r);
-    if (local && have[0] != '\0' && strcmp(have, m.etag) == 0)
+    if (local && have[0] != '\0' && strcmp(have, m.etag) == 0) {
+        store_cache_touch(path, &sb); /* recency for the copies' LRU */
         return 0;
+    }
     char tmp[STORE_PATH_MAX];
     int e = store_tmp_file(rs->st, tmp, sizeof(tmp));
     if (e != 0)
@@ -211,6 +240,8 @@ static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
     bool replaced;
     if ((e = store_install_original(rs->st, key, tmp, &replaced)) != 0)
         unlink(tmp);
+    else
+        account(rs, m.size);
     return e;
 }
 

@@ -26,7 +26,9 @@
 
 typedef struct s3store s3store_t;
 
-s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms);
+/** @p orig_max: storage.s3.cache_max, the disk the local copies of originals may take
+ *  (least recently used are evicted beyond it; a copy is fetched again when needed). */
+s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms, uint64_t orig_max);
 void s3store_destroy(s3store_t *rs);
 
 /** Uploads the complete temp file @p tmp as the original of @p key and records its ETag

@@ -68,8 +68,8 @@ struct srv {
     unsigned nthreads;
     srv_thread_t *threads;
     store_t *store;
-    s3_t *s3;            /**< storage.backend s3: the bucket client; NULL when local */
-    s3store_t *s3store;  /**< and the store's remote half */
+    s3_t *s3;           /**< storage.backend s3: the bucket client; NULL when local */
+    s3store_t *s3store; /**< and the store's remote half */
     adm_gate_t *gate;
     metrics_t metrics;
     imgproc_opts_t imgopts;
@@ -306,7 +306,8 @@ int srv_run(const cfg_t *cfg)
     }
     if (cfg->storage_backend == CFG_BACKEND_S3) { /* the local tree becomes the bucket's cache */
         if ((srv->s3 = s3_create(cfg, err, sizeof(err))) == NULL ||
-            (srv->s3store = s3store_create(srv->store, srv->s3, cfg->s3_revalidate_ms)) == NULL) {
+            (srv->s3store = s3store_create(srv->store, srv->s3, cfg->s3_revalidate_ms,
+                                           cfg->s3_cache_max)) == NULL) {
             fprintf(stderr, "thumbgate: %s\n", srv->s3 ? "out of memory" : err);
             goto out_store;
         }

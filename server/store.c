@@ -726,20 +726,18 @@ bool store_cache_over_bound(store_t *st)
     return atomic_load(&st->cache_bytes) > st->cache_max;
 }
 
-void store_cache_evict(store_t *st)
+/* Evicts the least recently used files under <root>/<tree> to 90% of @p bound; ev.total
+ * and ev.freed tell what it held and removed. */
+static void evict_tree(store_t *st, const char *tree, uint64_t bound)
 {
-    if (pthread_mutex_trylock(&st->evict_mu) != 0)
-        return; /* someone else is evicting */
-    char cache[ROOT_MAX + 16];
-    snprintf(cache, sizeof(cache), "%s/cache", st->root);
+    char dir[ROOT_MAX + 16];
+    snprintf(dir, sizeof(dir), "%s/%s", st->root, tree);
     memset(&ev, 0, sizeof(ev));
-    ev.stop = cache;
-    nftw(cache, on_ev_range, 16, FTW_PHYS);
-    atomic_store(&st->cache_bytes, ev.total);
-    uint64_t target = st->cache_max / 10 * 9;
-    if (ev.total > st->cache_max) {
-        nftw(cache, on_ev_bucket, 16, FTW_PHYS);
-        uint64_t need = ev.total - target, sum = 0;
+    ev.stop = dir;
+    nftw(dir, on_ev_range, 16, FTW_PHYS);
+    if (ev.total > bound) {
+        nftw(dir, on_ev_bucket, 16, FTW_PHYS);
+        uint64_t need = ev.total - bound / 10 * 9, sum = 0;
         ev.cutoff = 0;
         for (unsigned i = 0; i < EVICT_BUCKETS; i++) {
             sum += ev.bucket[i];
@@ -747,12 +745,28 @@ void store_cache_evict(store_t *st)
             if (sum >= need)
                 break;
         }
-        nftw(cache, on_ev_remove, 16, FTW_DEPTH | FTW_PHYS);
-        cache_sub(st, ev.freed);
-        atomic_fetch_add(&st->evictions, ev.files_removed);
+        nftw(dir, on_ev_remove, 16, FTW_DEPTH | FTW_PHYS);
         atomic_fetch_add(&st->epoch, 1);
     }
+}
+
+void store_cache_evict(store_t *st)
+{
+    if (pthread_mutex_trylock(&st->evict_mu) != 0)
+        return; /* someone else is evicting */
+    evict_tree(st, "cache", st->cache_max);
+    atomic_store(&st->cache_bytes, ev.total - ev.freed);
+    atomic_fetch_add(&st->evictions, ev.files_removed);
     pthread_mutex_unlock(&st->evict_mu);
+}
+
+uint64_t store_orig_evict(store_t *st, uint64_t bound)
+{
+    pthread_mutex_lock(&st->evict_mu);
+    evict_tree(st, "orig", bound);
+    uint64_t left = ev.total - ev.freed;
+    pthread_mutex_unlock(&st->evict_mu);
+    return left;
 }
 
 int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path,

@@ -7,6 +7,7 @@
  * s3rver package is absent. */
 #include <check.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <glib.h>
 #include <libgen.h>
 #include <netinet/in.h>
@@ -164,7 +165,13 @@ static void teardown(void)
 }
 
 /* A thumbgate node on the bucket; @p revalidate: storage.s3.revalidate */
+static void node_start_env(tg_server_t *s, const char *revalidate, const char *extra);
 static void node_start(tg_server_t *s, const char *revalidate)
+{
+    node_start_env(s, revalidate, NULL);
+}
+
+static void node_start_env(tg_server_t *s, const char *revalidate, const char *extra)
 {
     static char ep[128], rv[64], keyfile[400];
     snprintf(ep, sizeof(ep), "THUMBGATE_STORAGE_S3_ENDPOINT=http://127.0.0.1:%d", R.port);
@@ -183,6 +190,7 @@ static void node_start(tg_server_t *s, const char *revalidate)
                          "THUMBGATE_STORAGE_S3_TIMEOUT=10s",
                          "THUMBGATE_STORAGE_S3_CHECK_INTERVAL=100ms",
                          rv,
+                         extra,
                          NULL};
     char root[256]; /* tg_start clears *s first */
     snprintf(root, sizeof(root), "%s", s->root);
@@ -316,6 +324,65 @@ START_TEST(test_s3_originals_derived_conditional)
     node_start(&A, "1s");
     expect_dims(&A, "/img/cat_400x400.jpg", 400, 400);
     g_free(img);
+}
+END_TEST
+
+static uint64_t tree_bytes;
+static int on_file(const char *p, const struct stat *sb, int type, struct FTW *f)
+{
+    if (type == FTW_F)
+        tree_bytes += (uint64_t)sb->st_size;
+    return 0;
+}
+
+static uint64_t local_orig_bytes(const tg_server_t *s)
+{
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/orig", s->root);
+    tree_bytes = 0;
+    nftw(dir, on_file, 16, FTW_PHYS);
+    return tree_bytes;
+}
+
+/* storage.s3.cache_max bounds the local copies of originals; an evicted one is fetched
+ * again when asked for */
+START_TEST(test_s3_local_copies_bounded)
+{
+    NEED_S3RVER();
+    s3rver_start();
+    node_start_env(&A, "1s", "THUMBGATE_STORAGE_S3_CACHE_MAX=1MiB");
+    size_t len[8];
+    void *img[8];
+    uint64_t sum = 0;
+    char path[64];
+    for (int i = 0; i < 8; i++) {
+        img[i] = tg_image(800, 600, 3, "jpg", &len[i]);
+        sum += len[i];
+        snprintf(path, sizeof(path), "/lru/p%d.jpg", i);
+        put_bytes(&A, path, img[i], len[i], 201);
+    }
+    ck_assert_uint_gt(sum, 1u << 20); /* the bound is really exceeded */
+    uint64_t deadline = now_ms() + 30000;
+    while (local_orig_bytes(&A) > (1u << 20)) {
+        ck_assert_msg(now_ms() < deadline, "local originals stay at %llu bytes",
+                      (unsigned long long)local_orig_bytes(&A));
+        poll(NULL, 0, 20);
+    }
+    ck_assert_uint_gt(local_orig_bytes(&A), 0);
+    tg_resp_t r;
+    for (int i = 0; i < 8; i++) {
+        snprintf(path, sizeof(path), "/lru/p%d.jpg", i);
+        ck_assert_int_eq(tg_http(&A, "GET", path, NULL, 0, NULL, &r), 200);
+        ck_assert_uint_eq(r.len, len[i]);
+        ck_assert(memcmp(r.body, img[i], len[i]) == 0);
+        tg_resp_free(&r);
+        g_free(img[i]);
+    }
+    deadline = now_ms() + 30000;
+    while (local_orig_bytes(&A) > (1u << 20)) {
+        ck_assert_msg(now_ms() < deadline, "the bound is not kept after reads");
+        poll(NULL, 0, 20);
+    }
 }
 END_TEST
 
@@ -475,6 +542,7 @@ Suite *s3_suite(void)
     tcase_add_test(t, test_s3_config_and_plan);
     tcase_add_test(t, test_s3_originals_derived_conditional);
     tcase_add_test(t, test_s3_delete_removes_derived);
+    tcase_add_test(t, test_s3_local_copies_bounded);
     tcase_add_test(t, test_s3_store_down_then_back);
     tcase_add_test(t, test_s3_two_nodes_share_the_bucket);
     suite_add_tcase(s, t);
