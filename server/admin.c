@@ -52,8 +52,8 @@ static void render_plan(const room_services_t *srv, FILE *o)
     } terms[] = {{"limit", p->limit},   {"baseline", p->baseline},
                  {"budget", p->budget}, {"connections", p->connections},
                  {"bodies", p->bodies}, {"flight", p->flight},
-                 {"kernel", p->kernel}, {"slack", p->slack},
-                 {"total", p->total}};
+                 {"kernel", p->kernel}, {"s3", p->s3},
+                 {"slack", p->slack},   {"total", p->total}};
     for (size_t i = 0; i < sizeof(terms) / sizeof(terms[0]); i++)
         fprintf(o, "thumbgate_memory_plan_bytes{term=\"%s\"} %" PRIu64 "\n", terms[i].term,
                 terms[i].v);

@@ -324,6 +324,7 @@ START_TEST(test_s3_originals_derived_conditional)
     node_start(&A, "1s");
     expect_dims(&A, "/img/cat_400x400.jpg", 400, 400);
     g_free(img);
+    ck_assert_int_eq(tg_stop(&A), 0); /* clean exit: no leak, no crash in the drain */
 }
 END_TEST
 
@@ -383,6 +384,7 @@ START_TEST(test_s3_local_copies_bounded)
         ck_assert_msg(now_ms() < deadline, "the bound is not kept after reads");
         poll(NULL, 0, 20);
     }
+    ck_assert_int_eq(tg_stop(&A), 0);
 }
 END_TEST
 
@@ -405,6 +407,7 @@ START_TEST(test_s3_delete_removes_derived)
     ck_assert_int_eq(get_status(&A, "/d/dog_100x100.jpg"), 404);
     ck_assert_int_eq(tg_http(&A, "DELETE", "/d/dog.png", NULL, 0, NULL, &r), 404);
     tg_resp_free(&r);
+    ck_assert_int_eq(tg_stop(&A), 0);
 }
 END_TEST
 
@@ -445,6 +448,7 @@ START_TEST(test_s3_store_down_then_back)
     expect_dims(&A, "/k/one_100x100.jpg", 100, 75);
     expect_dims(&A, "/k/two_100x100.jpg", 100, 50);
     g_free(img);
+    ck_assert_int_eq(tg_stop(&A), 0);
 }
 END_TEST
 
@@ -480,6 +484,8 @@ START_TEST(test_s3_two_nodes_share_the_bucket)
     }
     ck_assert_int_eq(bucket_count("derived/n/bird~"), 0);
     g_free(img);
+    ck_assert_int_eq(tg_stop(&A), 0);
+    ck_assert_int_eq(tg_stop(&B), 0);
 }
 END_TEST
 
