@@ -160,8 +160,14 @@ static void teardown(void)
     if (B.root[0])
         tg_cleanup(&B);
     s3rver_stop();
-    if (R.dir[0])
+    if (R.dir[0]) {
+        char p[300];
         tg_rmtree(R.dir);
+        snprintf(p, sizeof(p), "%s.log", R.dir);
+        unlink(p);
+        snprintf(p, sizeof(p), "%s.secret", R.dir);
+        unlink(p);
+    }
 }
 
 /* A thumbgate node on the bucket; @p revalidate: storage.s3.revalidate */
@@ -489,6 +495,39 @@ START_TEST(test_s3_two_nodes_share_the_bucket)
 }
 END_TEST
 
+/* A store that accepts connections and never answers: every wait is bounded by
+ * storage.s3.timeout, then 503 + Retry-After; /readyz is not ready; nothing is stored. */
+START_TEST(test_s3_silent_store_is_bounded)
+{
+    tg_mkdtemp(R.dir, sizeof(R.dir), "tg-s3silent"); /* no s3rver: a socket that is silent */
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    ck_assert_int_eq(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(ls, 64), 0); /* the kernel completes handshakes; nobody reads */
+    getsockname(ls, (struct sockaddr *)&a, &l);
+    R.port = ntohs(a.sin_port);
+    node_start_env(&A, "0", "THUMBGATE_STORAGE_S3_TIMEOUT=1s");
+    ck_assert(wait_ready(&A, 503));
+    size_t len;
+    void *img = tg_image(64, 48, 3, "jpg", &len);
+    tg_resp_t r;
+    char ra[32];
+    ck_assert_int_eq(tg_http(&A, "PUT", "/s/one.jpg", img, len, NULL, &r), 503);
+    ck_assert(tg_header(&r, "retry-after", ra, sizeof(ra)));
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&A, "GET", "/s/one_10x10.jpg", NULL, 0, NULL, &r), 503);
+    ck_assert(tg_header(&r, "retry-after", ra, sizeof(ra)));
+    tg_resp_free(&r);
+    char p[600];
+    snprintf(p, sizeof(p), "%s/orig/s/one.jpg@", A.root);
+    ck_assert_int_ne(access(p, F_OK), 0);
+    ck_assert_int_eq(tg_stop(&A), 0); /* the drain is not held by the silent store */
+    close(ls);
+    g_free(img);
+}
+END_TEST
+
 /* Config and memory plan: no server needed. */
 START_TEST(test_s3_config_and_plan)
 {
@@ -551,6 +590,7 @@ Suite *s3_suite(void)
     tcase_add_test(t, test_s3_local_copies_bounded);
     tcase_add_test(t, test_s3_store_down_then_back);
     tcase_add_test(t, test_s3_two_nodes_share_the_bucket);
+    tcase_add_test(t, test_s3_silent_store_is_bounded);
     suite_add_tcase(s, t);
     return s;
 }
