@@ -22,7 +22,9 @@ struct s3 {
     bool path_style;
     long connect_ms, total_ms, buffer;
     uint64_t check_ms;
-    _Atomic bool ready;
+    _Atomic int state;       /* 0: not checked yet, 1: answers, 2: does not */
+    void (*tick)(void *arg); /* after each check (s3_set_tick) */
+    void *tick_arg;
     /* pool of easy handles: reused so connections are kept alive */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -231,9 +233,9 @@ static int perform(s3_t *s3, const char *method, const char *key, const char *qu
         ret = S3_OK;
     /* a transfer is a check too: the store answered, or it did not */
     if (ret == S3_E_UNAVAILABLE)
-        atomic_store(&s3->ready, false);
+        atomic_store(&s3->state, 2);
     else if (ret == S3_OK || ret == S3_E_NOTFOUND)
-        atomic_store(&s3->ready, true);
+        atomic_store(&s3->state, 1);
     return ret;
 }
 
@@ -412,7 +414,20 @@ int s3_delete_prefix(s3_t *s3, const char *prefix, const char *except)
 
 bool s3_ready(const s3_t *s3)
 {
-    return atomic_load(&((s3_t *)s3)->ready);
+    return atomic_load(&((s3_t *)s3)->state) == 1;
+}
+
+bool s3_down(const s3_t *s3)
+{
+    return atomic_load(&((s3_t *)s3)->state) == 2;
+}
+
+void s3_set_tick(s3_t *s3, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&s3->mu);
+    s3->tick = fn;
+    s3->tick_arg = arg;
+    pthread_mutex_unlock(&s3->mu);
 }
 
 static void *check_main(void *arg)
@@ -424,8 +439,15 @@ static void *check_main(void *arg)
         /* HEAD of the bucket: cheap, signed, and answered only by a working store */
         xfer_t x = {0};
         int r = perform(s3, "HEAD", "", NULL, &x, NULL, 0);
-        atomic_store(&s3->ready, r == S3_OK);
+        atomic_store(&s3->state, r == S3_OK ? 1 : 2);
         pthread_mutex_lock(&s3->mu);
+        if (s3->tick != NULL) {
+            void (*fn)(void *) = s3->tick;
+            void *a = s3->tick_arg;
+            pthread_mutex_unlock(&s3->mu);
+            fn(a);
+            pthread_mutex_lock(&s3->mu);
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t ns = (uint64_t)ts.tv_nsec + (s3->check_ms % 1000) * 1000000u;

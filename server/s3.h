@@ -61,6 +61,10 @@ int s3_delete_prefix(s3_t *s3, const char *prefix, const char *except);
 
 /** True when the last check of the bucket (or the last transfer) got an answer. */
 bool s3_ready(const s3_t *s3);
+/** True when the last check or transfer got none (false before the first check). */
+bool s3_down(const s3_t *s3);
+/** @p fn runs on the checker thread after each check (every storage.s3.check_interval). */
+void s3_set_tick(s3_t *s3, void (*fn)(void *arg), void *arg);
 
 /** The URL of @p key (with @p query, may be NULL) as requests use it (tests). */
 void s3_url(const s3_t *s3, const char *key, const char *query, char *out, size_t outlen);

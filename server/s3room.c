@@ -68,7 +68,7 @@ static int on_req(h2o_handler_t *_self, h2o_req_t *req)
         free(t);
         return -1;
     }
-    if (!s3store_ready(rs)) {
+    if (s3store_down(rs)) {
         free(t);
         srv__send_err(req, ERR_STORE, STORE_E_UNAVAILABLE,
                       "the object store does not answer; retry later");

@@ -31,6 +31,9 @@ struct s3store {
     } fresh[S3STORE_SLOTS]; /* under mu */
 };
 
+static void account(s3store_t *rs, uint64_t bytes);
+static void tick(void *arg);
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -114,18 +117,28 @@ s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms, uint64_
     rs->orig_max = orig_max;
     pthread_mutex_init(&rs->mu, NULL);
     atomic_store(&rs->orig_bytes, store_orig_evict(st, orig_max)); /* counts, trims if over */
+    s3_set_tick(s3, tick, rs); /* copies kept for being in use are evicted later */
     return rs;
 }
 
 static void evict_run(void *arg)
 {
     s3store_t *rs = arg;
-    atomic_store(&rs->orig_bytes, store_orig_evict(rs->st, rs->orig_max));
-    /* an evicted copy must be fetched again by the next request, not trusted as fresh */
-    pthread_mutex_lock(&rs->mu);
-    memset(rs->fresh, 0, sizeof(rs->fresh));
-    pthread_mutex_unlock(&rs->mu);
+    uint64_t before = atomic_load(&rs->orig_bytes);
+    uint64_t left = store_orig_evict(rs->st, rs->orig_max);
+    atomic_store(&rs->orig_bytes, left);
+    if (left < before) { /* an evicted copy must be fetched again, not trusted as fresh */
+        pthread_mutex_lock(&rs->mu);
+        memset(rs->fresh, 0, sizeof(rs->fresh));
+        pthread_mutex_unlock(&rs->mu);
+    }
     atomic_store(&rs->evicting, false);
+}
+
+/* the checker's cadence: still over the bound (copies kept because in use), try again */
+static void tick(void *arg)
+{
+    account(arg, 0);
 }
 
 /* @p bytes more local copies: over storage.s3.cache_max, the oldest go (off this thread) */
@@ -148,6 +161,11 @@ void s3store_destroy(s3store_t *rs)
 bool s3store_ready(s3store_t *rs)
 {
     return s3_ready(rs->s3);
+}
+
+bool s3store_down(s3store_t *rs)
+{
+    return s3_down(rs->s3);
 }
 
 int s3store_put(s3store_t *rs, const char *key, const char *tmp)

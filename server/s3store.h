@@ -49,5 +49,7 @@ int s3store_sync(s3store_t *rs, const char *key, const char *stem, const char *v
 void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_path);
 
 bool s3store_ready(s3store_t *rs);
+/** True when the store was seen not to answer (false before the first check). */
+bool s3store_down(s3store_t *rs);
 
 #endif

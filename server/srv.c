@@ -546,8 +546,8 @@ out_threads:
     heap_ring_stop();
     flight_close(srv->flight);
     srv->flight = NULL;
+    s3_destroy(srv->s3); /* first: its checker calls into s3store */
     s3store_destroy(srv->s3store);
-    s3_destroy(srv->s3);
     store_destroy(srv->store);
     if (cfg->log_level >= CFG_LOG_INFO)
         log_event("stopped", "exit", ret, NULL);
@@ -561,8 +561,8 @@ out_gate:
 out_guard:
     connguard_destroy(srv->guard);
 out_store:
+    s3_destroy(srv->s3); /* first: its checker calls into s3store */
     s3store_destroy(srv->s3store);
-    s3_destroy(srv->s3);
     store_destroy(srv->store);
     return ret;
 }

@@ -682,6 +682,7 @@ static _Thread_local struct {
     time_t tmin, tmax, cutoff;
     uint64_t bucket[EVICT_BUCKETS];
     const char *stop;
+    time_t keep_after; /* files used after this are kept (0: none) */
 } ev;
 
 static unsigned bucket_of(time_t t)
@@ -713,7 +714,8 @@ static int on_ev_bucket(const char *path, const struct stat *sb, int type, struc
 
 static int on_ev_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-    if (type == FTW_F && bucket_of(sb->st_atime) <= (unsigned)ev.cutoff && unlink(path) == 0) {
+    if (type == FTW_F && bucket_of(sb->st_atime) <= (unsigned)ev.cutoff &&
+        (ev.keep_after == 0 || sb->st_atime <= ev.keep_after) && unlink(path) == 0) {
         ev.freed += (uint64_t)sb->st_size;
         ev.files_removed++;
         prune_empty_parents(path, ev.stop);
@@ -728,12 +730,13 @@ bool store_cache_over_bound(store_t *st)
 
 /* Evicts the least recently used files under <root>/<tree> to 90% of @p bound; ev.total
  * and ev.freed tell what it held and removed. */
-static void evict_tree(store_t *st, const char *tree, uint64_t bound)
+static void evict_tree(store_t *st, const char *tree, uint64_t bound, time_t keep_after)
 {
     char dir[ROOT_MAX + 16];
     snprintf(dir, sizeof(dir), "%s/%s", st->root, tree);
     memset(&ev, 0, sizeof(ev));
     ev.stop = dir;
+    ev.keep_after = keep_after;
     nftw(dir, on_ev_range, 16, FTW_PHYS);
     if (ev.total > bound) {
         nftw(dir, on_ev_bucket, 16, FTW_PHYS);
@@ -754,16 +757,20 @@ void store_cache_evict(store_t *st)
 {
     if (pthread_mutex_trylock(&st->evict_mu) != 0)
         return; /* someone else is evicting */
-    evict_tree(st, "cache", st->cache_max);
+    evict_tree(st, "cache", st->cache_max, 0);
     atomic_store(&st->cache_bytes, ev.total - ev.freed);
     atomic_fetch_add(&st->evictions, ev.files_removed);
     pthread_mutex_unlock(&st->evict_mu);
 }
 
+#define ORIG_KEEP_S 10
+
 uint64_t store_orig_evict(store_t *st, uint64_t bound)
 {
     pthread_mutex_lock(&st->evict_mu);
-    evict_tree(st, "orig", bound);
+    /* a copy used in the last ORIG_KEEP_S seconds stays: it may be about to be served or
+     * decoded (a derive job re-checks its source when it commits) */
+    evict_tree(st, "orig", bound, time(NULL) - ORIG_KEEP_S);
     uint64_t left = ev.total - ev.freed;
     pthread_mutex_unlock(&st->evict_mu);
     return left;

@@ -125,7 +125,8 @@ void store_point_stem(store_t *st, const char *key);
 /** The key whose original is at @p path (store_orig_path's inverse). 0 or -1. */
 int store_key_of_path(const store_t *st, const char *path, char *key, size_t keylen);
 /** s3 backend: the local originals are copies; evicts the least recently used (atime) to
- *  90% of @p bound. Returns the bytes left. Slow (walks orig/): io threads only. */
+ *  90% of @p bound, but none used in the last 10 s (it may be in use). Returns the bytes
+ *  left. Slow (walks orig/): off the event loops. */
 uint64_t store_orig_evict(store_t *st, uint64_t bound);
 /** A derived result at @p cache_path was made from @p src_path: published to the bucket
  *  (in the background) when remote; nothing when local. */
