@@ -7,8 +7,10 @@
 # Objects live in build/<variant>/ so variants never mix.
 
 PKG_CONFIG ?= pkg-config
-PKGS        = libh2o-evloop vips yaml-0.1 spng libisal
-TEST_PKGS   = check libcurl
+# libcurl: the s3 storage backend (server/s3.c) signs with CURLOPT_AWS_SIGV4 (curl >= 7.75);
+# the tests use it as their HTTP client too.
+PKGS        = libh2o-evloop vips yaml-0.1 spng libisal libcurl
+TEST_PKGS   = check
 CC         ?= cc
 
 VARIANT    ?= release
@@ -130,7 +132,8 @@ check: check-asan
 
 # Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml,
 # libspng + libisal (imgproc/pngfast.c: the PNG thumbnail decoder and its fast inflate).
-# Tests: Check, libcurl (integration client), zlib. Fuzzing: clang + libFuzzer runtime.
+# Tests: Check, libcurl (integration client), zlib; node/npm + s3rver (tests/s3rver, npm ci
+# by make deps) for the s3 backend's suite. Server: libcurl4-openssl-dev (the s3 backend). Fuzzing: clang + libFuzzer runtime.
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).
 # loadtest: gnuplot (plots), wrk, vips CLI (corpus generation), curl, gdb (crash backtraces).
 # charts-check: chromium (headless browser for /debug/charts).
@@ -148,6 +151,8 @@ deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	else echo "deps: all present"; fi
+	@# tests/check_s3.c runs against s3rver (an S3-compatible server in node), pinned by the lock file
+	@[ -d tests/s3rver/node_modules/s3rver ] || (cd tests/s3rver && npm ci --no-audit --no-fund --loglevel=error)
 
 # One command from a fresh clone: install packages, build, start on the embedded config.
 run: deps

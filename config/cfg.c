@@ -85,6 +85,7 @@ static int check_url_key(const void *field, set_err_t *e);
 static int check_ring_interval(const void *field, set_err_t *e);
 
 static const char *const mode_names[] = {"admit", "naive", NULL};
+static const char *const backend_names[] = {"local", "s3", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 
 #define ROW(key, type, field, min, max, dflt, flags, names, validate)                              \
@@ -99,6 +100,24 @@ static const cfg_row_t rows[] = {
 
     ROW("storage.root", ROW_STR, storage_root, 0, 0, "./data", 0, NULL, check_nonempty),
     ROW("storage.cache_max", ROW_SIZE, cache_max_bytes, MIB, PIB, "1GiB", 0, NULL, NULL),
+    ROW("storage.backend", ROW_ENUM, storage_backend, 0, 1, "local", 0, backend_names, NULL),
+    ROW("storage.s3.endpoint", ROW_STR, s3_endpoint, 0, 0, "", 0, NULL, NULL),
+    ROW("storage.s3.bucket", ROW_STR, s3_bucket, 0, 0, "", 0, NULL, NULL),
+    ROW("storage.s3.region", ROW_STR, s3_region, 0, 0, "us-east-1", 0, NULL, check_nonempty),
+    ROW("storage.s3.access_key", ROW_STR, s3_access_key, 0, 0, "", ROW_SECRET, NULL, NULL),
+    ROW("storage.s3.secret_key", ROW_STR, s3_secret_key, 0, 0, "", ROW_SECRET, NULL, NULL),
+    ROW("storage.s3.access_key_file", ROW_STR, s3_access_key_file, 0, 0, "", 0, NULL, NULL),
+    ROW("storage.s3.secret_key_file", ROW_STR, s3_secret_key_file, 0, 0, "", 0, NULL, NULL),
+    ROW("storage.s3.path_style", ROW_BOOL, s3_path_style, 0, 1, "true", 0, NULL, NULL),
+    ROW("storage.s3.connect_timeout", ROW_DURATION, s3_connect_timeout_ms, 100, MINUTE, "2s", 0,
+        NULL, NULL),
+    ROW("storage.s3.timeout", ROW_DURATION, s3_timeout_ms, 500, HOUR, "30s", 0, NULL, NULL),
+    ROW("storage.s3.transfers", ROW_UINT, s3_transfers, 1, 6, "4", 0, NULL, NULL),
+    ROW("storage.s3.buffer", ROW_SIZE, s3_buffer, 16 * KIB, 2 * MIB, "64KiB", 0, NULL, NULL),
+    ROW("storage.s3.cache_max", ROW_SIZE, s3_cache_max, MIB, PIB, "4GiB", 0, NULL, NULL),
+    ROW("storage.s3.revalidate", ROW_DURATION, s3_revalidate_ms, 0, HOUR, "1s", 0, NULL, NULL),
+    ROW("storage.s3.check_interval", ROW_DURATION, s3_check_interval_ms, 100, MINUTE, "2s", 0,
+        NULL, NULL),
 
     ROW("limits.max_upload", ROW_SIZE, max_upload, KIB, TIB, "100MiB", 0, NULL, NULL),
     ROW("limits.max_pixels", ROW_UINT, max_pixels, 1, TIB, "100000000", 0, NULL, NULL),
@@ -166,6 +185,7 @@ static const cfg_row_t rows[] = {
 /* The generic setters store enums as uint32_t and bools as one byte. */
 _Static_assert(sizeof(cfg_mode_t) == sizeof(uint32_t), "enum width");
 _Static_assert(sizeof(cfg_log_level_t) == sizeof(uint32_t), "enum width");
+_Static_assert(sizeof(cfg_backend_t) == sizeof(uint32_t), "enum width");
 _Static_assert(sizeof(bool) == 1, "bool width");
 
 /* ---- load state and error reporting -------------------------------------------------- */
@@ -1453,6 +1473,17 @@ static void validate(loader_t *ld, const cfg_t *c)
                c->flight_slots, ring, c->flight_max_disk);
     }
 
+    /* The s3 backend cannot start without a place to talk to. */
+    if (c->storage_backend == CFG_BACKEND_S3) {
+        if (c->s3_endpoint[0] == '\0' || (strncmp(c->s3_endpoint, "http://", 7) != 0 &&
+                                          strncmp(c->s3_endpoint, "https://", 8) != 0))
+            report(ld, origin_of(ld, "storage.s3.endpoint"), "storage.s3.endpoint",
+                   "storage.backend s3 needs an endpoint http://host[:port] or https://...");
+        if (c->s3_bucket[0] == '\0')
+            report(ld, origin_of(ld, "storage.s3.bucket"), "storage.s3.bucket",
+                   "storage.backend s3 needs a bucket");
+    }
+
     /* An allowed size that could never be served is a typo. */
     for (uint32_t i = 0; i < c->nsizes; i++) {
         const cfg_size_t *s = &c->sizes[i];
@@ -1628,27 +1659,29 @@ static void print_value(FILE *out, const cfg_t *c, const cfg_row_t *r)
 void cfg_print(const cfg_t *cfg, FILE *out)
 {
     char src[QUOTE_SIZE * 2];
-    const char *section = NULL;
-    size_t seclen = 0;
+    const char *prev = "";
 
     fprintf(out, "# thumbgate effective config, from %s\n",
             quote(src, sizeof(src), cfg->source, strlen(cfg->source)));
     for (size_t i = 0; i < NROWS; i++) {
         const cfg_row_t *r = &rows[i];
-        const char *dot = strchr(r->key, '.'), *leaf = r->key;
-        if (dot != NULL) {
-            size_t n = (size_t)(dot - r->key);
-            if (section == NULL || n != seclen || strncmp(section, r->key, n) != 0)
-                fprintf(out, "%.*s:\n", (int)n, r->key);
-            section = r->key;
-            seclen = n;
-            leaf = dot + 1;
-        } else {
-            section = NULL;
+        /* sections this key opens that the previous key did not (keys may nest: a.b.c) */
+        size_t same = 0; /* length of the section prefix shared with the previous key */
+        for (size_t k = 0; r->key[k] != '\0' && r->key[k] == prev[k]; k++)
+            if (r->key[k] == '.')
+                same = k + 1;
+        unsigned depth = 0;
+        const char *leaf = r->key;
+        for (const char *d = r->key; (d = strchr(d, '.')) != NULL; d++) {
+            if ((size_t)(d - r->key) >= same)
+                fprintf(out, "%*s%.*s:\n", (int)(2 * depth), "", (int)(d - leaf), leaf);
+            depth++;
+            leaf = d + 1;
         }
-        fprintf(out, "%s%s: ", dot ? "  " : "", leaf);
+        fprintf(out, "%*s%s: ", (int)(2 * depth), "", leaf);
         print_value(out, cfg, r);
         fputc('\n', out);
+        prev = r->key;
     }
 }
 

@@ -11,6 +11,7 @@
 #define CFG_MAX_SIZES 64
 
 typedef enum { CFG_MODE_ADMIT = 0, CFG_MODE_NAIVE = 1 } cfg_mode_t;
+typedef enum { CFG_BACKEND_LOCAL = 0, CFG_BACKEND_S3 = 1 } cfg_backend_t;
 typedef enum { CFG_LOG_ERROR = 0, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG } cfg_log_level_t;
 
 /** One allowed output size of the `sizes:` allow-list; 0 means "this side free". */
@@ -45,6 +46,22 @@ typedef struct cfg {
 
     char storage_root[512];     /**< `storage.root` */
     uint64_t cache_max_bytes;   /**< `storage.cache_max`: disk bound of derived results (LRU) */
+    cfg_backend_t storage_backend; /**< `storage.backend`: local | s3 */
+    char s3_endpoint[256];      /**< `storage.s3.endpoint`: http(s)://host[:port] */
+    char s3_bucket[64];         /**< `storage.s3.bucket` */
+    char s3_region[64];         /**< `storage.s3.region`: signing region */
+    char s3_access_key[256];    /**< `storage.s3.access_key` */
+    char s3_secret_key[256];    /**< `storage.s3.secret_key` */
+    char s3_access_key_file[512]; /**< `storage.s3.access_key_file`: read at start when access_key is empty */
+    char s3_secret_key_file[512]; /**< `storage.s3.secret_key_file`: read at start when secret_key is empty */
+    bool s3_path_style;         /**< `storage.s3.path_style`: endpoint/bucket/key, else bucket.host/key */
+    uint64_t s3_connect_timeout_ms; /**< `storage.s3.connect_timeout` */
+    uint64_t s3_timeout_ms;     /**< `storage.s3.timeout`: whole transfer, then 503 */
+    uint32_t s3_transfers;      /**< `storage.s3.transfers`: concurrent transfers (io threads) */
+    uint64_t s3_buffer;         /**< `storage.s3.buffer`: curl's receive and upload buffer per transfer */
+    uint64_t s3_cache_max;      /**< `storage.s3.cache_max`: local disk bound of originals (LRU) */
+    uint64_t s3_revalidate_ms;  /**< `storage.s3.revalidate`: a checked key is trusted this long */
+    uint64_t s3_check_interval_ms; /**< `storage.s3.check_interval`: HEAD bucket for /readyz */
 
     uint64_t max_upload;        /**< `limits.max_upload` */
     uint64_t max_pixels;        /**< `limits.max_pixels` */

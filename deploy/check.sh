@@ -161,6 +161,28 @@ if want k8s-schema; then
     fi
     if [ $ready = yes ]; then
       verdicts "k8s schema" bash -c 'cd "$1" && node checks/k8s_schema.js "$2"' _ "$DEPLOY" "$DEPLOY/k8s"
+      # deploy/k8s-s3 is a kustomize overlay: rendered (kubectl's built-in kustomize,
+      # offline), one file per object, then the same checks
+      if ! have kubectl || [ -z "$PY" ]; then
+        skip "k8s-s3: kubectl (kustomize) or python3-yaml not found"
+      elif ! kubectl kustomize "$DEPLOY/k8s-s3" >"$TMP/k8s-s3.yaml" 2>"$TMP/k8s-s3.err"; then
+        fail "k8s-s3: kubectl kustomize deploy/k8s-s3: $(tail -n 2 "$TMP/k8s-s3.err" | tr '\n' ' ')"
+      else
+        mkdir -p "$TMP/k8s-s3"
+        "$PY" - "$TMP/k8s-s3.yaml" "$TMP/k8s-s3" <<'EOF'
+import os, sys, yaml
+for i, o in enumerate(d for d in yaml.safe_load_all(open(sys.argv[1])) if d):
+    open(os.path.join(sys.argv[2], f"{i}-{o['kind'].lower()}.yaml"), "w").write(yaml.safe_dump(o))
+    if o["kind"] == "ConfigMap":
+        open(os.path.join(os.path.dirname(sys.argv[2]), "k8s-s3-cm.yaml"), "w").write(o["data"]["thumbgate.yaml"])
+EOF
+        if grep -q 'kind: PersistentVolumeClaim' "$TMP/k8s-s3.yaml"; then
+          fail "k8s-s3: the rendered overlay still has a PersistentVolumeClaim"
+        else
+          pass "k8s-s3: kustomize renders deploy/k8s-s3 without the shared volume"
+        fi
+        verdicts "k8s-s3 schema" bash -c 'cd "$1" && node checks/k8s_schema.js "$2"' _ "$DEPLOY" "$TMP/k8s-s3"
+      fi
     fi
   fi
 fi
@@ -208,6 +230,14 @@ EOF
       pass "binary: thumbgate --check-config on the k8s ConfigMap (Deployment's environment)"
     else
       fail "binary: --check-config k8s ConfigMap: $(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')"
+    fi
+    # k8s-s3: the overlay's ConfigMap (rendered by the k8s-schema group), storage on s3.
+    if [ -f "$TMP/k8s-s3-cm.yaml" ]; then
+      if out=$(env "${common[@]}" THUMBGATE_WORKERS=2 "$BIN" --check-config "$TMP/k8s-s3-cm.yaml" 2>&1); then
+        pass "binary: thumbgate --check-config on the k8s-s3 ConfigMap (storage.backend s3)"
+      else
+        fail "binary: --check-config k8s-s3 ConfigMap: $(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')"
+      fi
     fi
     # Docker: the embedded default config with the image's ENV.
     mapfile -t denv < <("$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import static_checks as s

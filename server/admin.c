@@ -52,8 +52,8 @@ static void render_plan(const room_services_t *srv, FILE *o)
     } terms[] = {{"limit", p->limit},   {"baseline", p->baseline},
                  {"budget", p->budget}, {"connections", p->connections},
                  {"bodies", p->bodies}, {"flight", p->flight},
-                 {"kernel", p->kernel}, {"slack", p->slack},
-                 {"total", p->total}};
+                 {"kernel", p->kernel}, {"s3", p->s3},
+                 {"slack", p->slack},   {"total", p->total}};
     for (size_t i = 0; i < sizeof(terms) / sizeof(terms[0]); i++)
         fprintf(o, "thumbgate_memory_plan_bytes{term=\"%s\"} %" PRIu64 "\n", terms[i].term,
                 terms[i].v);
@@ -286,8 +286,10 @@ static int on_admin_req(h2o_handler_t *_self, h2o_req_t *req)
         /* saturated: a new job that cannot start at once would be refused */
         bool saturated =
             srv->cfg->queue_max > 0 ? a.queue_len >= srv->cfg->queue_max : a.running >= a.workers;
-        status = draining || saturated ? 503 : 200;
+        bool store_ok = store_ready(srv->store); /* s3: the bucket answers */
+        status = draining || saturated || !store_ok ? 503 : 200;
         json_bool(&j, "ready", status == 200);
+        json_bool(&j, "store_ready", store_ok);
         json_bool(&j, "draining", draining);
         json_bool(&j, "queue_saturated", saturated);
         json_u64(&j, "queue_length", a.queue_len);

@@ -216,6 +216,8 @@ static outcome_t make_result(derive_t *srv, derive_job_t *job)
                    r == -STORE_E_NOTFOUND  ? "the original was deleted"
                    : r == -STORE_E_CHANGED ? "the original changed; retry"
                                            : "cannot store the result");
+    else
+        store_result_made(srv->store, job->src, job->cache_path); /* s3: shared with others */
     if (!out.ok)
         unlink(tmp); /* commit removes it itself; harmless then */
     return out;

@@ -26,6 +26,7 @@ static const row_t table[] = {
     {ERR_STORE, STORE_E_NOSPACE, {507, "storage_full"}},
     {ERR_STORE, STORE_E_IO, {500, "storage_error"}},
     {ERR_STORE, STORE_E_CHANGED, {503, "source_changed"}},
+    {ERR_STORE, STORE_E_UNAVAILABLE, {503, "store_unavailable"}},
 
     {ERR_ADM, ADM_E_TOO_BIG, {413, "over_budget"}},
     {ERR_ADM, ADM_E_QUEUE_FULL, {503, "over_budget"}},

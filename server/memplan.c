@@ -1,6 +1,9 @@
 /* memplan — the memory plan (see memplan.h for the terms and the rules). */
 #include "server/memplan.h"
 
+#include "server/s3.h"
+#include "server/s3store.h"
+
 #include <inttypes.h>
 #include <string.h>
 
@@ -45,14 +48,19 @@ int memplan_compute(const cfg_t *cfg, uint64_t limit, const char *source, bool k
     if (p->max_body_inflight == 0) /* auto: 1/8 of the limit */
         p->max_body_inflight = limit / 8 > (1u << 20) ? limit / 8 : (1u << 20);
 
-    p->baseline = MEMPLAN_BASELINE + (uint64_t)(threads + workers + IO_THREADS) * MEMPLAN_THREAD;
+    bool s3 = cfg->storage_backend == CFG_BACKEND_S3;
+    unsigned io = IO_THREADS + (s3 ? cfg->s3_transfers : 0);
+    p->baseline = MEMPLAN_BASELINE + (uint64_t)(threads + workers + io) * MEMPLAN_THREAD;
+    if (s3) /* the checker's handle is the +1; a listing is made by a transfer's thread */
+        p->s3 = (uint64_t)(cfg->s3_transfers + 1) * (S3_HANDLE_BYTES + 2 * cfg->s3_buffer) +
+                (uint64_t)cfg->s3_transfers * S3_LIST_MAX + S3STORE_SLOTS * 16;
     p->connections = (uint64_t)p->max_connections * p->per_conn;
     p->kernel = (uint64_t)p->max_connections * p->per_conn_kernel;
     p->bodies = p->max_body_inflight;
     p->flight = (uint64_t)cfg->flight_slots * 4096;
     p->backlog = threads * MEMPLAN_BACKLOG;
     p->backlog_kernel = (uint64_t)p->backlog * (MEMPLAN_SOCK_KERNEL + 2 * cfg->socket_buffer);
-    uint64_t others = p->baseline + p->connections + p->kernel + p->bodies + p->flight;
+    uint64_t others = p->baseline + p->connections + p->kernel + p->bodies + p->flight + p->s3;
 
     p->budget_auto = cfg->memory_budget == 0;
     if (p->budget_auto) {
@@ -69,7 +77,8 @@ int memplan_compute(const cfg_t *cfg, uint64_t limit, const char *source, bool k
                      "limits.max_connections, limits.max_body_inflight, limits.max_upload, "
                      "limits.max_header_bytes or http.upload_spill, or raise the limit",
                      limit / MIB, source, room / MIB, (p->connections + p->kernel) / MIB,
-                     p->bodies / MIB, (p->baseline + p->flight) / MIB, MEMPLAN_MIN_BUDGET / MIB);
+                     p->bodies / MIB, (p->baseline + p->flight + p->s3) / MIB,
+                     MEMPLAN_MIN_BUDGET / MIB);
             return -1;
         }
     } else {
@@ -87,7 +96,7 @@ int memplan_compute(const cfg_t *cfg, uint64_t limit, const char *source, bool k
                  p->total / MIB, limit / MIB, source, p->budget / MIB,
                  (p->connections + p->kernel) / MIB, p->max_connections,
                  (p->per_conn + p->per_conn_kernel) / 1024.0, p->bodies / MIB,
-                 (p->baseline + p->flight + p->slack) / MIB);
+                 (p->baseline + p->flight + p->s3 + p->slack) / MIB);
         return -1;
     }
     return 0;
@@ -100,11 +109,11 @@ void memplan_log(const memplan_t *p, FILE *out)
             ",\"limit_source\":\"%s\",\"baseline\":%" PRIu64 ",\"budget\":%" PRIu64
             ",\"budget_auto\":%s,\"max_connections\":%" PRIu32 ",\"per_connection\":%" PRIu64
             ",\"connections\":%" PRIu64 ",\"bodies\":%" PRIu64 ",\"flight\":%" PRIu64
-            ",\"kernel\":%" PRIu64 ",\"slack\":%" PRIu64 ",\"backlog\":%" PRIu32
+            ",\"kernel\":%" PRIu64 ",\"s3\":%" PRIu64 ",\"slack\":%" PRIu64 ",\"backlog\":%" PRIu32
             ",\"backlog_kernel\":%" PRIu64 ",\"total\":%" PRIu64 "}\n",
             p->limit, p->limit_source, p->baseline, p->budget, p->budget_auto ? "true" : "false",
             p->max_connections, p->per_conn + p->per_conn_kernel, p->connections, p->bodies,
-            p->flight, p->kernel, p->slack, p->backlog, p->backlog_kernel, p->total);
+            p->flight, p->kernel, p->s3, p->slack, p->backlog, p->backlog_kernel, p->total);
 }
 
 void memplan_print(const memplan_t *p, FILE *out)
@@ -124,6 +133,9 @@ void memplan_print(const memplan_t *p, FILE *out)
     if (p->kernel_charged)
         fprintf(out, "#   socket buffers %10.1f MiB  (cgroup v2: %" PRIu32 " x %.1f KiB)\n",
                 p->kernel / MIB, p->max_connections, p->per_conn_kernel / 1024.0);
+    if (p->s3 > 0)
+        fprintf(out, "#   s3 transfers   %10.1f MiB  (storage.s3.transfers, storage.s3.buffer)\n",
+                p->s3 / MIB);
     fprintf(out, "#   allocator slack%10.1f MiB  (budget / 20)\n", p->slack / MIB);
     fprintf(out, "#   total          %10.1f MiB  (%.0f%% of the limit)\n", p->total / MIB,
             p->limit ? 100.0 * (double)p->total / (double)p->limit : 0.0);

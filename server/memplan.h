@@ -15,6 +15,11 @@
  *                 the cap is taken only when no other is in flight (so max_upload is
  *                 never refused for good), its spill pages written back by the kernel
  *   flight ring   flight.slots x one page
+ *   s3            storage.backend s3 only: (storage.s3.transfers + 1) x (an easy handle
+ *                 with its connection and TLS state, S3_HANDLE_BYTES, + curl's receive
+ *                 and upload buffers, 2 x storage.s3.buffer) + one listing page
+ *                 (S3_LIST_MAX) per transfer + the freshness table; and the transfers'
+ *                 io threads (in the baseline, with every other thread)
  *   kernel        on cgroup v2 only (v2 charges socket buffers to the cgroup):
  *                 max_connections x (receive + send buffer) as the kernel sizes them
  *   slack         allocator slack: 1/20 of the image budget
@@ -59,7 +64,7 @@ typedef struct memplan {
     uint64_t per_conn;        /**< worst case of one connection in process memory */
     uint64_t per_conn_kernel; /**< its socket buffers in the kernel */
 
-    uint64_t baseline, budget, connections, bodies, flight, kernel, slack;
+    uint64_t baseline, budget, connections, bodies, flight, kernel, s3, slack;
     uint64_t total;
     uint32_t backlog;        /**< connections that can wait in the accept queues */
     uint64_t backlog_kernel; /**< their kernel memory, outside the process (not in total) */

@@ -45,6 +45,7 @@ typedef struct room {
     void (*register_)(h2o_pathconf_t *pathconf, const room_services_t *s);
 } room_t;
 
+extern const room_t s3sync_room;      /* s3room.c: s3 backend, a GET's key checked first */
 extern const room_t derive_hits_room; /* derive.c: URLs it answered from the cache before */
 extern const room_t originals_room;   /* originals.c: PUT, DELETE, GET/HEAD of a stored key */
 extern const room_t derive_room;      /* derive.c: GET/HEAD of a derived URL */

@@ -6,8 +6,10 @@
 
 /* The rooms in the order they see a request: an exact stored key wins over the derived
  * grammar, so originals comes before derived; the cached hits derive remembers come first
- * (it forgets them when a key is stored). derive_room registers after derive_hits_room. */
-static const room_t *const rooms[] = {&derive_hits_room, &originals_room, &derive_room,
+ * (it forgets them when a key is stored). With the s3 backend, s3sync_room comes before
+ * all: it brings the local copy of a key not checked lately in line with the bucket,
+ * then passes the request on. derive_room registers after derive_hits_room. */
+static const room_t *const rooms[] = {&s3sync_room, &derive_hits_room, &originals_room, &derive_room,
                                       &admin_room};
 
 /* Method and key checks: 405 / 400 here; anything else goes on to the rooms. */

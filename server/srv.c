@@ -25,6 +25,8 @@
 #include "server/iopool.h"
 #include "server/json.h"
 #include "server/room.h"
+#include "server/s3.h"
+#include "server/s3store.h"
 #include "server/router.h"
 #include "server/sysfacts.h"
 #include "server/jobmeter.h"
@@ -66,6 +68,8 @@ struct srv {
     unsigned nthreads;
     srv_thread_t *threads;
     store_t *store;
+    s3_t *s3;           /**< storage.backend s3: the bucket client; NULL when local */
+    s3store_t *s3store; /**< and the store's remote half */
     adm_gate_t *gate;
     metrics_t metrics;
     imgproc_opts_t imgopts;
@@ -300,6 +304,15 @@ int srv_run(const cfg_t *cfg)
         fprintf(stderr, "thumbgate: %s\n", err);
         return 1;
     }
+    if (cfg->storage_backend == CFG_BACKEND_S3) { /* the local tree becomes the bucket's cache */
+        if ((srv->s3 = s3_create(cfg, err, sizeof(err))) == NULL ||
+            (srv->s3store = s3store_create(srv->store, srv->s3, cfg->s3_revalidate_ms,
+                                           cfg->s3_cache_max)) == NULL) {
+            fprintf(stderr, "thumbgate: %s\n", srv->s3 ? "out of memory" : err);
+            goto out_store;
+        }
+        store_set_remote(srv->store, srv->s3store);
+    }
     /* bodies above the spill threshold live in an unlinked file under storage.root/tmp
      * (mmap'd by h2o), not in anonymous memory */
     h2o_socket_buffer_mmap_settings.threshold = cfg->upload_spill_bytes;
@@ -451,7 +464,8 @@ int srv_run(const cfg_t *cfg)
 
     srv->nthreads = sysfacts_loops(cfg);
     srv->threads = calloc(srv->nthreads, sizeof(*srv->threads));
-    iopool_start(IO_THREADS);
+    /* with s3, each concurrent transfer has an io thread of its own (memplan counts them) */
+    iopool_start(IO_THREADS + (srv->s3 ? cfg->s3_transfers : 0));
     unsigned started = 0;
     for (; started < srv->nthreads; started++) {
         srv->threads[started].srv = srv;
@@ -539,6 +553,8 @@ out_threads:
     heap_ring_stop();
     flight_close(srv->flight);
     srv->flight = NULL;
+    s3_destroy(srv->s3); /* first: its checker calls into s3store */
+    s3store_destroy(srv->s3store);
     store_destroy(srv->store);
     if (cfg->log_level >= CFG_LOG_INFO)
         log_event("stopped", "exit", ret, NULL);
@@ -552,6 +568,8 @@ out_gate:
 out_guard:
     connguard_destroy(srv->guard);
 out_store:
+    s3_destroy(srv->s3); /* first: its checker calls into s3store */
+    s3store_destroy(srv->s3store);
     store_destroy(srv->store);
     return ret;
 }

@@ -3,6 +3,8 @@
  * so a failed or interrupted write never damages a stored original. */
 #include "server/store.h"
 
+#include "server/s3store.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +33,7 @@ struct store {
     _Atomic uint64_t seq;
     _Atomic uint64_t epoch; /* bumped by every change a served file may depend on */
     pthread_mutex_t evict_mu;
+    struct s3store *remote; /* s3 backend: writes go through it first; NULL: local */
 };
 
 static int map_errno(int e)
@@ -447,12 +450,31 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
         goto out_unlink;
     }
     fd = -1;
-    *replaced = access(final, F_OK) == 0;
-    if (rename_into(tmp, final) != 0) {
-        ret = map_errno(errno);
+    if (st->remote != NULL && (ret = s3store_put(st->remote, key, tmp)) != 0) {
+        snprintf(err, errlen, "%s", ret == -STORE_E_UNAVAILABLE ? "the object store did not answer"
+                                                                : "the object store refused it");
+        goto out_unlink;
+    }
+    if ((ret = store_install_original(st, key, tmp, replaced)) != 0) {
         snprintf(err, errlen, "rename: %s", strerror(errno));
         goto out_unlink;
     }
+    return 0;
+
+out_unlink:
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return ret;
+}
+
+int store_install_original(store_t *st, const char *key, const char *tmp, bool *replaced)
+{
+    char final[STORE_PATH_MAX];
+    store_orig_path(st, key, final, sizeof(final));
+    *replaced = access(final, F_OK) == 0;
+    if (rename_into(tmp, final) != 0)
+        return map_errno(errno);
     atomic_fetch_add(&st->epoch, 1);
     fsync_parent(final);
 
@@ -467,12 +489,6 @@ int store_put(store_t *st, const char *key, const void *data, size_t len, bool *
     }
     atomic_fetch_add(&st->epoch, 1);
     return 0;
-
-out_unlink:
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    return ret;
 }
 
 #define LINK_MAX 600 /* a stem link holds the last segment of a key: at most 512 bytes */
@@ -519,6 +535,17 @@ static void repair_stem(store_t *st, const char *key, const char *stem, const ch
 
 int store_delete(store_t *st, const char *key)
 {
+    if (st->remote == NULL)
+        return store_delete_local(st, key);
+    int r = s3store_delete(st->remote, key);
+    if (r != 0 && r != -STORE_E_NOTFOUND)
+        return r;
+    int l = store_delete_local(st, key);
+    return r == 0 ? 0 : l; /* found in the bucket or here */
+}
+
+int store_delete_local(store_t *st, const char *key)
+{
     char final[STORE_PATH_MAX];
     store_orig_path(st, key, final, sizeof(final));
     if (unlink(final) != 0)
@@ -563,6 +590,67 @@ int store_find_source(const store_t *st, const char *stem, char *path, size_t pa
     return 0;
 }
 
+int store_stem_key(const store_t *st, const char *stem, char *key, size_t keylen)
+{
+    char link[STORE_PATH_MAX], target[LINK_MAX];
+    stem_link_path(st, stem, link, sizeof(link));
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0)
+        return -STORE_E_NOTFOUND;
+    target[n] = '\0';
+    const char *slash = strrchr(stem, '/');
+    int dirlen = slash ? (int)(slash - stem + 1) : 0;
+    snprintf(key, keylen, "%.*s%s", dirlen, stem, target);
+    return 0;
+}
+
+void store_point_stem(store_t *st, const char *key)
+{
+    char stem[520];
+    const char *base;
+    if (key_stem(key, stem, sizeof(stem), &base))
+        point_stem(st, stem, base);
+}
+
+int store_key_of_path(const store_t *st, const char *path, char *key, size_t keylen)
+{
+    size_t rl = strlen(st->root), n = strlen(path);
+    if (strncmp(path, st->root, rl) != 0 || strncmp(path + rl, "/orig/", 6) != 0 || n < rl + 7 ||
+        path[n - 1] != '@')
+        return -1;
+    size_t o = 0;
+    for (const char *p = path + rl + 6; p < path + n - 1 && o + 1 < keylen; p++) {
+        if (p[0] == '~' && p[1] == '/') { /* a cut of a long segment (map_segment) */
+            p++;
+            continue;
+        }
+        key[o++] = *p;
+    }
+    key[o] = '\0';
+    return 0;
+}
+
+void store_set_remote(store_t *st, struct s3store *rs)
+{
+    st->remote = rs;
+}
+
+struct s3store *store_remote(const store_t *st)
+{
+    return st->remote;
+}
+
+bool store_ready(const store_t *st)
+{
+    return st->remote == NULL || s3store_ready(st->remote);
+}
+
+void store_result_made(store_t *st, const char *src_path, const char *cache_path)
+{
+    if (st->remote != NULL)
+        s3store_result_made(st->remote, src_path, cache_path);
+}
+
 void store_cache_path(const store_t *st, const char *stem, const struct stat *src,
                       const char *variant, char *out, size_t outlen)
 {
@@ -594,6 +682,7 @@ static _Thread_local struct {
     time_t tmin, tmax, cutoff;
     uint64_t bucket[EVICT_BUCKETS];
     const char *stop;
+    time_t keep_after; /* files used after this are kept (0: none) */
 } ev;
 
 static unsigned bucket_of(time_t t)
@@ -625,7 +714,8 @@ static int on_ev_bucket(const char *path, const struct stat *sb, int type, struc
 
 static int on_ev_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-    if (type == FTW_F && bucket_of(sb->st_atime) <= (unsigned)ev.cutoff && unlink(path) == 0) {
+    if (type == FTW_F && bucket_of(sb->st_atime) <= (unsigned)ev.cutoff &&
+        (ev.keep_after == 0 || sb->st_atime <= ev.keep_after) && unlink(path) == 0) {
         ev.freed += (uint64_t)sb->st_size;
         ev.files_removed++;
         prune_empty_parents(path, ev.stop);
@@ -638,20 +728,19 @@ bool store_cache_over_bound(store_t *st)
     return atomic_load(&st->cache_bytes) > st->cache_max;
 }
 
-void store_cache_evict(store_t *st)
+/* Evicts the least recently used files under <root>/<tree> to 90% of @p bound; ev.total
+ * and ev.freed tell what it held and removed. */
+static void evict_tree(store_t *st, const char *tree, uint64_t bound, time_t keep_after)
 {
-    if (pthread_mutex_trylock(&st->evict_mu) != 0)
-        return; /* someone else is evicting */
-    char cache[ROOT_MAX + 16];
-    snprintf(cache, sizeof(cache), "%s/cache", st->root);
+    char dir[ROOT_MAX + 16];
+    snprintf(dir, sizeof(dir), "%s/%s", st->root, tree);
     memset(&ev, 0, sizeof(ev));
-    ev.stop = cache;
-    nftw(cache, on_ev_range, 16, FTW_PHYS);
-    atomic_store(&st->cache_bytes, ev.total);
-    uint64_t target = st->cache_max / 10 * 9;
-    if (ev.total > st->cache_max) {
-        nftw(cache, on_ev_bucket, 16, FTW_PHYS);
-        uint64_t need = ev.total - target, sum = 0;
+    ev.stop = dir;
+    ev.keep_after = keep_after;
+    nftw(dir, on_ev_range, 16, FTW_PHYS);
+    if (ev.total > bound) {
+        nftw(dir, on_ev_bucket, 16, FTW_PHYS);
+        uint64_t need = ev.total - bound / 10 * 9, sum = 0;
         ev.cutoff = 0;
         for (unsigned i = 0; i < EVICT_BUCKETS; i++) {
             sum += ev.bucket[i];
@@ -659,12 +748,32 @@ void store_cache_evict(store_t *st)
             if (sum >= need)
                 break;
         }
-        nftw(cache, on_ev_remove, 16, FTW_DEPTH | FTW_PHYS);
-        cache_sub(st, ev.freed);
-        atomic_fetch_add(&st->evictions, ev.files_removed);
+        nftw(dir, on_ev_remove, 16, FTW_DEPTH | FTW_PHYS);
         atomic_fetch_add(&st->epoch, 1);
     }
+}
+
+void store_cache_evict(store_t *st)
+{
+    if (pthread_mutex_trylock(&st->evict_mu) != 0)
+        return; /* someone else is evicting */
+    evict_tree(st, "cache", st->cache_max, 0);
+    atomic_store(&st->cache_bytes, ev.total - ev.freed);
+    atomic_fetch_add(&st->evictions, ev.files_removed);
     pthread_mutex_unlock(&st->evict_mu);
+}
+
+#define ORIG_KEEP_S 10
+
+uint64_t store_orig_evict(store_t *st, uint64_t bound)
+{
+    pthread_mutex_lock(&st->evict_mu);
+    /* a copy used in the last ORIG_KEEP_S seconds stays: it may be about to be served or
+     * decoded (a derive job re-checks its source when it commits) */
+    evict_tree(st, "orig", bound, time(NULL) - ORIG_KEEP_S);
+    uint64_t left = ev.total - ev.freed;
+    pthread_mutex_unlock(&st->evict_mu);
+    return left;
 }
 
 int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path,

@@ -29,7 +29,10 @@ enum {
     STORE_E_NOSPACE = 3,  /**< ENOSPC / EDQUOT */
     STORE_E_IO = 4,
     STORE_E_CHANGED = 5, /**< the source of a result was replaced while the result was made */
+    STORE_E_UNAVAILABLE = 6, /**< the object store (s3 backend) is down or too slow: 503 */
 };
+
+struct s3store;
 
 /** Creates the layout under @p root (mkdir -p), removes stale temp files, sizes the cache.
  *  NULL on failure with a message in @p err. Caller frees with store_destroy. */
@@ -100,5 +103,33 @@ uint64_t store_epoch(const store_t *st);
 
 /** Bytes currently held by cached results, and the number of evictions so far. */
 void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions);
+
+/* --- the s3 backend seam (s3store.h): the local tree above becomes a cache of a bucket --- */
+
+/** Makes @p st write through to (and be checked against) @p rs; NULL: local only. */
+void store_set_remote(store_t *st, struct s3store *rs);
+/** The remote half, or NULL with the local backend. */
+struct s3store *store_remote(const store_t *st);
+/** False while the object store does not answer (always true when local). */
+bool store_ready(const store_t *st);
+
+/** Installs the complete file @p tmp (in this instance's tmp/) as the original of @p key:
+ *  rename, stem index, the stem's old results dropped. 0 or -STORE_E_*. */
+int store_install_original(store_t *st, const char *key, const char *tmp, bool *replaced);
+/** store_delete without the remote half: the local copy and its results. */
+int store_delete_local(store_t *st, const char *key);
+/** The key of the original the stem index of @p stem names (0), or -STORE_E_NOTFOUND. */
+int store_stem_key(const store_t *st, const char *stem, char *key, size_t keylen);
+/** Points the stem index of @p key's stem at @p key. */
+void store_point_stem(store_t *st, const char *key);
+/** The key whose original is at @p path (store_orig_path's inverse). 0 or -1. */
+int store_key_of_path(const store_t *st, const char *path, char *key, size_t keylen);
+/** s3 backend: the local originals are copies; evicts the least recently used (atime) to
+ *  90% of @p bound, but none used in the last 10 s (it may be in use). Returns the bytes
+ *  left. Slow (walks orig/): off the event loops. */
+uint64_t store_orig_evict(store_t *st, uint64_t bound);
+/** A derived result at @p cache_path was made from @p src_path: published to the bucket
+ *  (in the background) when remote; nothing when local. */
+void store_result_made(store_t *st, const char *src_path, const char *cache_path);
 
 #endif

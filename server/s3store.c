@@ -1,0 +1,385 @@
+/* s3store — the s3 backend (see s3store.h). */
+#include "server/s3store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/iopool.h"
+
+#define XATTR_ETAG "user.thumbgate.etag"
+#define OBJ_MAX (STORE_PATH_MAX + 200)
+
+struct s3store {
+    store_t *st;
+    s3_t *s3;
+    uint64_t revalidate_ms;
+    uint64_t orig_max;           /* storage.s3.cache_max: local copies of originals */
+    _Atomic uint64_t orig_bytes; /* about what orig/ holds (recounted by each eviction) */
+    _Atomic bool evicting;
+    pthread_mutex_t mu;
+    struct {
+        uint64_t hash, until_ms;
+    } fresh[S3STORE_SLOTS]; /* under mu */
+};
+
+static void account(s3store_t *rs, uint64_t bytes);
+static void tick(void *arg);
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t hash2(char kind, const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    h = (h ^ (unsigned char)kind) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static bool is_fresh(s3store_t *rs, char kind, const char *s)
+{
+    uint64_t h = hash2(kind, s), now = now_ms();
+    pthread_mutex_lock(&rs->mu);
+    bool ok = rs->fresh[h % S3STORE_SLOTS].hash == h && rs->fresh[h % S3STORE_SLOTS].until_ms > now;
+    pthread_mutex_unlock(&rs->mu);
+    return ok;
+}
+
+/* @p until: when the check was made (taken before it started: a change after is not missed) */
+static void mark(s3store_t *rs, char kind, const char *s, uint64_t checked_ms)
+{
+    uint64_t h = hash2(kind, s);
+    pthread_mutex_lock(&rs->mu);
+    rs->fresh[h % S3STORE_SLOTS].hash = h;
+    rs->fresh[h % S3STORE_SLOTS].until_ms = checked_ms + rs->revalidate_ms;
+    pthread_mutex_unlock(&rs->mu);
+}
+
+static void forget(s3store_t *rs, char kind, const char *s)
+{
+    uint64_t h = hash2(kind, s);
+    pthread_mutex_lock(&rs->mu);
+    if (rs->fresh[h % S3STORE_SLOTS].hash == h)
+        rs->fresh[h % S3STORE_SLOTS].hash = 0;
+    pthread_mutex_unlock(&rs->mu);
+}
+
+static int map_s3(int r)
+{
+    return r == S3_OK              ? 0
+           : r == S3_E_NOTFOUND    ? -STORE_E_NOTFOUND
+           : r == S3_E_UNAVAILABLE ? -STORE_E_UNAVAILABLE
+                                   : -STORE_E_IO;
+}
+
+/* The stem of @p key: before the last '.' of its last segment. false without one. */
+static bool stem_of(const char *key, char *stem, size_t n)
+{
+    const char *slash = strrchr(key, '/'), *base = slash ? slash + 1 : key;
+    const char *dot = strrchr(base, '.');
+    if (dot == NULL || dot == base)
+        return false;
+    snprintf(stem, n, "%.*s", (int)(dot - key), key);
+    return true;
+}
+
+static bool local_etag(const char *path, char *etag, size_t n)
+{
+    ssize_t l = getxattr(path, XATTR_ETAG, etag, n - 1);
+    if (l <= 0)
+        return false;
+    etag[l] = '\0';
+    return true;
+}
+
+s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms, uint64_t orig_max)
+{
+    s3store_t *rs = calloc(1, sizeof(*rs));
+    if (rs == NULL)
+        return NULL;
+    rs->st = st;
+    rs->s3 = s3;
+    rs->revalidate_ms = revalidate_ms;
+    rs->orig_max = orig_max;
+    pthread_mutex_init(&rs->mu, NULL);
+    atomic_store(&rs->orig_bytes, store_orig_evict(st, orig_max)); /* counts, trims if over */
+    s3_set_tick(s3, tick, rs); /* copies kept for being in use are evicted later */
+    return rs;
+}
+
+static void evict_run(void *arg)
+{
+    s3store_t *rs = arg;
+    uint64_t before = atomic_load(&rs->orig_bytes);
+    uint64_t left = store_orig_evict(rs->st, rs->orig_max);
+    atomic_store(&rs->orig_bytes, left);
+    if (left < before) { /* an evicted copy must be fetched again, not trusted as fresh */
+        pthread_mutex_lock(&rs->mu);
+        memset(rs->fresh, 0, sizeof(rs->fresh));
+        pthread_mutex_unlock(&rs->mu);
+    }
+    atomic_store(&rs->evicting, false);
+}
+
+/* the checker's cadence: still over the bound (copies kept because in use), try again */
+static void tick(void *arg)
+{
+    account(arg, 0);
+}
+
+/* @p bytes more local copies: over storage.s3.cache_max, the oldest go (off this thread) */
+static void account(s3store_t *rs, uint64_t bytes)
+{
+    bool no = false;
+    if (atomic_fetch_add(&rs->orig_bytes, bytes) + bytes > rs->orig_max &&
+        atomic_compare_exchange_strong(&rs->evicting, &no, true))
+        iopool_submit_detached(evict_run, rs);
+}
+
+void s3store_destroy(s3store_t *rs)
+{
+    if (rs == NULL)
+        return;
+    pthread_mutex_destroy(&rs->mu);
+    free(rs);
+}
+
+bool s3store_ready(s3store_t *rs)
+{
+    return s3_ready(rs->s3);
+}
+
+bool s3store_down(s3store_t *rs)
+{
+    return s3_down(rs->s3);
+}
+
+int s3store_put(s3store_t *rs, const char *key, const char *tmp)
+{
+    char obj[OBJ_MAX], stem[520];
+    uint64_t t0 = now_ms();
+    snprintf(obj, sizeof(obj), "orig/%s", key);
+    s3_meta_t m;
+    int r = s3_put_file(rs->s3, obj, tmp, &m);
+    if (r != S3_OK)
+        return map_s3(r);
+    if (m.etag[0] != '\0')
+        setxattr(tmp, XATTR_ETAG, m.etag, strlen(m.etag), 0);
+    account(rs, m.size);
+    mark(rs, 'k', key, t0);
+    if (stem_of(key, stem, sizeof(stem))) {
+        mark(rs, 's', stem, t0);
+        /* results of the stem's older originals are for nobody now (best effort) */
+        char prefix[OBJ_MAX], keep[120];
+        snprintf(prefix, sizeof(prefix), "derived/%s~/", stem);
+        snprintf(keep, sizeof(keep), "~/%s/", m.etag);
+        s3_delete_prefix(rs->s3, prefix, m.etag[0] ? keep : NULL);
+    }
+    return 0;
+}
+
+int s3store_delete(s3store_t *rs, const char *key)
+{
+    char obj[OBJ_MAX], stem[520];
+    snprintf(obj, sizeof(obj), "orig/%s", key);
+    int r = s3_head(rs->s3, obj, NULL);
+    if (r == S3_OK)
+        r = s3_delete(rs->s3, obj);
+    if (r != S3_OK && r != S3_E_NOTFOUND)
+        return map_s3(r);
+    bool found = r == S3_OK;
+    if (stem_of(key, stem, sizeof(stem))) {
+        char prefix[OBJ_MAX];
+        snprintf(prefix, sizeof(prefix), "derived/%s~/", stem);
+        int d = s3_delete_prefix(rs->s3, prefix, NULL);
+        if (d != S3_OK)
+            return map_s3(d); /* the original is gone; its results are retried by a DELETE */
+        forget(rs, 's', stem);
+    }
+    forget(rs, 'k', key);
+    return found ? 0 : -STORE_E_NOTFOUND;
+}
+
+/* The local copy of @p key follows the bucket. @p listed_etag: the object's ETag from a
+ * listing (no HEAD needed), or NULL. */
+static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
+{
+    char obj[OBJ_MAX], path[STORE_PATH_MAX], have[100] = "";
+    snprintf(obj, sizeof(obj), "orig/%s", key);
+    store_orig_path(rs->st, key, path, sizeof(path));
+    struct stat sb;
+    bool local = stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (local)
+        local_etag(path, have, sizeof(have));
+    s3_meta_t m = {0};
+    int r = S3_OK;
+    if (listed_etag != NULL)
+        snprintf(m.etag, sizeof(m.etag), "%s", listed_etag);
+    else
+        r = s3_head(rs->s3, obj, &m);
+    if (r == S3_E_NOTFOUND) {
+        if (local)
+            store_delete_local(rs->st, key); /* deleted through another node */
+        return 0;
+    }
+    if (r != S3_OK)
+        return map_s3(r);
+    if (local && have[0] != '\0' && strcmp(have, m.etag) == 0) {
+        store_cache_touch(path, &sb); /* recency for the copies' LRU */
+        return 0;
+    }
+    char tmp[STORE_PATH_MAX];
+    int e = store_tmp_file(rs->st, tmp, sizeof(tmp));
+    if (e != 0)
+        return e;
+    if ((r = s3_get_file(rs->s3, obj, tmp, &m)) != S3_OK) {
+        unlink(tmp);
+        return r == S3_E_NOTFOUND ? 0 : map_s3(r);
+    }
+    setxattr(tmp, XATTR_ETAG, m.etag, strlen(m.etag), 0);
+    if (m.last_modified > 0) { /* Last-Modified of the object, on every node */
+        struct timespec t[2] = {{.tv_nsec = UTIME_NOW}, {.tv_sec = m.last_modified}};
+        utimensat(AT_FDCWD, tmp, t, 0);
+    }
+    bool replaced;
+    if ((e = store_install_original(rs->st, key, tmp, &replaced)) != 0)
+        unlink(tmp);
+    else
+        account(rs, m.size);
+    return e;
+}
+
+typedef struct {
+    size_t prefix_len;
+    char best[1100], etag[100];
+    time_t best_lm;
+} pick_t;
+
+/* the newest "<stem>.<ext>" (ext without '.' or '/') under the listed prefix */
+static int on_candidate(void *arg, const char *key, const char *etag, time_t lm)
+{
+    pick_t *p = arg;
+    const char *ext = key + p->prefix_len;
+    if (*ext == '\0' || strpbrk(ext, "./") != NULL)
+        return 0;
+    if (p->best[0] == '\0' || lm > p->best_lm) {
+        snprintf(p->best, sizeof(p->best), "%s", key + 5); /* without "orig/" */
+        snprintf(p->etag, sizeof(p->etag), "%s", etag);
+        p->best_lm = lm;
+    }
+    return 0;
+}
+
+static int sync_stem(s3store_t *rs, const char *stem)
+{
+    char prefix[OBJ_MAX];
+    snprintf(prefix, sizeof(prefix), "orig/%s.", stem);
+    pick_t p = {.prefix_len = strlen(prefix)};
+    int r = s3_list(rs->s3, prefix, on_candidate, &p);
+    if (r != S3_OK)
+        return map_s3(r);
+    if (p.best[0] == '\0') {
+        char lkey[1100];
+        if (store_stem_key(rs->st, stem, lkey, sizeof(lkey)) == 0)
+            return sync_key(rs, lkey, NULL); /* gone from the bucket: goes here too */
+        return 0;
+    }
+    if ((r = sync_key(rs, p.best, p.etag[0] ? p.etag : NULL)) != 0)
+        return r;
+    store_point_stem(rs->st, p.best);
+    return 0;
+}
+
+/* A result another node made and published: copied into the local cache. */
+static int fetch_derived(s3store_t *rs, const char *stem, const char *variant)
+{
+    char src[STORE_PATH_MAX], cache[STORE_PATH_MAX], etag[100], obj[OBJ_MAX + 200];
+    struct stat sb;
+    if (store_find_source(rs->st, stem, src, sizeof(src), &sb) != 0 ||
+        !local_etag(src, etag, sizeof(etag)))
+        return 0;
+    store_cache_path(rs->st, stem, &sb, variant, cache, sizeof(cache));
+    if (access(cache, F_OK) == 0)
+        return 0;
+    snprintf(obj, sizeof(obj), "derived/%s~/%s/%s", stem, etag, variant);
+    char tmp[STORE_PATH_MAX];
+    if (store_tmp_file(rs->st, tmp, sizeof(tmp)) != 0)
+        return 0;
+    int r = s3_get_file(rs->s3, obj, tmp, NULL);
+    if (r == S3_OK)
+        store_cache_commit(rs->st, tmp, cache, src, &sb);
+    else
+        unlink(tmp);
+    return r == S3_E_UNAVAILABLE ? -STORE_E_UNAVAILABLE : 0;
+}
+
+bool s3store_fresh(s3store_t *rs, const char *key, const char *stem)
+{
+    return is_fresh(rs, 'k', key) && (stem == NULL || is_fresh(rs, 's', stem));
+}
+
+int s3store_sync(s3store_t *rs, const char *key, const char *stem, const char *variant)
+{
+    uint64_t t0 = now_ms();
+    int r;
+    if (!is_fresh(rs, 'k', key)) {
+        if ((r = sync_key(rs, key, NULL)) != 0)
+            return r;
+        mark(rs, 'k', key, t0);
+    }
+    if (stem == NULL)
+        return 0;
+    char path[STORE_PATH_MAX];
+    store_orig_path(rs->st, key, path, sizeof(path));
+    if (access(path, F_OK) == 0)
+        return 0; /* an exact key wins over the derived grammar */
+    if (!is_fresh(rs, 's', stem)) {
+        if ((r = sync_stem(rs, stem)) != 0)
+            return r;
+        mark(rs, 's', stem, t0);
+    }
+    return variant != NULL ? fetch_derived(rs, stem, variant) : 0;
+}
+
+struct publish {
+    s3store_t *rs;
+    char src[STORE_PATH_MAX], cache[STORE_PATH_MAX];
+};
+
+static void publish_run(void *arg)
+{
+    struct publish *p = arg;
+    char key[1100], stem[1100], etag[100], obj[OBJ_MAX + 200];
+    const char *variant = strrchr(p->cache, '/');
+    if (variant != NULL && store_key_of_path(p->rs->st, p->src, key, sizeof(key)) == 0 &&
+        stem_of(key, stem, sizeof(stem)) && local_etag(p->src, etag, sizeof(etag))) {
+        snprintf(obj, sizeof(obj), "derived/%s~/%s/%s", stem, etag, variant + 1);
+        s3_put_file(p->rs->s3, obj, p->cache, NULL); /* best effort: others derive it too */
+    }
+    free(p);
+}
+
+void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_path)
+{
+    struct publish *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return;
+    p->rs = rs;
+    snprintf(p->src, sizeof(p->src), "%s", src_path);
+    snprintf(p->cache, sizeof(p->cache), "%s", cache_path);
+    iopool_submit_detached(publish_run, p);
+}
