@@ -21,6 +21,7 @@
 #include "server/jobmeter.h"
 #include "server/json.h"
 #include "server/http.h"
+#include "server/mezz.h"
 #include "server/room.h"
 #include "server/route.h"
 
@@ -36,6 +37,7 @@ typedef struct {
     adm_gate_t *gate;
     metrics_t *metrics;
     const imgproc_opts_t *imgopts;
+    imgproc_opts_t level_opts; /* imgopts with mezzanine.quality: what levels are made with */
     struct flight *flight;
     pthread_mutex_t coalesce_mu;
     /* in-flight jobs by cache path (coalescing), zeroed with the handler; under coalesce_mu */
@@ -103,6 +105,8 @@ struct derive_job {
     char cache_path[STORE_PATH_MAX];
     char what[ROUTE_KEY_MAX + 64]; /* "<stem> <variant>" for the flight recorder */
     imgproc_job_t ij;
+    const imgproc_opts_t *opts;
+    bool level; /* makes a mezzanine level (mezz.h): nobody waits for it */
     waiter_t *waiters;
     derive_job_t *map_next;
     uint64_t submitted_ms;
@@ -203,7 +207,7 @@ static outcome_t make_result(derive_t *srv, derive_job_t *job)
     imgproc_out_t res;
     imgproc_err_t ierr = {0};
     outcome_t out = {.ok = true};
-    r = imgproc_run_fd(job->src_fd, &job->ij, srv->imgopts, tmp, &res, &ierr);
+    r = imgproc_run_fd(job->src_fd, &job->ij, job->opts, tmp, &res, &ierr);
     if (r == -IMGPROC_E_IO && store_out_of_space(srv->store))
         out = fail(ERR_STORE, STORE_E_NOSPACE, "no space left to store the result");
     else if (r != 0)
@@ -229,6 +233,7 @@ static void job_run(adm_job_t *_job)
     bool anyone = false;
     for (waiter_t *w = job->waiters; w; w = w->next)
         anyone |= !srv__client_gone_fd(w->fd);
+    anyone |= job->level;
     if (!anyone) {
         /* every client went away while the job waited: do not decode for nobody */
         atomic_fetch_add_explicit(&srv->metrics->jobs_dropped_gone, 1, memory_order_relaxed);
@@ -254,6 +259,8 @@ static void job_run(adm_job_t *_job)
     if (!out.ok && out.domain == ERR_IMGPROC &&
         (out.err == IMGPROC_E_TIMEOUT || out.err == -IMGPROC_E_TIMEOUT))
         atomic_fetch_add_explicit(&srv->metrics->jobs_timed_out, 1, memory_order_relaxed);
+    if (out.ok && job->level)
+        atomic_fetch_add_explicit(&srv->metrics->mezz_made, 1, memory_order_relaxed);
     if (!out.ok) {
         atomic_fetch_add_explicit(&srv->metrics->jobs_failed, 1, memory_order_relaxed);
         if (srv->cfg->log_level >= CFG_LOG_WARN) {
@@ -415,6 +422,82 @@ static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgpro
     h->until_ms = adm_now_ms() + HIT_TTL_MS;
 }
 
+/* Submits the job that makes the mezzanine level @p lpath of @p orig's original (opened
+ * by @p job) from the original, admitted like any job; nobody waits for it. Skipped when
+ * one is already in flight or admission refuses it. */
+static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
+                       const imgproc_probe_t *orig, const imgproc_job_t *lj, const char *lpath)
+{
+    derive_job_t *lvl = calloc(1, sizeof(*lvl));
+    if (lvl == NULL || (lvl->src_fd = dup(job->src_fd)) < 0) {
+        free(lvl);
+        return;
+    }
+    lvl->srv = srv;
+    memcpy(lvl->src, job->src, sizeof(lvl->src));
+    lvl->src_st = job->src_st;
+    snprintf(lvl->cache_path, sizeof(lvl->cache_path), "%s", lpath);
+    snprintf(lvl->what, sizeof(lvl->what), "%s %s", stem, strrchr(lpath, '/') + 1);
+    lvl->ij = *lj;
+    lvl->ij.timeout_ms = job->ij.timeout_ms;
+    lvl->ij.max_pixels = job->ij.max_pixels;
+    lvl->opts = &srv->level_opts;
+    lvl->level = true;
+    lvl->super.estimate = jobmeter_scaled(srv->metrics->meter, imgproc_estimate(orig, &lvl->ij));
+    lvl->super.run = job_run;
+    lvl->super.on_expire = job_expire;
+    lvl->submitted_ms = adm_now_ms();
+    pthread_mutex_lock(&srv->coalesce_mu);
+    if (map_find(srv, lvl->cache_path) != NULL) {
+        pthread_mutex_unlock(&srv->coalesce_mu);
+        job_free(lvl);
+        return;
+    }
+    size_t b = hash_path(lvl->cache_path);
+    lvl->map_next = srv->jobs[b];
+    srv->jobs[b] = lvl;
+    bool queued;
+    if (adm_submit(srv->gate, &lvl->super, lvl->submitted_ms, &queued) != 0) {
+        map_remove(srv, lvl);
+        job_free(lvl);
+        atomic_fetch_add_explicit(&srv->metrics->mezz_refused, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&srv->coalesce_mu);
+}
+
+/* The source of @p job: its original's mezzanine level when there is one that may serve
+ * the request (then @p probe becomes the level's, so the estimate is the level's, and the
+ * job runs on the level with the original's output dimensions), else the original; a
+ * missing level is made for the next requests. */
+static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgproc_probe_t *probe)
+{
+    imgproc_job_t lj, onl;
+    if (!mezz_level_job(srv->cfg, probe, &lj))
+        return;
+    char variant[64], lpath[STORE_PATH_MAX];
+    mezz_variant(srv->cfg, variant, sizeof(variant));
+    store_cache_path(srv->store, stem, &job->src_st, variant, lpath, sizeof(lpath));
+    int fd = open(lpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        make_level(srv, stem, job, probe, &lj, lpath);
+        return;
+    }
+    imgproc_probe_t lp;
+    imgproc_err_t ierr;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || imgproc_probe_fd(fd, &lp, &ierr) != 0 ||
+        !mezz_job_on_level(srv->cfg, probe, &job->ij, &lp, &onl)) {
+        close(fd);
+        return;
+    }
+    close(job->src_fd);
+    job->src_fd = fd;
+    job->ij = onl;
+    *probe = lp;
+    store_cache_touch(lpath, &sb); /* a level in use stays in the cache */
+    atomic_fetch_add_explicit(&srv->metrics->mezz_used, 1, memory_order_relaxed);
+}
+
 static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
 {
     const cfg_t *cfg = srv->cfg;
@@ -506,6 +589,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
         return;
     }
     job->srv = srv;
+    job->opts = srv->imgopts;
+    from_level(srv, rt->stem, job, &probe); /* may switch the source to the mezzanine level */
     /* (jobmeter_scaled: a test-only knob that makes estimates too low; identity otherwise) */
     job->super.estimate = jobmeter_scaled(srv->metrics->meter, imgproc_estimate(&probe, &job->ij));
     job->super.run = job_run;
@@ -648,6 +733,8 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     srv->gate = s->gate;
     srv->metrics = s->metrics;
     srv->imgopts = s->imgopts;
+    srv->level_opts = *s->imgopts;
+    srv->level_opts.jpeg_quality = s->cfg->mezz_quality;
     srv->flight = s->flight;
     pthread_mutex_init(&srv->coalesce_mu, NULL);
     for (size_t i = 0; i < pathconf->handlers.size; i++)

@@ -27,6 +27,7 @@ struct store {
     char spill_template[ROOT_MAX + 128];
     uint64_t cache_max;
     _Atomic uint64_t cache_bytes;
+    _Atomic uint64_t level_bytes, level_files; /* the part of the cache that is levels */
     _Atomic uint64_t evictions;
     _Atomic uint64_t seq;
     _Atomic uint64_t epoch; /* bumped by every change a served file may depend on */
@@ -109,12 +110,45 @@ static void prune_empty_parents(const char *path, const char *stop)
 }
 
 static _Thread_local uint64_t tl_freed; /* bytes removed by the current remove_tree walk */
+/* bytes and files of mezzanine levels removed or counted by the current walk */
+static _Thread_local uint64_t tl_level_bytes, tl_level_files;
+
+/* A cached file named "@..." is a mezzanine level (mezz.h), not a result. */
+static bool is_level(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b != NULL && b[1] == STORE_LEVEL_MARK;
+}
+
+static void level_count(const char *path, const struct stat *sb)
+{
+    if (is_level(path)) {
+        tl_level_bytes += (uint64_t)sb->st_size;
+        tl_level_files++;
+    }
+}
+
+static void atomic_sub_floor(_Atomic uint64_t *v, uint64_t n)
+{
+    uint64_t cur = atomic_load(v);
+    while (!atomic_compare_exchange_weak(v, &cur, cur > n ? cur - n : 0))
+        ;
+}
+
+/* Takes the levels the last walk removed off the level counters. */
+static void level_sub_walk(store_t *st)
+{
+    atomic_sub_floor(&st->level_bytes, tl_level_bytes);
+    atomic_sub_floor(&st->level_files, tl_level_files);
+}
 
 static int on_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
     if (type == FTW_F || type == FTW_SL) {
-        if (unlink(path) == 0 && type == FTW_F)
+        if (unlink(path) == 0 && type == FTW_F) {
             tl_freed += (uint64_t)sb->st_size;
+            level_count(path, sb);
+        }
     } else if (type == FTW_DP) {
         rmdir(path);
     }
@@ -124,7 +158,7 @@ static int on_remove(const char *path, const struct stat *sb, int type, struct F
 /* rm -rf; returns the bytes of regular files removed. */
 static uint64_t remove_tree(const char *path)
 {
-    tl_freed = 0;
+    tl_freed = tl_level_bytes = tl_level_files = 0;
     nftw(path, on_remove, 16, FTW_DEPTH | FTW_PHYS);
     return tl_freed;
 }
@@ -182,8 +216,10 @@ static void cache_sub(store_t *st, uint64_t n)
 static _Thread_local uint64_t tl_sum;
 static int on_sum(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-    if (type == FTW_F)
+    if (type == FTW_F) {
         tl_sum += (uint64_t)sb->st_size;
+        level_count(path, sb);
+    }
     return 0;
 }
 
@@ -240,9 +276,11 @@ store_t *store_create(const char *root, uint64_t cache_max, char *err, size_t er
     st->cache_max = cache_max;
     char cache[ROOT_MAX + 16];
     snprintf(cache, sizeof(cache), "%s/cache", st->root);
-    tl_sum = 0;
+    tl_sum = tl_level_bytes = tl_level_files = 0;
     nftw(cache, on_sum, 16, FTW_PHYS);
     atomic_store(&st->cache_bytes, tl_sum);
+    atomic_store(&st->level_bytes, tl_level_bytes);
+    atomic_store(&st->level_files, tl_level_files);
     pthread_mutex_init(&st->evict_mu, NULL);
     return st;
 }
@@ -385,6 +423,7 @@ static void drop_stem_cache(store_t *st, const char *stem, const char *keep)
             continue;
         snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
         cache_sub(st, remove_tree(p));
+        level_sub_walk(st);
     }
     if (d)
         closedir(d);
@@ -608,6 +647,7 @@ static int on_ev_range(const char *path, const struct stat *sb, int type, struct
 {
     if (type == FTW_F) {
         ev.total += (uint64_t)sb->st_size;
+        level_count(path, sb);
         if (ev.tmin == 0 || sb->st_atime < ev.tmin)
             ev.tmin = sb->st_atime;
         if (sb->st_atime > ev.tmax)
@@ -627,6 +667,7 @@ static int on_ev_remove(const char *path, const struct stat *sb, int type, struc
 {
     if (type == FTW_F && bucket_of(sb->st_atime) <= (unsigned)ev.cutoff && unlink(path) == 0) {
         ev.freed += (uint64_t)sb->st_size;
+        level_count(path, sb);
         ev.files_removed++;
         prune_empty_parents(path, ev.stop);
     }
@@ -646,11 +687,15 @@ void store_cache_evict(store_t *st)
     snprintf(cache, sizeof(cache), "%s/cache", st->root);
     memset(&ev, 0, sizeof(ev));
     ev.stop = cache;
+    tl_level_bytes = tl_level_files = 0;
     nftw(cache, on_ev_range, 16, FTW_PHYS);
     atomic_store(&st->cache_bytes, ev.total);
+    atomic_store(&st->level_bytes, tl_level_bytes);
+    atomic_store(&st->level_files, tl_level_files);
     uint64_t target = st->cache_max / 10 * 9;
     if (ev.total > st->cache_max) {
         nftw(cache, on_ev_bucket, 16, FTW_PHYS);
+        tl_level_bytes = tl_level_files = 0;
         uint64_t need = ev.total - target, sum = 0;
         ev.cutoff = 0;
         for (unsigned i = 0; i < EVICT_BUCKETS; i++) {
@@ -661,6 +706,7 @@ void store_cache_evict(store_t *st)
         }
         nftw(cache, on_ev_remove, 16, FTW_DEPTH | FTW_PHYS);
         cache_sub(st, ev.freed);
+        level_sub_walk(st);
         atomic_fetch_add(&st->evictions, ev.files_removed);
         atomic_fetch_add(&st->epoch, 1);
     }
@@ -697,6 +743,13 @@ int store_cache_commit(store_t *st, const char *tmp, const char *final, const ch
     atomic_fetch_add(&st->cache_bytes, (uint64_t)res.st_size);
     if (replacing) /* the same result made twice: count it once */
         cache_sub(st, (uint64_t)old.st_size);
+    if (is_level(final)) {
+        atomic_fetch_add(&st->level_bytes, (uint64_t)res.st_size);
+        if (replacing)
+            atomic_sub_floor(&st->level_bytes, (uint64_t)old.st_size);
+        else
+            atomic_fetch_add(&st->level_files, 1);
+    }
     return 0;
 }
 
@@ -729,4 +782,10 @@ void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions)
 {
     *bytes = atomic_load(&st->cache_bytes);
     *evictions = atomic_load(&st->evictions);
+}
+
+void store_level_stats(store_t *st, uint64_t *bytes, uint64_t *files)
+{
+    *bytes = atomic_load(&st->level_bytes);
+    *files = atomic_load(&st->level_files);
 }

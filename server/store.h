@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 
 #define STORE_PATH_MAX 1400
+/** First character of a cached file name that is a mezzanine level, not a result. */
+#define STORE_LEVEL_MARK '@'
 
 typedef struct store store_t;
 
@@ -100,5 +102,9 @@ uint64_t store_epoch(const store_t *st);
 
 /** Bytes currently held by cached results, and the number of evictions so far. */
 void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions);
+
+/** The part of the cache that is mezzanine levels (cached files named "@...", mezz.h):
+ *  bytes and files. Counted in store_cache_stats' bytes too, and evicted like results. */
+void store_level_stats(store_t *st, uint64_t *bytes, uint64_t *files);
 
 #endif
