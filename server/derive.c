@@ -422,12 +422,16 @@ static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgpro
     h->until_ms = adm_now_ms() + HIT_TTL_MS;
 }
 
-/* Submits the job that makes the mezzanine level @p lpath of @p orig's original (opened
- * by @p job) from the original, admitted like any job; nobody waits for it. Skipped when
- * one is already in flight or admission refuses it. */
+/* Submits the job @p lj that makes the mezzanine level of @p job's original (probed as
+ * @p orig, opened by @p job) from the original, admitted like any job; nobody waits for
+ * it. Skipped when one is already in flight or admission refuses it. Called with
+ * coalesce_mu held, right after @p job was submitted (it cannot finish meanwhile). */
 static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
-                       const imgproc_probe_t *orig, const imgproc_job_t *lj, const char *lpath)
+                       const imgproc_probe_t *orig, const imgproc_job_t *lj)
 {
+    char variant[64], lpath[STORE_PATH_MAX];
+    mezz_variant(srv->cfg, variant, sizeof(variant));
+    store_cache_path(srv->store, stem, &job->src_st, variant, lpath, sizeof(lpath));
     derive_job_t *lvl = calloc(1, sizeof(*lvl));
     if (lvl == NULL || (lvl->src_fd = dup(job->src_fd)) < 0) {
         free(lvl);
@@ -447,9 +451,7 @@ static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
     lvl->super.run = job_run;
     lvl->super.on_expire = job_expire;
     lvl->submitted_ms = adm_now_ms();
-    pthread_mutex_lock(&srv->coalesce_mu);
     if (map_find(srv, lvl->cache_path) != NULL) {
-        pthread_mutex_unlock(&srv->coalesce_mu);
         job_free(lvl);
         return;
     }
@@ -462,16 +464,20 @@ static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
         job_free(lvl);
         atomic_fetch_add_explicit(&srv->metrics->mezz_refused, 1, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&srv->coalesce_mu);
 }
 
 /* The source of @p job: its original's mezzanine level when there is one that may serve
  * the request (then @p probe becomes the level's, so the estimate is the level's, and the
- * job runs on the level with the original's output dimensions), else the original; a
- * missing level is made for the next requests. */
-static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgproc_probe_t *probe)
+ * job runs on the level with the original's output dimensions), else the original. A
+ * missing level is made for the next requests once a second size of the original is asked
+ * for (its cache generation directory exists): an original asked for once never pays the
+ * level's decode: then @p want_level is the level job, which the caller submits right
+ * after @p job. */
+static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgproc_probe_t *probe,
+                       imgproc_job_t *want_level)
 {
     imgproc_job_t lj, onl;
+    want_level->op = IMGPROC_OP_CONVERT; /* CONVERT: no level job wanted */
     if (!mezz_level_job(srv->cfg, probe, &lj))
         return;
     char variant[64], lpath[STORE_PATH_MAX];
@@ -479,7 +485,12 @@ static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgpr
     store_cache_path(srv->store, stem, &job->src_st, variant, lpath, sizeof(lpath));
     int fd = open(lpath, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        make_level(srv, stem, job, probe, &lj, lpath);
+        char *slash = strrchr(lpath, '/');
+        *slash = '\0';
+        bool seen = access(lpath, F_OK) == 0; /* a result of this original exists */
+        *slash = '/';
+        if (seen)
+            *want_level = lj;
         return;
     }
     imgproc_probe_t lp;
@@ -590,7 +601,9 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
     }
     job->srv = srv;
     job->opts = srv->imgopts;
-    from_level(srv, rt->stem, job, &probe); /* may switch the source to the mezzanine level */
+    imgproc_job_t want_level; /* the level job to submit after this one, if not CONVERT */
+    imgproc_probe_t orig = probe;
+    from_level(srv, rt->stem, job, &probe, &want_level); /* may switch the source to the level */
     /* (jobmeter_scaled: a test-only knob that makes estimates too low; identity otherwise) */
     job->super.estimate = jobmeter_scaled(srv->metrics->meter, imgproc_estimate(&probe, &job->ij));
     job->super.run = job_run;
@@ -647,6 +660,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
             return;
         }
     }
+    if (want_level.op != IMGPROC_OP_CONVERT)
+        make_level(srv, rt->stem, job, &orig, &want_level);
     pthread_mutex_unlock(&srv->coalesce_mu);
     srv__set_env(req, "TG_ADMISSION", queued ? "queued" : "admitted");
     h2o_linklist_insert(&l->waiters, &w->link);

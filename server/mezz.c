@@ -60,11 +60,22 @@ bool mezz_job_on_level(const cfg_t *cfg, const imgproc_probe_t *orig, const imgp
     double s = ow / W > oh / H ? ow / W : oh / H;
     if (lw < cfg->mezz_k * s * W || lh < cfg->mezz_k * s * H)
         return false;
-    *out = *req;
-    if (gives(lvl, out, ow, oh))
-        return true;
-    out->op = IMGPROC_OP_COVER;
-    out->width = ow;
-    out->height = oh;
-    return gives(lvl, out, ow, oh);
+    /* the request itself, else a fit whose rounding lands on the same size, else the
+     * cover-crop to it (which may shift the content by a fraction of a pixel) */
+    const imgproc_job_t tries[] = {
+        *req,
+        {.op = IMGPROC_OP_FIT, .width = ow, .height = 0},
+        {.op = IMGPROC_OP_FIT, .width = 0, .height = oh},
+        {.op = IMGPROC_OP_FIT, .width = ow, .height = oh},
+        {.op = IMGPROC_OP_COVER, .width = ow, .height = oh},
+    };
+    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+        *out = *req;
+        out->op = tries[i].op;
+        out->width = tries[i].width;
+        out->height = tries[i].height;
+        if (gives(lvl, out, ow, oh))
+            return true;
+    }
+    return false;
 }

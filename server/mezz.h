@@ -26,8 +26,9 @@ bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t
 /** True when the level probed as @p lvl may serve @p req (a job on the original @p orig):
  *  not a conversion, and the level at least mezzanine.k times the output's scale on both
  *  axes. Then @p out is the job to run on the level, whose output dimensions are exactly
- *  imgproc_output_dims(orig, req): @p req itself when it gives them on the level, else the
- *  cover-crop to those dimensions (a fit whose rounding differs on the level). */
+ *  imgproc_output_dims(orig, req): @p req itself when it gives them on the level, else a
+ *  fit to one or both of those sides whose rounding lands on them, else the cover-crop to
+ *  them (false when none does). */
 bool mezz_job_on_level(const cfg_t *cfg, const imgproc_probe_t *orig, const imgproc_job_t *req,
                        const imgproc_probe_t *lvl, imgproc_job_t *out);
 
