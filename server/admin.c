@@ -227,7 +227,7 @@ static void render_metrics(const room_services_t *srv, FILE *o)
           "Bytes of mezzanine levels on disk (part of thumbgate_cache_bytes).", (double)lbytes);
     gauge(o, "thumbgate_mezzanine_levels", "Mezzanine levels on disk.", (double)lfiles);
     counter(o, "thumbgate_mezzanine_made_total", "Mezzanine levels made.", LOAD(m->mezz_made));
-    counter(o, "thumbgate_mezzanine_used_total", "Derived jobs made from a mezzanine level.",
+    counter(o, "thumbgate_mezzanine_used_total", "Derived results made from a mezzanine level.",
             LOAD(m->mezz_used));
     counter(o, "thumbgate_mezzanine_refused_total",
             "Level jobs admission refused (queue full or over the budget).", LOAD(m->mezz_refused));

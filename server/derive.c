@@ -106,7 +106,8 @@ struct derive_job {
     char what[ROUTE_KEY_MAX + 64]; /* "<stem> <variant>" for the flight recorder */
     imgproc_job_t ij;
     const imgproc_opts_t *opts;
-    bool level; /* makes a mezzanine level (mezz.h): nobody waits for it */
+    bool level;      /* makes a mezzanine level (mezz.h): nobody waits for it */
+    bool from_level; /* decodes the mezzanine level instead of the original */
     waiter_t *waiters;
     derive_job_t *map_next;
     uint64_t submitted_ms;
@@ -261,6 +262,8 @@ static void job_run(adm_job_t *_job)
         atomic_fetch_add_explicit(&srv->metrics->jobs_timed_out, 1, memory_order_relaxed);
     if (out.ok && job->level)
         atomic_fetch_add_explicit(&srv->metrics->mezz_made, 1, memory_order_relaxed);
+    if (out.ok && job->from_level)
+        atomic_fetch_add_explicit(&srv->metrics->mezz_used, 1, memory_order_relaxed);
     if (!out.ok) {
         atomic_fetch_add_explicit(&srv->metrics->jobs_failed, 1, memory_order_relaxed);
         if (srv->cfg->log_level >= CFG_LOG_WARN) {
@@ -448,6 +451,10 @@ static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
     lvl->opts = &srv->level_opts;
     lvl->level = true;
     lvl->super.estimate = jobmeter_scaled(srv->metrics->meter, imgproc_estimate(orig, &lvl->ij));
+    if (lvl->super.estimate == 0) { /* a job imgproc_plan_check() refuses: none */
+        job_free(lvl);
+        return;
+    }
     lvl->super.run = job_run;
     lvl->super.on_expire = job_expire;
     lvl->submitted_ms = adm_now_ms();
@@ -505,8 +512,8 @@ static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgpr
     job->src_fd = fd;
     job->ij = onl;
     *probe = lp;
+    job->from_level = true;
     store_cache_touch(lpath, &sb); /* a level in use stays in the cache */
-    atomic_fetch_add_explicit(&srv->metrics->mezz_used, 1, memory_order_relaxed);
 }
 
 static void handle_derive(derive_t *srv, h2o_req_t *req, const route_t *rt)
