@@ -6,6 +6,8 @@
  *   stem/<stem>@           symlink to the basename of the original a derived URL uses
  *   cache/<stem>@/<gen>/<variant>  derived results; <gen> = source inode + mtime, so a
  *                          replaced or deleted original makes old results unreachable
+ *   cache/<stem>@/<gen>/@level-<size>.jpg  the original's mezzanine level (mezz.h): a
+ *                          cache file like the results, counted apart (store_level_stats)
  *   tmp/<instance>/        temp files (uploads, results, h2o body spill) of one running
  *                          instance; same filesystem, never shared between instances
  * Writes (originals, results, stem links) are temp file + fsync + rename + directory
