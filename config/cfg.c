@@ -162,6 +162,11 @@ static const cfg_row_t rows[] = {
     ROW("output.jxl_effort", ROW_UINT, jxl_effort, 3, 7, "7", 0, NULL, NULL),
     ROW("output.keep_icc", ROW_BOOL, keep_icc, 0, 1, "false", 0, NULL, NULL),
 
+    ROW("mezzanine.enabled", ROW_BOOL, mezz_enabled, 0, 1, "true", 0, NULL, NULL),
+    ROW("mezzanine.size", ROW_UINT, mezz_size, 256, 8192, "1280", 0, NULL, NULL),
+    ROW("mezzanine.k", ROW_UINT, mezz_k, 1, 16, "2", 0, NULL, NULL),
+    ROW("mezzanine.quality", ROW_UINT, mezz_quality, 50, 100, "92", 0, NULL, NULL),
+
     ROW("log.level", ROW_ENUM, log_level, 0, 3, "info", 0, level_names, NULL),
     ROW("log.access", ROW_BOOL, access_log, 0, 1, "true", 0, NULL, NULL),
 

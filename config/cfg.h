@@ -106,6 +106,11 @@ typedef struct cfg {
     uint32_t jxl_effort;        /**< `output.jxl_effort` */
     bool keep_icc;              /**< `output.keep_icc` */
 
+    bool mezz_enabled;          /**< `mezzanine.enabled`: make and use mezzanine levels */
+    uint32_t mezz_size;         /**< `mezzanine.size`: long side of the level (pixels) */
+    uint32_t mezz_k;            /**< `mezzanine.k`: a level serves outputs k x smaller */
+    uint32_t mezz_quality;      /**< `mezzanine.quality`: JPEG quality of the level */
+
     cfg_log_level_t log_level;  /**< `log.level` */
     bool access_log;            /**< `log.access` */
 

@@ -221,6 +221,16 @@ static void render_metrics(const room_services_t *srv, FILE *o)
     gauge(o, "thumbgate_cache_bytes", "Bytes of derived results on disk.", (double)cbytes);
     counter(o, "thumbgate_cache_evictions_total", "Derived results evicted (least recently used).",
             cev);
+    uint64_t lbytes, lfiles;
+    store_level_stats(srv->store, &lbytes, &lfiles);
+    gauge(o, "thumbgate_mezzanine_bytes",
+          "Bytes of mezzanine levels on disk (part of thumbgate_cache_bytes).", (double)lbytes);
+    gauge(o, "thumbgate_mezzanine_levels", "Mezzanine levels on disk.", (double)lfiles);
+    counter(o, "thumbgate_mezzanine_made_total", "Mezzanine levels made.", LOAD(m->mezz_made));
+    counter(o, "thumbgate_mezzanine_used_total", "Derived results made from a mezzanine level.",
+            LOAD(m->mezz_used));
+    counter(o, "thumbgate_mezzanine_refused_total",
+            "Level jobs admission refused (queue full or over the budget).", LOAD(m->mezz_refused));
 
     uint64_t vnow, vhigh;
     metrics_proc_t pm;

@@ -23,6 +23,7 @@
 #include "server/jobmeter.h"
 #include "server/json.h"
 #include "server/http.h"
+#include "server/mezz.h"
 #include "server/room.h"
 #include "server/route.h"
 
@@ -38,6 +39,7 @@ typedef struct {
     adm_gate_t *gate;
     metrics_t *metrics;
     const imgproc_opts_t *imgopts;
+    imgproc_opts_t level_opts; /* imgopts with mezzanine.quality: what levels are made with */
     struct flight *flight;
     pthread_mutex_t coalesce_mu;
     /* in-flight jobs by cache path (coalescing), zeroed with the handler; under coalesce_mu */
@@ -105,6 +107,9 @@ struct derive_job {
     char cache_path[STORE_PATH_MAX];
     char what[ROUTE_KEY_MAX + 64]; /* "<stem> <variant>" for the flight recorder */
     imgproc_job_t ij;
+    const imgproc_opts_t *opts;
+    bool level;      /* makes a mezzanine level (mezz.h): nobody waits for it */
+    bool from_level; /* decodes the mezzanine level instead of the original */
     waiter_t *waiters;
     derive_job_t *map_next;
     uint64_t submitted_ms;
@@ -205,7 +210,7 @@ static outcome_t make_result(derive_t *srv, derive_job_t *job)
     imgproc_out_t res;
     imgproc_err_t ierr = {0};
     outcome_t out = {.ok = true};
-    r = imgproc_run_fd(job->src_fd, &job->ij, srv->imgopts, tmp, &res, &ierr);
+    r = imgproc_run_fd(job->src_fd, &job->ij, job->opts, tmp, &res, &ierr);
     if (r == -IMGPROC_E_IO && store_out_of_space(srv->store))
         out = fail(ERR_STORE, STORE_E_NOSPACE, "no space left to store the result");
     else if (r != 0)
@@ -233,6 +238,7 @@ static void job_run(adm_job_t *_job)
     bool anyone = false;
     for (waiter_t *w = job->waiters; w; w = w->next)
         anyone |= !srv__client_gone_fd(w->fd);
+    anyone |= job->level;
     if (!anyone) {
         /* every client went away while the job waited: do not decode for nobody */
         atomic_fetch_add_explicit(&srv->metrics->jobs_dropped_gone, 1, memory_order_relaxed);
@@ -258,6 +264,10 @@ static void job_run(adm_job_t *_job)
     if (!out.ok && out.domain == ERR_IMGPROC &&
         (out.err == IMGPROC_E_TIMEOUT || out.err == -IMGPROC_E_TIMEOUT))
         atomic_fetch_add_explicit(&srv->metrics->jobs_timed_out, 1, memory_order_relaxed);
+    if (out.ok && job->level)
+        atomic_fetch_add_explicit(&srv->metrics->mezz_made, 1, memory_order_relaxed);
+    if (out.ok && job->from_level)
+        atomic_fetch_add_explicit(&srv->metrics->mezz_used, 1, memory_order_relaxed);
     if (!out.ok) {
         atomic_fetch_add_explicit(&srv->metrics->jobs_failed, 1, memory_order_relaxed);
         if (srv->cfg->log_level >= CFG_LOG_WARN) {
@@ -477,6 +487,97 @@ static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgpro
     h->until_ms = adm_now_ms() + HIT_TTL_MS;
 }
 
+/* Submits the job @p lj that makes the mezzanine level of @p job's original (probed as
+ * @p orig, opened by @p job) from the original, admitted like any job; nobody waits for
+ * it. Skipped when one is already in flight or admission refuses it. Called with
+ * coalesce_mu held, right after @p job was submitted (it cannot finish meanwhile). */
+static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
+                       const imgproc_probe_t *orig, const imgproc_job_t *lj)
+{
+    char variant[64], lpath[STORE_PATH_MAX];
+    mezz_variant(srv->cfg, variant, sizeof(variant));
+    store_cache_path(srv->store, stem, &job->src_st, variant, lpath, sizeof(lpath));
+    derive_job_t *lvl = calloc(1, sizeof(*lvl));
+    if (lvl == NULL || (lvl->src_fd = dup(job->src_fd)) < 0) {
+        free(lvl);
+        return;
+    }
+    lvl->srv = srv;
+    memcpy(lvl->src, job->src, sizeof(lvl->src));
+    lvl->src_st = job->src_st;
+    snprintf(lvl->cache_path, sizeof(lvl->cache_path), "%s", lpath);
+    snprintf(lvl->what, sizeof(lvl->what), "%s %s", stem, strrchr(lpath, '/') + 1);
+    lvl->ij = *lj;
+    lvl->ij.timeout_ms = job->ij.timeout_ms;
+    lvl->ij.max_pixels = job->ij.max_pixels;
+    lvl->opts = &srv->level_opts;
+    lvl->level = true;
+    lvl->super.estimate = jobmeter_scaled(srv->metrics->meter, imgproc_estimate(orig, &lvl->ij));
+    if (lvl->super.estimate == 0) { /* a job imgproc_plan_check() refuses: none */
+        job_free(lvl);
+        return;
+    }
+    lvl->super.run = job_run;
+    lvl->super.on_expire = job_expire;
+    lvl->submitted_ms = adm_now_ms();
+    if (map_find(srv, lvl->cache_path) != NULL) {
+        job_free(lvl);
+        return;
+    }
+    size_t b = hash_path(lvl->cache_path);
+    lvl->map_next = srv->jobs[b];
+    srv->jobs[b] = lvl;
+    bool queued;
+    if (adm_submit(srv->gate, &lvl->super, lvl->submitted_ms, &queued) != 0) {
+        map_remove(srv, lvl);
+        job_free(lvl);
+        atomic_fetch_add_explicit(&srv->metrics->mezz_refused, 1, memory_order_relaxed);
+    }
+}
+
+/* The source of @p job: its original's mezzanine level when there is one that may serve
+ * the request (then @p probe becomes the level's, so the estimate is the level's, and the
+ * job runs on the level with the original's output dimensions), else the original. A
+ * missing level is made for the next requests once a second size of the original is asked
+ * for (its cache generation directory exists): an original asked for once never pays the
+ * level's decode: then @p want_level is the level job, which the caller submits right
+ * after @p job. */
+static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgproc_probe_t *probe,
+                       imgproc_job_t *want_level)
+{
+    imgproc_job_t lj, onl;
+    want_level->op = IMGPROC_OP_CONVERT; /* CONVERT: no level job wanted */
+    if (!mezz_level_job(srv->cfg, probe, &lj))
+        return;
+    char variant[64], lpath[STORE_PATH_MAX];
+    mezz_variant(srv->cfg, variant, sizeof(variant));
+    store_cache_path(srv->store, stem, &job->src_st, variant, lpath, sizeof(lpath));
+    int fd = open(lpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        char *slash = strrchr(lpath, '/');
+        *slash = '\0';
+        bool seen = access(lpath, F_OK) == 0; /* a result of this original exists */
+        *slash = '/';
+        if (seen)
+            *want_level = lj;
+        return;
+    }
+    imgproc_probe_t lp;
+    imgproc_err_t ierr;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || imgproc_probe_fd(fd, &lp, &ierr) != 0 ||
+        !mezz_job_on_level(srv->cfg, probe, &job->ij, &lp, &onl)) {
+        close(fd);
+        return;
+    }
+    close(job->src_fd);
+    job->src_fd = fd;
+    job->ij = onl;
+    *probe = lp;
+    job->from_level = true;
+    store_cache_touch(lpath, &sb); /* a level in use stays in the cache */
+}
+
 static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
 {
     const cfg_t *cfg = srv->cfg;
@@ -617,6 +718,10 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
         return;
     }
     job->srv = srv;
+    job->opts = srv->imgopts;
+    imgproc_job_t want_level; /* the level job to submit after this one, if not CONVERT */
+    imgproc_probe_t orig = probe;
+    from_level(srv, rt->stem, job, &probe, &want_level); /* may switch the source to the level */
     /* (jobmeter_scaled: a test-only knob that makes estimates too low; identity otherwise) */
     job->super.estimate = jobmeter_scaled(srv->metrics->meter, imgproc_estimate(&probe, &job->ij));
     job->super.run = job_run;
@@ -673,6 +778,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
             return;
         }
     }
+    if (want_level.op != IMGPROC_OP_CONVERT)
+        make_level(srv, rt->stem, job, &orig, &want_level);
     pthread_mutex_unlock(&srv->coalesce_mu);
     srv__set_env(req, "TG_ADMISSION", queued ? "queued" : "admitted");
     h2o_linklist_insert(&l->waiters, &w->link);
@@ -769,6 +876,8 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     srv->gate = s->gate;
     srv->metrics = s->metrics;
     srv->imgopts = s->imgopts;
+    srv->level_opts = *s->imgopts;
+    srv->level_opts.jpeg_quality = s->cfg->mezz_quality;
     srv->flight = s->flight;
     pthread_mutex_init(&srv->coalesce_mu, NULL);
     /* a preset whose format this build cannot encode answers 400 format_unavailable: say so

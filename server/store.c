@@ -29,6 +29,7 @@ struct store {
     char spill_template[ROOT_MAX + 128];
     uint64_t cache_max;
     _Atomic uint64_t cache_bytes;
+    _Atomic uint64_t level_bytes, level_files; /* the part of the cache that is levels */
     _Atomic uint64_t evictions;
     _Atomic uint64_t seq;
     _Atomic uint64_t epoch; /* bumped by every change a served file may depend on */
@@ -112,12 +113,45 @@ static void prune_empty_parents(const char *path, const char *stop)
 }
 
 static _Thread_local uint64_t tl_freed; /* bytes removed by the current remove_tree walk */
+/* bytes and files of mezzanine levels removed or counted by the current walk */
+static _Thread_local uint64_t tl_level_bytes, tl_level_files;
+
+/* A cached file named "@..." is a mezzanine level (mezz.h), not a result. */
+static bool is_level(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b != NULL && b[1] == STORE_LEVEL_MARK;
+}
+
+static void level_count(const char *path, const struct stat *sb)
+{
+    if (is_level(path)) {
+        tl_level_bytes += (uint64_t)sb->st_size;
+        tl_level_files++;
+    }
+}
+
+static void atomic_sub_floor(_Atomic uint64_t *v, uint64_t n)
+{
+    uint64_t cur = atomic_load(v);
+    while (!atomic_compare_exchange_weak(v, &cur, cur > n ? cur - n : 0))
+        ;
+}
+
+/* Takes the levels the last walk removed off the level counters. */
+static void level_sub_walk(store_t *st)
+{
+    atomic_sub_floor(&st->level_bytes, tl_level_bytes);
+    atomic_sub_floor(&st->level_files, tl_level_files);
+}
 
 static int on_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
     if (type == FTW_F || type == FTW_SL) {
-        if (unlink(path) == 0 && type == FTW_F)
+        if (unlink(path) == 0 && type == FTW_F) {
             tl_freed += (uint64_t)sb->st_size;
+            level_count(path, sb);
+        }
     } else if (type == FTW_DP) {
         rmdir(path);
     }
@@ -127,7 +161,7 @@ static int on_remove(const char *path, const struct stat *sb, int type, struct F
 /* rm -rf; returns the bytes of regular files removed. */
 static uint64_t remove_tree(const char *path)
 {
-    tl_freed = 0;
+    tl_freed = tl_level_bytes = tl_level_files = 0;
     nftw(path, on_remove, 16, FTW_DEPTH | FTW_PHYS);
     return tl_freed;
 }
@@ -185,8 +219,10 @@ static void cache_sub(store_t *st, uint64_t n)
 static _Thread_local uint64_t tl_sum;
 static int on_sum(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-    if (type == FTW_F)
+    if (type == FTW_F) {
         tl_sum += (uint64_t)sb->st_size;
+        level_count(path, sb);
+    }
     return 0;
 }
 
@@ -243,9 +279,11 @@ store_t *store_create(const char *root, uint64_t cache_max, char *err, size_t er
     st->cache_max = cache_max;
     char cache[ROOT_MAX + 16];
     snprintf(cache, sizeof(cache), "%s/cache", st->root);
-    tl_sum = 0;
+    tl_sum = tl_level_bytes = tl_level_files = 0;
     nftw(cache, on_sum, 16, FTW_PHYS);
     atomic_store(&st->cache_bytes, tl_sum);
+    atomic_store(&st->level_bytes, tl_level_bytes);
+    atomic_store(&st->level_files, tl_level_files);
     pthread_mutex_init(&st->evict_mu, NULL);
     return st;
 }
@@ -388,6 +426,7 @@ static void drop_stem_cache(store_t *st, const char *stem, const char *keep)
             continue;
         snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
         cache_sub(st, remove_tree(p));
+        level_sub_walk(st);
     }
     if (d)
         closedir(d);
@@ -697,6 +736,7 @@ static int on_ev_range(const char *path, const struct stat *sb, int type, struct
 {
     if (type == FTW_F) {
         ev.total += (uint64_t)sb->st_size;
+        level_count(path, sb);
         if (ev.tmin == 0 || sb->st_atime < ev.tmin)
             ev.tmin = sb->st_atime;
         if (sb->st_atime > ev.tmax)
@@ -717,6 +757,7 @@ static int on_ev_remove(const char *path, const struct stat *sb, int type, struc
     if (type == FTW_F && bucket_of(sb->st_atime) <= (unsigned)ev.cutoff &&
         (ev.keep_after == 0 || sb->st_atime <= ev.keep_after) && unlink(path) == 0) {
         ev.freed += (uint64_t)sb->st_size;
+        level_count(path, sb);
         ev.files_removed++;
         prune_empty_parents(path, ev.stop);
     }
@@ -729,7 +770,8 @@ bool store_cache_over_bound(store_t *st)
 }
 
 /* Evicts the least recently used files under <root>/<tree> to 90% of @p bound; ev.total
- * and ev.freed tell what it held and removed. */
+ * and ev.freed tell what it held and removed, tl_level_bytes/files the mezzanine levels
+ * left under it. */
 static void evict_tree(store_t *st, const char *tree, uint64_t bound, time_t keep_after)
 {
     char dir[ROOT_MAX + 16];
@@ -737,8 +779,10 @@ static void evict_tree(store_t *st, const char *tree, uint64_t bound, time_t kee
     memset(&ev, 0, sizeof(ev));
     ev.stop = dir;
     ev.keep_after = keep_after;
+    tl_level_bytes = tl_level_files = 0; /* mezzanine levels seen (level_count) */
     nftw(dir, on_ev_range, 16, FTW_PHYS);
     if (ev.total > bound) {
+        uint64_t level_bytes = tl_level_bytes, level_files = tl_level_files;
         nftw(dir, on_ev_bucket, 16, FTW_PHYS);
         uint64_t need = ev.total - bound / 10 * 9, sum = 0;
         ev.cutoff = 0;
@@ -748,7 +792,10 @@ static void evict_tree(store_t *st, const char *tree, uint64_t bound, time_t kee
             if (sum >= need)
                 break;
         }
+        tl_level_bytes = tl_level_files = 0; /* now: the levels removed */
         nftw(dir, on_ev_remove, 16, FTW_DEPTH | FTW_PHYS);
+        tl_level_bytes = level_bytes - tl_level_bytes; /* the levels left */
+        tl_level_files = level_files - tl_level_files;
         atomic_fetch_add(&st->epoch, 1);
     }
 }
@@ -758,7 +805,9 @@ void store_cache_evict(store_t *st)
     if (pthread_mutex_trylock(&st->evict_mu) != 0)
         return; /* someone else is evicting */
     evict_tree(st, "cache", st->cache_max, 0);
-    atomic_store(&st->cache_bytes, ev.total - ev.freed);
+    atomic_store(&st->cache_bytes, ev.total - ev.freed); /* recounted from disk */
+    atomic_store(&st->level_bytes, tl_level_bytes);
+    atomic_store(&st->level_files, tl_level_files);
     atomic_fetch_add(&st->evictions, ev.files_removed);
     pthread_mutex_unlock(&st->evict_mu);
 }
@@ -806,6 +855,13 @@ int store_cache_commit(store_t *st, const char *tmp, const char *final, const ch
     atomic_fetch_add(&st->cache_bytes, (uint64_t)res.st_size);
     if (replacing) /* the same result made twice: count it once */
         cache_sub(st, (uint64_t)old.st_size);
+    if (is_level(final)) {
+        atomic_fetch_add(&st->level_bytes, (uint64_t)res.st_size);
+        if (replacing)
+            atomic_sub_floor(&st->level_bytes, (uint64_t)old.st_size);
+        else
+            atomic_fetch_add(&st->level_files, 1);
+    }
     return 0;
 }
 
@@ -838,4 +894,10 @@ void store_cache_stats(store_t *st, uint64_t *bytes, uint64_t *evictions)
 {
     *bytes = atomic_load(&st->cache_bytes);
     *evictions = atomic_load(&st->evictions);
+}
+
+void store_level_stats(store_t *st, uint64_t *bytes, uint64_t *files)
+{
+    *bytes = atomic_load(&st->level_bytes);
+    *files = atomic_load(&st->level_files);
 }

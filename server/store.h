@@ -6,6 +6,8 @@
  *   stem/<stem>@           symlink to the basename of the original a derived URL uses
  *   cache/<stem>@/<gen>/<variant>  derived results; <gen> = source inode + mtime, so a
  *                          replaced or deleted original makes old results unreachable
+ *   cache/<stem>@/<gen>/@level-<size>.jpg  the original's mezzanine level (mezz.h): a
+ *                          cache file like the results, counted apart (store_level_stats)
  *   tmp/<instance>/        temp files (uploads, results, h2o body spill) of one running
  *                          instance; same filesystem, never shared between instances
  * Writes (originals, results, stem links) are temp file + fsync + rename + directory
@@ -19,6 +21,8 @@
 #include <sys/stat.h>
 
 #define STORE_PATH_MAX 1400
+/** First character of a cached file name that is a mezzanine level, not a result. */
+#define STORE_LEVEL_MARK '@'
 
 typedef struct store store_t;
 
@@ -131,5 +135,9 @@ uint64_t store_orig_evict(store_t *st, uint64_t bound);
 /** A derived result at @p cache_path was made from @p src_path: published to the bucket
  *  (in the background) when remote; nothing when local. */
 void store_result_made(store_t *st, const char *src_path, const char *cache_path);
+
+/** The part of the cache that is mezzanine levels (cached files named "@...", mezz.h):
+ *  bytes and files. Counted in store_cache_stats' bytes too, and evicted like results. */
+void store_level_stats(store_t *st, uint64_t *bytes, uint64_t *files);
 
 #endif

@@ -1,0 +1,35 @@
+/* mezz — mezzanine levels (issue 14): a downscaled, upright JPEG copy of an original,
+ * made once by its own admitted job and kept in the cache beside the original's results
+ * (cache/<stem>@/<gen>/@level-<size>.jpg, so a replaced or deleted original drops it with
+ * them). A derived request whose output the level is at least k times larger than is made
+ * from the level instead of the original, with exactly the dimensions the original gives.
+ * Pure decisions on probes and jobs: no I/O, no HTTP. */
+#ifndef THUMBGATE_MEZZ_H
+#define THUMBGATE_MEZZ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config/cfg.h"
+#include "imgproc/imgproc.h"
+
+/** The level's cache variant name for @p cfg ("@level-1280.jpg": '@' is outside the key
+ *  charset, so no derived URL names it; store.h STORE_LEVEL_MARK). */
+void mezz_variant(const cfg_t *cfg, char *out, size_t outlen);
+
+/** True when an original probed as @p orig gets a level under @p cfg: levels on, admit
+ *  mode, one frame, 8 bits or fewer, no alpha (a JPEG level would flatten it), and a long
+ *  side at least 1.5 x mezzanine.size. Then @p job is the job that makes it from the
+ *  original (fit inside size x size, JPEG; op and box only: the caller sets the rest). */
+bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t *job);
+
+/** True when the level probed as @p lvl may serve @p req (a job on the original @p orig):
+ *  not a conversion, and the level at least mezzanine.k times the output's scale on both
+ *  axes. Then @p out is the job to run on the level, whose output dimensions are exactly
+ *  imgproc_output_dims(orig, req): @p req itself when it gives them on the level, else a
+ *  fit to one or both of those sides whose rounding lands on them, else the cover-crop to
+ *  them (false when none does). */
+bool mezz_job_on_level(const cfg_t *cfg, const imgproc_probe_t *orig, const imgproc_job_t *req,
+                       const imgproc_probe_t *lvl, imgproc_job_t *out);
+
+#endif

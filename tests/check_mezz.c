@@ -1,0 +1,441 @@
+/* Tests of the mezzanine levels (server/mezz.c and their use in server/derive.c): which
+ * originals get one, that a job on the level has exactly the original's output dimensions
+ * (a grid of sizes, modes and orientations), and, against the real binary beside a second
+ * one with levels off: the level is made after a second size, used for the outputs it is
+ * k times larger than and not for the others, estimated from its own probe, within 45 dB
+ * PSNR of the direct result for every mode and output format, and gone when the original
+ * is replaced or deleted. */
+#include <check.h>
+#include <glob.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vips/vips.h>
+
+#include "imgproc/imgproc.h"
+#include "server/mezz.h"
+#include "tests/tg_harness.h"
+
+/* ---- unit: the decisions ---------------------------------------------------------------- */
+
+static cfg_t mcfg(void)
+{
+    cfg_t c;
+    memset(&c, 0, sizeof(c));
+    c.mezz_enabled = true;
+    c.mezz_size = 1280;
+    c.mezz_k = 2;
+    c.mezz_quality = 92;
+    return c;
+}
+
+static imgproc_probe_t jpeg_probe(uint32_t w, uint32_t h, uint32_t orientation)
+{
+    imgproc_probe_t p;
+    memset(&p, 0, sizeof(p));
+    p.fmt = IMGPROC_FMT_JPEG;
+    p.width = w;
+    p.height = h;
+    p.bands = 3;
+    p.bit_depth = 8;
+    p.pages = 1;
+    p.orientation = orientation;
+    p.chroma_h = p.chroma_v = 2;
+    p.file_bytes = (uint64_t)w * h / 4;
+    return p;
+}
+
+/* The probe of a real encoded image made by libvips (alpha, 16 bits...). */
+static imgproc_probe_t probe_of(VipsImage *im, const char *suffix)
+{
+    void *buf;
+    size_t len;
+    ck_assert_int_eq(vips_image_write_to_buffer(im, suffix, &buf, &len, NULL), 0);
+    imgproc_probe_t p;
+    imgproc_err_t err;
+    ck_assert_int_eq(imgproc_probe_buf(buf, len, &p, &err), 0);
+    g_free(buf);
+    return p;
+}
+
+START_TEST(test_mezz_which_originals_get_a_level)
+{
+    cfg_t c = mcfg();
+    imgproc_job_t lj;
+    imgproc_probe_t p = jpeg_probe(5120, 3200, 1);
+    ck_assert(mezz_level_job(&c, &p, &lj));
+    ck_assert_int_eq(lj.op, IMGPROC_OP_FIT);
+    ck_assert_int_eq(lj.out_fmt, IMGPROC_FMT_JPEG);
+    uint32_t w, h;
+    imgproc_output_dims(&p, &lj, &w, &h);
+    ck_assert_uint_eq(w, 1280);
+    ck_assert_uint_eq(h, 800);
+    p = jpeg_probe(1900, 1000, 1); /* < 1.5 x 1280: the level would be most of it */
+    ck_assert(!mezz_level_job(&c, &p, &lj));
+    p = jpeg_probe(3000, 2000, 1);
+    c.mezz_enabled = false;
+    ck_assert(!mezz_level_job(&c, &p, &lj));
+    c = mcfg();
+    c.memory_mode = CFG_MODE_NAIVE;
+    ck_assert(!mezz_level_job(&c, &p, &lj));
+    c = mcfg();
+
+    /* real headers: opaque 8-bit PNG yes; alpha (a JPEG level would flatten it) and
+     * 16-bit no */
+    VipsImage *grey, *rgb, *rgba, *wide;
+    ck_assert_int_eq(vips_black(&grey, 2000, 1500, "bands", 1, NULL), 0);
+    VipsImage *bands[4] = {grey, grey, grey, grey};
+    ck_assert_int_eq(vips_bandjoin(bands, &rgb, 3, NULL), 0);
+    ck_assert_int_eq(vips_bandjoin(bands, &rgba, 4, NULL), 0);
+    rgb->Type = rgba->Type = VIPS_INTERPRETATION_sRGB;
+    ck_assert_int_eq(vips_cast(rgb, &wide, VIPS_FORMAT_USHORT, NULL), 0);
+    wide->Type = VIPS_INTERPRETATION_RGB16;
+    p = probe_of(rgb, ".png");
+    ck_assert(mezz_level_job(&c, &p, &lj));
+    p = probe_of(rgba, ".png");
+    ck_assert(p.has_alpha);
+    ck_assert(!mezz_level_job(&c, &p, &lj));
+    p = probe_of(wide, ".png");
+    ck_assert_uint_eq(p.bit_depth, 16);
+    ck_assert(!mezz_level_job(&c, &p, &lj));
+    g_object_unref(grey), g_object_unref(rgb), g_object_unref(rgba), g_object_unref(wide);
+}
+END_TEST
+
+/* Over originals of many shapes and orientations and every request mode: a request the
+ * level may serve gives exactly the original's output dimensions on it; conversions and
+ * outputs the level is not k times larger than are never served from it; and the level
+ * serves every output comfortably within its reach (the exact-dimensions fallback does
+ * not lose them). */
+START_TEST(test_mezz_level_job_has_the_original_dims)
+{
+    cfg_t c = mcfg();
+    static const uint32_t sides[][2] = {{5120, 3200}, {4000, 3000}, {2600, 1701}, {6001, 997},
+                                        {1931, 1930}, {3001, 4999}, {2048, 1536}};
+    static const uint32_t orients[] = {1, 3, 6, 8};
+    unsigned served = 0, checked = 0;
+    for (size_t i = 0; i < sizeof(sides) / sizeof(sides[0]); i++)
+        for (size_t o = 0; o < 4; o++) {
+            imgproc_probe_t orig = jpeg_probe(sides[i][0], sides[i][1], orients[o]);
+            imgproc_job_t lj;
+            ck_assert(mezz_level_job(&c, &orig, &lj));
+            uint32_t lw, lh;
+            imgproc_output_dims(&orig, &lj, &lw, &lh); /* stored upright */
+            imgproc_probe_t lvl = jpeg_probe(lw, lh, 1);
+            bool swap = orients[o] >= 5;
+            double W = swap ? orig.height : orig.width, H = swap ? orig.width : orig.height;
+            for (uint32_t a = 16; a <= 1400; a += 13)
+                for (int mode = 0; mode < 5; mode++) {
+                    imgproc_job_t req = {.out_fmt = IMGPROC_FMT_JPEG};
+                    uint32_t b = a * 3 / 4 + 1;
+                    switch (mode) {
+                    case 0:
+                        req.op = IMGPROC_OP_FIT, req.width = a, req.height = b;
+                        break;
+                    case 1:
+                        req.op = IMGPROC_OP_COVER, req.width = a, req.height = b;
+                        break;
+                    case 2:
+                        req.op = IMGPROC_OP_FIT, req.width = a;
+                        break;
+                    case 3:
+                        req.op = IMGPROC_OP_FIT, req.height = a;
+                        break;
+                    default:
+                        req.op = IMGPROC_OP_CONVERT;
+                        break;
+                    }
+                    uint32_t ow, oh, gw, gh;
+                    imgproc_output_dims(&orig, &req, &ow, &oh);
+                    double s = fmax(ow / W, oh / H); /* the output's scale */
+                    imgproc_job_t on;
+                    bool ok = mezz_job_on_level(&c, &orig, &req, &lvl, &on);
+                    checked++;
+                    if (mode == 4 || lw < 2 * s * W - 1e-9 || lh < 2 * s * H - 1e-9) {
+                        ck_assert_msg(!ok, "%ux%u o%u mode %d %u: served beyond k", orig.width,
+                                      orig.height, orients[o], mode, a);
+                        continue;
+                    }
+                    if (lw >= 2.2 * s * W && lh >= 2.2 * s * H)
+                        ck_assert_msg(ok, "%ux%u o%u mode %d %u: not served", orig.width,
+                                      orig.height, orients[o], mode, a);
+                    if (!ok)
+                        continue;
+                    served++;
+                    imgproc_output_dims(&lvl, &on, &gw, &gh);
+                    ck_assert_msg(gw == ow && gh == oh, "%ux%u o%u mode %d %u: %ux%u != %ux%u",
+                                  orig.width, orig.height, orients[o], mode, a, gw, gh, ow, oh);
+                }
+        }
+    ck_assert_uint_gt(served, checked / 10);
+}
+END_TEST
+
+/* ---- integration -------------------------------------------------------------------- */
+
+static tg_server_t S, D; /* S: levels on; D: levels off (the direct results) */
+
+static void teardown(void)
+{
+    tg_cleanup(&S);
+    tg_cleanup(&D);
+}
+
+/* A photo-like opaque image: a 1/f-like spectrum as photos have (blurred noise at three
+ * scales, the coarser the stronger) over a gradient; three bands. */
+static VipsImage *photo(int w, int h)
+{
+    VipsImage *ctx = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 32);
+    int n = 0;
+    VipsImage *bands[3];
+    for (int b = 0; b < 3; b++) {
+        static const double sigma[3] = {3.0, 12.0, 48.0}, amp[3] = {0.75, 2.5, 8.0};
+        VipsImage *sum = NULL;
+        for (int i = 0; i < 3; i++) {
+            ck_assert_int_eq(vips_gaussnoise(&t[n], w, h, "mean", 0.0, "sigma", 40.0, NULL), 0);
+            ck_assert_int_eq(vips_gaussblur(t[n], &t[n + 1], sigma[i], NULL), 0);
+            ck_assert_int_eq(vips_linear1(t[n + 1], &t[n + 2], amp[i], 0.0, NULL), 0);
+            if (sum != NULL) {
+                ck_assert_int_eq(vips_add(sum, t[n + 2], &t[n + 3], NULL), 0);
+                sum = t[n + 3];
+            } else {
+                sum = t[n + 2];
+            }
+            n += 4;
+        }
+        bands[b] = sum;
+    }
+    ck_assert_int_eq(vips_xyz(&t[n], w, h, NULL), 0);
+    ck_assert_int_eq(vips_extract_band(t[n], &t[n + 1], 0, NULL), 0);
+    ck_assert_int_eq(vips_linear1(t[n + 1], &t[n + 2], 120.0 / w, 68.0, NULL), 0);
+    ck_assert_int_eq(vips_add(bands[2], t[n + 2], &t[n + 3], NULL), 0);
+    ck_assert_int_eq(vips_linear1(bands[0], &t[n + 4], 1.0, 128.0, NULL), 0);
+    ck_assert_int_eq(vips_linear1(bands[1], &t[n + 5], 1.0, 128.0, NULL), 0);
+    VipsImage *in[3] = {t[n + 4], t[n + 5], t[n + 3]};
+    ck_assert_int_eq(vips_bandjoin(in, &t[n + 6], 3, NULL), 0);
+    ck_assert_int_eq(vips_cast(t[n + 6], &t[n + 7], VIPS_FORMAT_UCHAR, NULL), 0);
+    VipsImage *out;
+    ck_assert_int_eq(vips_copy(t[n + 7], &out, "interpretation", VIPS_INTERPRETATION_sRGB, NULL),
+                     0);
+    ck_assert_int_eq(vips_image_wio_input(out), 0); /* computed once, no ties to ctx */
+    g_object_unref(ctx);
+    return out;
+}
+
+static void put_both(const char *path, const void *buf, size_t len)
+{
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", path, buf, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&D, "PUT", path, buf, len, NULL, &r), 201);
+    tg_resp_free(&r);
+}
+
+static VipsImage *get_image(tg_server_t *s, const char *path)
+{
+    tg_resp_t r;
+    ck_assert_msg(tg_http(s, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld %s", path, r.status,
+                  r.body);
+    VipsImage *im = vips_image_new_from_buffer(r.body, r.len, "", NULL);
+    ck_assert_msg(im != NULL, "%s: %s", path, vips_error_buffer());
+    VipsImage *mem = vips_image_copy_memory(im);
+    g_object_unref(im);
+    tg_resp_free(&r);
+    return mem;
+}
+
+static uint64_t estimate_of(tg_server_t *s, const char *path)
+{
+    char needle[300], line[2048];
+    snprintf(needle, sizeof(needle), "\"path\":\"%s\"", path);
+    ck_assert_msg(tg_log_lines(s->log, needle, line, sizeof(line)) >= 1, "no access line %s", path);
+    const char *e = strstr(line, "\"estimate\":");
+    ck_assert_ptr_nonnull(e);
+    return strtoull(e + 11, NULL, 10);
+}
+
+/* For every mode and output format on @p stem (a w x h original on both servers, the level
+ * made): what the level serves has the direct result's dimensions and is within 45 dB
+ * PSNR of it (for JPEG and WebP, whose own encoding loss at quality 80 is larger than
+ * that, within 0.5 dB of the direct result's PSNR against the lossless direct result),
+ * and is estimated lower than the same job on the original. */
+static void compare_modes(const char *stem)
+{
+    static const char *const modes[] = {"_300x300", "_200x200c", "_400x", "_x150", "_250x390"};
+    static const char *const fmts[] = {"png", "jpg", "webp"};
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        char ref_path[128];
+        snprintf(ref_path, sizeof(ref_path), "/%s%s.png", stem, modes[m]);
+        VipsImage *ref = NULL; /* the direct lossless result */
+        for (size_t f = 0; f < 3; f++) {
+            char path[128];
+            snprintf(path, sizeof(path), "/%s%s.%s", stem, modes[m], fmts[f]);
+            double used = tg_metric(&S, "thumbgate_mezzanine_used_total");
+            VipsImage *lv = get_image(&S, path);
+            ck_assert_msg(tg_metric(&S, "thumbgate_mezzanine_used_total") == used + 1,
+                          "%s was not made from the level", path);
+            VipsImage *dir = get_image(&D, path);
+            if (ref == NULL) /* the PNG comes first: it is the direct lossless result (one
+                                GET, so the access log has one line for its estimate) */
+                ref = f == 0 ? (g_object_ref(dir), dir) : get_image(&D, ref_path);
+            ck_assert_msg(lv->Xsize == dir->Xsize && lv->Ysize == dir->Ysize,
+                          "%s: %dx%d from the level, %dx%d direct", path, lv->Xsize, lv->Ysize,
+                          dir->Xsize, dir->Ysize);
+            double p = tg_psnr(lv, dir);
+            fprintf(stderr, "mezz psnr %s %.2f dB against the direct result\n", path, p);
+            if (f == 0) {
+                ck_assert_msg(p >= 45.0, "%s: PSNR %.2f dB against the direct result", path, p);
+            } else {
+                double pl = tg_psnr(lv, ref), pd = tg_psnr(dir, ref);
+                fprintf(stderr,
+                        "mezz psnr %s against the lossless direct: %.2f level, %.2f direct\n", path,
+                        pl, pd);
+                ck_assert_msg(pl >= pd - 0.5, "%s: %.2f dB from the level, %.2f direct (%.2f)",
+                              path, pl, pd, p);
+            }
+            ck_assert_msg(estimate_of(&S, path) < estimate_of(&D, path),
+                          "%s: estimated %llu from the level, %llu from the original", path,
+                          (unsigned long long)estimate_of(&S, path),
+                          (unsigned long long)estimate_of(&D, path));
+            g_object_unref(lv);
+            g_object_unref(dir);
+        }
+        g_object_unref(ref);
+    }
+}
+
+static void expect_not_from_level(const char *path)
+{
+    double used = tg_metric(&S, "thumbgate_mezzanine_used_total");
+    VipsImage *lv = get_image(&S, path), *dir = get_image(&D, path);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), used);
+    ck_assert(lv->Xsize == dir->Xsize && lv->Ysize == dir->Ysize);
+    ck_assert_msg(tg_psnr(lv, dir) == 1000.0, "%s differs from the direct result", path);
+    g_object_unref(lv);
+    g_object_unref(dir);
+}
+
+START_TEST(test_mezz_psnr_every_mode_and_format)
+{
+    const char *on[] = {"THUMBGATE_LOG_ACCESS=true", NULL};
+    const char *off[] = {"THUMBGATE_LOG_ACCESS=true", "THUMBGATE_MEZZANINE_ENABLED=false", NULL};
+    tg_start(&S, on, NULL);
+    tg_start(&D, off, NULL);
+    VipsImage *im = photo(2600, 1700);
+
+    /* a JPEG stored sideways (EXIF orientation 6): the level must be upright */
+    VipsImage *o6;
+    ck_assert_int_eq(vips_copy(im, &o6, NULL), 0);
+    vips_image_set_int(o6, VIPS_META_ORIENTATION, 6);
+    void *buf;
+    size_t len;
+    ck_assert_int_eq(vips_image_write_to_buffer(o6, ".jpg", &buf, &len, "Q", 95, NULL), 0);
+    imgproc_probe_t p;
+    imgproc_err_t err;
+    ck_assert_int_eq(imgproc_probe_buf(buf, len, &p, &err), 0);
+    ck_assert_uint_eq(p.orientation, 6);
+    put_both("/rot.jpg", buf, len);
+    g_free(buf);
+    /* an opaque 8-bit PNG */
+    ck_assert_int_eq(vips_image_write_to_buffer(im, ".png", &buf, &len, NULL), 0);
+    put_both("/flat.png", buf, len);
+    g_free(buf);
+    g_object_unref(o6);
+    g_object_unref(im);
+
+    /* one size makes no level; a second one does (as its own job, after that request's) */
+    const char *first[] = {"/rot_100x100.jpg", "/flat_100x100.jpg"};
+    for (int i = 0; i < 2; i++)
+        g_object_unref(get_image(&S, first[i]));
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 0);
+    expect_not_from_level("/rot_120x120.jpg");
+    expect_not_from_level("/flat_120x120.jpg");
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 2, 120000));
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 2);
+    ck_assert_int_gt(tg_metric(&S, "thumbgate_mezzanine_bytes"), 0);
+
+    compare_modes("rot");
+    compare_modes("flat");
+    /* a conversion and an output the level is not k times larger than: the original */
+    expect_not_from_level("/rot.png");
+    expect_not_from_level("/flat_900x.jpg");
+    /* every job, the level's included, stayed within its estimate (jobmeter) */
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_estimate_under_total"), 0);
+}
+END_TEST
+
+static unsigned levels_on_disk(const char *stem)
+{
+    char pat[400];
+    snprintf(pat, sizeof(pat), "%s/cache/%s@/*/@level-*", S.root, stem);
+    glob_t g;
+    unsigned n = glob(pat, 0, NULL, &g) == 0 ? (unsigned)g.gl_pathc : 0;
+    globfree(&g);
+    return n;
+}
+
+static void derive_two(const char *stem)
+{
+    char path[128];
+    for (int i = 0; i < 2; i++) {
+        tg_resp_t r;
+        snprintf(path, sizeof(path), "/%s_%dx.jpg", stem, 100 + i);
+        ck_assert_int_eq(tg_http(&S, "GET", path, NULL, 0, NULL, &r), 200);
+        tg_resp_free(&r);
+    }
+}
+
+START_TEST(test_mezz_level_goes_with_its_original)
+{
+    tg_start(&S, NULL, NULL);
+    size_t len;
+    void *a = tg_image(2400, 1600, 3, "jpg", &len);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/x.jpg", a, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    derive_two("x");
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 1, 120000));
+    ck_assert_uint_eq(levels_on_disk("x"), 1);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 1);
+
+    /* replaced: the level of the old original is gone at once, a new one is made later */
+    size_t blen;
+    void *b = tg_image(2400, 1600, 3, "jpg", &blen);
+    ck_assert_int_eq(tg_http(&S, "PUT", "/x.jpg", b, blen, NULL, &r), 200);
+    g_free(b);
+    tg_resp_free(&r);
+    ck_assert_uint_eq(levels_on_disk("x"), 0);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 0);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_bytes"), 0);
+    derive_two("x");
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 2, 120000));
+    ck_assert_uint_eq(levels_on_disk("x"), 1);
+
+    /* deleted: gone too */
+    ck_assert_int_eq(tg_http(&S, "DELETE", "/x.jpg", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    ck_assert_uint_eq(levels_on_disk("x"), 0);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 0);
+    g_free(a);
+}
+END_TEST
+
+Suite *mezz_suite(void); /* called by check_main.c */
+Suite *mezz_suite(void)
+{
+    Suite *s = suite_create("mezz");
+    TCase *u = tcase_create("decisions");
+    tcase_add_checked_fixture(u, tg_fixture_setup, NULL);
+    tcase_add_test(u, test_mezz_which_originals_get_a_level);
+    tcase_add_test(u, test_mezz_level_job_has_the_original_dims);
+    suite_add_tcase(s, u);
+    TCase *t = tcase_create("server");
+    tcase_add_checked_fixture(t, tg_fixture_setup, teardown);
+    tcase_set_timeout(t, 300);
+    tcase_add_test(t, test_mezz_psnr_every_mode_and_format);
+    tcase_add_test(t, test_mezz_level_goes_with_its_original);
+    suite_add_tcase(s, t);
+    return s;
+}
