@@ -40,35 +40,6 @@ static s3rver_t R;
 static tg_server_t A, B;
 static char script[1024];
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    return ok;
-}
-
 /* s3rver's entry script beside this checkout (THUMBGATE_BIN is <repo>/build/<v>/thumbgate),
  * or in the current directory; false when it or node is missing. */
 static bool find_s3rver(void)
@@ -107,7 +78,7 @@ static void s3rver_start(void)
     if (R.dir[0] == '\0')
         tg_mkdtemp(R.dir, sizeof(R.dir), "tg-s3rver");
     if (R.port == 0)
-        R.port = free_port();
+        R.port = tg_free_port();
     pid_t parent = getpid();
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -125,11 +96,11 @@ static void s3rver_start(void)
         _exit(127);
     }
     R.pid = pid;
-    uint64_t deadline = now_ms() + 60000;
-    for (int delay = 5; !port_open(R.port); delay = delay < 100 ? delay * 2 : 100) {
+    uint64_t deadline = tg_now_ms() + 60000;
+    for (int delay = 5; !tg_port_open(R.port); delay = delay < 100 ? delay * 2 : 100) {
         int st;
         ck_assert_msg(waitpid(pid, &st, WNOHANG) != pid, "s3rver exited; see %s.log", R.dir);
-        ck_assert_msg(now_ms() < deadline, "s3rver did not listen; see %s.log", R.dir);
+        ck_assert_msg(tg_now_ms() < deadline, "s3rver did not listen; see %s.log", R.dir);
         poll(NULL, 0, delay);
     }
 }
@@ -206,7 +177,7 @@ static void node_start_env(tg_server_t *s, const char *revalidate, const char *e
 /* Polls /readyz until its status is @p want (bounded). */
 static bool wait_ready(tg_server_t *s, long want)
 {
-    uint64_t deadline = now_ms() + 30000;
+    uint64_t deadline = tg_now_ms() + 30000;
     for (;;) {
         tg_resp_t r;
         long st = tg_admin(s, "/readyz", &r);
@@ -214,7 +185,7 @@ static bool wait_ready(tg_server_t *s, long want)
         tg_resp_free(&r);
         if (st == want && store == (want == 200))
             return true;
-        if (now_ms() > deadline)
+        if (tg_now_ms() > deadline)
             return false;
         poll(NULL, 0, 20);
     }
@@ -245,9 +216,9 @@ static int bucket_count(const char *prefix)
 
 static bool wait_bucket_count(const char *prefix, int want)
 {
-    uint64_t deadline = now_ms() + 30000;
+    uint64_t deadline = tg_now_ms() + 30000;
     while (bucket_count(prefix) != want) {
-        if (now_ms() > deadline)
+        if (tg_now_ms() > deadline)
             return false;
         poll(NULL, 0, 20);
     }
@@ -371,9 +342,9 @@ START_TEST(test_s3_local_copies_bounded)
     }
     ck_assert_uint_gt(sum, 1u << 20); /* the bound is really exceeded */
     /* copies used in the last 10 s are kept; the checker's tick evicts them after */
-    uint64_t deadline = now_ms() + 90000;
+    uint64_t deadline = tg_now_ms() + 90000;
     while (local_orig_bytes(&A) > (1u << 20)) {
-        ck_assert_msg(now_ms() < deadline, "local originals stay at %llu bytes",
+        ck_assert_msg(tg_now_ms() < deadline, "local originals stay at %llu bytes",
                       (unsigned long long)local_orig_bytes(&A));
         poll(NULL, 0, 20);
     }
@@ -387,9 +358,9 @@ START_TEST(test_s3_local_copies_bounded)
         tg_resp_free(&r);
         g_free(img[i]);
     }
-    deadline = now_ms() + 90000;
+    deadline = tg_now_ms() + 90000;
     while (local_orig_bytes(&A) > (1u << 20)) {
-        ck_assert_msg(now_ms() < deadline, "the bound is not kept after reads");
+        ck_assert_msg(tg_now_ms() < deadline, "the bound is not kept after reads");
         poll(NULL, 0, 20);
     }
     ck_assert_int_eq(tg_stop(&A), 0);
@@ -485,9 +456,9 @@ START_TEST(test_s3_two_nodes_share_the_bucket)
     /* DELETE through A: gone for B too (within storage.s3.revalidate: polled) */
     ck_assert_int_eq(tg_http(&A, "DELETE", "/n/bird.jpg", NULL, 0, NULL, &r), 204);
     tg_resp_free(&r);
-    uint64_t deadline = now_ms() + 30000;
+    uint64_t deadline = tg_now_ms() + 30000;
     while (get_status(&B, "/n/bird_160x160.webp") != 404 || get_status(&B, "/n/bird.jpg") != 404) {
-        ck_assert_msg(now_ms() < deadline, "node B still serves a deleted original");
+        ck_assert_msg(tg_now_ms() < deadline, "node B still serves a deleted original");
         poll(NULL, 0, 20);
     }
     ck_assert_int_eq(bucket_count("derived/n/bird~"), 0);

@@ -25,7 +25,7 @@
 #include <unistd.h>
 #include <vips/vips.h>
 
-static int free_port(void)
+int tg_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -49,7 +49,16 @@ static int connect_port(int port)
     return fd;
 }
 
-static uint64_t now_ms(void)
+bool tg_port_open(int port)
+{
+    int fd = connect_port(port);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
+uint64_t tg_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -69,9 +78,9 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
     }
     snprintf(s->log, sizeof(s->log), "%s.log", s->root);
     /* two free ports; a rare clash with another process shows as a start failure below */
-    s->port = free_port();
+    s->port = tg_free_port();
     do
-        s->admin_port = free_port();
+        s->admin_port = tg_free_port();
     while (s->admin_port == s->port);
 
     pid_t parent = getpid();
@@ -108,7 +117,7 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
     /* generous: under a loaded box (or with every allocation sampled by the heap profiler)
      * start-up has taken over 20 s; a server that cannot start still fails here, and one that
      * exits is seen at once by the waitpid below */
-    uint64_t deadline = now_ms() + 120000;
+    uint64_t deadline = tg_now_ms() + 120000;
     for (int delay = 1;; delay = delay < 50 ? delay * 2 : 50) {
         int a = connect_port(s->port), b = connect_port(s->admin_port);
         if (a >= 0)
@@ -120,7 +129,7 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid)
             ck_abort_msg("thumbgate exited during start (status %d); see %s", st, s->log);
-        ck_assert_msg(now_ms() < deadline, "thumbgate did not start listening; see %s", s->log);
+        ck_assert_msg(tg_now_ms() < deadline, "thumbgate did not start listening; see %s", s->log);
         poll(NULL, 0, delay); /* bounded back-off while polling the readiness condition */
     }
 }
@@ -341,8 +350,8 @@ double tg_metric(tg_server_t *s, const char *sample)
 
 bool tg_wait_metric(tg_server_t *s, const char *sample, double v, int timeout_ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    for (int delay = 1; now_ms() < deadline; delay = delay < 20 ? delay * 2 : 20) {
+    uint64_t deadline = tg_now_ms() + (uint64_t)timeout_ms;
+    for (int delay = 1; tg_now_ms() < deadline; delay = delay < 20 ? delay * 2 : 20) {
         if (tg_metric(s, sample) >= v)
             return true;
         poll(NULL, 0, delay);

@@ -34,6 +34,12 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root);
 int tg_stop(tg_server_t *s);
 /** Removes the storage root. */
 void tg_cleanup(tg_server_t *s);
+/** A loopback TCP port that was free a moment ago (bound, read, closed). */
+int tg_free_port(void);
+/** True when something accepts connections on loopback @p port. */
+bool tg_port_open(int port);
+/** CLOCK_MONOTONIC in milliseconds (overall deadlines of polling loops). */
+uint64_t tg_now_ms(void);
 /** Number of lines of the log file @p log that contain @p needle; the first of them goes to
  *  @p first (of @p n bytes) when @p first is not NULL. 0 when the file cannot be read. */
 unsigned tg_log_lines(const char *log, const char *needle, char *first, size_t n);
