@@ -365,9 +365,12 @@ static double webp_enc_px(uint32_t quality)
 /* Animated outputs, per output pixel of every frame: libwebp's animation encoder keeps each
  * coded frame and its candidate canvases (measured 52 MiB for 10 frames of 1600x1000, 3.3 B/px;
  * `calibrate --one gif-anim10 1600 1000 1 convert 0 0 webp`); cgif writes frame by frame and
- * keeps little (6 MiB for 50 frames of 400x300 GIF to GIF). */
+ * keeps little (6 MiB for 50 frames of 400x300 GIF to GIF) beyond a fixed cost. */
 #define EST_ANIM_WEBP_PX 6.0
-#define EST_ANIM_GIF_PX 2.0
+#define EST_ANIM_GIF_PX 4.0
+/* the lowest margin of the reduced grid was 1.16 without it: 10 frames of 400x300 as 100x75 GIF
+ * (11.1 MiB) */
+#define EST_ANIM_GIF_FIXED (2.0 * MIB)
 
 static double avif_enc_px(uint32_t effort)
 {
@@ -455,7 +458,8 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
         exact += frames * W * H * 4;
     if (frames > 1)
         exact += frames * ow * oh *
-                 (job->out_fmt == IMGPROC_FMT_WEBP ? EST_ANIM_WEBP_PX : EST_ANIM_GIF_PX);
+                     (job->out_fmt == IMGPROC_FMT_WEBP ? EST_ANIM_WEBP_PX : EST_ANIM_GIF_PX) +
+                 (job->out_fmt == IMGPROC_FMT_GIF ? EST_ANIM_GIF_FIXED : 0);
     if (pl.crop)
         exact += frames * rw * rh * ob;
     if (probe->orientation != 1)
