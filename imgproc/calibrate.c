@@ -87,6 +87,10 @@ typedef enum {
     V_TIFF_TILED,
     V_TIFF_ONESTRIP, /* the whole image in one strip: libtiff decodes it at once */
     V_GIF_ALPHA,
+    V_GIF_ANIM10, /* animated outputs: every frame held (toilet roll of frames) */
+    V_GIF_ANIM50,
+    V_WEBP_ANIM10,
+    V_WEBP_ANIM50,
     V__COUNT
 } variant_t;
 
@@ -119,6 +123,10 @@ static const struct {
     [V_TIFF_TILED] = {"tiff-tiled", "tif"},
     [V_TIFF_ONESTRIP] = {"tiff-onestrip", "tif"},
     [V_GIF_ALPHA] = {"gif-alpha", "gif"},
+    [V_GIF_ANIM10] = {"gif-anim10", "gif"},
+    [V_GIF_ANIM50] = {"gif-anim50", "gif"},
+    [V_WEBP_ANIM10] = {"webp-anim10", "webp"},
+    [V_WEBP_ANIM50] = {"webp-anim50", "webp"},
     [V_PNG_GREYA] = {"png-greya", "png"},
     [V_PNG_GREY16] = {"png-grey16", "png"},
     [V_PNG_RGBA16] = {"png-rgba16", "png"},
@@ -261,6 +269,15 @@ static int tiff_one_strip(VipsImage *img, const char *path)
     return rc;
 }
 
+/* Frames of an animated variant (1 for stills). */
+static int anim_frames(variant_t v)
+{
+    return v == V_WEBP_ANIM                          ? 4
+           : v == V_GIF_ANIM10 || v == V_WEBP_ANIM10 ? 10
+           : v == V_GIF_ANIM50 || v == V_WEBP_ANIM50 ? 50
+                                                     : 1;
+}
+
 static int generate(variant_t v, int w, int h, int orientation, const char *path)
 {
     bool alpha = v == V_PNG_RGBA || v == V_WEBP_ALPHA || v == V_PNG_GREYA || v == V_PNG_RGBA16 ||
@@ -287,26 +304,31 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         VIPS_UNREF(t1);
         t1 = t2;
         t2 = NULL;
-    } else if (v == V_WEBP_ANIM) {
-        /* Four frames stacked vertically: a moving box over the content. */
-        VipsImage *stack[4], *joined = NULL;
+    } else if (anim_frames(v) > 1) {
+        /* Frames stacked vertically: a moving box over the content. */
+        int n = anim_frames(v);
+        VipsImage *stack[50], *joined = NULL;
         double ink[3] = {255, 40, 40};
-        for (int i = 0; i < 4; i++) {
-            stack[i] = vips_image_copy_memory(t1);
-            if (!stack[i] || vips_draw_rect(stack[i], ink, 3, i * w / 5, h / 4, w / 5, h / 2,
-                                            "fill", TRUE, NULL))
-                goto out;
+        int made = 0, jrc = -1;
+        for (; made < n; made++) {
+            stack[made] = vips_image_copy_memory(t1);
+            if (!stack[made] || vips_draw_rect(stack[made], ink, 3, made * w / (n + 1), h / 4,
+                                               w / (n + 1) + 1, h / 2, "fill", TRUE, NULL))
+                break;
         }
-        int jrc = vips_arrayjoin(stack, &joined, 4, "across", 1, NULL);
-        for (int i = 0; i < 4; i++)
+        if (made == n)
+            jrc = vips_arrayjoin(stack, &joined, n, "across", 1, NULL);
+        for (int i = 0; i < made + (made < n && stack[made] ? 1 : 0); i++)
             g_object_unref(stack[i]);
         if (jrc)
             goto out;
         VIPS_UNREF(t1);
         t1 = joined;
         vips_image_set_int(t1, VIPS_META_PAGE_HEIGHT, h);
-        int delays[4] = {100, 100, 100, 100};
-        vips_image_set_array_int(t1, "delay", delays, 4);
+        int delays[50];
+        for (int i = 0; i < n; i++)
+            delays[i] = 100;
+        vips_image_set_array_int(t1, "delay", delays, n);
     } else if (v == V_JPEG_BIGICC || v == V_WEBP_BIGICC) {
         VipsBlob *icc = big_icc();
         if (!icc)
@@ -391,6 +413,8 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
     case V_WEBP_LOSSY:
     case V_WEBP_ALPHA:
     case V_WEBP_ANIM:
+    case V_WEBP_ANIM10:
+    case V_WEBP_ANIM50:
     case V_WEBP_BIGICC:
     case V_WEBP_NOISE:
         rc = vips_webpsave(t1, path, "Q", 80, "strip", strip, "effort", 2, NULL);
@@ -401,6 +425,8 @@ static int generate(variant_t v, int w, int h, int orientation, const char *path
         break;
     case V_GIF:
     case V_GIF_ALPHA:
+    case V_GIF_ANIM10:
+    case V_GIF_ANIM50:
         rc = vips_gifsave(t1, path, "strip", strip, "effort", 1, NULL);
         break;
     case V_TIFF:
@@ -512,6 +538,18 @@ static const struct {
     {V_JPEG_NOISE, 1600, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_GIF, false},
     {V_PNG_NOISE_RGBA, 1000, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false},
     {V_PNG_NOISE_RGBA, 1000, 1000, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JXL, false},
+    /* animated outputs: every frame decoded, resized, cropped and encoded (issue 15) */
+    {V_GIF_ANIM10, 400, 300, IMGPROC_OP_FIT, 100, 100, IMGPROC_FMT_GIF, false},
+    {V_GIF_ANIM10, 400, 300, IMGPROC_OP_COVER, 100, 100, IMGPROC_FMT_WEBP, false},
+    {V_GIF_ANIM50, 400, 300, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_WEBP, false},
+    {V_GIF_ANIM50, 400, 300, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_GIF, false},
+    {V_GIF_ANIM50, 400, 300, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_WEBP, false},
+    {V_WEBP_ANIM10, 400, 300, IMGPROC_OP_FIT, 100, 100, IMGPROC_FMT_WEBP, false},
+    {V_WEBP_ANIM10, 400, 300, IMGPROC_OP_COVER, 100, 100, IMGPROC_FMT_GIF, false},
+    {V_WEBP_ANIM10, 400, 300, IMGPROC_OP_SMART, 200, 200, IMGPROC_FMT_WEBP, false},
+    {V_WEBP_ANIM50, 400, 300, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_GIF, false},
+    {V_WEBP_ANIM50, 400, 300, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_WEBP, false},
+    {V_WEBP_ANIM50, 400, 300, IMGPROC_OP_FIT, 100, 100, IMGPROC_FMT_JPEG, false}, /* a still */
 };
 
 /* Full grid: every variant x size with fit 290x290, cover 290x290, one side (800 wide),
@@ -1187,13 +1225,15 @@ static void variant_caps(variant_t v, int *max_side, long *max_px)
         *max_px = 6000000;
     else if (v == V_WEBP_ANIM)
         *max_px = 2500000;
+    else if (anim_frames(v) > 1)
+        *max_px = 40000000 / anim_frames(v);
     else if (v == V_PNG_BIGTEXT || v == V_JPEG_BIGICC || v == V_WEBP_BIGICC || variants[v].noisy)
         *max_px = 12000000;
     else if (v == V_GIF || v == V_GIF_ALPHA || v == V_HEIC || v == V_AVIF)
         *max_px = 12000000; /* generation time */
     if (v == V_HEIC || v == V_AVIF)
         *max_side = 32768;
-    if (v == V_GIF || v == V_GIF_ALPHA)
+    if (v == V_GIF || v == V_GIF_ALPHA || v == V_GIF_ANIM10 || v == V_GIF_ANIM50)
         *max_side = 65535;
 }
 

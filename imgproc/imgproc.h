@@ -178,7 +178,8 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
  * imgproc_output_dims()/imgproc_estimate() for those bytes. Output: EXIF orientation
  * applied, sRGB (through the embedded profile if any), alpha flattened on white for JPEG,
  * all metadata stripped except, with keep_icc, the (sRGB) ICC profile; animated WebP and GIF
- * give their first frame, multi-page TIFF its first page, HEIF its primary image. Originals must be replaced by rename, never rewritten in place.
+ * give every frame (delays and loop kept) as WebP or GIF output, their first frame in a still
+ * format; multi-page TIFF its first page, HEIF its primary image. @p out has one frame's size. Originals must be replaced by rename, never rewritten in place.
  * 0 or -IMGPROC_E_* with @p err filled (and @p dst possibly partial: caller unlinks):
  * CORRUPT (bad data, also mid-decode), UNSUPPORTED, TOO_LARGE (WebP output over 16383 px),
  * IO (open/write/close), NOMEM, INVALID (bad job/opts, or @p dst is @p src), TOO_LARGE (over

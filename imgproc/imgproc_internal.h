@@ -47,6 +47,9 @@ typedef struct {
     uint32_t resized_w, resized_h; /**< after vips_resize */
     uint32_t out_w, out_h;         /**< final output, after crop and orientation */
     uint32_t out_bands;            /**< bands of the pipeline after sRGB conversion (1..4) */
+    uint32_t frames; /**< frames of the output: the source's pages for an animated GIF/WebP
+                          written as an animated format (webp, gif), else 1; the sizes above
+                          are those of one frame */
     /* pngfast.c (issue 14): a non-interlaced PNG of <= 8 bits shrunk >= 2x on both axes is
      * decoded by libspng with the integer part of libvips' reduce done in the decoder. */
     uint32_t png_shrink_h, png_shrink_v; /**< box factors in the decoder; 0 = libvips decodes */

@@ -153,8 +153,8 @@ static gint64 on_src_seek(VipsSourceCustom *source, gint64 offset, int whence, v
     return to;
 }
 
-/* Drops every metadata item except the ICC profile (libvips 8.14 savers can only strip all
- * or nothing). Returns a new reference or NULL. */
+/* Drops every metadata item except the ICC profile and an animation's frame layout and timing
+ * (libvips 8.14 savers can only strip all or nothing). Returns a new reference or NULL. */
 static VipsImage *keep_only_icc(VipsImage *in)
 {
     VipsImage *out;
@@ -162,7 +162,10 @@ static VipsImage *keep_only_icc(VipsImage *in)
         return NULL;
     gchar **names = vips_image_get_fields(out);
     for (int i = 0; names && names[i]; i++)
-        if (strcmp(names[i], VIPS_META_ICC_NAME) != 0)
+        if (strcmp(names[i], VIPS_META_ICC_NAME) != 0 &&
+            strcmp(names[i], VIPS_META_PAGE_HEIGHT) != 0 && strcmp(names[i], "delay") != 0 &&
+            strcmp(names[i], "loop") != 0 && strcmp(names[i], "gif-delay") != 0 &&
+            strcmp(names[i], "gif-loop") != 0)
             (void)vips_image_remove(out, names[i]);
     g_strfreev(names);
     return out;
@@ -259,6 +262,67 @@ static bool opts_ok(const imgproc_opts_t *o, imgproc_fmt_t fmt)
     default:
         return false;
     }
+}
+
+/* An animated job (plan.frames > 1): every frame of the GIF/WebP, loaded as one "toilet roll"
+ * image (n=-1, frames stacked with page-height), resized by vips_thumbnail_source(), which in
+ * libvips 8.14 shrinks a page-height image frame by frame (it keeps the page height exact) but
+ * would crop the roll as one image. So the crop is ours: the roll is resized to cover the box
+ * (the side with the smaller shrink given, the other free: thumb_shrink()'s crop rule), held in
+ * memory, and every frame is cut at the same window (the centre, or for SMART the window around
+ * the attention centre of the first frame). The delay and loop metadata go through. New
+ * reference in @p out, 0 or -IMGPROC_E_*. */
+static int thumb_frames(VipsSource *source, const imgproc_probe_t *probe, const imgproc__plan_t *pl,
+                        const char *export_profile, deadline_t *dl, VipsImage *ctx, VipsImage **out,
+                        imgproc_err_t *err)
+{
+    const uint32_t n = pl->frames;
+    int bw = (int)pl->box_w, bh = (int)pl->box_h;
+    if (pl->crop) {
+        if ((double)probe->width / pl->box_w < (double)probe->height / pl->box_h)
+            bh = VIPS_MAX_COORD;
+        else
+            bw = VIPS_MAX_COORD;
+    }
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 5);
+    VipsImage **f = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), (int)n);
+    if (vips_thumbnail_source(source, &t[0], bw, "height", bh, "size", VIPS_SIZE_DOWN, "no_rotate",
+                              TRUE, "export_profile", export_profile, "option_string",
+                              LOAD_OPTIONS ",n=-1", NULL))
+        return pipeline_fail(err, NULL, dl, "thumbnail");
+    if ((uint32_t)t[0]->Xsize != pl->resized_w || (uint32_t)t[0]->Ysize != pl->resized_h * n ||
+        (uint32_t)vips_image_get_page_height(t[0]) != pl->resized_h)
+        return imgproc__fail(err, IMGPROC_E_CORRUPT,
+                             "%u frames resized to %dx%d (page height %d), planned %ux%u each", n,
+                             t[0]->Xsize, t[0]->Ysize, vips_image_get_page_height(t[0]),
+                             pl->resized_w, pl->resized_h);
+    if (!pl->crop) {
+        *out = t[0];
+        g_object_ref(t[0]);
+        return 0;
+    }
+    const int rw = (int)pl->resized_w, rh = (int)pl->resized_h;
+    const int cw = (int)pl->out_w, ch = (int)pl->out_h; /* no orientation on animations */
+    deadline_watch(dl, t[0]);
+    if (!(t[1] = vips_image_copy_memory(t[0])))
+        return pipeline_fail(err, NULL, dl, "decode");
+    int left = (rw - cw) / 2, top = (rh - ch) / 2;
+    if (pl->attention) {
+        int ax = 0, ay = 0;
+        if (vips_crop(t[1], &t[2], 0, 0, rw, rh, NULL) ||
+            vips_smartcrop(t[2], &t[3], cw, ch, "interesting", VIPS_INTERESTING_ATTENTION,
+                           "attention_x", &ax, "attention_y", &ay, NULL))
+            return pipeline_fail(err, NULL, dl, "smartcrop");
+        left = VIPS_CLIP(0, ax - cw / 2, rw - cw);
+        top = VIPS_CLIP(0, ay - ch / 2, rh - ch);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (vips_crop(t[1], &f[i], left, (int)i * rh + top, cw, ch, NULL))
+            return pipeline_fail(err, NULL, dl, "crop");
+    if (vips_arrayjoin(f, &t[4], (int)n, "across", 1, NULL) || vips_copy(t[4], out, NULL))
+        return pipeline_fail(err, NULL, dl, "crop");
+    vips_image_set_int(*out, VIPS_META_PAGE_HEIGHT, ch);
+    return 0;
 }
 
 int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts,
@@ -407,6 +471,9 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
             rc = pipeline_fail(err, NULL, &dl, "thumbnail");
             goto out_unref;
         }
+    } else if (plan.frames > 1) {
+        if ((rc = thumb_frames(source, &probe, &plan, export_profile, &dl, ctx, &t[2], err)) != 0)
+            goto out_unref;
     } else if (probe.fmt == IMGPROC_FMT_GIF || probe.fmt == IMGPROC_FMT_TIFF ||
                probe.fmt == IMGPROC_FMT_HEIC || probe.fmt == IMGPROC_FMT_AVIF) {
         /* Loaded at full size, first page or frame, then thumbnailed: never through
@@ -488,7 +555,7 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
     }
     if (out) {
         out->width = (uint32_t)img->Xsize;
-        out->height = (uint32_t)img->Ysize;
+        out->height = (uint32_t)img->Ysize / plan.frames; /* of one frame */
         out->bytes = sink.bytes;
     }
 

@@ -2,8 +2,12 @@
  * originals (upload, probe, thumbnail), AVIF, JPEG XL and GIF outputs, bombs refused before
  * any decoding (a 10 000-frame GIF, a HEIC whose header declares 30000x30000), truncated
  * files of each new format refused with a JSON error without losing the stored original,
- * and a multi-page TIFF giving its first page. Images are generated here with libvips. */
+ * a multi-page TIFF giving its first page, animated GIF/WebP outputs keeping every frame (fit
+ * and cover, each frame resized and cut alike) while still outputs take the first, and an
+ * animation whose frames together are over limits.max_pixels refused unadmitted. Images are
+ * generated here with libvips. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +141,135 @@ START_TEST(test_formats_animated_bomb_is_413_before_decoding)
 }
 END_TEST
 
+/* An animation of @p n frames of @p w x @p h, frame i a flat grey of level 20 + 25 i (so a
+ * crop across a frame border shows), saved by libvips as @p saver ("gif", "webp"). */
+static void *anim_image(int n, int w, int h, const char *saver, size_t *len)
+{
+    VipsImage *frames[16], *roll = NULL, *black = NULL;
+    ck_assert_int_le(n, 16);
+    ck_assert_int_eq(vips_black(&black, w, h, "bands", 3, NULL), 0);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(vips_linear1(black, &frames[i], 1.0, 20.0 + 25.0 * i, "uchar", TRUE, NULL),
+                         0);
+    ck_assert_int_eq(vips_arrayjoin(frames, &roll, n, "across", 1, NULL), 0);
+    roll->Type = VIPS_INTERPRETATION_sRGB;
+    vips_image_set_int(roll, VIPS_META_PAGE_HEIGHT, h);
+    int delay[16];
+    for (int i = 0; i < n; i++)
+        delay[i] = 80;
+    vips_image_set_array_int(roll, "delay", delay, n);
+    vips_image_set_int(roll, "loop", 0);
+    char suffix[16];
+    snprintf(suffix, sizeof(suffix), ".%s", saver);
+    void *buf = NULL;
+    ck_assert_msg(vips_image_write_to_buffer(roll, suffix, &buf, len, NULL) == 0, "%s",
+                  vips_error_buffer());
+    for (int i = 0; i < n; i++)
+        g_object_unref(frames[i]);
+    g_object_unref(roll);
+    g_object_unref(black);
+    return buf;
+}
+
+/* GETs @p path and checks it has @p n frames of @p w x @p h; returns the image (all frames). */
+static VipsImage *get_frames(const char *path, int n, int w, int h)
+{
+    tg_resp_t r;
+    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld %s", path, r.status,
+                  r.body);
+    /* a still format has no "n" option: one frame, its height the frame's */
+    VipsImage *img = vips_image_new_from_buffer(r.body, r.len, n > 1 ? "n=-1" : "", NULL);
+    ck_assert_msg(img, "%s: %s", path, vips_error_buffer());
+    /* the buffer is borrowed: read the pixels before it goes */
+    VipsImage *mem = vips_image_copy_memory(img);
+    ck_assert_ptr_nonnull(mem);
+    g_object_unref(img);
+    tg_resp_free(&r);
+    ck_assert_msg(vips_image_get_n_pages(mem) == n && mem->Xsize == w &&
+                      vips_image_get_page_height(mem) == h && mem->Ysize == n * h,
+                  "%s: %d frames of %dx%d, want %d of %dx%d", path, vips_image_get_n_pages(mem),
+                  mem->Xsize, vips_image_get_page_height(mem), n, w, h);
+    return mem;
+}
+
+/* Frame @p i of @p roll (page height @p h) is a flat grey of level 20 + 25 i: a crop or a resize
+ * that crossed a frame border would blend two levels. */
+static void expect_frame_level(VipsImage *roll, int i, int h, const char *what)
+{
+    VipsImage *c = NULL, *f = NULL;
+    double lo, hi;
+    /* the colour bands (GIF reads back as RGBA, the alpha is 255) */
+    ck_assert_int_eq(vips_crop(roll, &c, 0, i * h, roll->Xsize, h, NULL), 0);
+    ck_assert_int_eq(vips_extract_band(c, &f, 0, "n", roll->Bands < 3 ? 1 : 3, NULL), 0);
+    g_object_unref(c);
+    ck_assert_int_eq(vips_min(f, &lo, NULL), 0);
+    ck_assert_int_eq(vips_max(f, &hi, NULL), 0);
+    double want = 20 + 25 * i;
+    ck_assert_msg(fabs(lo - want) <= 3 && fabs(hi - want) <= 3,
+                  "%s frame %d: levels %.0f..%.0f, want %.0f", what, i, lo, hi, want);
+    g_object_unref(f);
+}
+
+START_TEST(test_formats_animated_outputs_keep_every_frame)
+{
+    tg_start(&S, NULL, NULL);
+    static const char *const savers[] = {"gif", "webp"};
+    for (int k = 0; k < 2; k++) {
+        size_t len;
+        void *src = anim_image(8, 300, 200, savers[k], &len);
+        char key[64], path[96];
+        snprintf(key, sizeof(key), "/anim/a.%s", savers[k]);
+        tg_resp_t r;
+        ck_assert_msg(tg_http(&S, "PUT", key, src, len, NULL, &r) == 201, "%s: %s", key, r.body);
+        tg_resp_free(&r);
+        g_free(src);
+        static const char *const outs[] = {"gif", "webp"};
+        for (int o = 0; o < 2; o++) {
+            /* fit: every frame resized to the same 100x67 */
+            snprintf(path, sizeof(path), "/anim/a_100x100.%s", outs[o]);
+            VipsImage *fit = get_frames(path, 8, 100, 67);
+            for (int i = 0; i < 8; i++)
+                expect_frame_level(fit, i, 67, path);
+            g_object_unref(fit);
+            /* cover: 100x100 cut from each frame, never across frames */
+            snprintf(path, sizeof(path), "/anim/a_100x100c.%s", outs[o]);
+            VipsImage *cover = get_frames(path, 8, 100, 100);
+            for (int i = 0; i < 8; i++)
+                expect_frame_level(cover, i, 100, path);
+            g_object_unref(cover);
+        }
+        /* still outputs: the first frame only */
+        snprintf(path, sizeof(path), "/anim/a_100x100.png");
+        VipsImage *still = get_frames(path, 1, 100, 67);
+        expect_frame_level(still, 0, 67, path);
+        g_object_unref(still);
+        tg_resp_t d;
+        ck_assert_int_eq(tg_http(&S, "DELETE", key, NULL, 0, NULL, &d), 204);
+        tg_resp_free(&d);
+    }
+}
+END_TEST
+
+START_TEST(test_formats_animation_over_max_pixels_is_413_before_admission)
+{
+    /* 8 frames of 300x200: each frame is under the bound, all of them are over it */
+    const char *env[] = {"THUMBGATE_LIMITS_MAX_PIXELS=200000", NULL};
+    tg_start(&S, env, NULL);
+    size_t len;
+    void *src = anim_image(8, 300, 200, "gif", &len);
+    tg_resp_t r;
+    ck_assert_msg(tg_http(&S, "PUT", "/anim/big.gif", src, len, NULL, &r) == 201, "%s", r.body);
+    tg_resp_free(&r);
+    g_free(src);
+    double admitted = tg_metric(&S, "thumbgate_jobs_admitted_total");
+    expect_error("GET", "/anim/big_100x100.webp", NULL, 0, 413, "too_many_pixels");
+    expect_error("GET", "/anim/big_100x100c.gif", NULL, 0, 413, "too_many_pixels");
+    ck_assert(tg_metric(&S, "thumbgate_jobs_admitted_total") == admitted);
+    /* a still output reads the first frame only: allowed */
+    expect_image("/anim/big_100x100.jpg", 100, 67, "image/jpeg");
+}
+END_TEST
+
 START_TEST(test_formats_heif_bomb_is_413_before_decoding)
 {
     tg_start(&S, NULL, NULL);
@@ -221,6 +354,8 @@ Suite *formats_suite(void)
     tcase_add_test(t, test_formats_avif_jxl_gif_outputs);
     tcase_add_test(t, test_formats_animated_bomb_is_413_before_decoding);
     tcase_add_test(t, test_formats_heif_bomb_is_413_before_decoding);
+    tcase_add_test(t, test_formats_animated_outputs_keep_every_frame);
+    tcase_add_test(t, test_formats_animation_over_max_pixels_is_413_before_admission);
     tcase_add_test(t, test_formats_truncated_is_refused_and_loses_nothing);
     tcase_add_test(t, test_formats_multipage_tiff_gives_first_page);
     suite_add_tcase(s, t);
