@@ -1541,7 +1541,11 @@ static int server_start(att_server_t *s, const char *bin, const char *dir)
             "listen: 127.0.0.1:%d\nadmin_listen: 127.0.0.1:%d\nstorage: {root: %s/data}\n"
             "limits: {max_upload: 1GiB}\nmemory: {queue_timeout: 600s, job_timeout: 600s}\n"
             "output: {jpeg_quality: 80, webp_quality: 75, png_compression: 6}\n"
-            "log: {level: warn, access: false}\n",
+            "log: {level: warn, access: false}\n"
+            /* one request must be one job: a second size of an original would also start
+             * its mezzanine level's job (admitted on its own estimate), and its memory
+             * would be held against this request's estimate */
+            "mezzanine: {enabled: false}\n",
             s->port, admin, s->dir);
     fclose(f);
     char *args[] = {(char *)bin, "-c", cfgpath, NULL};
