@@ -364,8 +364,10 @@ START_TEST(test_mezz_psnr_every_mode_and_format)
     /* a conversion and an output the level is not k times larger than: the original */
     expect_not_from_level("/rot.png");
     expect_not_from_level("/flat_900x.jpg");
-    /* every job, the level's included, stayed within its estimate (jobmeter) */
-    ck_assert_int_eq(tg_metric(&S, "thumbgate_estimate_under_total"), 0);
+    /* every job, the level's included, stayed within its estimate (jobmeter); under ASan
+     * the resident memory includes redzones and quarantine, as in check_jobmeter */
+    if (getenv("THUMBGATE_SANITIZED") == NULL)
+        ck_assert_int_eq(tg_metric(&S, "thumbgate_estimate_under_total"), 0);
 }
 END_TEST
 
