@@ -34,18 +34,7 @@ static const struct {
 
 static void expect_image(const char *path, int w, int h, const char *mime)
 {
-    tg_resp_t r;
-    char ct[64];
-    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld %s", path, r.status,
-                  r.body);
-    ck_assert(tg_header(&r, "content-type", ct, sizeof(ct)));
-    ck_assert_str_eq(ct, mime);
-    int gw, gh;
-    ck_assert_msg(tg_dims(r.body, r.len, &gw, &gh), "%s: not decodable", path);
-    /* a free side may round either way (217.5: 217 or 218), as in check_derive */
-    ck_assert_msg(abs(gw - w) <= 1 && abs(gh - h) <= 1 && (gw == w || gh == h),
-                  "%s: got %dx%d want %dx%d", path, gw, gh, w, h);
-    tg_resp_free(&r);
+    tg_expect_dims(&S, path, w, h, mime);
 }
 
 /* A JSON error {"error": @p code, ...} with @p status. */
