@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "server/json.h"
@@ -77,6 +78,7 @@ struct responses {
     metrics_t *metrics;
     adm_gate_t *gate;
     bool log;                        /* http.access_log: a line per request */
+    bool shared_etags;               /* s3 backend: ETags from STORE_XATTR_HTTP_ETAG */
     h2o_handler_t *files[HTTP_NFMT]; /* h2o's file handler for each content type */
     h2o_pathconf_t files_conf;       /* theirs: no request is bound to it */
 };
@@ -113,6 +115,8 @@ void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt
 /* Our validator: inode, size and mtime in ms. Originals are replaced by rename, so the
  * inode changes with every version, even one of the same size in the same second (h2o's
  * own "mtime-size" ETag would not). */
+#define ETAG_MAX 160
+
 static size_t make_etag(const struct stat *st, char *out, size_t cap)
 {
     return (size_t)snprintf(
@@ -122,7 +126,12 @@ static size_t make_etag(const struct stat *st, char *out, size_t cap)
 
 static bool etag_matches(h2o_iovec_t inm, const char *etag, size_t etaglen)
 {
-    /* If-None-Match: "*" or a comma list of (weak or strong) tags; weak comparison */
+    /* If-None-Match: "*" or a comma list of (weak or strong) tags; weak comparison: the
+     * opaque tags, without W/ on either side */
+    if (etaglen > 2 && etag[0] == 'W' && etag[1] == '/') {
+        etag += 2;
+        etaglen -= 2;
+    }
     const char *p = inm.base, *end = inm.base + inm.len;
     while (p < end) {
         while (p < end && (*p == ' ' || *p == ','))
@@ -164,8 +173,9 @@ static bool answer_preconditions(h2o_req_t *req, const char *etag, size_t etagle
         h2o_iovec_t v = req->headers.entries[i].value;
         ssize_t ir = h2o_find_header(&req->headers, H2O_TOKEN_IF_RANGE, -1);
         if (v.len < 6 || memcmp(v.base, "bytes=", 6) != 0 || memchr(v.base, ',', v.len) != NULL ||
-            (ir != -1 && !h2o_memis(req->headers.entries[ir].value.base,
-                                    req->headers.entries[ir].value.len, etag, etaglen)))
+            (ir != -1 && (etag[0] == 'W' || /* If-Range compares strongly: never a weak tag */
+                          !h2o_memis(req->headers.entries[ir].value.base,
+                                     req->headers.entries[ir].value.len, etag, etaglen))))
             h2o_delete_header(&req->headers, i);
     }
     return false;
@@ -193,13 +203,16 @@ bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct
     if (fmt == IMGPROC_FMT_UNKNOWN)
         fmt = imgproc_sniff(magic, (size_t)n);
     struct stat st = ref->st;
+    char *etag = h2o_mem_alloc_pool(&req->pool, ETAG_MAX);
+    ssize_t xl = self->shared_etags
+                     ? fgetxattr(ref->fd, STORE_XATTR_HTTP_ETAG, etag, ETAG_MAX - 1)
+                     : -1;
     h2o_filecache_close_file(ref);
     if (sb != NULL)
         *sb = st;
 
     size_t nheaders = req->res.headers.size;
-    char *etag = h2o_mem_alloc_pool(&req->pool, 64);
-    size_t etaglen = make_etag(&st, etag, 64);
+    size_t etaglen = xl > 0 ? (size_t)xl : make_etag(&st, etag, ETAG_MAX);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
     if (answer_preconditions(req, etag, etaglen))
         return true;
@@ -401,6 +414,7 @@ void http_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     l->metrics = s->metrics;
     l->gate = s->gate;
     l->log = s->cfg->access_log;
+    l->shared_etags = s->cfg->storage_backend == CFG_BACKEND_S3;
     /* h2o's file handlers live on a pathconf of their own, reachable by no request: each
      * has a single content type (its default; no extension is mapped) and sends our ETag */
     h2o_pathconf_t *files = &l->files_conf;

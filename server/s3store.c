@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -97,6 +98,28 @@ static bool stem_of(const char *key, char *stem, size_t n)
     return true;
 }
 
+/* The validators of a local copy, the same on every node: @p http_etag sent as its ETag
+ * (store.h), and @p last_modified (the object's; 0: unknown) as its mtime's seconds. The
+ * nanoseconds stay this file's own: with the inode they name the copy's generation of
+ * cached results (store.c), which must differ from a replaced one's. */
+static void stamp(const char *path, const char *http_etag, time_t last_modified)
+{
+    setxattr(path, STORE_XATTR_HTTP_ETAG, http_etag, strlen(http_etag), 0);
+    struct stat sb;
+    if (last_modified > 0 && stat(path, &sb) == 0) {
+        struct timespec t[2] = {{.tv_nsec = UTIME_NOW},
+                                {.tv_sec = last_modified, .tv_nsec = sb.st_mtim.tv_nsec}};
+        utimensat(AT_FDCWD, path, t, 0);
+    }
+}
+
+static void stamp_original(const char *path, const s3_meta_t *m)
+{
+    char tag[sizeof(m->etag) + 2];
+    snprintf(tag, sizeof(tag), "\"%s\"", m->etag);
+    stamp(path, tag, m->last_modified);
+}
+
 static bool local_etag(const char *path, char *etag, size_t n)
 {
     ssize_t l = getxattr(path, XATTR_ETAG, etag, n - 1);
@@ -173,12 +196,19 @@ int s3store_put(s3store_t *rs, const char *key, const char *tmp)
     char obj[OBJ_MAX], stem[520];
     uint64_t t0 = now_ms();
     snprintf(obj, sizeof(obj), "orig/%s", key);
-    s3_meta_t m;
+    s3_meta_t m = {0};
     int r = s3_put_file(rs->s3, obj, tmp, &m);
     if (r != S3_OK)
         return map_s3(r);
-    if (m.etag[0] != '\0')
+    if (m.etag[0] != '\0') {
         setxattr(tmp, XATTR_ETAG, m.etag, strlen(m.etag), 0);
+        /* a PUT's answer has no Last-Modified: the object's comes from a HEAD, so that
+         * this node sends the date the others read from the bucket */
+        s3_meta_t h = {0};
+        if (s3_head(rs->s3, obj, &h) == S3_OK && strcmp(h.etag, m.etag) == 0)
+            m.last_modified = h.last_modified;
+        stamp_original(tmp, &m);
+    }
     account(rs, m.size);
     mark(rs, 'k', key, t0);
     if (stem_of(key, stem, sizeof(stem))) {
@@ -251,10 +281,7 @@ static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
         return r == S3_E_NOTFOUND ? 0 : map_s3(r);
     }
     setxattr(tmp, XATTR_ETAG, m.etag, strlen(m.etag), 0);
-    if (m.last_modified > 0) { /* Last-Modified of the object, on every node */
-        struct timespec t[2] = {{.tv_nsec = UTIME_NOW}, {.tv_sec = m.last_modified}};
-        utimensat(AT_FDCWD, tmp, t, 0);
-    }
+    stamp_original(tmp, &m);
     bool replaced;
     if ((e = store_install_original(rs->st, key, tmp, &replaced)) != 0)
         unlink(tmp);
@@ -353,6 +380,19 @@ int s3store_sync(s3store_t *rs, const char *key, const char *stem, const char *v
         mark(rs, 's', stem, t0);
     }
     return variant != NULL ? fetch_derived(rs, stem, variant) : 0;
+}
+
+void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
+                          const char *final)
+{
+    (void)rs;
+    char etag[100], tag[160];
+    struct stat sb;
+    const char *variant = strrchr(final, '/');
+    if (variant == NULL || !local_etag(src_path, etag, sizeof(etag)) || stat(src_path, &sb) != 0)
+        return; /* the inode-based ETag, on this node only */
+    snprintf(tag, sizeof(tag), "W/\"%s-%016" PRIx64 "\"", etag, hash2('v', variant + 1));
+    stamp(tmp, tag, sb.st_mtime);
 }
 
 struct publish {

@@ -10,7 +10,8 @@
  * stem) not checked within storage.s3.revalidate is synced by s3store_sync on an io
  * thread (HEAD; a changed or missing local copy is downloaded to a temp file and renamed
  * in, one deleted in the bucket is deleted here), then served from the local file by the
- * usual paths. The ETag of a local copy is kept in its user.thumbgate.etag xattr.
+ * usual paths. The ETag of a local copy is kept in its user.thumbgate.etag xattr, and the
+ * validators sent for it (the same on every node) in STORE_XATTR_HTTP_ETAG and its mtime.
  *
  * Memory: the freshness table (S3STORE_SLOTS x 16 bytes) and the s3 client's (s3.h). */
 #ifndef THUMBGATE_S3STORE_H
@@ -44,6 +45,13 @@ bool s3store_fresh(s3store_t *rs, const char *key, const char *stem);
 /** Brings the local copy of @p key — and, for a derived URL, of @p stem's original and
  *  its result @p variant — in line with the bucket. 0 or -STORE_E_UNAVAILABLE. (Blocking.) */
 int s3store_sync(s3store_t *rs, const char *key, const char *stem, const char *variant);
+
+/** Before the result @p tmp of the local original @p src_path becomes @p final: gives it
+ *  the validators every node gives it, whether made here or fetched: a weak ETag from the
+ *  original's object ETag and the variant (a result made from a mezzanine level is not
+ *  byte-identical to one made from the original), and the original's Last-Modified. */
+void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
+                          const char *final);
 
 /** Publishes a result made here (background io task; best effort). */
 void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_path);

@@ -838,6 +838,8 @@ int store_cache_commit(store_t *st, const char *tmp, const char *final, const ch
         unlink(tmp); /* the original changed while we worked: this result is for nobody */
         return -STORE_E_CHANGED;
     }
+    if (st->remote != NULL) /* the same validators as the other nodes' copies */
+        s3store_stamp_result(st->remote, src_path, tmp, final);
     struct stat old;
     bool replacing = stat(final, &old) == 0;
     /* durable before it is visible: the bytes, then the rename (new directories are

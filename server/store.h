@@ -82,6 +82,11 @@ int store_tmp_file(const store_t *st, char *out, size_t outlen);
  * (eviction is separate: store_cache_over_bound / store_cache_evict). 0 or -STORE_E_*:
  * NOTFOUND when the source is gone, CHANGED when it was replaced (the result is dropped).
  */
+/** The xattr holding a stored file's HTTP ETag, exactly as sent, where every node must
+ *  send the same one (the s3 backend, s3store.c: from the object's ETag). http.c sends
+ *  it instead of its own inode-based tag; a file without it gets the inode one. */
+#define STORE_XATTR_HTTP_ETAG "user.thumbgate.http-etag"
+
 int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path,
                        const struct stat *src);
 

@@ -432,6 +432,49 @@ START_TEST(test_s3_store_down_then_back)
 }
 END_TEST
 
+/* The ETag and Last-Modified of a 200 GET of @p path (lm may be NULL). */
+static bool get_validators(tg_server_t *s, const char *path, char *etag, char *lm)
+{
+    tg_resp_t r;
+    bool ok = tg_http(s, "GET", path, NULL, 0, NULL, &r) == 200 &&
+              tg_header(&r, "etag", etag, 128) && (lm == NULL || tg_header(&r, "last-modified", lm, 64));
+    tg_resp_free(&r);
+    return ok;
+}
+
+/* Nodes A and B send the same validators for @p path (a weak ETag for a result, which
+ * may be made from a mezzanine level on one node and the original on the other), and
+ * each node answers the other's with 304. */
+static void expect_same_validators(const char *path, bool weak)
+{
+    char ea[128], eb[128], la[64], lb[64], h[200];
+    ck_assert_msg(get_validators(&A, path, ea, la), "A: GET %s", path);
+    ck_assert_msg(get_validators(&B, path, eb, lb), "B: GET %s", path);
+    ck_assert_msg(strcmp(ea, eb) == 0, "%s: ETag %s on A, %s on B", path, ea, eb);
+    ck_assert_msg(strcmp(la, lb) == 0, "%s: Last-Modified %s on A, %s on B", path, la, lb);
+    ck_assert_int_eq(strncmp(ea, "W/", 2) == 0, weak);
+    tg_server_t *nodes[] = {&A, &B};
+    for (int i = 0; i < 2; i++) {
+        tg_resp_t r;
+        snprintf(h, sizeof(h), "If-None-Match: %s", i == 0 ? eb : ea);
+        const char *inm[] = {h, NULL};
+        ck_assert_int_eq(tg_http(nodes[i], "GET", path, NULL, 0, inm, &r), 304);
+        tg_resp_free(&r);
+        snprintf(h, sizeof(h), "If-Modified-Since: %s", i == 0 ? lb : la);
+        const char *ims[] = {h, NULL};
+        ck_assert_int_eq(tg_http(nodes[i], "GET", path, NULL, 0, ims, &r), 304);
+        tg_resp_free(&r);
+    }
+    /* If-Range compares strongly: a weak tag never matches, and the whole body is sent */
+    char ir[200];
+    snprintf(ir, sizeof(ir), "If-Range: %s", ea);
+    const char *ranged[] = {"Range: bytes=0-9", ir, NULL};
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&B, "GET", path, NULL, 0, ranged, &r), weak ? 200 : 206);
+    ck_assert(weak ? r.len > 10 : r.len == 10);
+    tg_resp_free(&r);
+}
+
 START_TEST(test_s3_two_nodes_share_the_bucket)
 {
     NEED_S3RVER();
@@ -454,6 +497,37 @@ START_TEST(test_s3_two_nodes_share_the_bucket)
     double admitted = tg_metric(&A, "thumbgate_jobs_admitted_total");
     expect_dims(&A, "/n/bird_160x160.webp", 160, 120);
     ck_assert_double_eq(tg_metric(&A, "thumbgate_jobs_admitted_total"), admitted);
+    /* validators come from the bucket: a tag or date one node gave is honoured by the
+     * other, for the original (uploaded to A, fetched by B), for a result B made and A
+     * fetched, and for one each node makes itself */
+    expect_same_validators("/n/bird.jpg", false);
+    char tag[128], want[100];
+    gchar *md5 = g_compute_checksum_for_data(G_CHECKSUM_MD5, img, len);
+    snprintf(want, sizeof(want), "\"%s\"", md5); /* the object's ETag (one-part PUT) */
+    g_free(md5);
+    ck_assert(get_validators(&B, "/n/bird.jpg", tag, NULL));
+    ck_assert_str_eq(tag, want);
+    expect_same_validators("/n/bird_160x160.webp", true);
+    expect_dims(&A, "/n/bird_120x120.png", 120, 90);
+    expect_dims(&B, "/n/bird_120x120.png", 120, 90);
+    expect_same_validators("/n/bird_120x120.png", true);
+    /* a replacement through B: A's old tag no longer matches, on A */
+    char old[128], h[200];
+    ck_assert(get_validators(&A, "/n/bird.jpg", old, NULL));
+    void *img2 = tg_image(300, 300, 3, "jpg", &len);
+    put_bytes(&B, "/n/bird.jpg", img2, len, 200);
+    g_free(img2);
+    snprintf(h, sizeof(h), "If-None-Match: %s", old);
+    const char *inm[] = {h, NULL};
+    uint64_t until = tg_now_ms() + 30000;
+    while (tg_http(&A, "GET", "/n/bird.jpg", NULL, 0, inm, &r) != 200) {
+        tg_resp_free(&r);
+        ck_assert_msg(tg_now_ms() < until, "node A still answers 304 for a replaced original");
+        poll(NULL, 0, 20);
+    }
+    ck_assert_uint_eq(r.len, len);
+    tg_resp_free(&r);
+    expect_same_validators("/n/bird.jpg", false);
     /* DELETE through A: gone for B too (within storage.s3.revalidate: polled) */
     ck_assert_int_eq(tg_http(&A, "DELETE", "/n/bird.jpg", NULL, 0, NULL, &r), 204);
     tg_resp_free(&r);
