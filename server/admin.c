@@ -15,6 +15,7 @@
 #include "server/heap.h"
 #include "server/json.h"
 #include "server/room.h"
+#include "server/s3store.h"
 
 /* The room: the services it reads (never writes). */
 typedef struct {
@@ -39,6 +40,28 @@ static void counter_seconds(FILE *o, const char *name, const char *help, double 
 }
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+/* The s3 backend's requests to the store (none with the local backend). */
+static void render_s3(const room_services_t *srv, FILE *o)
+{
+    s3store_t *rs = store_remote(srv->store);
+    if (rs == NULL)
+        return;
+    s3_stats_t st;
+    uint64_t coalesced;
+    s3store_stats(rs, &st, &coalesced);
+    fprintf(o, "# HELP thumbgate_s3_requests_total Requests to the object store by operation "
+               "(check: the readiness checker's) and outcome.\n"
+               "# TYPE thumbgate_s3_requests_total counter\n");
+    for (int op = 0; op < S3_OP__N; op++)
+        for (int r = 0; r < S3_RESULTS; r++)
+            fprintf(o, "thumbgate_s3_requests_total{op=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+                    s3_op_name((s3_op_t)op), s3_result_name(r), st.n[op][r]);
+    counter(o, "thumbgate_s3_checks_coalesced_total",
+            "Checks against the bucket that took the outcome of a concurrent one for the same "
+            "name instead of asking again.",
+            coalesced);
+}
 
 /* The memory plan's terms beside what each term holds now (memplan.h, connguard.h). */
 static void render_plan(const room_services_t *srv, FILE *o)
@@ -231,6 +254,8 @@ static void render_metrics(const room_services_t *srv, FILE *o)
             LOAD(m->mezz_used));
     counter(o, "thumbgate_mezzanine_refused_total",
             "Level jobs admission refused (queue full or over the budget).", LOAD(m->mezz_refused));
+
+    render_s3(srv, o);
 
     uint64_t vnow, vhigh;
     metrics_proc_t pm;

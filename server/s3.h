@@ -39,6 +39,17 @@ typedef struct {
     time_t last_modified;
 } s3_meta_t;
 
+/** What requests went to the store: by operation (the bucket checks apart) and outcome
+ *  (S3_OK .. S3_E_LOCAL). */
+typedef enum { S3_OP_GET, S3_OP_PUT, S3_OP_HEAD, S3_OP_DELETE, S3_OP_LIST, S3_OP_CHECK, S3_OP__N } s3_op_t;
+#define S3_RESULTS 5
+typedef struct {
+    uint64_t n[S3_OP__N][S3_RESULTS];
+} s3_stats_t;
+void s3_stats(const s3_t *s3, s3_stats_t *out);
+const char *s3_op_name(s3_op_t op);
+const char *s3_result_name(int result);
+
 /** Reads the credentials (the *_file keys when a key is empty), starts the readiness
  *  checker. NULL with a message in @p err. */
 s3_t *s3_create(const cfg_t *cfg, char *err, size_t errlen);

@@ -18,6 +18,7 @@
 
 #define XATTR_ETAG "user.thumbgate.etag"
 #define OBJ_MAX (STORE_PATH_MAX + 200)
+#define SYNC_STRIPES 64 /* checks of names in one stripe run one at a time */
 
 struct s3store {
     store_t *st;
@@ -30,6 +31,13 @@ struct s3store {
     struct {
         uint64_t hash, until_ms;
     } fresh[S3STORE_SLOTS]; /* under mu */
+    struct stripe {
+        pthread_mutex_t mu;  /* held for the whole of a check */
+        uint64_t hash;       /* the last check in this stripe: its name, */
+        uint64_t started_ms; /* when it started, */
+        int ret;             /* and its outcome */
+    } stripe[SYNC_STRIPES];
+    _Atomic uint64_t coalesced;
 };
 
 static void account(s3store_t *rs, uint64_t bytes);
@@ -139,6 +147,8 @@ s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms, uint64_
     rs->revalidate_ms = revalidate_ms;
     rs->orig_max = orig_max;
     pthread_mutex_init(&rs->mu, NULL);
+    for (int i = 0; i < SYNC_STRIPES; i++)
+        pthread_mutex_init(&rs->stripe[i].mu, NULL);
     atomic_store(&rs->orig_bytes, store_orig_evict(st, orig_max)); /* counts, trims if over */
     s3_set_tick(s3, tick, rs); /* copies kept for being in use are evicted later */
     return rs;
@@ -178,6 +188,8 @@ void s3store_destroy(s3store_t *rs)
     if (rs == NULL)
         return;
     pthread_mutex_destroy(&rs->mu);
+    for (int i = 0; i < SYNC_STRIPES; i++)
+        pthread_mutex_destroy(&rs->stripe[i].mu);
     free(rs);
 }
 
@@ -359,27 +371,72 @@ bool s3store_fresh(s3store_t *rs, const char *key, const char *stem)
     return is_fresh(rs, 'k', key) && (stem == NULL || is_fresh(rs, 's', stem));
 }
 
+static int check_key(s3store_t *rs, const char *key)
+{
+    return sync_key(rs, key, NULL);
+}
+
+/* @p name: "<stem>/<variant>" (a variant has no '/') */
+static int check_derived(s3store_t *rs, const char *name)
+{
+    char stem[STORE_PATH_MAX];
+    const char *slash = strrchr(name, '/');
+    snprintf(stem, sizeof(stem), "%.*s", (int)(slash - name), name);
+    return fetch_derived(rs, stem, slash + 1);
+}
+
+/* Checks the name @p s of @p kind against the bucket with @p check, unless it is fresh or
+ * a check of it that started after this call did is what the wait was for. */
+static int coalesced_check(s3store_t *rs, char kind, const char *s,
+                           int (*check)(s3store_t *, const char *))
+{
+    uint64_t arrived = now_ms(), h = hash2(kind, s);
+    if (is_fresh(rs, kind, s))
+        return 0;
+    struct stripe *sp = &rs->stripe[h % SYNC_STRIPES];
+    pthread_mutex_lock(&sp->mu);
+    int r;
+    if (is_fresh(rs, kind, s)) { /* checked while we waited (revalidate > 0) */
+        r = 0;
+        atomic_fetch_add(&rs->coalesced, 1);
+    } else if (sp->hash == h && sp->started_ms >= arrived) { /* its outcome is ours */
+        r = sp->ret;
+        atomic_fetch_add(&rs->coalesced, 1);
+    } else {
+        uint64_t t0 = now_ms();
+        r = check(rs, s);
+        if (r == 0)
+            mark(rs, kind, s, t0);
+        sp->hash = h;
+        sp->started_ms = t0;
+        sp->ret = r;
+    }
+    pthread_mutex_unlock(&sp->mu);
+    return r;
+}
+
 int s3store_sync(s3store_t *rs, const char *key, const char *stem, const char *variant)
 {
-    uint64_t t0 = now_ms();
     int r;
-    if (!is_fresh(rs, 'k', key)) {
-        if ((r = sync_key(rs, key, NULL)) != 0)
-            return r;
-        mark(rs, 'k', key, t0);
-    }
+    if ((r = coalesced_check(rs, 'k', key, check_key)) != 0)
+        return r;
     if (stem == NULL)
         return 0;
     char path[STORE_PATH_MAX];
     store_orig_path(rs->st, key, path, sizeof(path));
     if (access(path, F_OK) == 0)
         return 0; /* an exact key wins over the derived grammar */
-    if (!is_fresh(rs, 's', stem)) {
-        if ((r = sync_stem(rs, stem)) != 0)
-            return r;
-        mark(rs, 's', stem, t0);
-    }
-    return variant != NULL ? fetch_derived(rs, stem, variant) : 0;
+    if ((r = coalesced_check(rs, 's', stem, sync_stem)) != 0 || variant == NULL)
+        return r;
+    char name[STORE_PATH_MAX + 200];
+    snprintf(name, sizeof(name), "%s/%s", stem, variant);
+    return coalesced_check(rs, 'v', name, check_derived);
+}
+
+void s3store_stats(s3store_t *rs, s3_stats_t *out, uint64_t *coalesced)
+{
+    s3_stats(rs->s3, out);
+    *coalesced = atomic_load(&rs->coalesced);
 }
 
 void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,

@@ -43,7 +43,11 @@ int s3store_delete(s3store_t *rs, const char *key);
  *  Cheap: event loops call it on every GET. */
 bool s3store_fresh(s3store_t *rs, const char *key, const char *stem);
 /** Brings the local copy of @p key — and, for a derived URL, of @p stem's original and
- *  its result @p variant — in line with the bucket. 0 or -STORE_E_UNAVAILABLE. (Blocking.) */
+ *  its result @p variant — in line with the bucket. 0 or -STORE_E_UNAVAILABLE. (Blocking.)
+ *  Coalesced: one check of a name runs at a time, and a caller that waited for a check
+ *  started after it arrived takes that check's outcome, success or failure, so a burst of
+ *  requests for a cold key costs one HEAD and one download, and a store that is down
+ *  costs the burst one timeout, not one each. */
 int s3store_sync(s3store_t *rs, const char *key, const char *stem, const char *variant);
 
 /** Before the result @p tmp of the local original @p src_path becomes @p final: gives it
@@ -55,6 +59,10 @@ void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
 
 /** Publishes a result made here (background io task; best effort). */
 void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_path);
+
+/** The client's requests by operation and outcome, and the syncs that took the outcome
+ *  of another's instead of asking the bucket again (s3store_sync). */
+void s3store_stats(s3store_t *rs, s3_stats_t *out, uint64_t *coalesced);
 
 bool s3store_ready(s3store_t *rs);
 /** True when the store was seen not to answer (false before the first check). */

@@ -12,6 +12,7 @@
 #include <libgen.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -543,6 +544,60 @@ START_TEST(test_s3_two_nodes_share_the_bucket)
 }
 END_TEST
 
+/* A burst of GETs for an original a node has not seen: one HEAD and one download, the
+ * others wait for them (s3store_sync coalesces by name), and every GET gets the bytes. */
+#define BURST 12
+struct burst {
+    pthread_barrier_t *go;
+    const char *path;
+    long status;
+    size_t len;
+};
+
+static void *burst_get(void *arg)
+{
+    struct burst *b = arg;
+    tg_resp_t r;
+    pthread_barrier_wait(b->go);
+    b->status = tg_http(&B, "GET", b->path, NULL, 0, NULL, &r);
+    b->len = r.len;
+    tg_resp_free(&r);
+    return NULL;
+}
+
+START_TEST(test_s3_cold_burst_is_one_fetch)
+{
+    NEED_S3RVER();
+    s3rver_start();
+    node_start(&A, "1h");
+    node_start(&B, "1h");
+    size_t len;
+    void *img = tg_image(2400, 1800, 3, "png", &len); /* a few MB: the download takes a while */
+    put_bytes(&A, "/c/big.png", img, len, 201);
+    g_free(img);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, BURST);
+    pthread_t th[BURST];
+    struct burst b[BURST];
+    for (int i = 0; i < BURST; i++) {
+        b[i] = (struct burst){.go = &go, .path = "/c/big.png"};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, burst_get, &b[i]), 0);
+    }
+    for (int i = 0; i < BURST; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(b[i].status, 200);
+        ck_assert_uint_eq(b[i].len, len);
+    }
+    pthread_barrier_destroy(&go);
+    ck_assert_double_eq(tg_metric(&B, "thumbgate_s3_requests_total{op=\"head\",result=\"ok\"}"), 1);
+    ck_assert_double_eq(tg_metric(&B, "thumbgate_s3_requests_total{op=\"get\",result=\"ok\"}"), 1);
+    double coalesced = tg_metric(&B, "thumbgate_s3_checks_coalesced_total");
+    printf("s3 cold burst: %d GETs, 1 HEAD, 1 download, %.0f waited for them\n", BURST, coalesced);
+    ck_assert_int_eq(tg_stop(&A), 0);
+    ck_assert_int_eq(tg_stop(&B), 0);
+}
+END_TEST
+
 /* A store that accepts connections and never answers: every wait is bounded by
  * storage.s3.timeout, then 503 + Retry-After; /readyz is not ready; nothing is stored. */
 START_TEST(test_s3_silent_store_is_bounded)
@@ -638,6 +693,7 @@ Suite *s3_suite(void)
     tcase_add_test(t, test_s3_local_copies_bounded);
     tcase_add_test(t, test_s3_store_down_then_back);
     tcase_add_test(t, test_s3_two_nodes_share_the_bucket);
+    tcase_add_test(t, test_s3_cold_burst_is_one_fetch);
     tcase_add_test(t, test_s3_silent_store_is_bounded);
     suite_add_tcase(s, t);
     return s;
