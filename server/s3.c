@@ -310,6 +310,26 @@ int s3_get_file(s3_t *s3, const char *key, const char *path, s3_meta_t *meta)
     return r;
 }
 
+int s3_put_data(s3_t *s3, const char *key, const void *data, size_t len)
+{
+    FILE *f = fmemopen((void *)data, len, "r");
+    if (f == NULL)
+        return S3_E_LOCAL;
+    xfer_t x = {0};
+    int r = perform(s3, "PUT", key, NULL, &x, f, len);
+    fclose(f);
+    return r;
+}
+
+int s3_get_data(s3_t *s3, const char *key, char *buf, size_t cap, size_t *len)
+{
+    xfer_t x = {.buf = buf, .cap = cap};
+    buf[0] = '\0';
+    int r = perform(s3, "GET", key, NULL, &x, NULL, 0);
+    *len = x.len;
+    return r;
+}
+
 int s3_head(s3_t *s3, const char *key, s3_meta_t *meta)
 {
     s3_meta_t m = {0};

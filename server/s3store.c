@@ -222,6 +222,14 @@ int s3store_put(s3store_t *rs, const char *key, const char *tmp)
         stamp_original(tmp, &m);
     }
     account(rs, m.size);
+    if (stem_of(key, stem, sizeof(stem))) {
+        /* the stem now means this key, for every node: its pointer object, written after
+         * the original so that it never names an object that was not there */
+        char ptr[OBJ_MAX];
+        snprintf(ptr, sizeof(ptr), "stems/%s", stem);
+        if ((r = s3_put_data(rs->s3, ptr, key, strlen(key))) != S3_OK)
+            return map_s3(r);
+    }
     mark(rs, 'k', key, t0);
     if (stem_of(key, stem, sizeof(stem))) {
         mark(rs, 's', stem, t0);
@@ -245,6 +253,14 @@ int s3store_delete(s3store_t *rs, const char *key)
         return map_s3(r);
     bool found = r == S3_OK;
     if (stem_of(key, stem, sizeof(stem))) {
+        char ptr[OBJ_MAX], cur[1100];
+        size_t n;
+        snprintf(ptr, sizeof(ptr), "stems/%s", stem);
+        int p = s3_get_data(rs->s3, ptr, cur, sizeof(cur), &n);
+        if (p == S3_OK && strcmp(cur, key) == 0)
+            p = s3_delete(rs->s3, ptr); /* the stem falls back to the newest left */
+        if (p != S3_OK && p != S3_E_NOTFOUND)
+            return map_s3(p);
         char prefix[OBJ_MAX];
         snprintf(prefix, sizeof(prefix), "derived/%s~/", stem);
         int d = s3_delete_prefix(rs->s3, prefix, NULL);
@@ -323,8 +339,35 @@ static int on_candidate(void *arg, const char *key, const char *etag, time_t lm)
     return 0;
 }
 
+/* The stem's pointer object names its current key (written by the last PUT of one, on any
+ * node): that key is synced and the stem pointed at it. 1 when there is no usable pointer
+ * (objects written before it existed, or its key deleted): the listing decides. */
+static int sync_stem_pointer(s3store_t *rs, const char *stem)
+{
+    char ptr[OBJ_MAX], key[1100], path[STORE_PATH_MAX];
+    size_t n, sl = strlen(stem);
+    snprintf(ptr, sizeof(ptr), "stems/%s", stem);
+    int r = s3_get_data(rs->s3, ptr, key, sizeof(key), &n);
+    if (r == S3_E_NOTFOUND)
+        return 1;
+    if (r != S3_OK)
+        return map_s3(r);
+    if (n <= sl + 1 || strncmp(key, stem, sl) != 0 || key[sl] != '.' || strpbrk(key + sl + 1, "./"))
+        return 1; /* not a key of this stem: ignored */
+    if ((r = sync_key(rs, key, NULL)) != 0)
+        return r;
+    store_orig_path(rs->st, key, path, sizeof(path));
+    if (access(path, F_OK) != 0)
+        return 1;
+    store_point_stem(rs->st, key);
+    return 0;
+}
+
 static int sync_stem(s3store_t *rs, const char *stem)
 {
+    int pr = sync_stem_pointer(rs, stem);
+    if (pr <= 0)
+        return pr;
     char prefix[OBJ_MAX];
     snprintf(prefix, sizeof(prefix), "orig/%s.", stem);
     pick_t p = {.prefix_len = strlen(prefix)};

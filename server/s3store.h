@@ -3,6 +3,9 @@
  * Objects:   orig/<key>                          an original, written whole by one PUT
  *            derived/<stem>~/<etag>/<variant>    a result of the original whose ETag is
  *                                                <etag> ('~' is outside the key charset)
+ *            stems/<stem>                        the key of the stem's current original,
+ *                                                written after each PUT of one (the last
+ *                                                writer wins, on every node alike)
  * Writes go to the bucket first, then to the local tree (store_put calls s3store_put
  * before its rename; store_delete calls s3store_delete first), so what a node serves
  * was stored in the bucket, and nothing is visible anywhere before it is complete

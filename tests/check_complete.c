@@ -10,7 +10,6 @@
 static void setup(void)
 {
     ck_assert_int_eq(VIPS_INIT("check_complete"), 0);
-    tg_vips_shutdown_at_exit();
 }
 
 static void check_format(const char *ext, imgproc_fmt_t fmt, int bands)

@@ -24,7 +24,6 @@ static char tmpdir[256];
 static void setup(void)
 {
     ck_assert_int_eq(imgproc_init("check_pngfast"), 0);
-    tg_vips_shutdown_at_exit();
     tg_mkdtemp(tmpdir, sizeof(tmpdir), "check-pngfast");
 }
 

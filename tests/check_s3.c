@@ -598,6 +598,55 @@ START_TEST(test_s3_cold_burst_is_one_fetch)
 }
 END_TEST
 
+/* Originals of one stem put within the same second, through one node and then the
+ * other: the stem means the last one put, on both nodes (the listing's dates cannot
+ * order them; the stem's pointer object does). */
+static void expect_stem_dims(const char *path, int w, int h)
+{
+    tg_server_t *nodes[] = {&A, &B};
+    for (int i = 0; i < 2; i++) {
+        uint64_t until = tg_now_ms() + 30000; /* B sees A's write within revalidate */
+        for (;;) {
+            tg_resp_t r;
+            int gw = 0, gh = 0;
+            long st = tg_http(nodes[i], "GET", path, NULL, 0, NULL, &r);
+            bool ok = st == 200 && tg_dims(r.body, r.len, &gw, &gh) && gw == w && gh == h;
+            tg_resp_free(&r);
+            if (ok)
+                break;
+            ck_assert_msg(tg_now_ms() < until, "node %c: %s is %ld %dx%d, want %dx%d",
+                          "AB"[i], path, st, gw, gh, w, h);
+            poll(NULL, 0, 20);
+        }
+    }
+}
+
+START_TEST(test_s3_last_put_of_a_stem_wins)
+{
+    NEED_S3RVER();
+    s3rver_start();
+    node_start(&A, "100ms");
+    node_start(&B, "100ms");
+    size_t l1, l2;
+    void *wide = tg_image(800, 400, 3, "jpg", &l1), *tall = tg_image(400, 800, 3, "webp", &l2);
+    put_bytes(&A, "/s/x.jpg", wide, l1, 201);
+    expect_stem_dims("/s/x_100x100.png", 100, 50);
+    put_bytes(&B, "/s/x.webp", tall, l2, 201);
+    expect_stem_dims("/s/x_100x100.png", 50, 100);
+    put_bytes(&A, "/s/x.jpg", wide, l1, 200);
+    expect_stem_dims("/s/x_100x100.png", 100, 50);
+    /* deleting the current one: the stem falls back to the other original */
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&B, "DELETE", "/s/x.jpg", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    expect_stem_dims("/s/x_100x100.png", 50, 100);
+    g_free(wide);
+    g_free(tall);
+    ck_assert_int_eq(tg_stop(&A), 0);
+    ck_assert_int_eq(tg_stop(&B), 0);
+}
+END_TEST
+
 /* A store that accepts connections and never answers: every wait is bounded by
  * storage.s3.timeout, then 503 + Retry-After; /readyz is not ready; nothing is stored. */
 START_TEST(test_s3_silent_store_is_bounded)
@@ -694,6 +743,7 @@ Suite *s3_suite(void)
     tcase_add_test(t, test_s3_store_down_then_back);
     tcase_add_test(t, test_s3_two_nodes_share_the_bucket);
     tcase_add_test(t, test_s3_cold_burst_is_one_fetch);
+    tcase_add_test(t, test_s3_last_put_of_a_stem_wins);
     tcase_add_test(t, test_s3_silent_store_is_bounded);
     suite_add_tcase(s, t);
     return s;

@@ -428,15 +428,9 @@ bool tg_dims(const void *buf, size_t len, int *w, int *h)
     return true;
 }
 
-void tg_vips_shutdown_at_exit(void)
-{
-    ck_assert_int_eq(atexit(vips_shutdown), 0);
-}
-
 void tg_fixture_setup(void)
 {
     ck_assert_int_eq(VIPS_INIT("thumbgate-tests"), 0);
-    tg_vips_shutdown_at_exit();
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 

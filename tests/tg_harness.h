@@ -88,11 +88,7 @@ void tg_fill_disk(const char *path);
 
 /** Checked-fixture set-up for integration tests: libvips and libcurl in the forked child. */
 void tg_fixture_setup(void);
-/* In a forked test child that started libvips: shut libvips down at exit, before
- * LeakSanitizer's exit-time check (registered at start, so it runs last). Its worker
- * threads are joined first; LSan's stop-the-world tracer otherwise walks them and now
- * and then crashes doing it ("Tracer caught signal 11"), failing a test that passed. */
-void tg_vips_shutdown_at_exit(void);
+
 /** PUTs a generated @p w x @p h image of @p fmt at @p path; fails the test unless 201. */
 void tg_put_image(tg_server_t *s, const char *path, int w, int h, const char *fmt);
 
