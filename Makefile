@@ -181,6 +181,13 @@ image-check:
 	deploy/image-check.sh
 .PHONY: image-check
 
+# test-s3-api: the API's integration suites (http, derive, url, formats, mezz, conns,
+# admin) again with storage.backend s3, on s3rver started by tests/s3-api.sh (a bucket per
+# server). Run by .ci/run after make test (which has check_s3, the backend's own tests).
+test-s3-api: $(TEST_BIN) $(BUILD)/thumbgate
+	THUMBGATE_BIN=$(abspath $(BUILD)/thumbgate) TEST_BIN=$(abspath $(TEST_BIN)) tests/s3-api.sh
+.PHONY: test-s3-api
+
 format:
 	clang-format -i $(wildcard server/*.[ch] imgproc/*.[ch] config/*.[ch] tests/*.[ch] loadtest/*.[ch])
 

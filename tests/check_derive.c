@@ -483,6 +483,12 @@ END_TEST
  * however long a single segment is (file names stay under NAME_MAX). */
 START_TEST(test_derive_long_segment_keys)
 {
+    if (getenv("TG_S3_ENDPOINT") != NULL) { /* tests/s3-api.sh */
+        fprintf(stderr, "%s: SKIPPED on s3rver, which keeps an object as a file named after "
+                        "its key's last segment (255 bytes at most; S3 takes 1024)\n",
+                __func__);
+        return;
+    }
     tg_start(&S, NULL, NULL);
     char stem[600], key[1024], derived[1024];
     /* 319 bytes, one segment: the key of the bug report */
