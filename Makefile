@@ -219,9 +219,9 @@ FUZZ_DIR      = build/fuzz
 FUZZ_BIN      = $(FUZZ_DIR)/fuzz_probe
 FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -g -O1 -I. -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-$(FUZZ_BIN): imgproc/fuzz_probe.c imgproc/probe.c imgproc/plan.c imgproc/imgproc.h imgproc/imgproc_internal.h
+$(FUZZ_BIN): imgproc/fuzz_probe.c imgproc/probe.c imgproc/plan.c imgproc/fmt.c imgproc/imgproc.h imgproc/imgproc_internal.h
 	@mkdir -p $(FUZZ_DIR)/corpus
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ imgproc/fuzz_probe.c imgproc/probe.c imgproc/plan.c -lz -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ imgproc/fuzz_probe.c imgproc/probe.c imgproc/plan.c imgproc/fmt.c -lz -lm
 fuzz: $(FUZZ_BIN)
 	@mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
 	./$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=5 -rss_limit_mb=1024 \
