@@ -115,6 +115,7 @@ typedef struct {
     s3_meta_t *meta;
     FILE *body;      /* GET: the file the body goes to */
     char *buf;       /* list: the XML, bounded */
+    void *h;         /* the easy handle (the body callbacks ask for the status) */
     size_t len, cap; /* of buf */
     bool overflow;
 } xfer_t;
@@ -159,6 +160,10 @@ static size_t on_body_buf(char *p, size_t size, size_t n, void *arg)
     xfer_t *x = arg;
     size_t len = size * n;
     if (x->len + len + 1 > x->cap) {
+        long status = 0;
+        curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 300)
+            return len; /* an error's body (it may repeat a long key): the status says it */
         x->overflow = true;
         return 0; /* ends the transfer: a page never gets this big with max-keys=100 */
     }
@@ -182,6 +187,7 @@ static int perform(s3_t *s3, const char *method, const char *key, const char *qu
         return S3_E_UNAVAILABLE;
     char url[4096];
     s3_url(s3, key, query, url, sizeof(url));
+    x->h = h;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s3->connect_ms);
@@ -219,12 +225,11 @@ static int perform(s3_t *s3, const char *method, const char *key, const char *qu
     give(s3, h);
 
     int ret;
-    if (rc == CURLE_WRITE_ERROR && !x->overflow)
+    /* a local file that failed, or a body over what the caller takes (a bigger list page
+     * or small object than asked for): not the store being down */
+    if (rc == CURLE_WRITE_ERROR || rc == CURLE_READ_ERROR)
         ret = S3_E_LOCAL;
-    else if (rc == CURLE_READ_ERROR)
-        ret = S3_E_LOCAL;
-    else if (rc != CURLE_OK || status == 0 || status >= 500 || status == 429 || status == 408 ||
-             x->overflow)
+    else if (rc != CURLE_OK || status == 0 || status >= 500 || status == 429 || status == 408)
         ret = S3_E_UNAVAILABLE;
     else if (status == 404)
         ret = S3_E_NOTFOUND;

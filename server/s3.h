@@ -63,7 +63,7 @@ int s3_head(s3_t *s3, const char *key, s3_meta_t *meta);
 /** Uploads @p len (> 0) bytes from memory as @p key (small objects). */
 int s3_put_data(s3_t *s3, const char *key, const void *data, size_t len);
 /** Downloads @p key into @p buf (NUL-terminated; *@p len bytes); an object that does not
- *  fit in @p cap - 1 bytes is S3_E_UNAVAILABLE (small objects). */
+ *  fit in @p cap - 1 bytes is S3_E_LOCAL (small objects). */
 int s3_get_data(s3_t *s3, const char *key, char *buf, size_t cap, size_t *len);
 /** Deletes @p key (absent: S3_OK, as S3 does). */
 int s3_delete(s3_t *s3, const char *key);

@@ -32,10 +32,11 @@ struct s3store {
         uint64_t hash, until_ms;
     } fresh[S3STORE_SLOTS]; /* under mu */
     struct stripe {
-        pthread_mutex_t mu;  /* held for the whole of a check */
-        uint64_t hash;       /* the last check in this stripe: its name, */
-        uint64_t started_ms; /* when it started, */
-        int ret;             /* and its outcome */
+        pthread_mutex_t mu;       /* held for the whole of a check */
+        _Atomic uint64_t started; /* checks started in this stripe */
+        uint64_t hash;            /* the last check in this stripe: its name, */
+        uint64_t seq;             /* its number (of started), */
+        int ret;                  /* and its outcome */
     } stripe[SYNC_STRIPES];
     _Atomic uint64_t coalesced;
 };
@@ -56,14 +57,14 @@ static uint64_t hash2(char kind, const char *s)
     h = (h ^ (unsigned char)kind) * 1099511628211ull;
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h | 1; /* 0 marks an empty slot */
+    return h | 1; /* 0 marks an empty slot (the low bit is always set: index with h >> 1) */
 }
 
 static bool is_fresh(s3store_t *rs, char kind, const char *s)
 {
     uint64_t h = hash2(kind, s), now = now_ms();
     pthread_mutex_lock(&rs->mu);
-    bool ok = rs->fresh[h % S3STORE_SLOTS].hash == h && rs->fresh[h % S3STORE_SLOTS].until_ms > now;
+    bool ok = rs->fresh[(h >> 1) % S3STORE_SLOTS].hash == h && rs->fresh[(h >> 1) % S3STORE_SLOTS].until_ms > now;
     pthread_mutex_unlock(&rs->mu);
     return ok;
 }
@@ -73,8 +74,8 @@ static void mark(s3store_t *rs, char kind, const char *s, uint64_t checked_ms)
 {
     uint64_t h = hash2(kind, s);
     pthread_mutex_lock(&rs->mu);
-    rs->fresh[h % S3STORE_SLOTS].hash = h;
-    rs->fresh[h % S3STORE_SLOTS].until_ms = checked_ms + rs->revalidate_ms;
+    rs->fresh[(h >> 1) % S3STORE_SLOTS].hash = h;
+    rs->fresh[(h >> 1) % S3STORE_SLOTS].until_ms = checked_ms + rs->revalidate_ms;
     pthread_mutex_unlock(&rs->mu);
 }
 
@@ -82,8 +83,8 @@ static void forget(s3store_t *rs, char kind, const char *s)
 {
     uint64_t h = hash2(kind, s);
     pthread_mutex_lock(&rs->mu);
-    if (rs->fresh[h % S3STORE_SLOTS].hash == h)
-        rs->fresh[h % S3STORE_SLOTS].hash = 0;
+    if (rs->fresh[(h >> 1) % S3STORE_SLOTS].hash == h)
+        rs->fresh[(h >> 1) % S3STORE_SLOTS].hash = 0;
     pthread_mutex_unlock(&rs->mu);
 }
 
@@ -227,8 +228,9 @@ int s3store_put(s3store_t *rs, const char *key, const char *tmp)
          * the original so that it never names an object that was not there */
         char ptr[OBJ_MAX];
         snprintf(ptr, sizeof(ptr), "stems/%s", stem);
-        if ((r = s3_put_data(rs->s3, ptr, key, strlen(key))) != S3_OK)
-            return map_s3(r);
+        if (s3_put_data(rs->s3, ptr, key, strlen(key)) != S3_OK)
+            s3_delete(rs->s3, ptr); /* the original is stored: without a pointer (best
+                                      effort) the listing's newest decides */
     }
     mark(rs, 'k', key, t0);
     if (stem_of(key, stem, sizeof(stem))) {
@@ -348,7 +350,7 @@ static int sync_stem_pointer(s3store_t *rs, const char *stem)
     size_t n, sl = strlen(stem);
     snprintf(ptr, sizeof(ptr), "stems/%s", stem);
     int r = s3_get_data(rs->s3, ptr, key, sizeof(key), &n);
-    if (r == S3_E_NOTFOUND)
+    if (r == S3_E_NOTFOUND || r == S3_E_LOCAL) /* none, or too big to be a key */
         return 1;
     if (r != S3_OK)
         return map_s3(r);
@@ -433,25 +435,26 @@ static int check_derived(s3store_t *rs, const char *name)
 static int coalesced_check(s3store_t *rs, char kind, const char *s,
                            int (*check)(s3store_t *, const char *))
 {
-    uint64_t arrived = now_ms(), h = hash2(kind, s);
+    uint64_t h = hash2(kind, s);
     if (is_fresh(rs, kind, s))
         return 0;
-    struct stripe *sp = &rs->stripe[h % SYNC_STRIPES];
+    struct stripe *sp = &rs->stripe[(h >> 1) % SYNC_STRIPES];
+    uint64_t arrived = atomic_load(&sp->started); /* a check numbered above began later */
     pthread_mutex_lock(&sp->mu);
     int r;
     if (is_fresh(rs, kind, s)) { /* checked while we waited (revalidate > 0) */
         r = 0;
         atomic_fetch_add(&rs->coalesced, 1);
-    } else if (sp->hash == h && sp->started_ms >= arrived) { /* its outcome is ours */
+    } else if (sp->hash == h && sp->seq > arrived) { /* its outcome is ours */
         r = sp->ret;
         atomic_fetch_add(&rs->coalesced, 1);
     } else {
-        uint64_t t0 = now_ms();
+        uint64_t t0 = now_ms(), seq = atomic_fetch_add(&sp->started, 1) + 1;
         r = check(rs, s);
         if (r == 0)
             mark(rs, kind, s, t0);
         sp->hash = h;
-        sp->started_ms = t0;
+        sp->seq = seq;
         sp->ret = r;
     }
     pthread_mutex_unlock(&sp->mu);
@@ -487,12 +490,14 @@ void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
 {
     (void)rs;
     char etag[100], tag[160];
-    struct stat sb;
     const char *variant = strrchr(final, '/');
-    if (variant == NULL || !local_etag(src_path, etag, sizeof(etag)) || stat(src_path, &sb) != 0)
+    if (variant == NULL || !local_etag(src_path, etag, sizeof(etag)))
         return; /* the inode-based ETag, on this node only */
     snprintf(tag, sizeof(tag), "W/\"%s-%016" PRIx64 "\"", etag, hash2('v', variant + 1));
-    stamp(tmp, tag, sb.st_mtime);
+    /* the date stays the result's own (when it was made here): the original's would go
+     * backwards when a stem falls back to an older original, and If-Modified-Since would
+     * then keep a client on the deleted one's result */
+    stamp(tmp, tag, 0);
 }
 
 struct publish {

@@ -443,16 +443,17 @@ static bool get_validators(tg_server_t *s, const char *path, char *etag, char *l
     return ok;
 }
 
-/* Nodes A and B send the same validators for @p path (a weak ETag for a result, which
- * may be made from a mezzanine level on one node and the original on the other), and
- * each node answers the other's with 304. */
+/* Nodes A and B send the same ETag for @p path (a weak one for a result, which may be
+ * made from a mezzanine level on one node and the original on the other) and each node
+ * answers the other's with 304; an original also the same Last-Modified (a result's is
+ * when the node made or fetched it). */
 static void expect_same_validators(const char *path, bool weak)
 {
     char ea[128], eb[128], la[64], lb[64], h[200];
     ck_assert_msg(get_validators(&A, path, ea, la), "A: GET %s", path);
     ck_assert_msg(get_validators(&B, path, eb, lb), "B: GET %s", path);
     ck_assert_msg(strcmp(ea, eb) == 0, "%s: ETag %s on A, %s on B", path, ea, eb);
-    ck_assert_msg(strcmp(la, lb) == 0, "%s: Last-Modified %s on A, %s on B", path, la, lb);
+    ck_assert_msg(weak || strcmp(la, lb) == 0, "%s: Last-Modified %s on A, %s on B", path, la, lb);
     ck_assert_int_eq(strncmp(ea, "W/", 2) == 0, weak);
     tg_server_t *nodes[] = {&A, &B};
     for (int i = 0; i < 2; i++) {
@@ -461,6 +462,8 @@ static void expect_same_validators(const char *path, bool weak)
         const char *inm[] = {h, NULL};
         ck_assert_int_eq(tg_http(nodes[i], "GET", path, NULL, 0, inm, &r), 304);
         tg_resp_free(&r);
+        if (weak)
+            continue;
         snprintf(h, sizeof(h), "If-Modified-Since: %s", i == 0 ? lb : la);
         const char *ims[] = {h, NULL};
         ck_assert_int_eq(tg_http(nodes[i], "GET", path, NULL, 0, ims, &r), 304);

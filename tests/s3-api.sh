@@ -27,6 +27,7 @@ for _ in $(seq 600); do
     kill -0 "$PID" 2>/dev/null || { cat "$DIR/s3rver.log" >&2; exit 1; }
     sleep 0.1
 done
+(echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || { echo "s3-api: s3rver did not listen" >&2; cat "$DIR/s3rver.log" >&2; exit 1; }
 fail=0
 for s in $SUITES; do
     echo "s3-api: suite $s on the s3 backend"

@@ -106,6 +106,7 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_body); /* exists already: fine */
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
         ck_assert_msg(curl_easy_perform(c) == CURLE_OK, "no S3 store at %s", s3);
         curl_easy_cleanup(c);
         snprintf(s3env[1], sizeof(s3env[1]), "THUMBGATE_STORAGE_S3_ENDPOINT=%s", s3);
