@@ -485,13 +485,38 @@ void s3store_stats(s3store_t *rs, s3_stats_t *out, uint64_t *coalesced)
     *coalesced = atomic_load(&rs->coalesced);
 }
 
+/* The object ETag and the stem of the original whose result is @p cache_path, read from
+ * the original at @p src_path only while it is still that generation of it (the cache
+ * path names the generation: store.c). One descriptor is checked and read, so a
+ * replacement cannot slip in between: a result is never labelled or published with
+ * the ETag of an original it was not made from. false when it changed or has none. */
+static bool result_source(s3store_t *rs, const char *src_path, const char *cache_path,
+                         char *etag, size_t n, char *stem, size_t stemn)
+{
+    char key[1100], expect[STORE_PATH_MAX];
+    const char *variant = strrchr(cache_path, '/');
+    if (variant == NULL || store_key_of_path(rs->st, src_path, key, sizeof(key)) != 0 ||
+        !stem_of(key, stem, stemn))
+        return false;
+    int fd = open(src_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat sb;
+    ssize_t l = fstat(fd, &sb) == 0 ? fgetxattr(fd, XATTR_ETAG, etag, n - 1) : -1;
+    close(fd);
+    if (l <= 0)
+        return false;
+    etag[l] = '\0';
+    store_cache_path(rs->st, stem, &sb, variant + 1, expect, sizeof(expect));
+    return strcmp(expect, cache_path) == 0;
+}
+
 void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
                           const char *final)
 {
-    (void)rs;
-    char etag[100], tag[160];
+    char etag[100], tag[160], stem[1100];
     const char *variant = strrchr(final, '/');
-    if (variant == NULL || !local_etag(src_path, etag, sizeof(etag)))
+    if (!result_source(rs, src_path, final, etag, sizeof(etag), stem, sizeof(stem)))
         return; /* the inode-based ETag, on this node only */
     snprintf(tag, sizeof(tag), "W/\"%s-%016" PRIx64 "\"", etag, hash2('v', variant + 1));
     /* the date stays the result's own (when it was made here): the original's would go
@@ -502,29 +527,28 @@ void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
 
 struct publish {
     s3store_t *rs;
-    char src[STORE_PATH_MAX], cache[STORE_PATH_MAX];
+    char cache[STORE_PATH_MAX], obj[OBJ_MAX + 200];
 };
 
 static void publish_run(void *arg)
 {
     struct publish *p = arg;
-    char key[1100], stem[1100], etag[100], obj[OBJ_MAX + 200];
-    const char *variant = strrchr(p->cache, '/');
-    if (variant != NULL && store_key_of_path(p->rs->st, p->src, key, sizeof(key)) == 0 &&
-        stem_of(key, stem, sizeof(stem)) && local_etag(p->src, etag, sizeof(etag))) {
-        snprintf(obj, sizeof(obj), "derived/%s~/%s/%s", stem, etag, variant + 1);
-        s3_put_file(p->rs->s3, obj, p->cache, NULL); /* best effort: others derive it too */
-    }
+    s3_put_file(p->rs->s3, p->obj, p->cache, NULL); /* best effort: others derive it too */
     free(p);
 }
 
 void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_path)
 {
+    /* the object's name is settled now, on the job's thread, from the original the
+     * result was made from; a replacement after this gets its own results */
+    char etag[100], stem[1100];
+    if (!result_source(rs, src_path, cache_path, etag, sizeof(etag), stem, sizeof(stem)))
+        return;
     struct publish *p = malloc(sizeof(*p));
     if (p == NULL)
         return;
     p->rs = rs;
-    snprintf(p->src, sizeof(p->src), "%s", src_path);
     snprintf(p->cache, sizeof(p->cache), "%s", cache_path);
+    snprintf(p->obj, sizeof(p->obj), "derived/%s~/%s/%s", stem, etag, strrchr(cache_path, '/') + 1);
     iopool_submit_detached(publish_run, p);
 }
