@@ -253,7 +253,8 @@ static uint64_t estimate_of(tg_server_t *s, const char *path)
 {
     char needle[300], line[2048];
     snprintf(needle, sizeof(needle), "\"path\":\"%s\"", path);
-    ck_assert_msg(tg_log_lines(s->log, needle, line, sizeof(line)) >= 1, "no access line %s", path);
+    ck_assert_msg(tg_wait_log_line(s->log, needle, line, sizeof(line), 30000) >= 1,
+                  "no access line %s", path);
     const char *e = strstr(line, "\"estimate\":");
     ck_assert_ptr_nonnull(e);
     return strtoull(e + 11, NULL, 10);

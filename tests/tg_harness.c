@@ -204,6 +204,17 @@ unsigned tg_log_lines(const char *log, const char *needle, char *first, size_t n
     return c;
 }
 
+unsigned tg_wait_log_line(const char *log, const char *needle, char *first, size_t n,
+                          int timeout_ms)
+{
+    uint64_t deadline = tg_now_ms() + (uint64_t)timeout_ms;
+    unsigned c;
+    for (int delay = 1; (c = tg_log_lines(log, needle, first, n)) == 0 && tg_now_ms() < deadline;
+         delay = delay < 20 ? delay * 2 : 20)
+        poll(NULL, 0, delay);
+    return c;
+}
+
 void tg_mkdtemp(char *dir, size_t len, const char *prefix)
 {
     const char *t = getenv("TMPDIR");

@@ -46,6 +46,11 @@ uint64_t tg_now_ms(void);
 /** Number of lines of the log file @p log that contain @p needle; the first of them goes to
  *  @p first (of @p n bytes) when @p first is not NULL. 0 when the file cannot be read. */
 unsigned tg_log_lines(const char *log, const char *needle, char *first, size_t n);
+/** Waits until @p log has a line containing @p needle (up to @p timeout_ms, polling as
+ *  tg_wait_metric does): an access line is written after its response has gone, once per
+ *  loop iteration, so a client can read the response before it. The count at the end. */
+unsigned tg_wait_log_line(const char *log, const char *needle, char *first, size_t n,
+                          int timeout_ms);
 /** Removes @p dir and everything below it (no shell); 0 when all of it is gone. */
 int tg_rmtree(const char *dir);
 /** Makes a new directory $TMPDIR/@p prefix-XXXXXX (/tmp without TMPDIR) into @p dir (of
