@@ -112,11 +112,11 @@ void srv__send_err(h2o_req_t *req, err_domain_t domain, int err, const char *fmt
 
 /* --- files ------------------------------------------------------------------------ */
 
+#define ETAG_MAX 160 /* an ETag as sent, ours or STORE_XATTR_HTTP_ETAG's */
+
 /* Our validator: inode, size and mtime in ms. Originals are replaced by rename, so the
  * inode changes with every version, even one of the same size in the same second (h2o's
  * own "mtime-size" ETag would not). */
-#define ETAG_MAX 160
-
 static size_t make_etag(const struct stat *st, char *out, size_t cap)
 {
     return (size_t)snprintf(
@@ -204,9 +204,8 @@ bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct
         fmt = imgproc_sniff(magic, (size_t)n);
     struct stat st = ref->st;
     char *etag = h2o_mem_alloc_pool(&req->pool, ETAG_MAX);
-    ssize_t xl = self->shared_etags
-                     ? fgetxattr(ref->fd, STORE_XATTR_HTTP_ETAG, etag, ETAG_MAX - 1)
-                     : -1;
+    ssize_t xl =
+        self->shared_etags ? fgetxattr(ref->fd, STORE_XATTR_HTTP_ETAG, etag, ETAG_MAX - 1) : -1;
     h2o_filecache_close_file(ref);
     if (sb != NULL)
         *sb = st;

@@ -237,12 +237,12 @@ static int perform(s3_t *s3, const char *method, const char *key, const char *qu
         ret = S3_E_DENIED;
     else
         ret = S3_OK;
-    s3_op_t op = query != NULL           ? S3_OP_LIST
-                 : *key == '\0'          ? S3_OP_CHECK
-                 : upload != NULL         ? S3_OP_PUT
-                 : method[0] == 'H'       ? S3_OP_HEAD
-                 : method[0] == 'D'       ? S3_OP_DELETE
-                                          : S3_OP_GET;
+    s3_op_t op = query != NULL      ? S3_OP_LIST
+                 : *key == '\0'     ? S3_OP_CHECK
+                 : upload != NULL   ? S3_OP_PUT
+                 : method[0] == 'H' ? S3_OP_HEAD
+                 : method[0] == 'D' ? S3_OP_DELETE
+                                    : S3_OP_GET;
     atomic_fetch_add_explicit(&s3->requests[op][ret], 1, memory_order_relaxed);
     /* a transfer is a check too: the store answered, or it did not */
     if (ret == S3_E_UNAVAILABLE)
@@ -256,14 +256,13 @@ void s3_stats(const s3_t *s3, s3_stats_t *out)
 {
     for (int op = 0; op < S3_OP__N; op++)
         for (int r = 0; r < S3_RESULTS; r++)
-            out->n[op][r] = atomic_load_explicit(&((s3_t *)s3)->requests[op][r],
-                                                 memory_order_relaxed);
+            out->n[op][r] =
+                atomic_load_explicit(&((s3_t *)s3)->requests[op][r], memory_order_relaxed);
 }
 
 const char *s3_op_name(s3_op_t op)
 {
-    static const char *const names[S3_OP__N] = {"get",    "put",  "head",
-                                                 "delete", "list", "check"};
+    static const char *const names[S3_OP__N] = {"get", "put", "head", "delete", "list", "check"};
     return op < S3_OP__N ? names[op] : "?";
 }
 

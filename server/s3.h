@@ -41,7 +41,15 @@ typedef struct {
 
 /** What requests went to the store: by operation (the bucket checks apart) and outcome
  *  (S3_OK .. S3_E_LOCAL). */
-typedef enum { S3_OP_GET, S3_OP_PUT, S3_OP_HEAD, S3_OP_DELETE, S3_OP_LIST, S3_OP_CHECK, S3_OP__N } s3_op_t;
+typedef enum {
+    S3_OP_GET,
+    S3_OP_PUT,
+    S3_OP_HEAD,
+    S3_OP_DELETE,
+    S3_OP_LIST,
+    S3_OP_CHECK,
+    S3_OP__N
+} s3_op_t;
 #define S3_RESULTS 5
 typedef struct {
     uint64_t n[S3_OP__N][S3_RESULTS];

@@ -56,9 +56,8 @@ int s3store_sync(s3store_t *rs, const char *key, const char *stem, const char *v
 /** Before the result @p tmp of the local original @p src_path becomes @p final: gives it
  *  the validators every node gives it, whether made here or fetched: a weak ETag from the
  *  original's object ETag and the variant (a result made from a mezzanine level is not
- *  byte-identical to one made from the original), and the original's Last-Modified. */
-void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
-                          const char *final);
+ *  byte-identical to one made from the original). Its Last-Modified stays its own. */
+void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp, const char *final);
 
 /** Publishes a result made here (background io task; best effort). */
 void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_path);

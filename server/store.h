@@ -32,7 +32,7 @@ enum {
     STORE_E_CONFLICT = 2, /**< key collides with an existing directory */
     STORE_E_NOSPACE = 3,  /**< ENOSPC / EDQUOT */
     STORE_E_IO = 4,
-    STORE_E_CHANGED = 5, /**< the source of a result was replaced while the result was made */
+    STORE_E_CHANGED = 5,     /**< the source of a result was replaced while the result was made */
     STORE_E_UNAVAILABLE = 6, /**< the object store (s3 backend) is down or too slow: 503 */
 };
 
@@ -76,17 +76,17 @@ void store_cache_path(const store_t *st, const char *stem, const struct stat *sr
 /** A new empty temp file path under tmp/ (the file exists, mode 0644). 0 or -STORE_E_IO. */
 int store_tmp_file(const store_t *st, char *out, size_t outlen);
 
+/** The xattr holding a stored file's HTTP ETag, exactly as sent, where every node must
+ *  send the same one (the s3 backend, s3store.c: from the object's ETag). http.c sends
+ *  it instead of its own inode-based tag; a file without it gets the inode one. */
+#define STORE_XATTR_HTTP_ETAG "user.thumbgate.http-etag"
+
 /**
  * Moves the finished result @p tmp to @p final (creating its directories) if the source
  * @p src_path still has the identity @p src; otherwise discards it. Accounts the bytes and
  * (eviction is separate: store_cache_over_bound / store_cache_evict). 0 or -STORE_E_*:
  * NOTFOUND when the source is gone, CHANGED when it was replaced (the result is dropped).
  */
-/** The xattr holding a stored file's HTTP ETag, exactly as sent, where every node must
- *  send the same one (the s3 backend, s3store.c: from the object's ETag). http.c sends
- *  it instead of its own inode-based tag; a file without it gets the inode one. */
-#define STORE_XATTR_HTTP_ETAG "user.thumbgate.http-etag"
-
 int store_cache_commit(store_t *st, const char *tmp, const char *final, const char *src_path,
                        const struct stat *src);
 

@@ -484,8 +484,9 @@ END_TEST
 START_TEST(test_derive_long_segment_keys)
 {
     if (getenv("TG_S3_ENDPOINT") != NULL) { /* tests/s3-api.sh */
-        fprintf(stderr, "%s: SKIPPED on s3rver, which keeps an object as a file named after "
-                        "its key's last segment (255 bytes at most; S3 takes 1024)\n",
+        fprintf(stderr,
+                "%s: SKIPPED on s3rver, which keeps an object as a file named after "
+                "its key's last segment (255 bytes at most; S3 takes 1024)\n",
                 __func__);
         return;
     }

@@ -438,7 +438,8 @@ static bool get_validators(tg_server_t *s, const char *path, char *etag, char *l
 {
     tg_resp_t r;
     bool ok = tg_http(s, "GET", path, NULL, 0, NULL, &r) == 200 &&
-              tg_header(&r, "etag", etag, 128) && (lm == NULL || tg_header(&r, "last-modified", lm, 64));
+              tg_header(&r, "etag", etag, 128) &&
+              (lm == NULL || tg_header(&r, "last-modified", lm, 64));
     tg_resp_free(&r);
     return ok;
 }
@@ -617,8 +618,8 @@ static void expect_stem_dims(const char *path, int w, int h)
             tg_resp_free(&r);
             if (ok)
                 break;
-            ck_assert_msg(tg_now_ms() < until, "node %c: %s is %ld %dx%d, want %dx%d",
-                          "AB"[i], path, st, gw, gh, w, h);
+            ck_assert_msg(tg_now_ms() < until, "node %c: %s is %ld %dx%d, want %dx%d", "AB"[i],
+                          path, st, gw, gh, w, h);
             poll(NULL, 0, 20);
         }
     }

@@ -94,7 +94,7 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
     /* tests/s3-api.sh: the suites again on the s3 backend, a bucket of each root's own
      * (a restart on the same root finds its bucket; no test sees another's results) */
     const char *s3 = getenv("TG_S3_ENDPOINT");
-    char s3env[4][400] = {{0}};
+    char s3env[2][400] = {{0}};
     if (s3 != NULL) {
         uint64_t h = 1469598103934665603ull;
         for (const char *c = s->root; *c; c++)
@@ -110,7 +110,6 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
         ck_assert_msg(curl_easy_perform(c) == CURLE_OK, "no S3 store at %s", s3);
         curl_easy_cleanup(c);
         snprintf(s3env[1], sizeof(s3env[1]), "THUMBGATE_STORAGE_S3_ENDPOINT=%s", s3);
-        snprintf(s3env[2], sizeof(s3env[2]), "THUMBGATE_STORAGE_BACKEND=s3");
     }
 
     pid_t parent = getpid();
@@ -131,8 +130,9 @@ void tg_start(tg_server_t *s, const char *const *env, const char *root)
         putenv("THUMBGATE_THREADS=2");
         putenv("THUMBGATE_LOG_ACCESS=false");
         if (s3 != NULL) { /* before the test's own, which may name another store */
-            for (int i = 0; i < 3; i++)
-                putenv(s3env[i]);
+            putenv(s3env[0]);
+            putenv(s3env[1]);
+            putenv("THUMBGATE_STORAGE_BACKEND=s3");
             putenv("THUMBGATE_STORAGE_S3_ACCESS_KEY=S3RVER");
             putenv("THUMBGATE_STORAGE_S3_SECRET_KEY=S3RVER");
         }
