@@ -28,7 +28,7 @@ struct s3store {
     _Atomic uint64_t orig_bytes; /* about what orig/ holds (recounted by each eviction) */
     _Atomic bool evicting;
     pthread_mutex_t mu;
-    struct {
+    struct fresh_slot {
         uint64_t hash, until_ms;
     } fresh[S3STORE_SLOTS]; /* under mu */
     struct stripe {
@@ -60,11 +60,17 @@ static uint64_t hash2(char kind, const char *s)
     return h | 1; /* 0 marks an empty slot (the low bit is always set: index with h >> 1) */
 }
 
+/* the freshness slot of the name hashed to @p h (under mu) */
+static struct fresh_slot *slot(s3store_t *rs, uint64_t h)
+{
+    return &rs->fresh[(h >> 1) % S3STORE_SLOTS];
+}
+
 static bool is_fresh(s3store_t *rs, char kind, const char *s)
 {
     uint64_t h = hash2(kind, s), now = now_ms();
     pthread_mutex_lock(&rs->mu);
-    bool ok = rs->fresh[(h >> 1) % S3STORE_SLOTS].hash == h && rs->fresh[(h >> 1) % S3STORE_SLOTS].until_ms > now;
+    bool ok = slot(rs, h)->hash == h && slot(rs, h)->until_ms > now;
     pthread_mutex_unlock(&rs->mu);
     return ok;
 }
@@ -74,8 +80,8 @@ static void mark(s3store_t *rs, char kind, const char *s, uint64_t checked_ms)
 {
     uint64_t h = hash2(kind, s);
     pthread_mutex_lock(&rs->mu);
-    rs->fresh[(h >> 1) % S3STORE_SLOTS].hash = h;
-    rs->fresh[(h >> 1) % S3STORE_SLOTS].until_ms = checked_ms + rs->revalidate_ms;
+    slot(rs, h)->hash = h;
+    slot(rs, h)->until_ms = checked_ms + rs->revalidate_ms;
     pthread_mutex_unlock(&rs->mu);
 }
 
@@ -83,8 +89,8 @@ static void forget(s3store_t *rs, char kind, const char *s)
 {
     uint64_t h = hash2(kind, s);
     pthread_mutex_lock(&rs->mu);
-    if (rs->fresh[(h >> 1) % S3STORE_SLOTS].hash == h)
-        rs->fresh[(h >> 1) % S3STORE_SLOTS].hash = 0;
+    if (slot(rs, h)->hash == h)
+        slot(rs, h)->hash = 0;
     pthread_mutex_unlock(&rs->mu);
 }
 
@@ -122,8 +128,11 @@ static void stamp(const char *path, const char *http_etag, time_t last_modified)
     }
 }
 
+/* An original's copy: the object's ETag (XATTR_ETAG, compared with the bucket's) and its
+ * validators. */
 static void stamp_original(const char *path, const s3_meta_t *m)
 {
+    setxattr(path, XATTR_ETAG, m->etag, strlen(m->etag), 0);
     char tag[sizeof(m->etag) + 2];
     snprintf(tag, sizeof(tag), "\"%s\"", m->etag);
     stamp(path, tag, m->last_modified);
@@ -214,7 +223,6 @@ int s3store_put(s3store_t *rs, const char *key, const char *tmp)
     if (r != S3_OK)
         return map_s3(r);
     if (m.etag[0] != '\0') {
-        setxattr(tmp, XATTR_ETAG, m.etag, strlen(m.etag), 0);
         /* a PUT's answer has no Last-Modified: the object's comes from a HEAD, so that
          * this node sends the date the others read from the bucket */
         s3_meta_t h = {0};
@@ -223,7 +231,8 @@ int s3store_put(s3store_t *rs, const char *key, const char *tmp)
         stamp_original(tmp, &m);
     }
     account(rs, m.size);
-    if (stem_of(key, stem, sizeof(stem))) {
+    bool has_stem = stem_of(key, stem, sizeof(stem));
+    if (has_stem) {
         /* the stem now means this key, for every node: its pointer object, written after
          * the original so that it never names an object that was not there */
         char ptr[OBJ_MAX];
@@ -233,7 +242,7 @@ int s3store_put(s3store_t *rs, const char *key, const char *tmp)
                                       effort) the listing's newest decides */
     }
     mark(rs, 'k', key, t0);
-    if (stem_of(key, stem, sizeof(stem))) {
+    if (has_stem) {
         mark(rs, 's', stem, t0);
         /* results of the stem's older originals are for nobody now (best effort) */
         char prefix[OBJ_MAX], keep[120];
@@ -292,8 +301,17 @@ static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
     else
         r = s3_head(rs->s3, obj, &m);
     if (r == S3_E_NOTFOUND) {
-        if (local)
+        char stem[520], prefix[OBJ_MAX];
+        if (local) {
             store_delete_local(rs->st, key); /* deleted through another node */
+            /* and the results this node may have published of it after that node's
+             * DELETE cleared them (a result finished within revalidate); one still being
+             * uploaded is taken back by publish_run, which finds the copy gone */
+            if (have[0] != '\0' && stem_of(key, stem, sizeof(stem))) {
+                snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, have);
+                s3_delete_prefix(rs->s3, prefix, NULL);
+            }
+        }
         return 0;
     }
     if (r != S3_OK)
@@ -310,7 +328,6 @@ static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
         unlink(tmp);
         return r == S3_E_NOTFOUND ? 0 : map_s3(r);
     }
-    setxattr(tmp, XATTR_ETAG, m.etag, strlen(m.etag), 0);
     stamp_original(tmp, &m);
     bool replaced;
     if ((e = store_install_original(rs->st, key, tmp, &replaced)) != 0)
@@ -490,8 +507,8 @@ void s3store_stats(s3store_t *rs, s3_stats_t *out, uint64_t *coalesced)
  * path names the generation: store.c). One descriptor is checked and read, so a
  * replacement cannot slip in between: a result is never labelled or published with
  * the ETag of an original it was not made from. false when it changed or has none. */
-static bool result_source(s3store_t *rs, const char *src_path, const char *cache_path,
-                         char *etag, size_t n, char *stem, size_t stemn)
+static bool result_source(s3store_t *rs, const char *src_path, const char *cache_path, char *etag,
+                          size_t n, char *stem, size_t stemn)
 {
     char key[1100], expect[STORE_PATH_MAX];
     const char *variant = strrchr(cache_path, '/');
@@ -511,8 +528,7 @@ static bool result_source(s3store_t *rs, const char *src_path, const char *cache
     return strcmp(expect, cache_path) == 0;
 }
 
-void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
-                          const char *final)
+void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp, const char *final)
 {
     char etag[100], tag[160], stem[1100];
     const char *variant = strrchr(final, '/');
@@ -527,13 +543,25 @@ void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp,
 
 struct publish {
     s3store_t *rs;
-    char cache[STORE_PATH_MAX], obj[OBJ_MAX + 200];
+    char src[STORE_PATH_MAX], cache[STORE_PATH_MAX], obj[OBJ_MAX + 200], etag[100];
 };
+
+/* The object the result of @p p goes to is still wanted: the original at its path has
+ * the ETag the object is named after (the same bytes put again keep it). */
+static bool publish_still_valid(const struct publish *p)
+{
+    char etag[100];
+    return local_etag(p->src, etag, sizeof(etag)) && strcmp(etag, p->etag) == 0;
+}
 
 static void publish_run(void *arg)
 {
     struct publish *p = arg;
-    s3_put_file(p->rs->s3, p->obj, p->cache, NULL); /* best effort: others derive it too */
+    /* not for an original replaced or deleted since (its PUT or DELETE has cleared the
+     * bucket's results already), and taken back if that happened during the upload */
+    if (publish_still_valid(p) && s3_put_file(p->rs->s3, p->obj, p->cache, NULL) == S3_OK &&
+        !publish_still_valid(p))
+        s3_delete(p->rs->s3, p->obj);
     free(p);
 }
 
@@ -548,7 +576,9 @@ void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_
     if (p == NULL)
         return;
     p->rs = rs;
+    snprintf(p->src, sizeof(p->src), "%s", src_path);
     snprintf(p->cache, sizeof(p->cache), "%s", cache_path);
+    snprintf(p->etag, sizeof(p->etag), "%s", etag);
     snprintf(p->obj, sizeof(p->obj), "derived/%s~/%s/%s", stem, etag, strrchr(cache_path, '/') + 1);
     iopool_submit_detached(publish_run, p);
 }
