@@ -158,7 +158,8 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
  *  0, COVER with a side 0, a box over 10^7), -IMGPROC_E_TOO_LARGE when the source, the image
  *  as loaded, resized or output is over job->max_pixels, or for a WebP whose frame libwebp
  *  could not decode within job->timeout_ms (one call the deadline cannot stop; it runs at
- *  the job's start: IMGPROC__WEBP_DECODE_NS_PX). @p err filled. Call before admission:
+ *  the job's start: IMGPROC__WEBP_DECODE_NS_PX), and likewise for a HEIC/AVIF source's
+ *  decode and an AVIF or JPEG XL output's encode. @p err filled. Call before admission:
  *  imgproc_estimate() and imgproc_output_dims() give 0 for such jobs. */
 int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, imgproc_err_t *err);
 

@@ -13,6 +13,15 @@
  * machine (`vips copy noise.png x.avif[effort=E]`, 2000x1500), x1.5 */
 static const double avif_enc_ns_px[10] = {1100,  1500,  1900,  3800,   7200,
                                           15000, 31000, 60000, 100000, 145000};
+/* Wall time of libjxl 0.7's encode per output pixel (ns) by effort 3..7, the same noise,
+ * one vips thread (`VIPS_CONCURRENCY=1 vips copy noise.png x.jxl[effort=E]`, less the PNG
+ * decode), at load 4.5: 390-430 ns/px, x1.6. libvips hands libjxl the whole image and
+ * libjxl encodes it in calls that never look at the kill flag. */
+#define JXL_ENC_NS_PX 700.0
+/* Wall time of libheif's decode of a HEIC (x265) or AVIF (aom) image per source pixel: one
+ * call for the whole primary image at the job's start (they are decoded at full size),
+ * measured 160-220 ns/px on noise (`vips copy x.heic y.v`, one thread, load 4.5), x1.5 */
+#define HEIF_DECODE_NS_PX 330.0
 
 /* vips_thumbnail_calculate_shrink() with auto-rotate off (we orient ourselves). */
 static void thumb_shrink(const imgproc__plan_t *pl, double in_w, double in_h, double *hs,
@@ -209,6 +218,26 @@ int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, i
                                  "a %ux%u WebP decodes in one uninterruptible step of about %.0f "
                                  "ms, longer than the job deadline (%u ms)",
                                  probe->width, probe->height, ms, job->timeout_ms);
+    }
+    /* libheif decodes a HEIC/AVIF source in one call too */
+    if ((probe->fmt == IMGPROC_FMT_HEIC || probe->fmt == IMGPROC_FMT_AVIF) && job->timeout_ms) {
+        double ms = (double)probe->width * probe->height * HEIF_DECODE_NS_PX / 1e6;
+        if (ms > job->timeout_ms)
+            return imgproc__fail(err, IMGPROC_E_TOO_LARGE,
+                                 "a %ux%u %s decodes in one uninterruptible step of about %.0f "
+                                 "ms, longer than the job deadline (%u ms)",
+                                 probe->width, probe->height,
+                                 probe->fmt == IMGPROC_FMT_HEIC ? "HEIC" : "AVIF", ms,
+                                 job->timeout_ms);
+    }
+    /* and libjxl encodes a JPEG XL without looking at the kill flag */
+    if (job->out_fmt == IMGPROC_FMT_JXL && job->timeout_ms) {
+        double ms = (double)pl.out_w * pl.out_h * JXL_ENC_NS_PX / 1e6;
+        if (ms > job->timeout_ms)
+            return imgproc__fail(err, IMGPROC_E_TOO_LARGE,
+                                 "a %ux%u JPEG XL encodes in one uninterruptible step of about "
+                                 "%.0f ms, longer than the job deadline (%u ms)",
+                                 pl.out_w, pl.out_h, ms, job->timeout_ms);
     }
     /* libheif encodes the whole AVIF in one call at the end of the job, which the deadline
      * cannot stop either */

@@ -277,6 +277,36 @@ START_TEST(test_formats_heif_bomb_is_413_before_decoding)
 }
 END_TEST
 
+START_TEST(test_formats_uninterruptible_steps_over_the_deadline_are_413_before_admission)
+{
+    /* libheif decodes a HEIC/AVIF and libjxl encodes a JPEG XL in calls the job deadline
+     * cannot stop: one that could not finish inside memory.job_timeout is refused (413)
+     * before admission, as AVIF encodes and WebP decodes are; a small one is still admitted */
+    const char *env[] = {"THUMBGATE_MEMORY_JOB_TIMEOUT=100ms", NULL};
+    tg_start(&S, env, NULL);
+    size_t len;
+    unsigned char *heic = tg_image(800, 600, 3, "heic", &len);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/slow/big.heic", heic, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    g_free(heic);
+    tg_put_image(&S, "/slow/photo.jpg", 800, 600, "jpg");
+    double admitted = tg_metric(&S, "thumbgate_jobs_admitted_total");
+    ck_assert_int_eq(tg_http(&S, "GET", "/slow/big_100x100.jpg", NULL, 0, NULL, &r), 413);
+    ck_assert_msg(strstr(r.body, "HEIC decodes in one uninterruptible step"), "%s", r.body);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "GET", "/slow/photo.jxl", NULL, 0, NULL, &r), 413);
+    ck_assert_msg(strstr(r.body, "JPEG XL encodes in one uninterruptible step"), "%s", r.body);
+    tg_resp_free(&r);
+    ck_assert(tg_metric(&S, "thumbgate_jobs_admitted_total") == admitted);
+    /* a 100x75 JPEG XL is admitted; on a busy box it may still miss 100 ms (503 then) */
+    long st = tg_http(&S, "GET", "/slow/photo_100x100.jxl", NULL, 0, NULL, &r);
+    ck_assert_msg(st == 200 || (st == 503 && strstr(r.body, "job_timeout")), "%ld %s", st, r.body);
+    tg_resp_free(&r);
+    ck_assert(tg_metric(&S, "thumbgate_jobs_admitted_total") == admitted + 1);
+}
+END_TEST
+
 START_TEST(test_formats_truncated_is_refused_and_loses_nothing)
 {
     tg_start(&S, NULL, NULL);
@@ -345,6 +375,8 @@ Suite *formats_suite(void)
     tcase_add_test(t, test_formats_heif_bomb_is_413_before_decoding);
     tcase_add_test(t, test_formats_animated_outputs_keep_every_frame);
     tcase_add_test(t, test_formats_animation_over_max_pixels_is_413_before_admission);
+    tcase_add_test(t,
+                   test_formats_uninterruptible_steps_over_the_deadline_are_413_before_admission);
     tcase_add_test(t, test_formats_truncated_is_refused_and_loses_nothing);
     tcase_add_test(t, test_formats_multipage_tiff_gives_first_page);
     suite_add_tcase(s, t);
