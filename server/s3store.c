@@ -257,7 +257,8 @@ int s3store_delete(s3store_t *rs, const char *key)
 {
     char obj[OBJ_MAX], stem[520];
     snprintf(obj, sizeof(obj), "orig/%s", key);
-    int r = s3_head(rs->s3, obj, NULL);
+    s3_meta_t m = {0};
+    int r = s3_head(rs->s3, obj, &m);
     if (r == S3_OK)
         r = s3_delete(rs->s3, obj);
     if (r != S3_OK && r != S3_E_NOTFOUND)
@@ -272,11 +273,16 @@ int s3store_delete(s3store_t *rs, const char *key)
             p = s3_delete(rs->s3, ptr); /* the stem falls back to the newest left */
         if (p != S3_OK && p != S3_E_NOTFOUND)
             return map_s3(p);
-        char prefix[OBJ_MAX];
-        snprintf(prefix, sizeof(prefix), "derived/%s~/", stem);
-        int d = s3_delete_prefix(rs->s3, prefix, NULL);
-        if (d != S3_OK)
-            return map_s3(d); /* the original is gone; its results are retried by a DELETE */
+        /* its results: those named after its ETag (another original of the stem keeps
+         * its own) */
+        if (found && m.etag[0] != '\0') {
+            char prefix[OBJ_MAX];
+            snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, m.etag);
+            int d = s3_delete_prefix(rs->s3, prefix, NULL);
+            if (d != S3_OK)
+                return map_s3(d); /* the original is gone; its results stay until a PUT of
+                                     the stem clears the older originals' */
+        }
         forget(rs, 's', stem);
     }
     forget(rs, 'k', key);

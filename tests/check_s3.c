@@ -374,12 +374,18 @@ START_TEST(test_s3_delete_removes_derived)
     NEED_S3RVER();
     s3rver_start();
     node_start(&A, "1s");
+    tg_put_image(&A, "/d/dog.jpg", 200, 200, "jpg"); /* an older original of the stem */
     tg_put_image(&A, "/d/dog.png", 300, 200, "png");
     expect_dims(&A, "/d/dog_100x100.jpg", 100, 67);
     expect_dims(&A, "/d/dog_50x50c.webp", 50, 50);
     ck_assert(wait_bucket_count("derived/d/dog~", 2));
     ck_assert(bucket_has("orig/d/dog.png"));
     tg_resp_t r;
+    /* deleting the older original leaves the current one's results */
+    ck_assert_int_eq(tg_http(&A, "DELETE", "/d/dog.jpg", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    ck_assert_int_eq(bucket_count("derived/d/dog~"), 2);
+    expect_dims(&A, "/d/dog_100x100.jpg", 100, 67);
     ck_assert_int_eq(tg_http(&A, "DELETE", "/d/dog.png", NULL, 0, NULL, &r), 204);
     tg_resp_free(&r);
     ck_assert(!bucket_has("orig/d/dog.png"));
