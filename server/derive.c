@@ -318,7 +318,7 @@ static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *m
                  w->work_ms);
         srv__add_header(req, "server-timing", st);
         if (w->out.ok) {
-            if (!srv__serve_path(req, w->result, IMGPROC_FMT_UNKNOWN, NULL))
+            if (!srv__serve_result(req, w->result, IMGPROC_FMT_UNKNOWN, NULL))
                 srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
                               "the result was replaced before it could be sent; retry");
         } else {
@@ -635,7 +635,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
     store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
                      sizeof(job->cache_path));
     struct stat sb;
-    if (srv__serve_path(req, job->cache_path, rt->job.out_fmt, &sb)) {
+    if (srv__serve_result(req, job->cache_path, rt->job.out_fmt, &sb)) {
         /* an .auto URL's file depends on Accept: never remembered by URL alone */
         if (!rt->auto_fmt)
             hit_remember(srv, req, job->cache_path, rt->job.out_fmt, epoch);
@@ -742,7 +742,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
         pthread_mutex_unlock(&srv->coalesce_mu);
         atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
-        if (!srv__serve_path(req, job->cache_path, rt->job.out_fmt, NULL))
+        if (!srv__serve_result(req, job->cache_path, rt->job.out_fmt, NULL))
             srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
                           "the result was replaced before it could be sent; retry");
         job_free(job), free(w);
@@ -816,7 +816,7 @@ static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
     if (auth_url_check(srv->cfg->url_secret, req, &msg) != 0)
         return -1;
     struct stat sb;
-    if (!srv__serve_path(req, h->file, h->fmt, &sb))
+    if (!srv__serve_result(req, h->file, h->fmt, &sb))
         return -1;                            /* evicted, or removed by another instance */
     srv__set_env(req, "TG_ROUTE", "derived"); /* read by the access log, after the response */
     store_cache_touch(h->file, &sb);

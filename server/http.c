@@ -181,18 +181,48 @@ static bool answer_preconditions(h2o_req_t *req, const char *etag, size_t etagle
     return false;
 }
 
-bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb)
+/* The loop's filecache (h2o's: path -> open descriptor and stat, which h2o's file handler
+ * below finds too). A result's path never names other bytes (its generation is in the path,
+ * and one made again is the same), so its descriptor may serve later iterations: a cached
+ * hit then costs no open, fstat or close. Anything else empties the cache after the
+ * iteration: an original (replaced in place by a PUT) and a failed open (h2o memoizes the
+ * error, and the file may appear). http_filecache_sweep also empties it when the store
+ * changed (an eviction or replacement by this instance: store_epoch) and at least once a
+ * second, as the remembered hits of derive.c are forgotten. */
+#define FILECACHE_KEEP_MS 1000
+static _Thread_local struct {
+    bool dirty;
+    uint64_t epoch, since_ms;
+} fc;
+
+void http_filecache_sweep(h2o_context_t *ctx, uint64_t epoch, uint64_t now_ms)
+{
+    if (fc.dirty || epoch != fc.epoch || now_ms - fc.since_ms >= FILECACHE_KEEP_MS) {
+        h2o_filecache_clear(ctx->filecache);
+        fc.dirty = false;
+        fc.epoch = epoch;
+        fc.since_ms = now_ms;
+    }
+}
+
+static bool serve_file(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb,
+                       bool result)
 {
     const struct responses *self = responses_of(req);
     if (self == NULL) /* a path without http_register: nothing to send files with */
         return false;
-    /* the loop's filecache: opened once per loop iteration, and h2o's handler below finds
-     * the same descriptor there (the cache is emptied after every iteration, so a replaced
-     * file is never served stale) */
-    h2o_filecache_ref_t *ref =
-        h2o_filecache_open_file(req->conn->ctx->filecache, path, O_RDONLY | O_CLOEXEC);
-    if (ref == NULL)
-        return false;
+    h2o_filecache_t *cache = req->conn->ctx->filecache;
+    if (!result)
+        fc.dirty = true;
+    h2o_filecache_ref_t *ref = h2o_filecache_open_file(cache, path, O_RDONLY | O_CLOEXEC);
+    if (ref == NULL) {
+        /* h2o may have memoized an earlier miss of this iteration (a result that a job has
+         * committed since): look once more with the cache emptied */
+        fc.dirty = true;
+        h2o_filecache_clear(cache);
+        if ((ref = h2o_filecache_open_file(cache, path, O_RDONLY | O_CLOEXEC)) == NULL)
+            return false;
+    }
     unsigned char magic[16];
     ssize_t n = 0;
     if (!S_ISREG(ref->st.st_mode) ||
@@ -226,6 +256,16 @@ bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct
     if (r != 0) /* gone since we looked: nothing was sent */
         req->res.headers.size = nheaders;
     return r == 0;
+}
+
+bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb)
+{
+    return serve_file(req, path, fmt, sb, false);
+}
+
+bool srv__serve_result(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb)
+{
+    return serve_file(req, path, fmt, sb, true);
 }
 
 /* --- client liveness ------------------------------------------------------------------ */

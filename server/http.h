@@ -33,6 +33,12 @@ void srv__send_json(h2o_req_t *req, int status, const char *json, size_t len);
  *  IMGPROC_FMT_UNKNOWN (sniffed). false when there is no such file (nothing sent). @p sb
  *  (optional) receives the file's stat when it is served. */
 bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb);
+/** srv__serve_path for a cached result (store_cache_path: a path that never names other
+ *  bytes): its descriptor may stay in the loop's filecache after this iteration. */
+bool srv__serve_result(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb);
+/** After every loop iteration: empties the loop's filecache unless it holds only results,
+ *  opened since the store's @p epoch last changed and within the last second. */
+void http_filecache_sweep(h2o_context_t *ctx, uint64_t epoch, uint64_t now_ms);
 /** True when the peer of @p req has closed or reset its connection (safe from any thread). */
 bool srv__client_gone_fd(int fd);
 int srv__req_fd(h2o_req_t *req);

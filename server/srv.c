@@ -196,8 +196,8 @@ static void *loop_main(void *arg)
         h2o_evloop_run(th->loop, 1000);
         http_log_flush();
         connguard_scan(srv->guard, &th->ctx, th->idx);
-        /* files opened this iteration are not reused later: a replaced file is never stale */
-        h2o_filecache_clear(th->ctx.filecache);
+        /* only results' descriptors outlive the iteration: a replaced file is never stale */
+        http_filecache_sweep(&th->ctx, store_epoch(srv->store), adm_now_ms());
         /* give freed heap back to the OS once everything has been quiet for a while */
         if (th->idx == 0 && srv->cfg->malloc_trim_idle) {
             adm_stats_t as;
@@ -383,7 +383,7 @@ int srv_run(const cfg_t *cfg)
         0; /* h2c is off: TLS and HTTP/2 belong to the balancer */
     srv->globalconf.http2.idle_timeout = cfg->idle_timeout_ms;
     srv->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("thumbgate"));
-    srv->globalconf.filecache.capacity = 64; /* per loop, emptied after every loop iteration */
+    srv->globalconf.filecache.capacity = 64; /* per loop: results kept up to 1 s (http.c) */
     srv->hostconf =
         h2o_config_register_host(&srv->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
 
