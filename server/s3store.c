@@ -244,6 +244,12 @@ int s3store_put(s3store_t *rs, const char *key, const char *tmp)
     mark(rs, 'k', key, t0);
     if (has_stem) {
         mark(rs, 's', stem, t0);
+        /* the local copy this replaces loses its ETag first: a result of it still being
+         * uploaded then finds its original gone and takes its object back (publish_run),
+         * whether its upload ends before the listing below or after it */
+        char path[STORE_PATH_MAX];
+        store_orig_path(rs->st, key, path, sizeof(path));
+        removexattr(path, XATTR_ETAG);
         /* results of the stem's older originals are for nobody now (best effort) */
         char prefix[OBJ_MAX], keep[120];
         snprintf(prefix, sizeof(prefix), "derived/%s~/", stem);
@@ -257,12 +263,20 @@ int s3store_delete(s3store_t *rs, const char *key)
 {
     char obj[OBJ_MAX], stem[520];
     snprintf(obj, sizeof(obj), "orig/%s", key);
+    /* the local copy's ETag names results too: those published here when the object was
+     * already gone (deleted through another node, or a retry of a DELETE that failed after
+     * the object went). It is removed once the object is gone, before the results are
+     * listed (as in s3store_put), and put back if this DELETE then fails. */
+    char path[STORE_PATH_MAX], have[100] = "";
+    store_orig_path(rs->st, key, path, sizeof(path));
+    local_etag(path, have, sizeof(have));
     s3_meta_t m = {0};
     int r = s3_head(rs->s3, obj, &m);
     if (r == S3_OK)
         r = s3_delete(rs->s3, obj);
     if (r != S3_OK && r != S3_E_NOTFOUND)
         return map_s3(r);
+    removexattr(path, XATTR_ETAG);
     bool found = r == S3_OK;
     if (stem_of(key, stem, sizeof(stem))) {
         char ptr[OBJ_MAX], cur[1100];
@@ -271,17 +285,24 @@ int s3store_delete(s3store_t *rs, const char *key)
         int p = s3_get_data(rs->s3, ptr, cur, sizeof(cur), &n);
         if (p == S3_OK && strcmp(cur, key) == 0)
             p = s3_delete(rs->s3, ptr); /* the stem falls back to the newest left */
-        if (p != S3_OK && p != S3_E_NOTFOUND)
+        if (p != S3_OK && p != S3_E_NOTFOUND) {
+            const char *label = found ? m.etag : have;
+            setxattr(path, XATTR_ETAG, label, strlen(label), 0);
             return map_s3(p);
-        /* its results: those named after its ETag (another original of the stem keeps
-         * its own) */
-        if (found && m.etag[0] != '\0') {
+        }
+        /* its results: those named after its ETag, the bucket's or this copy's (another
+         * original of the stem keeps its own) */
+        const char *tags[2] = {found ? m.etag : "", strcmp(have, m.etag) != 0 ? have : ""};
+        for (int i = 0; i < 2; i++) {
+            if (tags[i][0] == '\0')
+                continue;
             char prefix[OBJ_MAX];
-            snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, m.etag);
+            snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, tags[i]);
             int d = s3_delete_prefix(rs->s3, prefix, NULL);
-            if (d != S3_OK)
-                return map_s3(d); /* the original is gone; its results stay until a PUT of
-                                     the stem clears the older originals' */
+            if (d != S3_OK) {
+                setxattr(path, XATTR_ETAG, tags[i], strlen(tags[i]), 0);
+                return map_s3(d);
+            }
         }
         forget(rs, 's', stem);
     }
@@ -336,11 +357,20 @@ static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
     }
     stamp_original(tmp, &m);
     bool replaced;
-    if ((e = store_install_original(rs->st, key, tmp, &replaced)) != 0)
+    if ((e = store_install_original(rs->st, key, tmp, &replaced)) != 0) {
         unlink(tmp);
-    else
-        account(rs, m.size);
-    return e;
+        return e;
+    }
+    account(rs, m.size);
+    /* replaced through another node: what this node published of the old copy since that
+     * node's PUT cleared the old results goes too (one still uploading finds the new
+     * copy's ETag and takes its object back) */
+    char stem[520], prefix[OBJ_MAX];
+    if (have[0] != '\0' && strcmp(have, m.etag) != 0 && stem_of(key, stem, sizeof(stem))) {
+        snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, have);
+        s3_delete_prefix(rs->s3, prefix, NULL);
+    }
+    return 0;
 }
 
 typedef struct {
@@ -514,11 +544,11 @@ void s3store_stats(s3store_t *rs, s3_stats_t *out, uint64_t *coalesced)
  * replacement cannot slip in between: a result is never labelled or published with
  * the ETag of an original it was not made from. false when it changed or has none. */
 static bool result_source(s3store_t *rs, const char *src_path, const char *cache_path, char *etag,
-                          size_t n, char *stem, size_t stemn)
+                          size_t n, char *stem, size_t stemn, char key[static 1100])
 {
-    char key[1100], expect[STORE_PATH_MAX];
+    char expect[STORE_PATH_MAX];
     const char *variant = strrchr(cache_path, '/');
-    if (variant == NULL || store_key_of_path(rs->st, src_path, key, sizeof(key)) != 0 ||
+    if (variant == NULL || store_key_of_path(rs->st, src_path, key, 1100) != 0 ||
         !stem_of(key, stem, stemn))
         return false;
     int fd = open(src_path, O_RDONLY | O_CLOEXEC);
@@ -536,9 +566,9 @@ static bool result_source(s3store_t *rs, const char *src_path, const char *cache
 
 void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp, const char *final)
 {
-    char etag[100], tag[160], stem[1100];
+    char etag[100], tag[160], stem[1100], key[1100];
     const char *variant = strrchr(final, '/');
-    if (!result_source(rs, src_path, final, etag, sizeof(etag), stem, sizeof(stem)))
+    if (!result_source(rs, src_path, final, etag, sizeof(etag), stem, sizeof(stem), key))
         return; /* the inode-based ETag, on this node only */
     snprintf(tag, sizeof(tag), "W/\"%s-%016" PRIx64 "\"", etag, hash2('v', variant + 1));
     /* the date stays the result's own (when it was made here): the original's would go
@@ -549,15 +579,29 @@ void s3store_stamp_result(s3store_t *rs, const char *src_path, const char *tmp, 
 
 struct publish {
     s3store_t *rs;
-    char src[STORE_PATH_MAX], cache[STORE_PATH_MAX], obj[OBJ_MAX + 200], etag[100];
+    char src[STORE_PATH_MAX], cache[STORE_PATH_MAX], obj[OBJ_MAX + 200], etag[100], key[1100];
 };
 
-/* The object the result of @p p goes to is still wanted: the original at its path has
- * the ETag the object is named after (the same bytes put again keep it). */
-static bool publish_still_valid(const struct publish *p)
+/* The original the result of @p p is named after is still the local copy (the same bytes
+ * put again keep its ETag). */
+static bool publish_wanted(const struct publish *p)
 {
     char etag[100];
     return local_etag(p->src, etag, sizeof(etag)) && strcmp(etag, p->etag) == 0;
+}
+
+/* ... or, after the upload, it is gone: the local copy has another ETag, or has none (a PUT
+ * or DELETE here removes it first) or is gone (evicted, deleted) and the bucket no longer
+ * holds that ETag under the key. */
+static bool publish_orphaned(const struct publish *p)
+{
+    char etag[100], obj[OBJ_MAX];
+    if (local_etag(p->src, etag, sizeof(etag)))
+        return strcmp(etag, p->etag) != 0;
+    s3_meta_t m = {0};
+    snprintf(obj, sizeof(obj), "orig/%s", p->key);
+    int r = s3_head(p->rs->s3, obj, &m);
+    return r == S3_E_NOTFOUND || (r == S3_OK && strcmp(m.etag, p->etag) != 0);
 }
 
 static void publish_run(void *arg)
@@ -565,8 +609,8 @@ static void publish_run(void *arg)
     struct publish *p = arg;
     /* not for an original replaced or deleted since (its PUT or DELETE has cleared the
      * bucket's results already), and taken back if that happened during the upload */
-    if (publish_still_valid(p) && s3_put_file(p->rs->s3, p->obj, p->cache, NULL) == S3_OK &&
-        !publish_still_valid(p))
+    if (publish_wanted(p) && s3_put_file(p->rs->s3, p->obj, p->cache, NULL) == S3_OK &&
+        publish_orphaned(p))
         s3_delete(p->rs->s3, p->obj);
     free(p);
 }
@@ -575,8 +619,8 @@ void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_
 {
     /* the object's name is settled now, on the job's thread, from the original the
      * result was made from; a replacement after this gets its own results */
-    char etag[100], stem[1100];
-    if (!result_source(rs, src_path, cache_path, etag, sizeof(etag), stem, sizeof(stem)))
+    char etag[100], stem[1100], key[1100];
+    if (!result_source(rs, src_path, cache_path, etag, sizeof(etag), stem, sizeof(stem), key))
         return;
     struct publish *p = malloc(sizeof(*p));
     if (p == NULL)
@@ -585,6 +629,7 @@ void s3store_result_made(s3store_t *rs, const char *src_path, const char *cache_
     snprintf(p->src, sizeof(p->src), "%s", src_path);
     snprintf(p->cache, sizeof(p->cache), "%s", cache_path);
     snprintf(p->etag, sizeof(p->etag), "%s", etag);
+    snprintf(p->key, sizeof(p->key), "%s", key);
     snprintf(p->obj, sizeof(p->obj), "derived/%s~/%s/%s", stem, etag, strrchr(cache_path, '/') + 1);
     iopool_submit_detached(publish_run, p);
 }

@@ -554,6 +554,40 @@ START_TEST(test_s3_two_nodes_share_the_bucket)
 }
 END_TEST
 
+/* A node that has not seen another's DELETE or PUT yet (revalidate 1h) still derives from
+ * its copy and publishes the result after that node cleared the original's results. What
+ * it published goes when it learns: a DELETE through it, which finds the object gone,
+ * clears the results named after its copy's ETag; a sync that finds the copy replaced
+ * clears those of the old copy. */
+START_TEST(test_s3_results_published_after_the_original_went_are_cleared)
+{
+    NEED_S3RVER();
+    s3rver_start();
+    node_start(&A, "1h");
+    node_start(&B, "100ms");
+    tg_put_image(&A, "/o/fox.png", 300, 200, "png");
+    tg_put_image(&A, "/o/owl.png", 300, 200, "png");
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&B, "DELETE", "/o/fox.png", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    tg_put_image(&B, "/o/owl.png", 200, 200, "png");
+    expect_dims(&A, "/o/fox_100x100.jpg", 100, 67); /* from A's copies: published */
+    expect_dims(&A, "/o/owl_100x100.jpg", 100, 67);
+    ck_assert(wait_bucket_count("derived/o/fox~", 1));
+    ck_assert(wait_bucket_count("derived/o/owl~", 1));
+    ck_assert_int_eq(tg_http(&A, "DELETE", "/o/fox.png", NULL, 0, NULL, &r), 204);
+    tg_resp_free(&r);
+    ck_assert_int_eq(bucket_count("derived/o/fox~"), 0);
+    /* a restarted A checks its copy of owl.png again, finds it replaced, and fetches it */
+    ck_assert_int_eq(tg_stop(&A), 0);
+    node_start(&A, "1h");
+    expect_dims(&A, "/o/owl.png", 200, 200);
+    ck_assert_int_eq(bucket_count("derived/o/owl~"), 0);
+    ck_assert_int_eq(tg_stop(&A), 0);
+    ck_assert_int_eq(tg_stop(&B), 0);
+}
+END_TEST
+
 /* A burst of GETs for an original a node has not seen: one HEAD and one download, the
  * others wait for them (s3store_sync coalesces by name), and every GET gets the bytes. */
 #define BURST 12
@@ -752,6 +786,7 @@ Suite *s3_suite(void)
     tcase_add_test(t, test_s3_local_copies_bounded);
     tcase_add_test(t, test_s3_store_down_then_back);
     tcase_add_test(t, test_s3_two_nodes_share_the_bucket);
+    tcase_add_test(t, test_s3_results_published_after_the_original_went_are_cleared);
     tcase_add_test(t, test_s3_cold_burst_is_one_fetch);
     tcase_add_test(t, test_s3_last_put_of_a_stem_wins);
     tcase_add_test(t, test_s3_silent_store_is_bounded);
