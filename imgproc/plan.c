@@ -221,7 +221,8 @@ int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, i
     }
     /* libheif decodes a HEIC/AVIF source in one call too */
     if ((probe->fmt == IMGPROC_FMT_HEIC || probe->fmt == IMGPROC_FMT_AVIF) && job->timeout_ms) {
-        double ms = (double)probe->width * probe->height * HEIF_DECODE_NS_PX / 1e6;
+        double ms = (double)probe->width * probe->height * HEIF_DECODE_NS_PX *
+                    (probe->has_alpha ? 2 : 1) / 1e6; /* alpha: a second image (as AVIF) */
         if (ms > job->timeout_ms)
             return imgproc__fail(err, IMGPROC_E_TOO_LARGE,
                                  "a %ux%u %s decodes in one uninterruptible step of about %.0f "
@@ -232,7 +233,8 @@ int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, i
     }
     /* and libjxl encodes a JPEG XL without looking at the kill flag */
     if (job->out_fmt == IMGPROC_FMT_JXL && job->timeout_ms) {
-        double ms = (double)pl.out_w * pl.out_h * JXL_ENC_NS_PX / 1e6;
+        double ms = (double)pl.out_w * pl.out_h * JXL_ENC_NS_PX * (probe->has_alpha ? 2 : 1) /
+                    1e6; /* alpha: measured on RGB only, so counted as a second image */
         if (ms > job->timeout_ms)
             return imgproc__fail(err, IMGPROC_E_TOO_LARGE,
                                  "a %ux%u JPEG XL encodes in one uninterruptible step of about "
