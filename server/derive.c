@@ -51,8 +51,8 @@ typedef struct {
  * served from its file, before any other room looks at it, while the store's epoch is
  * unchanged (no put, delete or eviction in this instance since: an exact key stored
  * later wins again at once) and for at most HIT_TTL_MS (what another instance sharing the
- * storage root changed is seen within that time; its replacements also delete the old
- * results, which ends the hit at once). Memory: HIT_SLOTS x (a URL and a path, at most
+ * storage root changed is seen within that time: the loop's filecache may hold the old
+ * result's descriptor that long, http.c). Memory: HIT_SLOTS x (a URL and a path, at most
  * 513 + 1400 bytes) per loop. */
 #define HIT_SLOTS 256
 #define HIT_TTL_MS 1000
