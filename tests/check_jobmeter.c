@@ -37,8 +37,10 @@ static void get_all_at_once(const char *const *paths, int n)
 START_TEST(test_jobmeter_every_job_measured_none_under)
 {
     /* three workers, six different jobs sent together: they overlap, and each is still
-     * measured (the old measure skipped every job that did not run alone) */
-    const char *env[] = {"THUMBGATE_WORKERS=3", NULL};
+     * measured (the old measure skipped every job that did not run alone). Without
+     * mezzanine levels: a.jpg's second size starts a level job when its first result is
+     * already there, which a slow client makes happen (7 jobs measured, once, at load 4) */
+    const char *env[] = {"THUMBGATE_WORKERS=3", "THUMBGATE_MEZZANINE_ENABLED=false", NULL};
     tg_start(&S, env, NULL);
     tg_put_image(&S, "/a.jpg", 3000, 2000, "jpg");
     tg_put_image(&S, "/b.png", 1600, 1600, "png");
