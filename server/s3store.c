@@ -147,6 +147,14 @@ static bool local_etag(const char *path, char *etag, size_t n)
     return true;
 }
 
+/* Deletes from the bucket the results of @p stem's original whose ETag was @p etag. */
+static int drop_results(s3store_t *rs, const char *stem, const char *etag)
+{
+    char prefix[OBJ_MAX];
+    snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, etag);
+    return s3_delete_prefix(rs->s3, prefix, NULL);
+}
+
 s3store_t *s3store_create(store_t *st, s3_t *s3, uint64_t revalidate_ms, uint64_t orig_max)
 {
     s3store_t *rs = calloc(1, sizeof(*rs));
@@ -296,9 +304,7 @@ int s3store_delete(s3store_t *rs, const char *key)
         for (int i = 0; i < 2; i++) {
             if (tags[i][0] == '\0')
                 continue;
-            char prefix[OBJ_MAX];
-            snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, tags[i]);
-            int d = s3_delete_prefix(rs->s3, prefix, NULL);
+            int d = drop_results(rs, stem, tags[i]);
             if (d != S3_OK) {
                 setxattr(path, XATTR_ETAG, tags[i], strlen(tags[i]), 0);
                 return map_s3(d);
@@ -328,16 +334,14 @@ static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
     else
         r = s3_head(rs->s3, obj, &m);
     if (r == S3_E_NOTFOUND) {
-        char stem[520], prefix[OBJ_MAX];
+        char stem[520];
         if (local) {
             store_delete_local(rs->st, key); /* deleted through another node */
             /* and the results this node may have published of it after that node's
              * DELETE cleared them (a result finished within revalidate); one still being
              * uploaded is taken back by publish_run, which finds the copy gone */
-            if (have[0] != '\0' && stem_of(key, stem, sizeof(stem))) {
-                snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, have);
-                s3_delete_prefix(rs->s3, prefix, NULL);
-            }
+            if (have[0] != '\0' && stem_of(key, stem, sizeof(stem)))
+                drop_results(rs, stem, have);
         }
         return 0;
     }
@@ -365,11 +369,9 @@ static int sync_key(s3store_t *rs, const char *key, const char *listed_etag)
     /* replaced through another node: what this node published of the old copy since that
      * node's PUT cleared the old results goes too (one still uploading finds the new
      * copy's ETag and takes its object back) */
-    char stem[520], prefix[OBJ_MAX];
-    if (have[0] != '\0' && strcmp(have, m.etag) != 0 && stem_of(key, stem, sizeof(stem))) {
-        snprintf(prefix, sizeof(prefix), "derived/%s~/%s/", stem, have);
-        s3_delete_prefix(rs->s3, prefix, NULL);
-    }
+    char stem[520];
+    if (have[0] != '\0' && strcmp(have, m.etag) != 0 && stem_of(key, stem, sizeof(stem)))
+        drop_results(rs, stem, have);
     return 0;
 }
 
