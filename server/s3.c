@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <glib.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -118,6 +119,10 @@ typedef struct {
     void *h;         /* the easy handle (the body callbacks ask for the status) */
     size_t len, cap; /* of buf */
     bool overflow;
+    GChecksum *sum;         /* GET into a file: the body's MD5, as it arrives */
+    uint64_t got;           /* GET into a file: body bytes */
+    char want_md5[40];      /* GET: the object's S3_META_MD5, when it has one */
+    const char *put_md5[2]; /* PUT: the body's MD5 in base64 and in hex (s3_put_file) */
 } xfer_t;
 
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
@@ -137,7 +142,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
     *v++ = '\0';
     while (*v == ' ')
         v++;
-    if (strcasecmp(line, "etag") == 0) {
+    if (strcasecmp(line, S3_META_MD5) == 0) {
+        snprintf(x->want_md5, sizeof(x->want_md5), "%s", v);
+    } else if (strcasecmp(line, "etag") == 0) {
         if (*v == '"')
             v++;
         snprintf(x->meta->etag, sizeof(x->meta->etag), "%.*s", (int)strcspn(v, "\""), v);
@@ -152,7 +159,11 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 static size_t on_body_file(char *p, size_t size, size_t n, void *arg)
 {
     xfer_t *x = arg;
-    return fwrite(p, size, n, x->body) * size;
+    size_t w = fwrite(p, size, n, x->body) * size;
+    if (x->sum != NULL)
+        g_checksum_update(x->sum, (const guchar *)p, w);
+    x->got += w;
+    return w;
 }
 
 static size_t on_body_buf(char *p, size_t size, size_t n, void *arg)
@@ -205,9 +216,17 @@ static int perform(s3_t *s3, const char *method, const char *key, const char *qu
                      : x->buf ? on_body_buf
                               : on_discard);
     /* S3 wants the payload hash header on every request; curl signs it and uses its value
-     * as the payload hash, so a body streams without being hashed first (TLS protects it) */
+     * as the payload hash, so a body streams without being hashed for the signature (TLS
+     * protects it; s3_put_file sends its MD5) */
     struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
     hdrs = curl_slist_append(hdrs, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+    if (x->put_md5[0] != NULL) {
+        char md5b[64], md5h[80];
+        snprintf(md5b, sizeof(md5b), "Content-MD5: %s", x->put_md5[0]);
+        snprintf(md5h, sizeof(md5h), S3_META_MD5 ": %s", x->put_md5[1]);
+        hdrs = curl_slist_append(hdrs, md5b);
+        hdrs = curl_slist_append(hdrs, md5h);
+    }
     if (upload != NULL) {
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_READDATA, upload); /* curl's default read is fread */
@@ -237,6 +256,16 @@ static int perform(s3_t *s3, const char *method, const char *key, const char *qu
         ret = S3_E_DENIED;
     else
         ret = S3_OK;
+    if (ret == S3_OK && x->sum != NULL) {
+        /* a body cut short, or not the one put (a store serving a PUT still being written,
+         * or two PUTs of one name mixed): not the object */
+        if (x->got != x->meta->size)
+            ret = S3_E_DAMAGED;
+        else if (x->want_md5[0] != '\0')
+            ret = strcasecmp(g_checksum_get_string(x->sum), x->want_md5) == 0
+                      ? (x->meta->checked = true, S3_OK)
+                      : S3_E_DAMAGED;
+    }
     s3_op_t op = query != NULL      ? S3_OP_LIST
                  : *key == '\0'     ? S3_OP_CHECK
                  : upload != NULL   ? S3_OP_PUT
@@ -268,22 +297,42 @@ const char *s3_op_name(s3_op_t op)
 
 const char *s3_result_name(int result)
 {
-    static const char *const names[S3_RESULTS] = {"ok", "not_found", "unavailable", "denied",
-                                                  "local"};
+    static const char *const names[S3_RESULTS] = {"ok",     "not_found", "unavailable",
+                                                  "denied", "local",     "damaged"};
     return result >= 0 && result < S3_RESULTS ? names[result] : "?";
+}
+
+/* The MD5 of the rest of @p f, which is then rewound: in base64 and in hex. */
+static bool file_md5(FILE *f, char b64[32], char hex[40])
+{
+    GChecksum *c = g_checksum_new(G_CHECKSUM_MD5);
+    unsigned char buf[16384];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        g_checksum_update(c, buf, n);
+    guint8 d[16];
+    gsize dl = sizeof(d);
+    g_checksum_get_digest(c, d, &dl);
+    snprintf(hex, 40, "%s", g_checksum_get_string(c));
+    g_checksum_free(c);
+    gchar *e = g_base64_encode(d, dl);
+    snprintf(b64, 32, "%s", e);
+    g_free(e);
+    return !ferror(f) && fseek(f, 0, SEEK_SET) == 0;
 }
 
 int s3_put_file(s3_t *s3, const char *key, const char *path, s3_meta_t *meta)
 {
     FILE *f = fopen(path, "rbe");
     struct stat sb;
-    if (f == NULL || fstat(fileno(f), &sb) != 0) {
+    char b64[32], hex[40];
+    if (f == NULL || fstat(fileno(f), &sb) != 0 || !file_md5(f, b64, hex)) {
         if (f)
             fclose(f);
         return S3_E_LOCAL;
     }
     s3_meta_t m = {0};
-    xfer_t x = {.meta = &m};
+    xfer_t x = {.meta = &m, .put_md5 = {b64, hex}};
     int r = perform(s3, "PUT", key, NULL, &x, f, (uint64_t)sb.st_size);
     fclose(f);
     m.size = (uint64_t)sb.st_size;
@@ -298,17 +347,12 @@ int s3_get_file(s3_t *s3, const char *key, const char *path, s3_meta_t *meta)
     if (f == NULL)
         return S3_E_LOCAL;
     s3_meta_t m = {0};
-    xfer_t x = {.meta = &m, .body = f};
+    xfer_t x = {.meta = &m, .body = f, .sum = g_checksum_new(G_CHECKSUM_MD5)};
     int r = perform(s3, "GET", key, NULL, &x, NULL, 0);
+    g_checksum_free(x.sum);
     if (fflush(f) != 0 || fsync(fileno(f)) != 0)
         r = r == S3_OK ? S3_E_LOCAL : r;
     fclose(f);
-    if (r == S3_OK) {
-        struct stat sb;
-        /* a body cut short is not an object: the length must be what the head said */
-        if (stat(path, &sb) != 0 || (uint64_t)sb.st_size != m.size)
-            r = S3_E_UNAVAILABLE;
-    }
     if (meta)
         *meta = m;
     return r;

@@ -19,8 +19,9 @@
 
 #include "config/cfg.h"
 
-#define S3_LIST_MAX (256u << 10)     /**< bytes of one ListObjectsV2 page (100 keys) */
-#define S3_HANDLE_BYTES (256u << 10) /**< one easy handle + its connection + TLS state */
+#define S3_LIST_MAX (256u << 10)               /**< bytes of one ListObjectsV2 page (100 keys) */
+#define S3_META_MD5 "x-amz-meta-thumbgate-md5" /**< hex MD5 of the body put */
+#define S3_HANDLE_BYTES (256u << 10)           /**< one easy handle + its connection + TLS state */
 
 typedef struct s3 s3_t;
 
@@ -30,6 +31,7 @@ enum {
     S3_E_UNAVAILABLE = 2, /**< no answer within the bounds, a connection error, 5xx, 429 */
     S3_E_DENIED = 3,      /**< any other 4xx (credentials, bucket missing) */
     S3_E_LOCAL = 4,       /**< the local file could not be read or written */
+    S3_E_DAMAGED = 5,     /**< GET: the body is not what the object was put with (s3_get_file) */
 };
 
 /** What a HEAD, GET or PUT learnt about an object. etag without quotes. */
@@ -37,10 +39,11 @@ typedef struct {
     char etag[80];
     uint64_t size;
     time_t last_modified;
+    bool checked; /**< GET: the body has the MD5 that s3_put_file stored with the object */
 } s3_meta_t;
 
 /** What requests went to the store: by operation (the bucket checks apart) and outcome
- *  (S3_OK .. S3_E_LOCAL). */
+ *  (S3_OK .. S3_E_DAMAGED). */
 typedef enum {
     S3_OP_GET,
     S3_OP_PUT,
@@ -50,7 +53,7 @@ typedef enum {
     S3_OP_CHECK,
     S3_OP__N
 } s3_op_t;
-#define S3_RESULTS 5
+#define S3_RESULTS 6
 typedef struct {
     uint64_t n[S3_OP__N][S3_RESULTS];
 } s3_stats_t;
@@ -63,9 +66,14 @@ const char *s3_result_name(int result);
 s3_t *s3_create(const cfg_t *cfg, char *err, size_t errlen);
 void s3_destroy(s3_t *s3);
 
-/** Uploads the file at @p path as @p key (Content-Length from the file; streamed). */
+/** Uploads the file at @p path as @p key (Content-Length from the file; streamed). Its MD5
+ *  (one read of the file first) goes as Content-MD5, so that the store refuses a body
+ *  damaged on the way, and as the object's metadata S3_META_MD5, so that s3_get_file can
+ *  check the body it gets (an object's ETag is its MD5 only for some uploads). */
 int s3_put_file(s3_t *s3, const char *key, const char *path, s3_meta_t *meta);
-/** Downloads @p key into the (existing, truncated here) file @p path. */
+/** Downloads @p key into the (existing, truncated here) file @p path. S3_E_DAMAGED when the
+ *  body is shorter than its Content-Length or its MD5 is not the object's S3_META_MD5 (a
+ *  store that serves a PUT still being written; a damaged copy); meta->checked when it is. */
 int s3_get_file(s3_t *s3, const char *key, const char *path, s3_meta_t *meta);
 int s3_head(s3_t *s3, const char *key, s3_meta_t *meta);
 /** Uploads @p len (> 0) bytes from memory as @p key (small objects). */

@@ -99,6 +99,7 @@ static int map_s3(int r)
     return r == S3_OK              ? 0
            : r == S3_E_NOTFOUND    ? -STORE_E_NOTFOUND
            : r == S3_E_UNAVAILABLE ? -STORE_E_UNAVAILABLE
+           : r == S3_E_DAMAGED     ? -STORE_E_UNAVAILABLE /* being written: try again */
                                    : -STORE_E_IO;
 }
 
@@ -458,8 +459,12 @@ static int fetch_derived(s3store_t *rs, const char *stem, const char *variant)
     char tmp[STORE_PATH_MAX];
     if (store_tmp_file(rs->st, tmp, sizeof(tmp)) != 0)
         return 0;
-    int r = s3_get_file(rs->s3, obj, tmp, NULL);
-    if (r == S3_OK)
+    /* kept only when its bytes are the ones published (checked against the MD5 put with
+     * them): a result is served from the cache for as long as its original stays, so a
+     * damaged or half-written copy is made here instead (and published again) */
+    s3_meta_t m;
+    int r = s3_get_file(rs->s3, obj, tmp, &m);
+    if (r == S3_OK && m.checked)
         store_cache_commit(rs->st, tmp, cache, src, &sb);
     else
         unlink(tmp);

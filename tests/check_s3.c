@@ -41,25 +41,28 @@ static s3rver_t R;
 static tg_server_t A, B;
 static char script[1024];
 
-/* s3rver's entry script beside this checkout (THUMBGATE_BIN is <repo>/build/<v>/thumbgate),
- * or in the current directory; false when it or node is missing. */
+/* The double's entry script (tests/s3rver/atomic.js: s3rver with S3's PUT) beside this
+ * checkout (THUMBGATE_BIN is <repo>/build/<v>/thumbgate), or in the current directory;
+ * false when node or the s3rver package is missing. */
 static bool find_s3rver(void)
 {
     if (system("node --version >/dev/null 2>&1") != 0)
         return false;
     const char *bin = getenv("THUMBGATE_BIN");
-    char repo[900] = ".";
+    char repo[900] = ".", pkg[1024];
     if (bin != NULL) {
         char b[900];
         snprintf(b, sizeof(b), "%s", bin);
         snprintf(repo, sizeof(repo), "%s/../../..", dirname(b));
     }
-    const char *rel = "tests/s3rver/node_modules/s3rver/bin/s3rver.js";
-    snprintf(script, sizeof(script), "%s/%s", repo, rel);
-    if (access(script, R_OK) == 0)
-        return true;
-    snprintf(script, sizeof(script), "%s", rel);
-    return access(script, R_OK) == 0;
+    for (int i = 0; i < 2; i++) {
+        const char *r = i == 0 ? repo : ".";
+        snprintf(pkg, sizeof(pkg), "%s/tests/s3rver/node_modules/s3rver/bin/s3rver.js", r);
+        snprintf(script, sizeof(script), "%s/tests/s3rver/atomic.js", r);
+        if (access(pkg, R_OK) == 0 && access(script, R_OK) == 0)
+            return true;
+    }
+    return false;
 }
 
 #define NEED_S3RVER()                                                                              \
@@ -588,6 +591,92 @@ START_TEST(test_s3_results_published_after_the_original_went_are_cleared)
 }
 END_TEST
 
+/* The path of the one object under @p prefix in s3rver's tree, into @p out. */
+static bool bucket_one(const char *prefix, char *out, size_t n)
+{
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "find '%s/%s/%s' -name '*._S3rver_object' 2>/dev/null", R.dir,
+             BUCKET, prefix);
+    FILE *f = popen(cmd, "r");
+    bool ok = f != NULL && fgets(out, (int)n, f) != NULL;
+    if (f != NULL)
+        pclose(f);
+    out[strcspn(out, "\n")] = '\0';
+    return ok && out[0] != '\0';
+}
+
+/* Flips bytes in the middle of the object file @p path (its length and metadata stay), as a
+ * store that served a PUT still being written, or a damaged copy; returns the bytes. */
+static void *damage(const char *path, size_t *len)
+{
+    void *good = tg_read_file(path, len);
+    ck_assert_ptr_nonnull(good);
+    unsigned char *bad = g_memdup2(good, *len);
+    for (size_t i = *len / 2; i < *len / 2 + 16 && i < *len; i++)
+        bad[i] ^= 0x5a;
+    tg_write_file(path, bad, *len);
+    g_free(bad);
+    return good;
+}
+
+/* A body from the bucket is kept only when its MD5 is the one put with it: a damaged result
+ * is made again on the node (and published again), a damaged original is 503 until the
+ * bucket gives the original bytes. */
+START_TEST(test_s3_damaged_objects_are_not_kept)
+{
+    NEED_S3RVER();
+    s3rver_start();
+    node_start(&A, "1h");
+    node_start(&B, "1h");
+    size_t len, glen;
+    void *img = tg_image(600, 300, 3, "png", &len);
+    put_bytes(&A, "/d/cow.png", img, len, 201);
+    put_bytes(&A, "/d/hen.png", img, len, 201);
+    expect_dims(&A, "/d/cow_100x100.png", 100, 50);
+    ck_assert(wait_bucket_count("derived/d/cow~", 1));
+    char obj[1400];
+    ck_assert(bucket_one("derived/d/cow~", obj, sizeof(obj)));
+    void *good = damage(obj, &glen);
+    const char *damaged = "thumbgate_s3_requests_total{op=\"get\",result=\"damaged\"}";
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&B, "GET", "/d/cow_100x100.png", NULL, 0, NULL, &r), 200);
+    int w = 0, h = 0;
+    ck_assert(tg_dims(r.body, r.len, &w, &h) && w == 100 && h == 50);
+    /* made on B: the bytes A made (the same code on the same original), not the damaged */
+    ck_assert(r.len == glen && memcmp(r.body, good, glen) == 0);
+    ck_assert_double_eq(tg_metric(&B, damaged), 1);
+    g_free(good);
+    /* and published again by B: the bucket holds the bytes B served */
+    uint64_t until = tg_now_ms() + 30000;
+    for (;;) {
+        size_t l;
+        void *now = tg_read_file(obj, &l);
+        bool same = now != NULL && l == r.len && memcmp(now, r.body, l) == 0;
+        g_free(now);
+        if (same)
+            break;
+        ck_assert_msg(tg_now_ms() < until, "the damaged result was not published again");
+        poll(NULL, 0, 20);
+    }
+    tg_resp_free(&r);
+    /* an original that B has no copy of: its damaged object is never served or kept */
+    snprintf(obj, sizeof(obj), "%s/%s/orig/d/hen.png._S3rver_object", R.dir, BUCKET);
+    good = damage(obj, &glen);
+    ck_assert_int_eq(get_status(&B, "/d/hen.png"), 503);
+    ck_assert_int_eq(get_status(&B, "/d/hen_100x100.png"), 503);
+    ck_assert_double_eq(tg_metric(&B, damaged), 3);
+    tg_write_file(obj, good, glen); /* the store gives the right bytes again */
+    ck_assert_int_eq(tg_http(&B, "GET", "/d/hen.png", NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    ck_assert(memcmp(r.body, img, len) == 0);
+    tg_resp_free(&r);
+    g_free(good);
+    g_free(img);
+    ck_assert_int_eq(tg_stop(&A), 0);
+    ck_assert_int_eq(tg_stop(&B), 0);
+}
+END_TEST
+
 /* A burst of GETs for an original a node has not seen: one HEAD and one download, the
  * others wait for them (s3store_sync coalesces by name), and every GET gets the bytes. */
 #define BURST 12
@@ -787,6 +876,7 @@ Suite *s3_suite(void)
     tcase_add_test(t, test_s3_store_down_then_back);
     tcase_add_test(t, test_s3_two_nodes_share_the_bucket);
     tcase_add_test(t, test_s3_results_published_after_the_original_went_are_cleared);
+    tcase_add_test(t, test_s3_damaged_objects_are_not_kept);
     tcase_add_test(t, test_s3_cold_burst_is_one_fetch);
     tcase_add_test(t, test_s3_last_put_of_a_stem_wins);
     tcase_add_test(t, test_s3_silent_store_is_bounded);
