@@ -44,7 +44,8 @@ static void sync_done(iopool_task_t *_t)
 {
     struct sync_task *t = (void *)_t;
     if (t->ret != 0)
-        srv__send_err(t->req, ERR_STORE, t->ret, "the object store did not answer; retry");
+        srv__send_err(t->req, ERR_STORE, t->ret,
+                      "the object store did not answer or gave a damaged copy; retry");
     else
         h2o_delegate_request(t->req, &t->self->super);
     free(t);
