@@ -424,7 +424,7 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     char line[1600];
     json_t j;
     json_begin(&j, line, sizeof(line));
-    json_fixed3(&j, "t", (double)now.tv_sec + (double)(now.tv_usec / 1000) / 1000.0);
+    json_milli(&j, "t", (int64_t)now.tv_sec * 1000 + now.tv_usec / 1000);
     json_str(&j, "log", "access");
     json_strn(&j, "method", req->input.method.base,
               req->input.method.len < 16 ? req->input.method.len : 16);
@@ -434,8 +434,8 @@ static void log_access(h2o_logger_t *_self, h2o_req_t *req)
     json_i64(&j, "status", status);
     json_u64(&j, "bytes", req->bytes_sent);
     json_u64(&j, "in", req->entity.len);
-    json_fixed3(&j, "ms", dur_us < 0 ? -1.0 : (double)dur_us / 1000.0);
-    json_fixed3(&j, "proc_ms", proc_us < 0 ? -1.0 : (double)proc_us / 1000.0);
+    json_milli(&j, "ms", dur_us < 0 ? -1000 : dur_us);
+    json_milli(&j, "proc_ms", proc_us < 0 ? -1000 : proc_us);
     json_u64(&j, "wait_ms", strtoull(wait.base, NULL, 10));
     json_u64(&j, "estimate", strtoull(est.base, NULL, 10));
     json_strn(&j, "admission", a.base, a.len < 40 ? a.len : 40);

@@ -90,18 +90,49 @@ static void raw(json_t *j, const char *k, const char *text)
     j->len += n;
 }
 
+/* @p v in decimal, ending at @p end (no NUL): where it starts. The access log writes
+ * several numbers a request, and snprintf was a measurable share of a cached hit. */
+static char *digits(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return end;
+}
+
+static void raw_n(json_t *j, const char *k, const char *text, size_t n)
+{
+    if (!key(j, k, n))
+        return;
+    memcpy(j->buf + j->len, text, n);
+    j->len += n;
+    j->buf[j->len] = '\0';
+}
+
 void json_u64(json_t *j, const char *k, uint64_t v)
 {
-    char t[24];
-    snprintf(t, sizeof(t), "%" PRIu64, v);
-    raw(j, k, t);
+    char t[24], *p = digits(t + sizeof(t), v);
+    raw_n(j, k, p, (size_t)(t + sizeof(t) - p));
 }
 
 void json_i64(json_t *j, const char *k, int64_t v)
 {
-    char t[24];
-    snprintf(t, sizeof(t), "%" PRId64, v);
-    raw(j, k, t);
+    char t[24], *p = digits(t + sizeof(t), v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+    if (v < 0)
+        *--p = '-';
+    raw_n(j, k, p, (size_t)(t + sizeof(t) - p));
+}
+
+void json_milli(json_t *j, const char *k, int64_t thousandths)
+{
+    uint64_t a = thousandths < 0 ? 0 - (uint64_t)thousandths : (uint64_t)thousandths;
+    char t[32], *end = t + sizeof(t), *p = digits(end - 4, a / 1000);
+    char *f = digits(end, 1000 + a % 1000); /* "1ddd": the fraction with its zeros */
+    f[0] = '.';
+    if (thousandths < 0)
+        *--p = '-';
+    raw_n(j, k, p, (size_t)(end - p));
 }
 
 void json_fixed3(json_t *j, const char *k, double v)

@@ -26,6 +26,8 @@ void json_u64(json_t *j, const char *key, uint64_t v);
 void json_i64(json_t *j, const char *key, int64_t v);
 /** A number with 3 decimals (milliseconds, seconds). */
 void json_fixed3(json_t *j, const char *key, double v);
+/** @p thousandths / 1000 with three decimals, as json_fixed3 writes it, without printf. */
+void json_milli(json_t *j, const char *key, int64_t thousandths);
 void json_bool(json_t *j, const char *key, bool v);
 /** Closes the object and appends "\n"; returns the length (the buffer is NUL-terminated). */
 size_t json_end(json_t *j);

@@ -2,6 +2,8 @@
  * table): hostile strings stay valid JSON, a full buffer still closes the object, and
  * every module error has its status and code. */
 #include <check.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "imgproc/imgproc.h"
@@ -48,6 +50,57 @@ START_TEST(test_json_truncates_inside_a_closed_object)
     char out[8];
     json_escape(out, sizeof(out), "ab\"\"\"", 5);
     ck_assert_str_eq(out, "ab\\\"\\\"");
+}
+END_TEST
+
+/* The numbers are written without printf (the access log's cost per request): each must
+ * read exactly as printf writes it, edges included. */
+static void number_is(void (*put)(json_t *, const char *, int64_t), int64_t v, const char *want)
+{
+    char line[64], expect_line[64];
+    json_t j;
+    json_begin(&j, line, sizeof(line));
+    put(&j, "n", v);
+    json_end(&j);
+    snprintf(expect_line, sizeof(expect_line), "{\"n\":%s}\n", want);
+    ck_assert_str_eq(line, expect_line);
+}
+
+static void put_i64(json_t *j, const char *k, int64_t v)
+{
+    json_i64(j, k, v);
+}
+
+static void put_u64(json_t *j, const char *k, int64_t v)
+{
+    json_u64(j, k, (uint64_t)v);
+}
+
+START_TEST(test_json_numbers_read_as_printf_writes_them)
+{
+    const int64_t ints[] = {0, 1, -1, 9, 10, -10, 999, 1000, 123456789, INT64_MAX, INT64_MIN};
+    char want[48];
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        snprintf(want, sizeof(want), "%" PRId64, ints[i]);
+        number_is(put_i64, ints[i], want);
+        snprintf(want, sizeof(want), "%" PRIu64, (uint64_t)ints[i]); /* -1: UINT64_MAX */
+        number_is(put_u64, ints[i], want);
+    }
+    /* thousandths with three decimals: as json_fixed3 (printf's %.3f) writes them */
+    const int64_t millis[] = {
+        0,  1,    9,     10,    99,    100,     999,           1000,     1001,     1234,
+        -1, -999, -1000, -1234, 59999, 1000000, 1764676800123, 86400000, -86400001};
+    for (size_t i = 0; i < sizeof(millis) / sizeof(millis[0]); i++) {
+        char a[64], b[64];
+        json_t j;
+        json_begin(&j, a, sizeof(a));
+        json_milli(&j, "n", millis[i]);
+        json_end(&j);
+        json_begin(&j, b, sizeof(b));
+        json_fixed3(&j, "n", (double)millis[i] / 1000.0);
+        json_end(&j);
+        ck_assert_msg(strcmp(a, b) == 0, "%" PRId64 ": %s against %s", millis[i], a, b);
+    }
 }
 END_TEST
 
@@ -98,6 +151,7 @@ Suite *json_suite(void)
     TCase *t = tcase_create("json");
     tcase_add_test(t, test_json_escapes_hostile_strings);
     tcase_add_test(t, test_json_truncates_inside_a_closed_object);
+    tcase_add_test(t, test_json_numbers_read_as_printf_writes_them);
     tcase_add_test(t, test_errors_every_module_error_has_a_status);
     suite_add_tcase(s, t);
     return s;
