@@ -68,132 +68,7 @@
 const char *malloc_conf = "prof:true,prof_active:true,lg_prof_sample:19,tcache_max:4096,"
                           "oversize_threshold:131072,background_thread:true,dirty_decay_ms:1000,"
                           "muzzy_decay_ms:0,narenas:8";
-
-/*
- * Zeroing by memset, not by the kernel. libvips 8.14 gets its region buffers from calloc
- * (vips_tracked_malloc). When jemalloc serves a calloc from freed (dirty) pages, its
- * default extent hooks zero them with madvise(MADV_DONTNEED): the pages go back to the
- * kernel and fault in again, zero-filled, as the buffer is written, and every such call
- * flushes the TLB of the other cores (an IPI, costly in a VM). Measured on the bench's
- * 16 MP JPEG to 300 px, 2 threads (loadtest/vipsbench under this malloc_conf, 160
- * images): 96k page faults against 23k with glibc, and 0.70x glibc's throughput.
- * jemalloc zeroes with memset when an arena's hooks are not its defaults
- * (ehooks_zero() in 5.3), so every arena gets these hooks, which pass each call on to
- * the defaults unchanged: what is purged, retained and returned is as before; only the
- * zeroing of reused pages moves to memset (those pages are resident already). With them
- * the same run had 66k faults and 1.23x the throughput without them. */
-static extent_hooks_t *jm_default;
-
-static void *jm_alloc(extent_hooks_t *h, void *addr, size_t size, size_t align, bool *zero,
-                      bool *commit, unsigned ind)
-{
-    (void)h;
-    return jm_default->alloc(jm_default, addr, size, align, zero, commit, ind);
-}
-
-static bool jm_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committed, unsigned ind)
-{
-    (void)h;
-    return jm_default->dalloc(jm_default, addr, size, committed, ind);
-}
-
-static void jm_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed, unsigned ind)
-{
-    (void)h;
-    jm_default->destroy(jm_default, addr, size, committed, ind);
-}
-
-static bool jm_commit(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
-                      unsigned ind)
-{
-    (void)h;
-    return jm_default->commit(jm_default, addr, size, off, len, ind);
-}
-
-static bool jm_decommit(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
-                        unsigned ind)
-{
-    (void)h;
-    return jm_default->decommit(jm_default, addr, size, off, len, ind);
-}
-
-static bool jm_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
-                          unsigned ind)
-{
-    (void)h;
-    return jm_default->purge_lazy(jm_default, addr, size, off, len, ind);
-}
-
-static bool jm_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
-                            unsigned ind)
-{
-    (void)h;
-    return jm_default->purge_forced(jm_default, addr, size, off, len, ind);
-}
-
-static bool jm_split(extent_hooks_t *h, void *addr, size_t size, size_t a, size_t b, bool committed,
-                     unsigned ind)
-{
-    (void)h;
-    return jm_default->split(jm_default, addr, size, a, b, committed, ind);
-}
-
-static bool jm_merge(extent_hooks_t *h, void *a, size_t asz, void *b, size_t bsz, bool committed,
-                     unsigned ind)
-{
-    (void)h;
-    return jm_default->merge(jm_default, a, asz, b, bsz, committed, ind);
-}
-
-static extent_hooks_t jm_hooks = {
-    .alloc = jm_alloc,
-    .dalloc = jm_dalloc,
-    .destroy = jm_destroy,
-    .commit = jm_commit,
-    .decommit = jm_decommit,
-    .purge_lazy = jm_purge_lazy,
-    .purge_forced = jm_purge_forced,
-    .split = jm_split,
-    .merge = jm_merge,
-};
-
-/* Installs jm_hooks on every arena: the automatic ones (created here if not yet used) and
- * the oversize arena (created by one oversize allocation first). Returns how many arenas
- * have them; imgproc_malloc_hooked() tells the tests. */
-static unsigned jm_hooked;
-
-static void set_jemalloc_hooks(void)
-{
-    size_t sz = sizeof(jm_default);
-    if (jm_default != NULL || mallctl("arena.0.extent_hooks", &jm_default, &sz, NULL, 0) != 0)
-        return;
-    size_t big = 0;
-    sz = sizeof(big);
-    if (mallctl("opt.oversize_threshold", &big, &sz, NULL, 0) == 0 && big > 0) {
-        void *volatile p = malloc(big); /* volatile: the pair is not optimised away */
-        free(p);
-    }
-    unsigned n = 0;
-    sz = sizeof(n);
-    if (mallctl("arenas.narenas", &n, &sz, NULL, 0) != 0)
-        return;
-    for (unsigned i = 0; i < n; i++) {
-        char name[48];
-        extent_hooks_t *mine = &jm_hooks;
-        snprintf(name, sizeof(name), "arena.%u.extent_hooks", i);
-        jm_hooked += mallctl(name, NULL, NULL, &mine, sizeof(mine)) == 0;
-    }
-}
 #endif
-
-unsigned imgproc_malloc_hooked(void)
-{
-#ifdef THUMBGATE_JEMALLOC
-    return jm_hooked;
-#else
-    return 0;
-#endif
-}
 
 #define IMGPROC_MMAP_THRESHOLD (128 * 1024)
 #define IMGPROC_TRIM_THRESHOLD (128 * 1024)
@@ -207,9 +82,6 @@ static void set_malloc_policy(void)
     mallopt(M_MMAP_THRESHOLD, IMGPROC_MMAP_THRESHOLD);
     mallopt(M_TRIM_THRESHOLD, IMGPROC_TRIM_THRESHOLD);
     mallopt(M_ARENA_MAX, IMGPROC_ARENA_MAX);
-#ifdef THUMBGATE_JEMALLOC
-    set_jemalloc_hooks();
-#endif
 }
 
 /* Runs every loader, resize path and saver once on tiny in-memory images, so that the

@@ -201,11 +201,6 @@ int imgproc_run_fd(int src_fd, const imgproc_job_t *job, const imgproc_opts_t *o
  *  flight. Takes a few ms on a large heap; harmless to call often. */
 void imgproc_trim(void);
 
-/** How many jemalloc arenas zero reused pages with memset (imgproc.c: extent hooks that
- *  pass every call on to jemalloc's own); 0 without jemalloc or with
- *  IMGPROC_MALLOC_DEFAULTS=1. Set by imgproc_init(). */
-unsigned imgproc_malloc_hooked(void);
-
 /** A tiny libvips operation for /healthz; true when libvips works. */
 bool imgproc_selftest(void);
 

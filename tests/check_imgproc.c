@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1332,38 +1331,6 @@ START_TEST(test_imgproc_run_rejects_bad_jobs)
 }
 END_TEST
 
-/* calloc of freed memory costs no page faults: imgproc_init's jemalloc extent hooks make
- * it zero reused pages with memset, where jemalloc's own hooks give them back to the kernel
- * (madvise) and every write faults a zero page in again. 96 KiB: above jemalloc's thread
- * cache (tcache_max 4 KiB) and below the oversize arena's threshold (128 KiB), so each block
- * is a reused, dirty extent of an ordinary arena, like libvips' region buffers. */
-START_TEST(test_imgproc_calloc_reuse_does_not_fault)
-{
-#ifndef THUMBGATE_JEMALLOC
-    ck_assert_uint_eq(imgproc_malloc_hooked(), 0); /* ASan's or glibc's malloc: no hooks */
-    return;
-#endif
-    ck_assert_uint_gt(imgproc_malloc_hooked(), 0);
-    enum { N = 200, SZ = 96 * 1024, PAGE = 4096 };
-    free(calloc(1, SZ)); /* the first one faults its pages in */
-    struct rusage r0, r1;
-    getrusage(RUSAGE_SELF, &r0);
-    for (int i = 0; i < N; i++) {
-        volatile char *p = calloc(1, SZ);
-        ck_assert_ptr_nonnull((void *)p);
-        for (int k = 0; k < SZ; k += PAGE) {
-            ck_assert_int_eq(p[k], 0); /* zeroed, as calloc must */
-            p[k] = 1;
-        }
-        free((void *)p);
-    }
-    getrusage(RUSAGE_SELF, &r1);
-    long faults = r1.ru_minflt - r0.ru_minflt;
-    /* without the hooks: SZ / PAGE (24) faults per block, 4800 in all (measured) */
-    ck_assert_msg(faults < N, "%ld page faults for %d reused 96 KiB callocs", faults, N);
-}
-END_TEST
-
 START_TEST(test_imgproc_runtime_helpers)
 {
     ck_assert(imgproc_selftest());
@@ -1428,7 +1395,6 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_run_converts_to_srgb);
     tcase_add_test(tc, test_imgproc_run_rejects_bad_jobs);
     tcase_add_test(tc, test_imgproc_runtime_helpers);
-    tcase_add_test(tc, test_imgproc_calloc_reuse_does_not_fault);
     tcase_add_test(tc, test_imgproc_run_strips_every_mode);
     tcase_add_test(tc, test_imgproc_run_stops_at_its_deadline);
     suite_add_tcase(s, tc);
