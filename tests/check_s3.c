@@ -237,17 +237,6 @@ static void put_bytes(tg_server_t *s, const char *path, const void *buf, size_t 
     tg_resp_free(&r);
 }
 
-/* GET @p path on @p s: 200 with exactly the @p len bytes of @p want. */
-static void expect_bytes(tg_server_t *s, const char *path, const void *want, size_t len)
-{
-    tg_resp_t r;
-    long st = tg_http(s, "GET", path, NULL, 0, NULL, &r);
-    ck_assert_msg(st == 200, "GET %s: %ld", path, st);
-    ck_assert_uint_eq(r.len, len);
-    ck_assert(memcmp(r.body, want, len) == 0);
-    tg_resp_free(&r);
-}
-
 static void expect_dims(tg_server_t *s, const char *path, int w, int h)
 {
     tg_resp_t r;
@@ -286,7 +275,7 @@ START_TEST(test_s3_originals_derived_conditional)
     ck_assert(memcmp(stored, img, len) == 0);
     free(stored);
     tg_resp_t r;
-    expect_bytes(&A, "/img/cat.jpg", img, len);
+    tg_expect_bytes(&A, "/img/cat.jpg", img, len);
 
     /* derived: made here, served, and published to the bucket for the other nodes */
     expect_dims(&A, "/img/cat_400x400.jpg", 400, 300);
@@ -364,7 +353,7 @@ START_TEST(test_s3_local_copies_bounded)
      * allowed — they are fetched again below; under ASan at load 8 all eight went) */
     for (int i = 0; i < 8; i++) {
         snprintf(path, sizeof(path), "/lru/p%d.jpg", i);
-        expect_bytes(&A, path, img[i], len[i]);
+        tg_expect_bytes(&A, path, img[i], len[i]);
         g_free(img[i]);
     }
     deadline = tg_now_ms() + 90000;
@@ -505,7 +494,7 @@ START_TEST(test_s3_two_nodes_share_the_bucket)
     put_bytes(&A, "/n/bird.jpg", img, len, 201);
     /* B never saw the upload: it reads the original and derives from the bucket */
     tg_resp_t r;
-    expect_bytes(&B, "/n/bird.jpg", img, len);
+    tg_expect_bytes(&B, "/n/bird.jpg", img, len);
     expect_dims(&B, "/n/bird_160x160.webp", 160, 120);
     /* a result B published is served by A from the bucket, not decoded again */
     ck_assert(wait_bucket_count("derived/n/bird~", 1));
@@ -667,7 +656,7 @@ START_TEST(test_s3_damaged_objects_are_not_kept)
     ck_assert_int_eq(get_status(&B, "/d/hen_100x100.png"), 503);
     ck_assert_double_eq(tg_metric(&B, damaged), 3);
     tg_write_file(obj, good, glen); /* the store gives the right bytes again */
-    expect_bytes(&B, "/d/hen.png", img, len);
+    tg_expect_bytes(&B, "/d/hen.png", img, len);
     g_free(good);
     g_free(img);
     ck_assert_int_eq(tg_stop(&A), 0);

@@ -519,6 +519,16 @@ void tg_fill_disk(const char *path)
     close(fd);
 }
 
+void tg_expect_bytes(tg_server_t *s, const char *path, const void *want, size_t len)
+{
+    tg_resp_t r;
+    long st = tg_http(s, "GET", path, NULL, 0, NULL, &r);
+    ck_assert_msg(st == 200, "GET %s: %ld", path, st);
+    ck_assert_uint_eq(r.len, len);
+    ck_assert(memcmp(r.body, want, len) == 0);
+    tg_resp_free(&r);
+}
+
 void tg_expect_dims(tg_server_t *s, const char *path, int w, int h, const char *mime)
 {
     tg_resp_t r;

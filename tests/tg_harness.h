@@ -37,6 +37,8 @@ void tg_cleanup(tg_server_t *s);
 /** GET @p path: 200, Content-Type @p mime and @p w x @p h, where a free side may round
  *  either way by one pixel (217.5: 217 or 218) but one side is exact. Fails the test. */
 void tg_expect_dims(tg_server_t *s, const char *path, int w, int h, const char *mime);
+/** GET @p path: 200 with exactly the @p len bytes of @p want. Fails the test. */
+void tg_expect_bytes(tg_server_t *s, const char *path, const void *want, size_t len);
 /** A loopback TCP port that was free a moment ago (bound, read, closed). */
 int tg_free_port(void);
 /** True when something accepts connections on loopback @p port. */
