@@ -1027,9 +1027,12 @@ static int probe_heif(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
         return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no meta box");
     uint64_t m_at = meta.at + 4, m_len = meta.size - 4; /* full box */
     /* primary item */
-    if (box_find(r, m_at, m_len, "pitm", &b) != 0 || b.size < 6 || !(p = rd_get(r, b.at, 6)))
+    if (box_find(r, m_at, m_len, "pitm", &b) != 0 || b.size < 6 || !(p = rd_get(r, b.at, 1)))
         return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no primary item");
-    uint32_t primary = p[0] == 0 ? be16(p + 4) : be32(p + 4);
+    size_t pitm_len = p[0] == 0 ? 6 : 8; /* full box header, then a 16- or 32-bit item id */
+    if (b.size < pitm_len || !(p = rd_get(r, b.at, pitm_len)))
+        return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no primary item");
+    uint32_t primary = pitm_len == 6 ? be16(p + 4) : be32(p + 4);
     /* properties and their associations */
     box_t iprp, ipco, ipma;
     if (box_find(r, m_at, m_len, "iprp", &iprp) != 0 ||

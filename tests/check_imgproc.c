@@ -330,6 +330,37 @@ START_TEST(test_imgproc_probe_gif_tiff_heif)
                           -IMGPROC_E_CORRUPT,
                       "%s: %s", names[i], err.msg);
     }
+
+    /* A version-1 pitm names the primary item with 32 bits instead of 16 (ISO/IEC 14496-12
+     * 8.11.4): rewrite libheif's version-0 box and grow it and its meta box by two bytes. */
+    size_t alen;
+    uint8_t *a = tg_read_file(tpath("a.avif"), &alen);
+    uint8_t *pitm = memmem(a, alen, "pitm", 4), *meta = memmem(a, alen, "meta", 4);
+    ck_assert_ptr_nonnull(pitm);
+    ck_assert_ptr_nonnull(meta);
+    ck_assert_uint_eq(pitm[4], 0);
+    size_t at = (size_t)(pitm - a), mt = (size_t)(meta - a);
+    uint8_t *v1 = malloc(alen + 2);
+    memcpy(v1, a, at + 8);
+    v1[at + 4] = 1;
+    put_be32(v1 + at + 8, (uint32_t)a[at + 8] << 8 | a[at + 9]);
+    memcpy(v1 + at + 12, a + at + 10, alen - at - 10);
+    put_be32(v1 + at - 4, 8 + 4 + 4);
+    put_be32(v1 + mt - 4, ((uint32_t)a[mt - 4] << 24 | (uint32_t)a[mt - 3] << 16 |
+                           (uint32_t)a[mt - 2] << 8 | a[mt - 1]) + 2);
+    ck_assert_msg(imgproc_probe_buf(v1, alen + 2, &p, &err) == 0, "pitm v1: %s", err.msg);
+    ck_assert_uint_eq(p.width, 200);
+    ck_assert_uint_eq(p.height, 150);
+    /* The fuzzer's case: a version-1 pitm with room for a 16-bit id only, ending the buffer
+     * (meta size 0 runs to the end). Corrupt, and nothing read past the buffer (ASan). */
+    uint8_t *cut = malloc(at + 10);
+    memcpy(cut, v1, at + 10);
+    put_be32(cut + mt - 4, 0);
+    put_be32(cut + at - 4, 8 + 4 + 2);
+    ck_assert_int_eq(imgproc_probe_buf(cut, at + 10, &p, &err), -IMGPROC_E_CORRUPT);
+    free(cut);
+    free(v1);
+    free(a);
     g_object_unref(anim);
     g_object_unref(strip);
     g_object_unref(rgba);
