@@ -25,12 +25,13 @@ struct jobmeter {
     bool stop;
     jobmeter_job_t *head; /* running jobs */
     unsigned n;
-    uint64_t set_est; /* sum of their estimates */
-    uint64_t floor;   /* anon bytes with no job running; 0 = not read yet */
-    uint64_t begins;  /* jobs begun so far: a floor read raced by a start is dropped */
-    bool trim_wanted; /* a job ended since the last trim */
-    bool floor_fresh; /* re-read since the last job ended (nothing to do until one runs) */
-    struct timespec last_end;
+    uint64_t set_est;   /* sum of their estimates */
+    uint64_t ended_est; /* estimates of jobs ended since the last trim began (with trim) */
+    uint64_t floor;     /* anon bytes with no job running; 0 = not read yet */
+    uint64_t begins;    /* jobs begun so far: a floor read raced by a start is dropped */
+    bool trim_wanted;   /* a job ended since the last trim */
+    bool floor_fresh;   /* re-read since the last job ended (nothing to do until one runs) */
+    struct timespec last_end, last_trim;
 };
 
 /* Anonymous resident bytes of this process: resident - shared pages (statm). */
@@ -53,7 +54,9 @@ static void sample_locked(jobmeter_t *m, uint64_t anon)
     if (m->head == NULL || m->set_est == 0 || anon == 0)
         return;
     uint64_t excess = anon > m->floor ? anon - m->floor : 0;
-    double ratio = (double)excess / (double)m->set_est;
+    /* what ended jobs freed may be resident until the next trim: their estimates too */
+    uint64_t charged = m->set_est + m->ended_est;
+    double ratio = (double)excess / (double)charged;
     bool co_done = false;
     char co[256];
     for (jobmeter_job_t *j = m->head; j; j = j->_next) {
@@ -61,7 +64,7 @@ static void sample_locked(jobmeter_t *m, uint64_t anon)
             continue;
         j->_max = ratio;
         j->_excess_at = excess;
-        j->_set_est_at = m->set_est;
+        j->_set_est_at = charged;
         j->_set_n_at = m->n;
         if (ratio <= 1)
             continue;
@@ -89,18 +92,31 @@ static void add_ms(struct timespec *ts, uint32_t ms)
     }
 }
 
+static bool reached(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
 static void *sampler_main(void *arg)
 {
     jobmeter_t *m = arg;
     pthread_mutex_lock(&m->mu);
     while (!m->stop) {
-        struct timespec until;
-        if (m->trim_wanted && m->o.trim) {
-            /* a job ended: the heap it freed goes back, here rather than on the worker (a
-             * trim takes milliseconds; ends during one are covered by it), so it is neither
-             * charged to the jobs still running nor hidden in the floor */
+        struct timespec until, due = m->last_trim;
+        add_ms(&due, m->o.trim_every_ms);
+        if (m->trim_wanted && m->o.trim && !reached(&due) && m->head == NULL) {
+            pthread_cond_timedwait(&m->cv, &m->mu, &due); /* nothing to sample meanwhile */
+            continue;
+        }
+        if (m->trim_wanted && m->o.trim && reached(&due)) {
+            /* jobs ended: the heap they freed goes back, here rather than on the worker (a
+             * trim takes milliseconds; ends during one are covered by the next), so it is
+             * neither charged to the jobs still running nor hidden in the floor. At most
+             * one trim per trim_every_ms: until it, the ended jobs stay charged */
             m->trim_wanted = false;
-            uint64_t begins = m->begins;
+            uint64_t begins = m->begins, covered = m->ended_est;
             pthread_mutex_unlock(&m->mu);
             struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -113,6 +129,8 @@ static void *sampler_main(void *arg)
                                                      (t1.tv_nsec - t0.tv_nsec) / 1000),
                                           memory_order_relaxed);
             pthread_mutex_lock(&m->mu);
+            m->ended_est -= covered;
+            m->last_trim = t1;
             /* idle since before the trim: what stays is the server's; a job that started
              * meanwhile may already use some of it, so then the floor stays */
             if (m->head == NULL && m->begins == begins && !m->trim_wanted && anon != 0) {
@@ -267,6 +285,8 @@ double jobmeter_end(jobmeter_t *m, jobmeter_job_t *job)
         clock_gettime(CLOCK_MONOTONIC, &m->last_end);
         m->floor_fresh = false;
     }
+    if (m->o.trim)
+        m->ended_est += job->estimate;
     m->trim_wanted = true;
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);

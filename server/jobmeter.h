@@ -18,11 +18,13 @@
  * The floor is the process's anonymous memory with no job running. Heap a finished job freed
  * but the allocator kept would otherwise be charged to the jobs still running (a false
  * alarm) or, once in the floor, be reused by the next jobs unseen (a hidden underestimate);
- * so after a job ends the sampler has the allocator give its free pages back (opts.trim, off
- * the worker's path; one trim covers the jobs that ended during it) and, when no job runs
- * then, re-reads the floor. When a job starts on an idle server the floor may only go down.
- * Without trim the floor is re-read after quiet_ms without any job, and can then hold
- * reusable heap. */
+ * so after jobs end the sampler has the allocator give its free pages back (opts.trim, off
+ * the worker's path, at most once per trim_every_ms; one trim covers every job that ended
+ * before it began) and, when no job runs then, re-reads the floor. Until that trim an ended
+ * job's estimate stays in the sum its co-runners are compared with: its freed heap may
+ * still be resident, and it is bounded by that estimate when the estimate was right. When a job
+ * starts on an idle server the floor may only go down. Without trim the floor is re-read after
+ * quiet_ms without any job, and can then hold reusable heap. */
 #ifndef THUMBGATE_JOBMETER_H
 #define THUMBGATE_JOBMETER_H
 
@@ -53,6 +55,11 @@ typedef struct {
     /** Gives freed heap back to the kernel (imgproc_trim), called by the sampler after jobs
      *  end; with none running then, the floor is re-read. NULL: after quiet_ms instead. */
     void (*trim)(void);
+    /** At most one trim per this many ms (0: after every job end). A trim purges every
+     *  arena, and the next jobs fault their pages in again: after every end it cost the
+     *  first-touch bench 13% of server CPU per request (README, "Estimate against
+     *  measured, for every job"). */
+    uint32_t trim_every_ms;
     FILE *log; /**< one JSON line per underestimate; NULL = none */
 } jobmeter_opts_t;
 

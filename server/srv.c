@@ -32,7 +32,8 @@
 #include "server/jobmeter.h"
 #include "server/heap.h"
 
-#define IO_THREADS 2 /* uploads are fsynced here: more would only queue on the disk */
+#define IO_THREADS 2       /* uploads are fsynced here: more would only queue on the disk */
+#define TRIM_EVERY_MS 1000 /* jobmeter: at most one heap trim a second (jobmeter.h) */
 
 typedef struct srv srv_t;
 
@@ -433,6 +434,7 @@ int srv_run(const cfg_t *cfg)
                                            .quiet_ms = 3000, /* read only without trim */
                                            .metrics = &srv->metrics,
                                            .trim = cfg->malloc_trim_idle ? imgproc_trim : NULL,
+                                           .trim_every_ms = TRIM_EVERY_MS,
                                            .log = cfg->log_level >= CFG_LOG_WARN ? stderr : NULL});
 
     heap_ring_opts_t ho; /* periodic heap profiles, off unless heap_ring.interval is set */
