@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1362,6 +1363,53 @@ START_TEST(test_imgproc_run_rejects_bad_jobs)
 }
 END_TEST
 
+static long minor_faults(void)
+{
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return r.ru_minflt;
+}
+
+/* The release build's calloc (imgproc.c) zeroes a reused block with memset: no page faults,
+ * where jemalloc's own calloc gives the block's pages back to the kernel (madvise) and every
+ * write faults a zero page in again. 96 KiB: above the thread cache (tcache_max 4 KiB) and
+ * below the oversize arena's threshold (128 KiB), so each block is a reused dirty extent of
+ * an ordinary arena, like libvips' region buffers. A big calloc stays jemalloc's: never
+ * written, it is never committed. Under a sanitizer calloc is the sanitizer's: nothing to
+ * check. */
+START_TEST(test_imgproc_calloc_reuse_does_not_fault)
+{
+#ifdef THUMBGATE_JEMALLOC
+    enum { N = 200, SZ = 96 * 1024, PAGE = 4096 };
+    free(calloc(1, SZ)); /* the first one faults its pages in */
+    long f0 = minor_faults();
+    for (int i = 0; i < N; i++) {
+        volatile char *p = calloc(1, SZ);
+        ck_assert_ptr_nonnull((void *)p);
+        for (int k = 0; k < SZ; k += PAGE) {
+            ck_assert_int_eq(p[k], 0); /* zeroed, as calloc must */
+            p[k] = 1;
+        }
+        free((void *)p);
+    }
+    long faults = minor_faults() - f0;
+    /* jemalloc's calloc: SZ / PAGE (24) faults per block, 4803 in all (measured) */
+    ck_assert_msg(faults < N, "%ld page faults for %d reused 96 KiB callocs", faults, N);
+
+    enum { BIG = 64 << 20 };
+    f0 = minor_faults();
+    volatile char *big = calloc(BIG / 4096, 4096);
+    ck_assert_ptr_nonnull((void *)big);
+    ck_assert_int_eq(big[0] + big[BIG / 2] + big[BIG - 1], 0);
+    faults = minor_faults() - f0;
+    ck_assert_msg(faults < 1024, "%ld page faults for a 64 MiB calloc read at 3 places", faults);
+    free((void *)big);
+    volatile size_t half = SIZE_MAX / 2;
+    ck_assert_ptr_null(calloc(half, 4)); /* n * size overflows */
+#endif
+}
+END_TEST
+
 START_TEST(test_imgproc_runtime_helpers)
 {
     ck_assert(imgproc_selftest());
@@ -1426,6 +1474,7 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_run_converts_to_srgb);
     tcase_add_test(tc, test_imgproc_run_rejects_bad_jobs);
     tcase_add_test(tc, test_imgproc_runtime_helpers);
+    tcase_add_test(tc, test_imgproc_calloc_reuse_does_not_fault);
     tcase_add_test(tc, test_imgproc_run_strips_every_mode);
     tcase_add_test(tc, test_imgproc_run_stops_at_its_deadline);
     suite_add_tcase(s, tc);
