@@ -1410,6 +1410,30 @@ START_TEST(test_imgproc_calloc_reuse_does_not_fault)
 }
 END_TEST
 
+/* No job compiles orc code: orc 0.4.33 frees code chunks outside its lock, and concurrent
+ * jobs crashed the server in it (imgproc_init). Every compiled orc program lives in a code
+ * region mapped from an unlinked file named orcexec.*; after JPEG, PNG and WebP jobs that
+ * shrink (libvips compiles orc programs for reducev), there must be none. */
+START_TEST(test_imgproc_runs_no_orc_code)
+{
+    imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = 77, .height = 77, .naive = false};
+    job.out_fmt = IMGPROC_FMT_JPEG;
+    run_ok(gen("orc.jpg", G_JPEG, 900, 700, 3, false, 1), job, tpath("orc1.jpg"), 77, 60);
+    job.out_fmt = IMGPROC_FMT_PNG;
+    run_ok(gen("orc.png", G_PNG, 700, 900, 3, true, 1), job, tpath("orc2.png"), 60, 77);
+    job.out_fmt = IMGPROC_FMT_WEBP;
+    run_ok(gen("orc.webp", G_WEBP, 901, 333, 3, false, 1), job, tpath("orc3.webp"), 77, 28);
+    FILE *f = fopen("/proc/self/maps", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[1024];
+    int regions = 0;
+    while (fgets(line, sizeof(line), f))
+        regions += strstr(line, "orcexec") != NULL;
+    fclose(f);
+    ck_assert_msg(regions == 0, "%d orc code regions mapped", regions);
+}
+END_TEST
+
 START_TEST(test_imgproc_runtime_helpers)
 {
     ck_assert(imgproc_selftest());
@@ -1474,6 +1498,7 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_run_converts_to_srgb);
     tcase_add_test(tc, test_imgproc_run_rejects_bad_jobs);
     tcase_add_test(tc, test_imgproc_runtime_helpers);
+    tcase_add_test(tc, test_imgproc_runs_no_orc_code);
     tcase_add_test(tc, test_imgproc_calloc_reuse_does_not_fault);
     tcase_add_test(tc, test_imgproc_run_strips_every_mode);
     tcase_add_test(tc, test_imgproc_run_stops_at_its_deadline);
