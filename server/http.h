@@ -43,7 +43,8 @@ void http_filecache_sweep(h2o_context_t *ctx, uint64_t epoch, uint64_t now_ms);
 bool srv__client_gone_fd(int fd);
 int srv__req_fd(h2o_req_t *req);
 /** Sets a per-request value the access logger reads (TG_ROUTE, TG_ADMISSION, TG_WAIT_MS,
- *  TG_ESTIMATE, TG_ERROR); @p name must be static, the value is copied into the pool. */
+ *  TG_ESTIMATE, TG_ERROR); @p name and @p fmt must be static. The formatted value is
+ *  copied into the pool; a @p fmt without conversions is used as it is (no copy). */
 void srv__set_env(h2o_req_t *req, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /** Adds a Server-Timing / diagnostic header (name must be static). */
