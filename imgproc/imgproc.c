@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include <vips/vips.h>
-#include <vips/vector.h>
 #ifdef THUMBGATE_JEMALLOC
 #include <jemalloc/jemalloc.h>
 #define IMGPROC_STR_(x) #x
@@ -190,12 +189,6 @@ int imgproc_init(const char *argv0)
     /* Parallelism comes from our worker threads; one libvips worker per pipeline keeps the
      * per-job memory what the estimator models. */
     vips_concurrency_set(1);
-    /* No run-time SIMD code (orc). Orc 0.4.33 (Debian 12) frees and splits its code chunks
-     * outside its lock, so two jobs building or freeing a resize at once corrupt its chunk
-     * list: a harness run crashed in orc_code_allocate_codemem, and a plain 4-thread
-     * vips_thumbnail loop crashes in orc_code_free within ~90 s. Our decode paths leave
-     * little for orc to do: imgbench is level with it off (README, Dependencies). */
-    vips_vector_set_enabled(FALSE);
     /* Only the loaders we probe may ever run, whatever is in the file. jxlsave is marked
      * untrusted in 8.14 (for its loader's sake); it only encodes pixels we produced. */
     vips_block_untrusted_set(TRUE);

@@ -5,8 +5,16 @@
  * SECONDS. Prints KEY=VALUE lines: images, elapsed_s, img_per_s, p50_ms, p99_ms,
  * peak_rss_kb (VmHWM).
  *
- *   vipsbench FILE [THREADS=2] [COUNT=20 per thread] [SECONDS=60] [W=290] [H=290] */
+ *   vipsbench FILE [THREADS=2] [COUNT=20 per thread] [SECONDS=60] [W=290] [H=290] [SPREAD=1]
+ *             [STEP=1]
+ *
+ * SPREAD > 1 makes the jobs the sizes a bench workload asks for, round robin: job i fits
+ * (W + k*STEP) x (H + k*STEP), k = i mod SPREAD, so that the limit is measured on the
+ * same outputs (vips_thumbnail's shrink-on-load decodes a JPEG at 1/8 scale only while
+ * the output is at most 1/16 of it: 5120 px to 300 px at 1/8, to 360 px at 1/4). H = 0:
+ * the width alone (_Wx), whatever the height. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +22,8 @@
 #include <vips/vips.h>
 
 static const char *file;
-static int count, width, height;
+static int count, width, height, spread, step;
+static atomic_uint next_job;
 static double deadline;
 static double *lat;
 static int nlat, failures;
@@ -35,7 +44,9 @@ static void *worker(void *arg)
         VipsImage *out = NULL;
         void *buf = NULL;
         size_t len = 0;
-        int r = vips_thumbnail(file, &out, width, "height", height, NULL);
+        int k = (int)(atomic_fetch_add(&next_job, 1) % (unsigned)spread);
+        int w = width + k * step, h = height > 0 ? height + k * step : VIPS_MAX_COORD;
+        int r = vips_thumbnail(file, &out, w, "height", h, NULL);
         if (r == 0)
             r = vips_image_write_to_buffer(out, ".jpg", &buf, &len, "Q", 80, "strip", TRUE, NULL);
         if (out)
@@ -62,7 +73,7 @@ static int cmp_d(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     if (argc < 2 || VIPS_INIT(argv[0])) {
-        fprintf(stderr, "usage: vipsbench FILE [THREADS] [COUNT] [SECONDS] [W] [H]\n");
+        fprintf(stderr, "usage: vipsbench FILE [THREADS] [COUNT] [SECONDS] [W] [H] [SPREAD] [STEP]\n");
         return 2;
     }
     file = argv[1];
@@ -71,7 +82,10 @@ int main(int argc, char **argv)
     double secs = argc > 4 ? atof(argv[4]) : 60;
     width = argc > 5 ? atoi(argv[5]) : 290;
     height = argc > 6 ? atoi(argv[6]) : 290;
-    if (threads < 1 || threads > 256 || count < 1 || count > 100000)
+    spread = argc > 7 ? atoi(argv[7]) : 1;
+    step = argc > 8 ? atoi(argv[8]) : 1;
+    if (threads < 1 || threads > 256 || count < 1 || count > 100000 || width < 1 || height < 0 ||
+        spread < 1 || step < 1)
         return 2;
     vips_cache_set_max(0);
     vips_concurrency_set(1);

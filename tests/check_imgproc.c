@@ -4,6 +4,7 @@
  * generated in the test; libvips is initialised inside the forked child by the checked
  * fixture, never in the runner. */
 #include <check.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -15,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include <orc/orc.h>
 
 #include <vips/vips.h>
 
@@ -1410,19 +1413,23 @@ START_TEST(test_imgproc_calloc_reuse_does_not_fault)
 }
 END_TEST
 
-/* No job compiles orc code: orc 0.4.33 frees code chunks outside its lock, and concurrent
- * jobs crashed the server in it (imgproc_init). Every compiled orc program lives in a code
- * region mapped from an unlinked file named orcexec.*; after JPEG, PNG and WebP jobs that
- * shrink (libvips compiles orc programs for reducev), there must be none. */
-START_TEST(test_imgproc_runs_no_orc_code)
+/* libvips' orc calls go through imgproc/orclock.c (orc 0.4.33 corrupts its code memory
+ * when two threads compile or free at once): the dynamic linker must bind them to the
+ * executable's definitions, not liborc's. And orc stays on: jobs with large resizes map
+ * orc code regions (files named orcexec.*), libvips' vector paths, 30% faster. */
+START_TEST(test_imgproc_orc_calls_take_our_lock)
 {
-    imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = 77, .height = 77, .naive = false};
+    ck_assert_ptr_eq(dlsym(RTLD_DEFAULT, "orc_program_compile"), (void *)orc_program_compile);
+    ck_assert_ptr_eq(dlsym(RTLD_DEFAULT, "orc_program_free"), (void *)orc_program_free);
+    void *lib = dlsym(RTLD_NEXT, "orc_program_compile");
+    ck_assert_ptr_nonnull(lib); /* liborc's own, which ours calls */
+    ck_assert_ptr_ne(lib, (void *)orc_program_compile);
+
+    imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = 600, .height = 600, .naive = false};
     job.out_fmt = IMGPROC_FMT_JPEG;
-    run_ok(gen("orc.jpg", G_JPEG, 900, 700, 3, false, 1), job, tpath("orc1.jpg"), 77, 60);
+    run_ok(gen("orc.jpg", G_JPEG, 900, 700, 3, false, 1), job, tpath("orc1.jpg"), 600, 467);
     job.out_fmt = IMGPROC_FMT_PNG;
-    run_ok(gen("orc.png", G_PNG, 700, 900, 3, true, 1), job, tpath("orc2.png"), 60, 77);
-    job.out_fmt = IMGPROC_FMT_WEBP;
-    run_ok(gen("orc.webp", G_WEBP, 901, 333, 3, false, 1), job, tpath("orc3.webp"), 77, 28);
+    run_ok(gen("orc.png", G_PNG, 700, 900, 3, true, 1), job, tpath("orc2.png"), 467, 600);
     FILE *f = fopen("/proc/self/maps", "r");
     ck_assert_ptr_nonnull(f);
     char line[1024];
@@ -1430,7 +1437,7 @@ START_TEST(test_imgproc_runs_no_orc_code)
     while (fgets(line, sizeof(line), f))
         regions += strstr(line, "orcexec") != NULL;
     fclose(f);
-    ck_assert_msg(regions == 0, "%d orc code regions mapped", regions);
+    ck_assert_msg(regions > 0, "no orc code mapped: libvips ran its plain C paths");
 }
 END_TEST
 
@@ -1498,7 +1505,7 @@ Suite *imgproc_suite(void)
     tcase_add_test(tc, test_imgproc_run_converts_to_srgb);
     tcase_add_test(tc, test_imgproc_run_rejects_bad_jobs);
     tcase_add_test(tc, test_imgproc_runtime_helpers);
-    tcase_add_test(tc, test_imgproc_runs_no_orc_code);
+    tcase_add_test(tc, test_imgproc_orc_calls_take_our_lock);
     tcase_add_test(tc, test_imgproc_calloc_reuse_does_not_fault);
     tcase_add_test(tc, test_imgproc_run_strips_every_mode);
     tcase_add_test(tc, test_imgproc_run_stops_at_its_deadline);
