@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "server/connguard.h"
@@ -95,11 +96,21 @@ static h2o_socket_t *sock_of(h2o_req_t *req)
     return req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
 }
 
+/* Bytes the kernel holds for @p sock that the loop has not read yet. */
+static int unread_in_kernel(h2o_socket_t *sock)
+{
+    int n = 0;
+    return ioctl(h2o_socket_get_fd(sock), FIONREAD, &n) == 0 ? n : 0;
+}
+
 static int is_busy(h2o_req_t *req, void *cbdata)
 {
     h2o_socket_t *sock = sock_of(req);
-    /* a connection with a parsed request or unread bytes is mid-request (e.g. an upload) */
-    return req->input.method.base != NULL || (sock != NULL && sock->input->size != 0);
+    /* a connection with a parsed request or unread bytes, in h2o's buffer or still in the
+     * kernel's (accepted, not yet read: closing it would reset a client mid-upload), is
+     * mid-request */
+    return req->input.method.base != NULL ||
+           (sock != NULL && (sock->input->size != 0 || unread_in_kernel(sock) > 0));
 }
 
 bool conns_all_idle(const conns_t *c)
