@@ -148,6 +148,7 @@ static const cfg_row_t rows[] = {
     ROW("http.shutdown_timeout", ROW_DURATION, shutdown_timeout_ms, 0, HOUR, "10s", 0, NULL, NULL),
     ROW("http.upload_spill", ROW_SIZE, upload_spill_bytes, 16 * KIB, GIB, "64KiB", 0, NULL, NULL),
     ROW("http.socket_buffer", ROW_SIZE, socket_buffer, 4 * KIB, 4 * MIB, "16KiB", 0, NULL, NULL),
+    ROW("http.hot_results", ROW_SIZE, hot_results, 0, GIB, "4MiB", 0, NULL, NULL),
 
     ROW("auth.write_token", ROW_STR, write_token, 0, 0, "", ROW_SECRET, NULL, check_token),
     ROW("auth.url_key", ROW_STR, url_key, 0, 0, "", ROW_SECRET, NULL, check_url_key),

@@ -91,6 +91,7 @@ typedef struct cfg {
     uint64_t shutdown_timeout_ms; /**< `http.shutdown_timeout`: drain deadline on SIGTERM */
     uint64_t upload_spill_bytes; /**< `http.upload_spill`: a socket buffer becomes a file at this size */
     uint64_t socket_buffer;     /**< `http.socket_buffer`: SO_RCVBUF / SO_SNDBUF of client sockets */
+    uint64_t hot_results;       /**< `http.hot_results`: bytes of small cached results kept in memory */
 
     char write_token[256];      /**< `auth.write_token`: Bearer token for PUT/DELETE; empty = loopback only */
     char url_key[256];          /**< `auth.url_key`: HMAC-SHA256 key of signed derived URLs */

@@ -13,6 +13,7 @@
 #include "server/connguard.h"
 #include "server/flight.h"
 #include "server/heap.h"
+#include "server/http.h"
 #include "server/json.h"
 #include "server/room.h"
 #include "server/s3store.h"
@@ -75,6 +76,7 @@ static void render_plan(const room_services_t *srv, FILE *o)
     } terms[] = {{"limit", p->limit},   {"baseline", p->baseline},
                  {"budget", p->budget}, {"connections", p->connections},
                  {"bodies", p->bodies}, {"flight", p->flight},
+                 {"hot", p->hot},
                  {"kernel", p->kernel}, {"s3", p->s3},
                  {"slack", p->slack},   {"total", p->total}};
     for (size_t i = 0; i < sizeof(terms) / sizeof(terms[0]); i++)
@@ -239,6 +241,11 @@ static void render_metrics(const room_services_t *srv, FILE *o)
             LOAD(m->cache_hits));
     counter(o, "thumbgate_cache_misses_total", "Derived images that needed a job.",
             LOAD(m->cache_misses));
+    counter(o, "thumbgate_hot_hits_total",
+            "Cache hits answered from a hot result in memory (part of thumbgate_cache_hits_total).",
+            LOAD(m->hot_hits));
+    gauge(o, "thumbgate_hot_bytes", "Bytes of hot results in memory (http.hot_results).",
+          (double)srv__hot_bytes());
     uint64_t cbytes, cev;
     store_cache_stats(srv->store, &cbytes, &cev);
     gauge(o, "thumbgate_cache_bytes", "Bytes of derived results on disk.", (double)cbytes);

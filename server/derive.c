@@ -53,7 +53,13 @@ typedef struct {
  * later wins again at once) and for at most HIT_TTL_MS (what another instance sharing the
  * storage root changed is seen within that time: the loop's filecache may hold the old
  * result's descriptor that long, http.c). Memory: HIT_SLOTS x (a URL and a path, at most
- * 513 + 1400 bytes) per loop. */
+ * 513 + 1400 bytes) per loop.
+ *
+ * A remembered result of at most SRV_HOT_MAX bytes that is hit again is read into memory
+ * (a hot result, http.h) and answered from there while its URL stays remembered: no
+ * system call but the socket's. Every loop's hot results together stay within
+ * http.hot_results (their term of the memory plan); the tick lets go of those whose URL
+ * is forgotten. */
 #define HIT_SLOTS 256
 #define HIT_TTL_MS 1000
 
@@ -63,6 +69,7 @@ struct hit {
     char *file;
     imgproc_fmt_t fmt;
     uint64_t epoch, until_ms;
+    srv_hot_t *hot; /* the result in memory, or NULL */
 };
 
 /* A loop's share of the room: its waiting requests and the receiver of their outcomes. */
@@ -475,6 +482,8 @@ static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgpro
     struct hit *h = hit_slot(l, req, &n);
     free(h->url);
     free(h->file);
+    srv__hot_release(h->hot);
+    h->hot = NULL;
     h->url = h2o_mem_alloc(n + 1);
     memcpy(h->url, req->path.base, n);
     h->url[n] = '\0';
@@ -785,10 +794,24 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
     h2o_linklist_insert(&l->waiters, &w->link);
 }
 
+/* lets go of the hot results whose URL is forgotten (expired, or the store changed) */
+static void drop_cold(struct derive_loop *l)
+{
+    uint64_t now = adm_now_ms(), epoch = store_epoch(l->srv->store);
+    for (size_t i = 0; i < HIT_SLOTS; i++) {
+        struct hit *h = &l->hits[i];
+        if (h->hot != NULL && (h->epoch != epoch || now > h->until_ms)) {
+            srv__hot_release(h->hot);
+            h->hot = NULL;
+        }
+    }
+}
+
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     struct derive_loop *l = H2O_STRUCT_FROM_MEMBER(struct derive_loop, tick, entry);
     drop_gone(l);
+    drop_cold(l);
     h2o_timeout_link(l->loop, &l->tick_timeout, &l->tick);
 }
 
@@ -815,11 +838,18 @@ static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
     const char *msg;
     if (auth_url_check(srv->cfg->url_secret, req, &msg) != 0)
         return -1;
-    struct stat sb;
-    if (!srv__serve_result(req, h->file, h->fmt, &sb))
-        return -1;                            /* evicted, or removed by another instance */
+    if (h->hot != NULL && srv__serve_hot(req, h->hot)) {
+        /* its file's atime (eviction order) is refreshed when the URL is remembered again */
+        atomic_fetch_add_explicit(&srv->metrics->hot_hits, 1, memory_order_relaxed);
+    } else {
+        struct stat sb;
+        if (!srv__serve_result(req, h->file, h->fmt, &sb))
+            return -1; /* evicted, or removed by another instance */
+        store_cache_touch(h->file, &sb);
+        if (h->hot == NULL)
+            h->hot = srv__hot_read(req, h->file, h->fmt, srv->cfg->hot_results);
+    }
     srv__set_env(req, "TG_ROUTE", "derived"); /* read by the access log, after the response */
-    store_cache_touch(h->file, &sb);
     atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
     srv__set_env(req, "TG_ADMISSION", "cache-hit");
     return 0;

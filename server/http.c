@@ -8,12 +8,15 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/json.h"
@@ -290,6 +293,131 @@ bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct
 bool srv__serve_result(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb)
 {
     return serve_file(req, path, fmt, sb, true);
+}
+
+/* --- hot results: a small result's bytes and headers in memory -------------------------- */
+
+struct srv_hot {
+    time_t mtime;
+    imgproc_fmt_t fmt;
+    size_t held; /* what its allocation takes, counted in hot_held until it is freed */
+    size_t etaglen, len;
+    char etag[ETAG_MAX];
+    char last_modified[H2O_TIMESTR_RFC1123_LEN + 1];
+    char body[];
+};
+
+static _Atomic uint64_t hot_held; /* bytes of every srv_hot alive, all loops */
+
+uint64_t srv__hot_bytes(void)
+{
+    return atomic_load_explicit(&hot_held, memory_order_relaxed);
+}
+
+static void hot_dispose(void *p)
+{
+    atomic_fetch_sub_explicit(&hot_held, ((srv_hot_t *)p)->held, memory_order_relaxed);
+}
+
+/* h2o's shared chunk around @p p: what malloc really gave, size class included */
+static size_t hot_usable(srv_hot_t *p)
+{
+    return malloc_usable_size(
+        H2O_STRUCT_FROM_MEMBER(struct st_h2o_mem_pool_shared_entry_t, bytes, (void *)p));
+}
+
+srv_hot_t *srv__hot_read(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, uint64_t cap)
+{
+    const struct responses *self = responses_of(req);
+    if (self == NULL || fmt == IMGPROC_FMT_UNKNOWN || cap == 0)
+        return NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    srv_hot_t *h = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SRV_HOT_MAX ||
+        sizeof(*h) + (uint64_t)st.st_size > cap)
+        goto fail;
+    size_t len = (size_t)st.st_size;
+    /* reserved before it is allocated, so that the loops together never pass @p cap */
+    size_t want = sizeof(struct st_h2o_mem_pool_shared_entry_t) + sizeof(*h) + len;
+    if (atomic_fetch_add_explicit(&hot_held, want, memory_order_relaxed) + want > cap) {
+        atomic_fetch_sub_explicit(&hot_held, want, memory_order_relaxed);
+        goto fail;
+    }
+    h = h2o_mem_alloc_shared(NULL, sizeof(*h) + len, hot_dispose);
+    h->held = hot_usable(h);
+    atomic_fetch_add_explicit(&hot_held, h->held - want, memory_order_relaxed);
+    h->mtime = st.st_mtime;
+    h->fmt = fmt;
+    h->len = len;
+    for (size_t got = 0; got < len;) {
+        ssize_t n = pread(fd, h->body + got, len - got, (off_t)got);
+        if (n <= 0) /* results are never written in place: a short read is an error */
+            goto fail;
+        got += (size_t)n;
+    }
+    ssize_t xl = self->shared_etags
+                     ? fgetxattr(fd, STORE_XATTR_HTTP_ETAG, h->etag, sizeof(h->etag) - 1)
+                     : -1;
+    h->etaglen = xl > 0 ? (size_t)xl : make_etag(&st, h->etag);
+    struct tm gm;
+    gmtime_r(&st.st_mtime, &gm);
+    h2o_time2str_rfc1123(h->last_modified, &gm);
+    close(fd);
+    return h;
+fail:
+    if (h != NULL)
+        h2o_mem_release_shared(h);
+    close(fd);
+    return NULL;
+}
+
+void srv__hot_release(srv_hot_t *h)
+{
+    if (h != NULL)
+        h2o_mem_release_shared(h);
+}
+
+/* What srv__serve_result sends for the same file (h2o's file handler and ours), without
+ * Range: If-None-Match against our ETag, then If-Modified-Since as h2o compares it. */
+bool srv__serve_hot(h2o_req_t *req, srv_hot_t *h)
+{
+    if (h2o_find_header(&req->headers, H2O_TOKEN_RANGE, -1) != -1)
+        return false;
+    /* the headers and the body point into @p h: it lives until the request is done */
+    h2o_mem_link_shared(&req->pool, h);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, h->etag, h->etaglen);
+    if (answer_preconditions(req, h->etag, h->etaglen))
+        return true;
+    ssize_t i;
+    struct tm ims;
+    if (h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1) == -1 &&
+        (i = h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1)) != -1 &&
+        h2o_time_parse_rfc1123(req->headers.entries[i].value.base, req->headers.entries[i].value.len,
+                               &ims) == 0 &&
+        timegm(&ims) >= h->mtime) {
+        req->res.status = 304;
+        req->res.reason = "Not Modified";
+        h2o_send_inline(req, NULL, 0);
+        return true;
+    }
+    static h2o_generator_t generator = {NULL, NULL};
+    const char *mime = imgproc_fmt_mime(h->fmt);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = h->len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, mime,
+                   strlen(mime));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LAST_MODIFIED, NULL,
+                   h->last_modified, H2O_TIMESTR_RFC1123_LEN);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL,
+                   H2O_STRLIT("bytes"));
+    h2o_start_response(req, &generator);
+    h2o_iovec_t body = h2o_iovec_init(h->body, h->len);
+    h2o_send(req, is_head(req) ? NULL : &body, is_head(req) ? 0 : 1, H2O_SEND_STATE_FINAL);
+    return true;
 }
 
 /* --- client liveness ------------------------------------------------------------------ */

@@ -36,6 +36,24 @@ bool srv__serve_path(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct
 /** srv__serve_path for a cached result (store_cache_path: a path that never names other
  *  bytes): its descriptor may stay in the loop's filecache after this iteration. */
 bool srv__serve_result(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, struct stat *sb);
+
+/** A hot result: a small cached result's bytes and response headers in memory, owned by
+ *  the loop that read it (h2o's shared chunk: each response being sent from it holds a
+ *  reference, so it outlives an owner that lets it go). */
+typedef struct srv_hot srv_hot_t;
+#define SRV_HOT_MAX (64u << 10) /**< larger results always go through the file handler */
+/** Reads the cached result at @p path (format @p fmt) into memory when it is at most
+ *  SRV_HOT_MAX bytes and every hot result alive, this one with its allocation included,
+ *  stays within @p cap bytes (`http.hot_results`). NULL otherwise. */
+srv_hot_t *srv__hot_read(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, uint64_t cap);
+/** The owner lets @p h go (NULL: nothing); freed when no response holds it any more. */
+void srv__hot_release(srv_hot_t *h);
+/** Answers GET/HEAD @p req from @p h with what srv__serve_result sends for its file: our
+ *  ETag, Last-Modified, If-None-Match and If-Modified-Since (304). false, nothing sent,
+ *  for a request with a Range (the file handler answers those). */
+bool srv__serve_hot(h2o_req_t *req, srv_hot_t *h);
+/** Bytes held by hot results now, all loops (allocations included). */
+uint64_t srv__hot_bytes(void);
 /** After every loop iteration: empties the loop's filecache unless it holds only results,
  *  opened since the store's @p epoch last changed and within the last second. */
 void http_filecache_sweep(h2o_context_t *ctx, uint64_t epoch, uint64_t now_ms);

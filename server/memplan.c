@@ -58,9 +58,11 @@ int memplan_compute(const cfg_t *cfg, uint64_t limit, const char *source, bool k
     p->kernel = (uint64_t)p->max_connections * p->per_conn_kernel;
     p->bodies = p->max_body_inflight;
     p->flight = (uint64_t)cfg->flight_slots * 4096;
+    p->hot = cfg->hot_results;
     p->backlog = threads * MEMPLAN_BACKLOG;
     p->backlog_kernel = (uint64_t)p->backlog * (MEMPLAN_SOCK_KERNEL + 2 * cfg->socket_buffer);
-    uint64_t others = p->baseline + p->connections + p->kernel + p->bodies + p->flight + p->s3;
+    uint64_t others =
+        p->baseline + p->connections + p->kernel + p->bodies + p->flight + p->hot + p->s3;
 
     p->budget_auto = cfg->memory_budget == 0;
     if (p->budget_auto) {
@@ -75,9 +77,10 @@ int memplan_compute(const cfg_t *cfg, uint64_t limit, const char *source, bool k
                      "request bodies %.0f MiB and the rest (%.0f MiB); at least %.0f MiB is "
                      "needed: lower "
                      "limits.max_connections, limits.max_body_inflight, limits.max_upload, "
-                     "limits.max_header_bytes or http.upload_spill, or raise the limit",
+                     "limits.max_header_bytes, http.upload_spill or http.hot_results, or raise "
+                     "the limit",
                      limit / MIB, source, room / MIB, (p->connections + p->kernel) / MIB,
-                     p->bodies / MIB, (p->baseline + p->flight + p->s3) / MIB,
+                     p->bodies / MIB, (p->baseline + p->flight + p->hot + p->s3) / MIB,
                      MEMPLAN_MIN_BUDGET / MIB);
             return -1;
         }
@@ -92,11 +95,12 @@ int memplan_compute(const cfg_t *cfg, uint64_t limit, const char *source, bool k
                  "%.0f, connections "
                  "%.0f (%" PRIu32
                  " x %.0f KiB), request bodies %.0f, other %.0f MiB; lower memory.budget, "
-                 "limits.max_connections, limits.max_body_inflight or limits.max_upload",
+                 "limits.max_connections, limits.max_body_inflight, limits.max_upload or "
+                 "http.hot_results",
                  p->total / MIB, limit / MIB, source, p->budget / MIB,
                  (p->connections + p->kernel) / MIB, p->max_connections,
                  (p->per_conn + p->per_conn_kernel) / 1024.0, p->bodies / MIB,
-                 (p->baseline + p->flight + p->s3 + p->slack) / MIB);
+                 (p->baseline + p->flight + p->hot + p->s3 + p->slack) / MIB);
         return -1;
     }
     return 0;
@@ -108,12 +112,12 @@ void memplan_log(const memplan_t *p, FILE *out)
             "{\"log\":\"memory_plan\",\"limit\":%" PRIu64
             ",\"limit_source\":\"%s\",\"baseline\":%" PRIu64 ",\"budget\":%" PRIu64
             ",\"budget_auto\":%s,\"max_connections\":%" PRIu32 ",\"per_connection\":%" PRIu64
-            ",\"connections\":%" PRIu64 ",\"bodies\":%" PRIu64 ",\"flight\":%" PRIu64
+            ",\"connections\":%" PRIu64 ",\"bodies\":%" PRIu64 ",\"flight\":%" PRIu64 ",\"hot\":%" PRIu64
             ",\"kernel\":%" PRIu64 ",\"s3\":%" PRIu64 ",\"slack\":%" PRIu64 ",\"backlog\":%" PRIu32
             ",\"backlog_kernel\":%" PRIu64 ",\"total\":%" PRIu64 "}\n",
             p->limit, p->limit_source, p->baseline, p->budget, p->budget_auto ? "true" : "false",
             p->max_connections, p->per_conn + p->per_conn_kernel, p->connections, p->bodies,
-            p->flight, p->kernel, p->s3, p->slack, p->backlog, p->backlog_kernel, p->total);
+            p->flight, p->hot, p->kernel, p->s3, p->slack, p->backlog, p->backlog_kernel, p->total);
 }
 
 void memplan_print(const memplan_t *p, FILE *out)
@@ -130,6 +134,8 @@ void memplan_print(const memplan_t *p, FILE *out)
             p->max_connections, p->per_conn / 1024.0);
     fprintf(out, "#   request bodies %10.1f MiB  (limits.max_body_inflight)\n", p->bodies / MIB);
     fprintf(out, "#   flight ring    %10.1f MiB\n", p->flight / MIB);
+    if (p->hot > 0)
+        fprintf(out, "#   hot results    %10.1f MiB  (http.hot_results)\n", p->hot / MIB);
     if (p->kernel_charged)
         fprintf(out, "#   socket buffers %10.1f MiB  (cgroup v2: %" PRIu32 " x %.1f KiB)\n",
                 p->kernel / MIB, p->max_connections, p->per_conn_kernel / 1024.0);

@@ -15,6 +15,8 @@
  *                 the cap is taken only when no other is in flight (so max_upload is
  *                 never refused for good), its spill pages written back by the kernel
  *   flight ring   flight.slots x one page
+ *   hot results   http.hot_results: small cached results held in memory (http.h
+ *                 srv__hot_read counts each copy until its last response is sent)
  *   s3            storage.backend s3 only: (storage.s3.transfers + 1) x (an easy handle
  *                 with its connection and TLS state, S3_HANDLE_BYTES, + curl's receive
  *                 and upload buffers, 2 x storage.s3.buffer) + one listing page
@@ -64,7 +66,7 @@ typedef struct memplan {
     uint64_t per_conn;        /**< worst case of one connection in process memory */
     uint64_t per_conn_kernel; /**< its socket buffers in the kernel */
 
-    uint64_t baseline, budget, connections, bodies, flight, kernel, s3, slack;
+    uint64_t baseline, budget, connections, bodies, flight, hot, kernel, s3, slack;
     uint64_t total;
     uint32_t backlog;        /**< connections that can wait in the accept queues */
     uint64_t backlog_kernel; /**< their kernel memory, outside the process (not in total) */

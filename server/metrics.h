@@ -29,6 +29,7 @@ typedef struct {
     _Atomic uint64_t requests[METRICS_ROUTE_MAX][METRICS_NSTATUS];
     _Atomic uint64_t bytes_in, bytes_out;
     _Atomic uint64_t cache_hits, cache_misses, coalesced;
+    _Atomic uint64_t hot_hits; /**< cache hits answered from memory (http.h hot results) */
     _Atomic uint64_t jobs_failed, jobs_dropped_gone;
     _Atomic uint64_t jobs_timed_out; /**< cancelled at memory.job_timeout (also in jobs_failed) */
     _Atomic uint64_t rejected_pixels, rejected_format;

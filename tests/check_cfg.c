@@ -886,6 +886,7 @@ START_TEST(test_cfg_embedded_default_equals_table)
     ck_assert_uint_eq(emb->shutdown_timeout_ms, 10000);
     ck_assert_uint_eq(emb->upload_spill_bytes, 64 * KIB);
     ck_assert_uint_eq(emb->socket_buffer, 16 * KIB);
+    ck_assert_uint_eq(emb->hot_results, 4 * MIB);
     ck_assert_str_eq(emb->write_token, "");
     ck_assert_uint_eq(emb->jpeg_quality, 80);
     ck_assert_uint_eq(emb->webp_quality, 80);

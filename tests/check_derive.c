@@ -142,6 +142,151 @@ START_TEST(test_derive_remembered_hit_forgotten_on_change)
 }
 END_TEST
 
+/* One request, repeated until it is answered from a hot result (thumbgate_hot_hits_total
+ * rose across it; one loop, so the counter is updated before /metrics is served): a
+ * remembered URL is forgotten after a second, and a slow run may need another round. */
+static long hot_http(const char *method, const char *path, const char *const *hdrs,
+                     tg_resp_t *r)
+{
+    for (int i = 0; i < 50; i++) {
+        double before = tg_metric(&S, "thumbgate_hot_hits_total");
+        long st = tg_http(&S, method, path, NULL, 0, hdrs, r);
+        if (tg_metric(&S, "thumbgate_hot_hits_total") > before)
+            return st;
+        tg_resp_free(r);
+    }
+    ck_abort_msg("%s %s was never answered from memory", method, path);
+    return -1;
+}
+
+static void same_header(const tg_resp_t *a, const tg_resp_t *b, const char *name)
+{
+    char va[200], vb[200];
+    ck_assert_msg(tg_header(a, name, va, sizeof(va)), "file response without %s", name);
+    ck_assert_msg(tg_header(b, name, vb, sizeof(vb)), "hot response without %s", name);
+    ck_assert_str_eq(va, vb);
+}
+
+/* A hot result answers exactly as its file does: bytes, ETag, Last-Modified, type, length,
+ * HEAD, If-None-Match and If-Modified-Since (304, or 200 when modified since); a Range is
+ * left to the file handler. */
+START_TEST(test_derive_hot_result_answers_like_its_file)
+{
+    const char *env[] = {"THUMBGATE_THREADS=1", NULL};
+    tg_start(&S, env, NULL);
+    put("/hot.jpg", 800, 500, "jpg");
+    tg_resp_t job, file, hot;
+    ck_assert_int_eq(tg_http(&S, "GET", "/hot_120x120.jpg", NULL, 0, NULL, &job), 200);
+    /* the first hit is found by the derive room, from the file: then the URL is remembered */
+    ck_assert_int_eq(tg_http(&S, "GET", "/hot_120x120.jpg", NULL, 0, NULL, &file), 200);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_cache_hits_total"), 1);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_hot_hits_total"), 0);
+    ck_assert_int_eq(hot_http("GET", "/hot_120x120.jpg", NULL, &hot), 200);
+    ck_assert_uint_eq(hot.len, file.len);
+    ck_assert_mem_eq(hot.body, file.body, file.len);
+    ck_assert_uint_eq(hot.len, job.len);
+    ck_assert_mem_eq(hot.body, job.body, job.len);
+    const char *names[] = {"etag", "last-modified", "content-type", "content-length",
+                           "accept-ranges"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        same_header(&file, &hot, names[i]);
+    ck_assert_double_gt(tg_metric(&S, "thumbgate_hot_bytes"), (double)file.len);
+    tg_resp_free(&hot);
+
+    tg_resp_t r;
+    ck_assert_int_eq(hot_http("HEAD", "/hot_120x120.jpg", NULL, &r), 200);
+    ck_assert_uint_eq(r.len, 0);
+    same_header(&file, &r, "content-length");
+    same_header(&file, &r, "etag");
+    tg_resp_free(&r);
+
+    char etag[200], lm[100], h1[260], h2[160];
+    ck_assert(tg_header(&file, "etag", etag, sizeof(etag)));
+    ck_assert(tg_header(&file, "last-modified", lm, sizeof(lm)));
+    snprintf(h1, sizeof(h1), "If-None-Match: W/\"nope\", %s", etag);
+    const char *inm[] = {h1, NULL};
+    ck_assert_int_eq(hot_http("GET", "/hot_120x120.jpg", inm, &r), 304);
+    ck_assert_uint_eq(r.len, 0);
+    same_header(&file, &r, "etag");
+    tg_resp_free(&r);
+    snprintf(h2, sizeof(h2), "If-Modified-Since: %s", lm);
+    const char *ims[] = {h2, NULL};
+    ck_assert_int_eq(hot_http("GET", "/hot_120x120.jpg", ims, &r), 304);
+    tg_resp_free(&r);
+    /* modified since then: the whole result */
+    const char *old[] = {"If-Modified-Since: Thu, 01 Jan 1998 00:00:00 GMT", NULL};
+    ck_assert_int_eq(hot_http("GET", "/hot_120x120.jpg", old, &r), 200);
+    ck_assert_uint_eq(r.len, file.len);
+    tg_resp_free(&r);
+    /* an ETag that does not match: If-Modified-Since is ignored (RFC 9110 13.2.2) */
+    const char *both[] = {"If-None-Match: \"other\"", h2, NULL};
+    ck_assert_int_eq(hot_http("GET", "/hot_120x120.jpg", both, &r), 200);
+    ck_assert_uint_eq(r.len, file.len);
+    tg_resp_free(&r);
+
+    /* a Range goes to h2o's file handler, never to memory */
+    double hot_before = tg_metric(&S, "thumbgate_hot_hits_total");
+    const char *range[] = {"Range: bytes=10-109", NULL};
+    ck_assert_int_eq(tg_http(&S, "GET", "/hot_120x120.jpg", NULL, 0, range, &r), 206);
+    ck_assert_uint_eq(r.len, 100);
+    ck_assert_mem_eq(r.body, file.body + 10, 100);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_hot_hits_total"), hot_before);
+    tg_resp_free(&r);
+    tg_resp_free(&file);
+    tg_resp_free(&job);
+}
+END_TEST
+
+static double wait_hot_bytes_zero(void)
+{
+    double v = tg_metric(&S, "thumbgate_hot_bytes");
+    for (uint64_t end = tg_now_ms() + 10000; v != 0 && tg_now_ms() < end;) {
+        poll(NULL, 0, 20);
+        v = tg_metric(&S, "thumbgate_hot_bytes");
+    }
+    return v;
+}
+
+/* The bound: every hot result together stays within http.hot_results, with many results
+ * hit again and again; they are let go when the store changes; 0 turns them off. */
+START_TEST(test_derive_hot_results_stay_within_their_cap)
+{
+    const char *env[] = {"THUMBGATE_THREADS=1", "THUMBGATE_HTTP_HOT_RESULTS=64KiB", NULL};
+    tg_start(&S, env, NULL);
+    put("/cap.jpg", 900, 900, "jpg");
+    double peak = 0;
+    for (int s = 60; s < 140; s += 10) {
+        char path[64];
+        snprintf(path, sizeof(path), "/cap_%dx%d.png", s, s);
+        for (int i = 0; i < 4; i++) {
+            expect_dims(path, s, s, "image/png");
+            double v = tg_metric(&S, "thumbgate_hot_bytes");
+            ck_assert_double_le(v, 64 * 1024);
+            peak = v > peak ? v : peak;
+        }
+    }
+    tg_resp_t r;
+    ck_assert_int_eq(hot_http("GET", "/cap_60x60.png", NULL, &r), 200);
+    tg_resp_free(&r);
+    ck_assert_double_le(tg_metric(&S, "thumbgate_hot_bytes"), 64 * 1024);
+    ck_assert_double_gt(tg_metric(&S, "thumbgate_hot_bytes"), 0);
+    /* a put changes the store: every remembered URL is forgotten, and its copy let go */
+    put("/other.jpg", 100, 100, "jpg");
+    ck_assert_double_eq(wait_hot_bytes_zero(), 0);
+    expect_dims("/cap_60x60.png", 60, 60, "image/png");
+    tg_cleanup(&S);
+
+    const char *off[] = {"THUMBGATE_THREADS=1", "THUMBGATE_HTTP_HOT_RESULTS=0", NULL};
+    tg_start(&S, off, NULL);
+    put("/cap.jpg", 900, 900, "jpg");
+    for (int i = 0; i < 6; i++)
+        expect_dims("/cap_60x60.png", 60, 60, "image/png");
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_cache_hits_total"), 5);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_hot_hits_total"), 0);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_hot_bytes"), 0);
+}
+END_TEST
+
 START_TEST(test_derive_invalidated_on_replace_and_delete)
 {
     tg_start(&S, NULL, NULL);
@@ -681,6 +826,8 @@ Suite *derive_suite(void)
     tcase_add_test(t, test_derive_exact_key_wins);
     tcase_add_test(t, test_derive_invalidated_on_replace_and_delete);
     tcase_add_test(t, test_derive_remembered_hit_forgotten_on_change);
+    tcase_add_test(t, test_derive_hot_result_answers_like_its_file);
+    tcase_add_test(t, test_derive_hot_results_stay_within_their_cap);
     tcase_add_test(t, test_derive_never_fits_is_413_without_decoding);
     tcase_add_test(t, test_derive_full_budget_and_queue_give_503_retry_after);
     tcase_add_test(t, test_derive_wait_expires_with_503);

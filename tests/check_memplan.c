@@ -21,7 +21,8 @@ static const cfg_t *load(const char *yaml)
 
 static uint64_t terms_sum(const memplan_t *p)
 {
-    return p->baseline + p->budget + p->connections + p->bodies + p->flight + p->kernel + p->slack;
+    return p->baseline + p->budget + p->connections + p->bodies + p->flight + p->hot + p->kernel +
+           p->slack;
 }
 
 START_TEST(test_memplan_auto_fits_every_limit)
@@ -121,6 +122,41 @@ START_TEST(test_memplan_bigger_connections_leave_less_for_images)
 }
 END_TEST
 
+/* hot results (http.hot_results) are held beside the image work: what they may hold is
+ * taken from the auto budget, and an explicit budget that no longer fits names the key */
+START_TEST(test_memplan_hot_results_leave_less_for_images)
+{
+    const cfg_t *off = load("http: {hot_results: 0}\n");
+    const cfg_t *big = load("http: {hot_results: 64MiB}\n");
+    memplan_t po, pb;
+    char err[768] = "";
+    ck_assert_int_eq(memplan_compute(off, 512 * MIB, "t", false, 2, 2, &po, err, sizeof(err)), 0);
+    ck_assert_int_eq(memplan_compute(big, 512 * MIB, "t", false, 2, 2, &pb, err, sizeof(err)), 0);
+    ck_assert_uint_eq(po.hot, 0);
+    ck_assert_uint_eq(pb.hot, 64 * MIB);
+    ck_assert_uint_lt(pb.budget, po.budget);
+    ck_assert_uint_le(pb.total, 512 * MIB);
+    ck_assert_uint_eq(pb.total, terms_sum(&pb));
+    cfg_free(off);
+    cfg_free(big);
+    /* a budget that fits the limit without hot results, and not with 64 MiB of them */
+    uint64_t room = po.total - po.budget - po.slack;
+    char yaml[128];
+    uint64_t budget = (512 * MIB - room) / 21 * 20 / MIB * MIB;
+    snprintf(yaml, sizeof(yaml), "memory: {budget: %lluMiB}\nhttp: {hot_results: 0}\n",
+             (unsigned long long)(budget / MIB));
+    off = load(yaml);
+    ck_assert_int_eq(memplan_compute(off, 512 * MIB, "t", false, 2, 2, &po, err, sizeof(err)), 0);
+    snprintf(yaml, sizeof(yaml), "memory: {budget: %lluMiB}\nhttp: {hot_results: 64MiB}\n",
+             (unsigned long long)(budget / MIB));
+    big = load(yaml);
+    ck_assert_int_eq(memplan_compute(big, 512 * MIB, "t", false, 2, 2, &pb, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "http.hot_results"));
+    cfg_free(off);
+    cfg_free(big);
+}
+END_TEST
+
 START_TEST(test_memplan_auto_percent_caps_the_budget)
 {
     const cfg_t *c = load("memory: {auto_percent: 10}\n");
@@ -166,6 +202,7 @@ Suite *memplan_suite(void)
     tcase_add_test(t, test_memplan_too_small_limit_refused);
     tcase_add_test(t, test_memplan_body_cap_independent_of_max_upload);
     tcase_add_test(t, test_memplan_bigger_connections_leave_less_for_images);
+    tcase_add_test(t, test_memplan_hot_results_leave_less_for_images);
     tcase_add_test(t, test_memplan_auto_percent_caps_the_budget);
     tcase_add_test(t, test_memplan_printed);
     suite_add_tcase(s, t);
