@@ -395,8 +395,8 @@ bool srv__serve_hot(h2o_req_t *req, srv_hot_t *h)
     struct tm ims;
     if (h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1) == -1 &&
         (i = h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1)) != -1 &&
-        h2o_time_parse_rfc1123(req->headers.entries[i].value.base, req->headers.entries[i].value.len,
-                               &ims) == 0 &&
+        h2o_time_parse_rfc1123(req->headers.entries[i].value.base,
+                               req->headers.entries[i].value.len, &ims) == 0 &&
         timegm(&ims) >= h->mtime) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
@@ -408,10 +408,9 @@ bool srv__serve_hot(h2o_req_t *req, srv_hot_t *h)
     req->res.status = 200;
     req->res.reason = "OK";
     req->res.content_length = h->len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, mime,
-                   strlen(mime));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LAST_MODIFIED, NULL,
-                   h->last_modified, H2O_TIMESTR_RFC1123_LEN);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, mime, strlen(mime));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LAST_MODIFIED, NULL, h->last_modified,
+                   H2O_TIMESTR_RFC1123_LEN);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL,
                    H2O_STRLIT("bytes"));
     h2o_start_response(req, &generator);

@@ -112,9 +112,9 @@ void memplan_log(const memplan_t *p, FILE *out)
             "{\"log\":\"memory_plan\",\"limit\":%" PRIu64
             ",\"limit_source\":\"%s\",\"baseline\":%" PRIu64 ",\"budget\":%" PRIu64
             ",\"budget_auto\":%s,\"max_connections\":%" PRIu32 ",\"per_connection\":%" PRIu64
-            ",\"connections\":%" PRIu64 ",\"bodies\":%" PRIu64 ",\"flight\":%" PRIu64 ",\"hot\":%" PRIu64
-            ",\"kernel\":%" PRIu64 ",\"s3\":%" PRIu64 ",\"slack\":%" PRIu64 ",\"backlog\":%" PRIu32
-            ",\"backlog_kernel\":%" PRIu64 ",\"total\":%" PRIu64 "}\n",
+            ",\"connections\":%" PRIu64 ",\"bodies\":%" PRIu64 ",\"flight\":%" PRIu64
+            ",\"hot\":%" PRIu64 ",\"kernel\":%" PRIu64 ",\"s3\":%" PRIu64 ",\"slack\":%" PRIu64
+            ",\"backlog\":%" PRIu32 ",\"backlog_kernel\":%" PRIu64 ",\"total\":%" PRIu64 "}\n",
             p->limit, p->limit_source, p->baseline, p->budget, p->budget_auto ? "true" : "false",
             p->max_connections, p->per_conn + p->per_conn_kernel, p->connections, p->bodies,
             p->flight, p->hot, p->kernel, p->s3, p->slack, p->backlog, p->backlog_kernel, p->total);

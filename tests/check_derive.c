@@ -145,8 +145,7 @@ END_TEST
 /* One request, repeated until it is answered from a hot result (thumbgate_hot_hits_total
  * rose across it; one loop, so the counter is updated before /metrics is served): a
  * remembered URL is forgotten after a second, and a slow run may need another round. */
-static long hot_http(const char *method, const char *path, const char *const *hdrs,
-                     tg_resp_t *r)
+static long hot_http(const char *method, const char *path, const char *const *hdrs, tg_resp_t *r)
 {
     for (int i = 0; i < 50; i++) {
         double before = tg_metric(&S, "thumbgate_hot_hits_total");
