@@ -3,12 +3,15 @@
  * for a never-fitting job, 503 + Retry-After when the budget and queue are full,
  * coalescing, cancellation of a gone client, invalidation on replace and delete, the
  * exact-key rule. Slow jobs are real (large images); tests synchronise on /metrics. */
+#include <arpa/inet.h>
 #include <check.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <vips/vips.h>
 
@@ -283,6 +286,90 @@ START_TEST(test_derive_hot_results_stay_within_their_cap)
     ck_assert_double_eq(tg_metric(&S, "thumbgate_cache_hits_total"), 5);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_hot_hits_total"), 0);
     ck_assert_double_eq(tg_metric(&S, "thumbgate_hot_bytes"), 0);
+}
+END_TEST
+
+/* A client that asks for a hot result and never reads: the server's socket buffer fills and
+ * the rest of the response stays in the copy. Letting the URL go (the store changed) must
+ * not free a copy such responses are still being sent from (ASan would see the write), and
+ * the copy stays counted until they are gone; then nothing is left. */
+static int stalled_get(const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    int small = 4096; /* before connect: the window the server sees stays small */
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)S.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    char req[300];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    ck_assert_int_eq(write(fd, req, (size_t)n), n);
+    return fd;
+}
+
+START_TEST(test_derive_hot_result_outlives_its_url_for_stalled_readers)
+{
+    const char *env[] = {"THUMBGATE_THREADS=1", NULL};
+    tg_start(&S, env, NULL);
+    put("/slow.jpg", 900, 900, "jpg");
+    const char *url = "/slow_230x230.png";
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", url, NULL, 0, NULL, &r), 200);
+    /* larger than what the two socket buffers can take, within SRV_HOT_MAX */
+    ck_assert_uint_gt(r.len, 32 * 1024);
+    ck_assert_uint_le(r.len, 64 * 1024);
+    size_t len = r.len;
+    tg_resp_free(&r);
+    enum { NSTALLED = 4 };
+    int fds[NSTALLED];
+    for (int i = 0; i < NSTALLED; i++) {
+        for (int tries = 0;; tries++) {
+            ck_assert_int_lt(tries, 50);
+            ck_assert_int_eq(hot_http("GET", url, NULL, &r), 200);
+            tg_resp_free(&r);
+            double before = tg_metric(&S, "thumbgate_hot_hits_total");
+            fds[i] = stalled_get(url);
+            /* the request was read once the counter moves (one loop: /metrics waits on it) */
+            for (uint64_t end = tg_now_ms() + 2000;
+                 tg_metric(&S, "thumbgate_hot_hits_total") == before && tg_now_ms() < end;)
+                poll(NULL, 0, 5);
+            if (tg_metric(&S, "thumbgate_hot_hits_total") > before)
+                break;
+            close(fds[i]); /* answered from the file (the URL was just forgotten): again */
+        }
+    }
+    /* the store changes: the URL's slot lets go of the copy on the next GET, which is then
+     * answered from the file by the derive room */
+    put("/other.jpg", 64, 64, "jpg");
+    double hot_before = tg_metric(&S, "thumbgate_hot_hits_total");
+    ck_assert_int_eq(tg_http(&S, "GET", url, NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, len);
+    tg_resp_free(&r);
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_hot_hits_total"), hot_before);
+    /* only the stalled responses hold the copy now: still alive, still counted */
+    ck_assert_double_ge(tg_metric(&S, "thumbgate_hot_bytes"), (double)len);
+    /* a stalled client reads its whole response: the copy was intact */
+    char *buf = calloc(1, len + 4096);
+    size_t got = 0;
+    const char *body = NULL;
+    while (body == NULL || got < (size_t)(body - buf) + len) {
+        struct pollfd p = {.fd = fds[0], .events = POLLIN};
+        ck_assert_int_eq(poll(&p, 1, 10000), 1);
+        ssize_t n = read(fds[0], buf + got, len + 4095 - got);
+        ck_assert_int_gt(n, 0);
+        got += (size_t)n;
+        if (body == NULL && (body = strstr(buf, "\r\n\r\n")) != NULL)
+            body += 4;
+    }
+    ck_assert_uint_eq(got - (size_t)(body - buf), len);
+    ck_assert_int_eq(strncmp(buf, "HTTP/1.1 200", 12), 0);
+    free(buf);
+    for (int i = 0; i < NSTALLED; i++)
+        close(fds[i]);
+    ck_assert_double_eq(wait_hot_bytes_zero(), 0);
+    ck_assert_int_eq(tg_http(&S, "GET", url, NULL, 0, NULL, &r), 200);
+    tg_resp_free(&r);
 }
 END_TEST
 
@@ -827,6 +914,7 @@ Suite *derive_suite(void)
     tcase_add_test(t, test_derive_remembered_hit_forgotten_on_change);
     tcase_add_test(t, test_derive_hot_result_answers_like_its_file);
     tcase_add_test(t, test_derive_hot_results_stay_within_their_cap);
+    tcase_add_test(t, test_derive_hot_result_outlives_its_url_for_stalled_readers);
     tcase_add_test(t, test_derive_never_fits_is_413_without_decoding);
     tcase_add_test(t, test_derive_full_budget_and_queue_give_503_retry_after);
     tcase_add_test(t, test_derive_wait_expires_with_503);
