@@ -340,15 +340,16 @@ srv_hot_t *srv__hot_read(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, ui
         sizeof(*h) + (uint64_t)st.st_size > cap)
         goto fail;
     size_t len = (size_t)st.st_size;
-    /* reserved before it is allocated, so that the loops together never pass @p cap */
-    size_t want = sizeof(struct st_h2o_mem_pool_shared_entry_t) + sizeof(*h) + len;
-    if (atomic_fetch_add_explicit(&hot_held, want, memory_order_relaxed) + want > cap) {
-        atomic_fetch_sub_explicit(&hot_held, want, memory_order_relaxed);
+    h = h2o_mem_alloc_shared(NULL, sizeof(*h) + len, hot_dispose);
+    h->held = 0; /* what hot_dispose gives back: nothing until it is counted */
+    /* counted at its real size (the allocator's size class) before it is kept: the loops
+     * together never hold more than @p cap; one that would pass it is freed at once */
+    size_t held = hot_usable(h);
+    if (atomic_fetch_add_explicit(&hot_held, held, memory_order_relaxed) + held > cap) {
+        atomic_fetch_sub_explicit(&hot_held, held, memory_order_relaxed);
         goto fail;
     }
-    h = h2o_mem_alloc_shared(NULL, sizeof(*h) + len, hot_dispose);
-    h->held = hot_usable(h);
-    atomic_fetch_add_explicit(&hot_held, h->held - want, memory_order_relaxed);
+    h->held = held;
     h->mtime = st.st_mtime;
     h->fmt = fmt;
     h->len = len;
