@@ -70,6 +70,7 @@ struct hit {
     imgproc_fmt_t fmt;
     uint64_t epoch, until_ms;
     srv_hot_t *hot; /* the result in memory, or NULL */
+    bool hot_tried; /* read once per remembering: a big result or a full cap costs no more */
 };
 
 /* A loop's share of the room: its waiting requests and the receiver of their outcomes. */
@@ -484,6 +485,7 @@ static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgpro
     free(h->file);
     srv__hot_release(h->hot);
     h->hot = NULL;
+    h->hot_tried = false;
     h->url = h2o_mem_alloc(n + 1);
     memcpy(h->url, req->path.base, n);
     h->url[n] = '\0';
@@ -846,8 +848,10 @@ static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
         if (!srv__serve_result(req, h->file, h->fmt, &sb))
             return -1; /* evicted, or removed by another instance */
         store_cache_touch(h->file, &sb);
-        if (h->hot == NULL)
+        if (!h->hot_tried && sb.st_size <= SRV_HOT_MAX) {
+            h->hot_tried = true;
             h->hot = srv__hot_read(req, h->file, h->fmt, srv->cfg->hot_results);
+        }
     }
     srv__set_env(req, "TG_ROUTE", "derived"); /* read by the access log, after the response */
     atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
