@@ -151,6 +151,14 @@ static size_t make_etag(const struct stat *st, char *out)
     return (size_t)(p - out);
 }
 
+/* The ETag of the open file @p fd (stat @p st) into @p out (ETAG_MAX): the one stored
+ * beside it (s3 backend, STORE_XATTR_HTTP_ETAG) when @p shared, else ours. Its length. */
+static size_t file_etag(bool shared, int fd, const struct stat *st, char *out)
+{
+    ssize_t xl = shared ? fgetxattr(fd, STORE_XATTR_HTTP_ETAG, out, ETAG_MAX - 1) : -1;
+    return xl > 0 ? (size_t)xl : make_etag(st, out);
+}
+
 static bool etag_matches(h2o_iovec_t inm, const char *etag, size_t etaglen)
 {
     /* If-None-Match: "*" or a comma list of (weak or strong) tags; weak comparison: the
@@ -261,14 +269,12 @@ static bool serve_file(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, stru
         fmt = imgproc_sniff(magic, (size_t)n);
     struct stat st = ref->st;
     char *etag = h2o_mem_alloc_pool(&req->pool, ETAG_MAX);
-    ssize_t xl =
-        self->shared_etags ? fgetxattr(ref->fd, STORE_XATTR_HTTP_ETAG, etag, ETAG_MAX - 1) : -1;
+    size_t etaglen = file_etag(self->shared_etags, ref->fd, &st, etag);
     h2o_filecache_close_file(ref);
     if (sb != NULL)
         *sb = st;
 
     size_t nheaders = req->res.headers.size;
-    size_t etaglen = xl > 0 ? (size_t)xl : make_etag(&st, etag);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, etaglen);
     if (answer_preconditions(req, etag, etaglen))
         return true;
@@ -359,10 +365,7 @@ srv_hot_t *srv__hot_read(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, ui
             goto fail;
         got += (size_t)n;
     }
-    ssize_t xl = self->shared_etags
-                     ? fgetxattr(fd, STORE_XATTR_HTTP_ETAG, h->etag, sizeof(h->etag) - 1)
-                     : -1;
-    h->etaglen = xl > 0 ? (size_t)xl : make_etag(&st, h->etag);
+    h->etaglen = file_etag(self->shared_etags, fd, &st, h->etag);
     struct tm gm;
     gmtime_r(&st.st_mtime, &gm);
     h2o_time2str_rfc1123(h->last_modified, &gm);

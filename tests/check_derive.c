@@ -150,13 +150,8 @@ static void hot_scrape(double *hits, double *bytes)
 {
     tg_resp_t m;
     ck_assert_int_eq(tg_admin(&S, "/metrics", &m), 200);
-    *hits = *bytes = -1;
-    for (char *p = m.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-        if (strncmp(p, "thumbgate_hot_hits_total ", 25) == 0)
-            *hits = strtod(p + 25, NULL);
-        else if (strncmp(p, "thumbgate_hot_bytes ", 20) == 0)
-            *bytes = strtod(p + 20, NULL);
-    }
+    *hits = tg_metric_in(m.body, "thumbgate_hot_hits_total");
+    *bytes = tg_metric_in(m.body, "thumbgate_hot_bytes");
     tg_resp_free(&m);
     ck_assert(*hits >= 0 && *bytes >= 0);
 }

@@ -379,18 +379,21 @@ bool tg_header(const tg_resp_t *r, const char *name, char *out, size_t outlen)
     return false;
 }
 
+double tg_metric_in(const char *body, const char *sample)
+{
+    size_t l = strlen(sample);
+    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, sample, l) == 0 && p[l] == ' ')
+            return strtod(p + l + 1, NULL);
+    return -1;
+}
+
 double tg_metric(tg_server_t *s, const char *sample)
 {
     tg_resp_t r;
     double v = -1;
-    if (tg_admin(s, "/metrics", &r) == 200 && r.body) {
-        size_t l = strlen(sample);
-        for (char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-            if (strncmp(p, sample, l) == 0 && p[l] == ' ') {
-                v = strtod(p + l + 1, NULL);
-                break;
-            }
-    }
+    if (tg_admin(s, "/metrics", &r) == 200 && r.body)
+        v = tg_metric_in(r.body, sample);
     tg_resp_free(&r);
     return v;
 }

@@ -76,6 +76,8 @@ void tg_resp_free(tg_resp_t *r);
 bool tg_header(const tg_resp_t *r, const char *name, char *out, size_t outlen);
 /** Value of a Prometheus sample line (exact name incl. labels) from /metrics; -1 if absent. */
 double tg_metric(tg_server_t *s, const char *sample);
+/** Value of @p sample in a /metrics body already fetched (tg_admin); -1 if absent. */
+double tg_metric_in(const char *body, const char *sample);
 /** Waits (polling the admin endpoint, bounded by @p timeout_ms) until @p sample >= @p v. */
 bool tg_wait_metric(tg_server_t *s, const char *sample, double v, int timeout_ms);
 
