@@ -337,13 +337,16 @@ srv_hot_t *srv__hot_read(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, ui
     const struct responses *self = responses_of(req);
     if (self == NULL || fmt == IMGPROC_FMT_UNKNOWN || cap == 0)
         return NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    /* the descriptor and stat serve_file just took from the loop's filecache: the same
+     * file as the response, without opening it again */
+    h2o_filecache_ref_t *ref =
+        h2o_filecache_open_file(req->conn->ctx->filecache, path, O_RDONLY | O_CLOEXEC);
+    if (ref == NULL)
         return NULL;
-    struct stat st;
+    int fd = ref->fd;
+    struct stat st = ref->st;
     srv_hot_t *h = NULL;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SRV_HOT_MAX ||
-        sizeof(*h) + (uint64_t)st.st_size > cap)
+    if (!S_ISREG(st.st_mode) || st.st_size > SRV_HOT_MAX || sizeof(*h) + (uint64_t)st.st_size > cap)
         goto fail;
     size_t len = (size_t)st.st_size;
     h = h2o_mem_alloc_shared(NULL, sizeof(*h) + len, hot_dispose);
@@ -369,12 +372,12 @@ srv_hot_t *srv__hot_read(h2o_req_t *req, const char *path, imgproc_fmt_t fmt, ui
     struct tm gm;
     gmtime_r(&st.st_mtime, &gm);
     h2o_time2str_rfc1123(h->last_modified, &gm);
-    close(fd);
+    h2o_filecache_close_file(ref);
     return h;
 fail:
     if (h != NULL)
         h2o_mem_release_shared(h);
-    close(fd);
+    h2o_filecache_close_file(ref);
     return NULL;
 }
 
