@@ -848,7 +848,7 @@ static int on_hit_req(h2o_handler_t *_self, h2o_req_t *req)
         if (!srv__serve_result(req, h->file, h->fmt, &sb))
             return -1; /* evicted, or removed by another instance */
         store_cache_touch(h->file, &sb);
-        if (!h->hot_tried && sb.st_size <= SRV_HOT_MAX) {
+        if (!h->hot_tried) {
             h->hot_tried = true;
             h->hot = srv__hot_read(req, h->file, h->fmt, srv->cfg->hot_results);
         }
