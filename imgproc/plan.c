@@ -378,6 +378,14 @@ static double webp_enc_px(uint32_t quality)
  *    second AV1 image with its own encoder: 84 B/px for RGBA at effort 2 (1 MP);
  *  - JPEG XL (libjxl 0.7, effort <= 7): float planes and its own group buffers, 48 B/px RGB,
  *    66 B/px RGBA (effort 8 and 9 took 4x that: refused by opts);
+ *  - both encoders also pay per row (JPEG XL) or per row and column (AVIF, whose frame
+ *    buffers carry wide borders) whatever the pixel count, which the attack found on 1-px-wide
+ *    images (`make estimator-attack`: a 1x10730 WebP to JPEG XL measured 21 MiB for an
+ *    estimate of 10.5, to AVIF 16.5 for 11.4). Measured with `calibrate --one png-noise W H 1
+ *    convert 0 0 FMT`: AVIF 4.9, 9.3, 17.1 and 24.7 MiB for 1x2000, 1x5000, 1x10730 and
+ *    1x16000, 18.3 and 25.7 for 10730x1 and 16000x1 (1.4 KiB per unit of length); JPEG XL
+ *    5.7, 9.1, 20.8 and 21.5 MiB for 1x2000, 1x5000, 1x10730 and 1x16383 (up to 1.7 KiB per
+ *    row), 8.3 for 16000x1 (columns cost nothing extra);
  *  - GIF (cgif + libimagequant): the RGBA image, the palette index image and the quantiser's
  *    histogram, which grows with the number of distinct colours (up to ~24 MiB on noise):
  *    35 B/px plus that. */
@@ -389,6 +397,8 @@ static double webp_enc_px(uint32_t quality)
 #define EST_JXL_FIXED (3.0 * MIB)
 #define EST_JXL_PX 50.0
 #define EST_JXL_ALPHA_PX 70.0
+#define EST_AVIF_EDGE 1280.0 /* per output row and per output column, alpha or not */
+#define EST_JXL_ROW 1536.0   /* per output row */
 #define EST_GIF_PX 40.0
 #define EST_GIF_HIST_PX 100.0
 #define EST_GIF_HIST_MAX (24.0 * MIB)
@@ -535,11 +545,11 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
         break;
     }
     case IMGPROC_FMT_AVIF:
-        model += EST_AVIF_FIXED +
+        model += EST_AVIF_FIXED + EST_AVIF_EDGE * (ow + oh) +
                  ow * oh * avif_enc_px(job->avif_effort) * (alpha ? EST_AVIF_ALPHA_X : 1.0);
         break;
     case IMGPROC_FMT_JXL:
-        model += EST_JXL_FIXED + ow * oh * (alpha ? EST_JXL_ALPHA_PX : EST_JXL_PX);
+        model += EST_JXL_FIXED + EST_JXL_ROW * oh + ow * oh * (alpha ? EST_JXL_ALPHA_PX : EST_JXL_PX);
         break;
     case IMGPROC_FMT_GIF:
         model += ow * oh * EST_GIF_PX + fmin(EST_GIF_HIST_MAX, ow * oh * EST_GIF_HIST_PX);
