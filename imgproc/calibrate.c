@@ -10,6 +10,8 @@
  *   calibrate --burst N [--file F]
  *       Allocator experiment: RSS kept after N concurrent jobs, with and without our
  *       malloc settings, before and after imgproc_trim().
+ *   calibrate --lazy-free MIB
+ *       Are lazily freed pages taken back under a cgroup limit (tests/lazyfree_oom.sh)?
  *
  * Measuring: the child (fork+exec of ourselves, so libvips is never inherited across a
  * fork) initialises imgproc, runs a small warm-up of every loader/saver path in its job
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -40,6 +43,10 @@
 #include <vips/vips.h>
 
 #include "imgproc/imgproc_internal.h"
+
+#ifdef THUMBGATE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 
 extern char **environ;
 
@@ -550,6 +557,10 @@ static const struct {
     {V_WEBP_ANIM50, 400, 300, IMGPROC_OP_FIT, 290, 290, IMGPROC_FMT_GIF, false},
     {V_WEBP_ANIM50, 400, 300, IMGPROC_OP_COVER, 290, 290, IMGPROC_FMT_WEBP, false},
     {V_WEBP_ANIM50, 400, 300, IMGPROC_OP_FIT, 100, 100, IMGPROC_FMT_JPEG, false}, /* a still */
+    /* 1-pixel strips to JPEG XL (per-row cost, 2.03x) and AVIF (bordered frames, 1.44x) */
+    {V_WEBP_LOSSLESS, 1, 10730, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_JXL, false},
+    {V_WEBP_LOSSLESS, 1, 10730, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false},
+    {V_PNG_NOISE_RGBA, 16000, 1, IMGPROC_OP_CONVERT, 0, 0, IMGPROC_FMT_AVIF, false},
 };
 
 /* Full grid: every variant x size with fit 290x290, cover 290x290, one side (800 wide),
@@ -1968,6 +1979,80 @@ static int run_one(const char *argv0, char **a, const char *dir_arg, const char 
     return 0;
 }
 
+/* --lazy-free MIB (tests/lazyfree_oom.sh runs it in a memory cgroup): the allocator's
+ * settings give freed pages back lazily (imgproc/imgproc.c, muzzy_decay_ms:-1), so they
+ * stay in RSS; this checks that the kernel takes them when a process of the same cgroup
+ * needs the memory, rather than OOM-killing. MIB MiB of 64 KiB blocks (below the oversize
+ * threshold: the arenas' decay) are written and freed; once the decay has taken every
+ * freed page from the arenas, a child (first in line for the OOM killer) maps and writes
+ * MIB MiB of its own. Prints the figures; 0 when the child finished, 1 when it was killed,
+ * 77 on a build without jemalloc. */
+static int run_lazy_free(size_t mib)
+{
+#ifndef THUMBGATE_JEMALLOC
+    (void)mib;
+    puts("lazy_free: not a jemalloc build (nothing to check)");
+    return 77;
+#else
+    const size_t blk = 64 * 1024, n = mib * 1024 * 1024 / blk;
+    void **p = malloc(n * sizeof(*p));
+    if (!p)
+        return 2;
+    long base = status_kib("VmRSS");
+    for (size_t i = 0; i < n; i++) {
+        if (!(p[i] = malloc(blk)))
+            return 2;
+        memset(p[i], 1, blk);
+    }
+    long written = status_kib("VmRSS");
+    for (size_t i = 0; i < n; i++)
+        free(p[i]);
+    free(p);
+    /* the background threads' decay: until no more than 1 MiB is left dirty (30 s at most;
+     * no wait when the decay is off, MALLOC_CONF=dirty_decay_ms:-1: the script's control) */
+    ssize_t decay_ms = 0;
+    size_t dirty = 0, sz = sizeof(decay_ms);
+    if (mallctl("arenas.dirty_decay_ms", &decay_ms, &sz, NULL, 0) != 0)
+        decay_ms = 0;
+    char key[64];
+    snprintf(key, sizeof(key), "stats.arenas.%d.pdirty", MALLCTL_ARENAS_ALL);
+    for (int tries = 0; decay_ms >= 0 && tries < 600; tries++) {
+        uint64_t epoch = 1;
+        mallctl("epoch", NULL, NULL, &epoch, sizeof(epoch));
+        sz = sizeof(dirty);
+        if (mallctl(key, &dirty, &sz, NULL, 0) != 0 ||
+            dirty * (size_t)sysconf(_SC_PAGESIZE) <= 1024 * 1024)
+            break;
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    long decayed = status_kib("VmRSS");
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+        if (fd >= 0) {
+            (void)!write(fd, "1000", 4);
+            close(fd);
+        }
+        size_t len = mib * 1024 * 1024;
+        char *q = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (q == MAP_FAILED)
+            _exit(2);
+        memset(q, 2, len);
+        _exit(0);
+    }
+    int ws = 0;
+    if (c < 0 || waitpid(c, &ws, 0) != c)
+        return 2;
+    bool ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+    printf("lazy_free: mib=%zu base_kib=%ld written_kib=%ld after_decay_kib=%ld dirty_pages=%zu "
+           "child=%s after_child_kib=%ld\n",
+           mib, base, written, decayed, dirty,
+           ok ? "finished" : WIFSIGNALED(ws) ? "killed" : "failed", status_kib("VmRSS"));
+    return ok ? 0 : 1;
+#endif
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--measure") == 0)
@@ -1997,6 +2082,8 @@ int main(int argc, char **argv)
             jobs = atoi(argv[++i]) < 1 ? 1 : atoi(argv[i]);
         else if (strcmp(argv[i], "--burst") == 0 && i + 1 < argc)
             burst = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--lazy-free") == 0 && i + 1 < argc)
+            return run_lazy_free((size_t)atol(argv[++i]));
         else if (strcmp(argv[i], "--attack") == 0)
             attack = true;
         else if (strcmp(argv[i], "--minutes") == 0 && i + 1 < argc)
@@ -2012,7 +2099,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir "
-                    "DIR] | --attack [--minutes M] [--cases N] [--seed S] [--jobs N] [--dir DIR] "
+                    "DIR] | --lazy-free MIB | --attack [--minutes M] [--cases N] [--seed S] [--jobs N] [--dir DIR] "
                     "[--server BIN] [--server-every K]\n",
                     argv[0]);
             return 2;
