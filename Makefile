@@ -197,6 +197,8 @@ format:
 # make estimator-attack adversarial search of the estimator: random + hill-climbing cases in
 #                       fresh children, every 3rd image also through the running server;
 #                       ATTACK_FLAGS (default: 30 minutes, 2 at a time); exit 1 on any underestimate
+# make lazyfree-oom     lazily freed pages are taken by the kernel under a cgroup limit,
+#                       not OOM-killed (tests/lazyfree_oom.sh; root; part of `test`)
 # make fuzz             libFuzzer on imgproc_probe_buf for FUZZ_SECONDS (default 600)
 # make fuzz-smoke       the same for 30 s (CI)
 IMGPROC_OBJS = $(filter $(BUILD)/imgproc/%,$(LIB_OBJS))
@@ -209,6 +211,9 @@ calibrate: $(CALIBRATE)
 calibrate-reduced: $(CALIBRATE)
 	./$(CALIBRATE) --reduced --jobs 2
 test: calibrate-reduced
+lazyfree-oom: $(CALIBRATE)
+	tests/lazyfree_oom.sh $(abspath $(CALIBRATE))
+test: lazyfree-oom
 ATTACK_FLAGS ?= --minutes 30 --jobs 2 --server-every 3
 estimator-attack: $(CALIBRATE) $(BUILD)/thumbgate
 	./$(CALIBRATE) --attack $(ATTACK_FLAGS) --server $(abspath $(BUILD)/thumbgate)
@@ -228,7 +233,7 @@ fuzz: $(FUZZ_BIN)
 	    -artifact_prefix=$(FUZZ_DIR)/artifacts/ -print_final_stats=1 $(FUZZ_DIR)/corpus tests/data/fuzz
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECONDS=30
-.PHONY: calibrate-reduced fuzz-smoke estimator-attack
+.PHONY: calibrate-reduced lazyfree-oom fuzz-smoke estimator-attack
 # ---- end imgproc block -----------------------------------------------------------------
 
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)

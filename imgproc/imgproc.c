@@ -54,20 +54,30 @@
  *    no purge reaches (a thread's cache is flushed only by that thread's own activity);
  *  - background_thread:true: purging runs on jemalloc's own threads, so an idle server
  *    gives pages back without an allocation to trigger it;
- *  - dirty_decay_ms:1000, muzzy_decay_ms:0: freed pages go back to the kernel within about
- *    a second (the default 10 s kept the burst's pages resident that long); the idle trim
- *    (imgproc_trim, memory.trim_when_idle) purges the rest at once;
+ *  - dirty_decay_ms:1000, muzzy_decay_ms:-1: freed pages leave the arenas within about a
+ *    second (the default 10 s kept the burst's pages resident that long), lazily: madvise
+ *    MADV_FREE lets the kernel take them whenever it needs the memory (without I/O, before
+ *    any OOM kill, a cgroup's limit included), and until then a job that reuses them
+ *    writes to pages still mapped. Given back at once (muzzy_decay_ms:0), every job
+ *    faulted its libvips region buffers in again: 485-498 page faults and 61-63 ms of CPU per
+ *    first-touch JPEG thumbnail, against 75-80 and 55-57 ms (README "make bench"). The
+ *    jobmeter's trim (at most once a second after jobs end) and the idle trim purge them
+ *    for real (imgproc_trim below), and VmHWM counts them: the reduced calibration
+ *    measures them in every job's peak (0 under, lowest estimate/measured 1.13), and
+ *    `make lazyfree-oom` checks that the kernel takes them under a cgroup limit;
  *  - oversize_threshold:131072: blocks of 128 KiB and more (image buffers) come from
  *    jemalloc's dedicated arena, which purges them as soon as they are freed, as glibc's
- *    M_MMAP_THRESHOLD does (above). Without it the reduced calibration found a job
- *    measured above its estimate (a WebP with alpha to JPEG, 32.2 MB measured for 30.2
- *    estimated): freed buffers stayed resident while the next, larger ones were mapped;
+ *    M_MMAP_THRESHOLD does (above); not lazily (its decay times are 0 whatever the ones
+ *    above say: a freed 64 MiB block leaves VmRSS at once). Without it the reduced
+ *    calibration found a job measured above its estimate (a WebP with alpha to JPEG, 32.2
+ *    MB measured for 30.2 estimated): freed buffers stayed resident while the next, larger
+ *    ones were mapped;
  *  - narenas:8: as glibc's M_ARENA_MAX (above), a few heaps rather than one per core
  *    multiple (2 and 8 measured alike).
  */
 const char *malloc_conf = "prof:true,prof_active:true,lg_prof_sample:19,tcache_max:4096,"
                           "oversize_threshold:131072,background_thread:true,dirty_decay_ms:1000,"
-                          "muzzy_decay_ms:0,narenas:8";
+                          "muzzy_decay_ms:-1,narenas:8";
 
 /*
  * calloc for every library in the process (the executable's definition comes first in
