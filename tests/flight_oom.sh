@@ -8,13 +8,8 @@
 set -u
 BIN=${1:-${THUMBGATE_BIN:-$PWD/build/release/thumbgate}}
 PORT=${PORT:-18571}
-v1=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)
-if [ -n "$v1" ]; then
-    CG=/sys/fs/cgroup/memory${v1%/}/tgoom.$$ LIMIT=memory.limit_in_bytes
-else
-    CG=/sys/fs/cgroup$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup | sed 's,/$,,')/tgoom.$$
-    LIMIT=memory.max
-fi
+. "$(dirname "$0")/cgroup.sh"
+cg_path tgoom.$$
 D=$(mktemp -d /tmp/tgoom.XXXXXX)
 P=
 cleanup() {

@@ -12,13 +12,8 @@
 set -u
 BIN=${1:-$PWD/build/release/imgproc/calibrate}
 MIB=96
-v1=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)
-if [ -n "$v1" ]; then
-    CG=/sys/fs/cgroup/memory${v1%/}/tglazy.$$ LIMIT=memory.limit_in_bytes
-else
-    CG=/sys/fs/cgroup$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup | sed 's,/$,,')/tglazy.$$
-    LIMIT=memory.max
-fi
+. "$(dirname "$0")/cgroup.sh"
+cg_path tglazy.$$
 cleanup() { rmdir "$CG" 2>/dev/null; }
 trap cleanup EXIT
 mkdir "$CG" && echo 160M >"$CG/$LIMIT" || { echo "lazyfree_oom: cannot make a memory cgroup at $CG"; exit 2; }
