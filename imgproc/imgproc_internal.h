@@ -57,6 +57,9 @@ typedef struct {
     double png_hshrink, png_vshrink;     /**< vips_thumbnail's whole shrink on each axis */
 } imgproc__plan_t;
 
+/** The read buffer in front of libvips' small reads of the source (run.c), bytes. */
+#define IMGPROC__SRC_BUF (64 * 1024)
+
 /** Fills @p plan for @p job on @p probe. 0, -IMGPROC_E_INVALID (bad job) or
  *  -IMGPROC_E_TOO_LARGE (an image of the pipeline over job->max_pixels; @p plan filled). */
 int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgproc__plan_t *plan);

@@ -443,7 +443,7 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
 
     /* Metadata: the decoder's copy, libvips' copy, lcms' parse of an ICC profile, the
      * saver's look at it (attack: 1 MiB ICC in a 98x158 JPEG, 2 MiB of PNG text). */
-    double exact = EST_META * (double)probe->_meta_bytes;
+    double exact = EST_META * (double)probe->_meta_bytes + IMGPROC__SRC_BUF;
     bool streamed = true; /* loader feeds the pipeline through a line cache */
     if (jpeg && probe->progressive)
         exact += (double)probe->_jpeg_coef_bytes;

@@ -116,12 +116,27 @@ static void deadline_unwatch(deadline_t *d)
  * source, so that the decoder's own reads — which go on through a whole decode step that
  * produces no strip (libjpeg consuming a progressive file's scans, libpng reading an
  * interlaced image, the first output strip of a big shrink) — also stop at the deadline.
- * Seekable, so libvips never buffers the stream in memory. */
+ * Seekable, so libvips never buffers the stream in memory.
+ * libvips' JPEG reader asks for 4 KiB at a time: 1 140 preads for the bench's 4.7 MB
+ * original. Reads shorter than IMGPROC__SRC_BUF are served from one buffer of that size
+ * (allocated at the first, freed with the job, counted by imgproc_estimate), filled by one
+ * pread at the position asked for; longer ones go straight to the caller. */
 typedef struct {
     int fd;
     gint64 pos, size;
     deadline_t *dl;
+    unsigned char *buf;  /* the file's bytes [buf_at, buf_at + buf_len) */
+    gint64 buf_at, buf_len;
 } src_t;
+
+static gint64 src_pread(int fd, void *buf, size_t len, gint64 at)
+{
+    ssize_t k;
+    do
+        k = pread(fd, buf, len, (off_t)at);
+    while (k < 0 && errno == EINTR);
+    return k;
+}
 
 static gint64 on_src_read(VipsSourceCustom *source, void *buf, gint64 len, void *user)
 {
@@ -130,11 +145,26 @@ static gint64 on_src_read(VipsSourceCustom *source, void *buf, gint64 len, void 
         vips_error("imgproc", "job deadline");
         return -1;
     }
-    ssize_t k;
-    do
-        k = pread(s->fd, buf, (size_t)len, (off_t)s->pos);
-    while (k < 0 && errno == EINTR);
-    if (k < 0)
+    if (len <= 0)
+        return 0;
+    bool buffered = s->buf && s->pos >= s->buf_at && s->pos < s->buf_at + s->buf_len;
+    if (!buffered && len < IMGPROC__SRC_BUF) {
+        if (!s->buf && !(s->buf = malloc(IMGPROC__SRC_BUF)))
+            return -1;
+        gint64 k = src_pread(s->fd, s->buf, IMGPROC__SRC_BUF, s->pos);
+        if (k < 0)
+            return -1;
+        s->buf_at = s->pos;
+        s->buf_len = k;
+        buffered = k > 0;
+    }
+    gint64 k;
+    if (buffered) {
+        k = s->buf_at + s->buf_len - s->pos;
+        if (k > len)
+            k = len;
+        memcpy(buf, s->buf + (s->pos - s->buf_at), (size_t)k);
+    } else if ((k = src_pread(s->fd, buf, (size_t)len, s->pos)) < 0)
         return -1;
     s->pos += k;
     return k;
@@ -564,6 +594,7 @@ out_unref:
     VIPS_UNREF(target);
     VIPS_UNREF(ctx);
     VIPS_UNREF(source);
+    free(rd.buf);
 out_close_dst:
     if (close(sink.fd) != 0 && rc == 0)
         rc = imgproc__fail(err, IMGPROC_E_IO, "close %s: %s", dst, strerror(errno));
