@@ -2048,7 +2048,10 @@ static int run_lazy_free(size_t mib)
     printf("lazy_free: mib=%zu base_kib=%ld written_kib=%ld after_decay_kib=%ld dirty_pages=%zu "
            "child=%s after_child_kib=%ld\n",
            mib, base, written, decayed, dirty,
-           ok ? "finished" : WIFSIGNALED(ws) ? "killed" : "failed", status_kib("VmRSS"));
+           ok                ? "finished"
+           : WIFSIGNALED(ws) ? "killed"
+                             : "failed",
+           status_kib("VmRSS"));
     return ok ? 0 : 1;
 #endif
 }
@@ -2099,8 +2102,8 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [--reduced] [--dir DIR] [--jobs N] [--cold] [-v] | --burst N [--dir "
-                    "DIR] | --lazy-free MIB | --attack [--minutes M] [--cases N] [--seed S] [--jobs N] [--dir DIR] "
-                    "[--server BIN] [--server-every K]\n",
+                    "DIR] | --lazy-free MIB | --attack [--minutes M] [--cases N] [--seed S] "
+                    "[--jobs N] [--dir DIR] [--server BIN] [--server-every K]\n",
                     argv[0]);
             return 2;
         }

@@ -549,7 +549,8 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
                  ow * oh * avif_enc_px(job->avif_effort) * (alpha ? EST_AVIF_ALPHA_X : 1.0);
         break;
     case IMGPROC_FMT_JXL:
-        model += EST_JXL_FIXED + EST_JXL_ROW * oh + ow * oh * (alpha ? EST_JXL_ALPHA_PX : EST_JXL_PX);
+        model +=
+            EST_JXL_FIXED + EST_JXL_ROW * oh + ow * oh * (alpha ? EST_JXL_ALPHA_PX : EST_JXL_PX);
         break;
     case IMGPROC_FMT_GIF:
         model += ow * oh * EST_GIF_PX + fmin(EST_GIF_HIST_MAX, ow * oh * EST_GIF_HIST_PX);

@@ -125,7 +125,7 @@ typedef struct {
     int fd;
     gint64 pos, size;
     deadline_t *dl;
-    unsigned char *buf;  /* the file's bytes [buf_at, buf_at + buf_len) */
+    unsigned char *buf; /* the file's bytes [buf_at, buf_at + buf_len) */
     gint64 buf_at, buf_len;
 } src_t;
 
