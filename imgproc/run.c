@@ -152,11 +152,11 @@ static gint64 on_src_read(VipsSourceCustom *source, void *buf, gint64 len, void 
         if (!s->buf && !(s->buf = malloc(IMGPROC__SRC_BUF)))
             return -1;
         gint64 k = src_pread(s->fd, s->buf, IMGPROC__SRC_BUF, s->pos);
-        if (k < 0)
-            return -1;
+        if (k <= 0)
+            return k < 0 ? -1 : 0; /* at the end: nothing to read again */
         s->buf_at = s->pos;
         s->buf_len = k;
-        buffered = k > 0;
+        buffered = true;
     }
     gint64 k;
     if (buffered) {
