@@ -259,6 +259,9 @@ static void render_metrics(const room_services_t *srv, FILE *o)
     counter(o, "thumbgate_mezzanine_made_total", "Mezzanine levels made.", LOAD(m->mezz_made));
     counter(o, "thumbgate_mezzanine_used_total", "Derived results made from a mezzanine level.",
             LOAD(m->mezz_used));
+    counter(o, "thumbgate_mezzanine_waited_total",
+            "Derived requests that waited for their original's level instead of decoding the original.",
+            LOAD(m->mezz_waited));
     counter(o, "thumbgate_mezzanine_refused_total",
             "Level jobs admission refused (queue full or over the budget).", LOAD(m->mezz_refused));
 

@@ -28,6 +28,8 @@
 #include "server/route.h"
 
 #define JOBMAP_BUCKETS 1024
+/* slots of the tables of originals kept by the hash of their level's cache path */
+#define PATH_MARKS 1024
 
 typedef struct derive_job derive_job_t;
 
@@ -44,6 +46,9 @@ typedef struct {
     pthread_mutex_t coalesce_mu;
     /* in-flight jobs by cache path (coalescing), zeroed with the handler; under coalesce_mu */
     derive_job_t *jobs[JOBMAP_BUCKETS];
+    /* originals (path_mark) with a derived miss submitted, and those whose level job
+     * failed (it is not tried again); under coalesce_mu */
+    uint64_t first_miss[PATH_MARKS], level_failed[PATH_MARKS];
 } derive_t;
 
 /* Cached hits in one lookup: each loop remembers, for the URLs it last answered from the
@@ -100,6 +105,8 @@ typedef struct waiter {
     int fd;
     h2o_linklist_t link; /* in loop->waiters; loop-owned */
     struct waiter *next; /* in job->waiters; under coalesce_mu */
+    route_t *rt;         /* the request's route, in its pool */
+    bool redo;           /* waits for its original's level: handled again once it is made */
     uint64_t joined_ms;
     char result[STORE_PATH_MAX]; /* the cache path this request is served from */
     /* written by the poster before the message is sent */
@@ -116,7 +123,8 @@ struct derive_job {
     char what[ROUTE_KEY_MAX + 64]; /* "<stem> <variant>" for the flight recorder */
     imgproc_job_t ij;
     const imgproc_opts_t *opts;
-    bool level;      /* makes a mezzanine level (mezz.h): nobody waits for it */
+    bool level;      /* makes a mezzanine level (mezz.h); its waiters are redo waiters */
+    bool waited_on;  /* a level some request waited for: made only while one still does */
     bool from_level; /* decodes the mezzanine level instead of the original */
     waiter_t *waiters;
     derive_job_t *map_next;
@@ -162,6 +170,19 @@ static void map_remove(derive_t *srv, derive_job_t *job)
             *p = job->map_next;
             return;
         }
+}
+
+/* True when @p table (a direct-mapped table of PATH_MARKS hashes of level paths, 0 in an
+ * empty slot) holds @p path; with @p set it does afterwards. A collision only makes a
+ * level one size early, or skips one. */
+static bool path_mark(uint64_t *table, const char *path, bool set)
+{
+    uint64_t h = (uint64_t)fnv1a(path, strlen(path)) | 1;
+    uint64_t *slot = &table[h % PATH_MARKS];
+    bool was = *slot == h;
+    if (set)
+        *slot = h;
+    return was;
 }
 
 /* Posts the outcome to every waiter and frees the job. Called with coalesce_mu held. */
@@ -246,7 +267,7 @@ static void job_run(adm_job_t *_job)
     bool anyone = false;
     for (waiter_t *w = job->waiters; w; w = w->next)
         anyone |= !srv__client_gone_fd(w->fd);
-    anyone |= job->level;
+    anyone |= job->level && !job->waited_on; /* made after a size it does not serve */
     if (!anyone) {
         /* every client went away while the job waited: do not decode for nobody */
         atomic_fetch_add_explicit(&srv->metrics->jobs_dropped_gone, 1, memory_order_relaxed);
@@ -292,6 +313,8 @@ static void job_run(adm_job_t *_job)
         }
     }
     pthread_mutex_lock(&srv->coalesce_mu);
+    if (job->level && !out.ok && out.domain == ERR_IMGPROC) /* deadline, bad data: once */
+        path_mark(srv->level_failed, job->cache_path, true);
     post_all(job, &out, start - job->submitted_ms, end - start);
     pthread_mutex_unlock(&srv->coalesce_mu);
     /* everyone has their answer; a cache over its bound is trimmed off the job path */
@@ -310,7 +333,11 @@ static void job_expire(adm_job_t *_job)
     pthread_mutex_unlock(&srv->coalesce_mu);
 }
 
-/* Completions of derive jobs, on the loop of each waiting request. */
+static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, bool waited);
+
+/* Completions of derive jobs, on the loop of each waiting request. A request that waited
+ * for its original's level is handled again, once: from the level when it was made, else
+ * from the original. */
 static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
 {
     while (!h2o_linklist_is_empty(messages)) {
@@ -320,6 +347,13 @@ static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *m
         waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, msg, m);
         h2o_req_t *req = w->req;
         h2o_linklist_unlink(&w->link);
+        if (w->redo) {
+            derive_t *srv = w->loop->srv;
+            route_t *rt = w->rt;
+            free(w);
+            handle_derive(srv, req, rt, true);
+            continue;
+        }
         srv__set_env(req, "TG_WAIT_MS", "%" PRIu64, w->wait_ms);
         char st[96];
         snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms,
@@ -363,7 +397,8 @@ static void drop_gone(struct derive_loop *l)
             p = &(*p)->next;
         *p = w->next;
         w->job = NULL;
-        /* the last waiter of a job that has not started takes it out of the queue */
+        /* the last waiter of a job that has not started takes it out of the queue (a
+         * level too: the next size of its original asks for it again) */
         if (job->waiters == NULL && !job->started && adm_cancel(srv->gate, &job->super)) {
             map_remove(srv, job);
             job_free(job);
@@ -498,27 +533,33 @@ static void hit_remember(derive_t *srv, h2o_req_t *req, const char *file, imgpro
     h->until_ms = adm_now_ms() + HIT_TTL_MS;
 }
 
-/* Submits the job @p lj that makes the mezzanine level of @p job's original (probed as
- * @p orig, opened by @p job) from the original, admitted like any job; nobody waits for
- * it. Skipped when one is already in flight or admission refuses it. Called with
- * coalesce_mu held, right after @p job was submitted (it cannot finish meanwhile). */
-static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
-                       const imgproc_probe_t *orig, const imgproc_job_t *lj)
+/* What a miss knows of its original's mezzanine level (from_level). */
+typedef struct {
+    bool missing;     /* the original gets a level (lj makes it) and it is not made yet */
+    bool seen;        /* a result of the original is on disk: another size was asked for */
+    bool would_serve; /* the level, once made, would serve this request */
+    imgproc_job_t lj;
+    char path[STORE_PATH_MAX]; /* the level's cache path */
+} level_t;
+
+/* Submits the job that makes the mezzanine level @p lv of @p job's original (probed as
+ * @p orig, opened by @p job) from the original, admitted like any job. Returns it, or
+ * NULL when it cannot be made or admission refuses it (counted; a later miss tries
+ * again). Called with coalesce_mu held, no job for @p lv in flight. */
+static derive_job_t *make_level(derive_t *srv, const char *stem, const derive_job_t *job,
+                                const imgproc_probe_t *orig, const level_t *lv)
 {
-    char variant[64], lpath[STORE_PATH_MAX];
-    mezz_variant(srv->cfg, variant, sizeof(variant));
-    store_cache_path(srv->store, stem, &job->src_st, variant, lpath, sizeof(lpath));
     derive_job_t *lvl = calloc(1, sizeof(*lvl));
     if (lvl == NULL || (lvl->src_fd = dup(job->src_fd)) < 0) {
         free(lvl);
-        return;
+        return NULL;
     }
     lvl->srv = srv;
     memcpy(lvl->src, job->src, sizeof(lvl->src));
     lvl->src_st = job->src_st;
-    snprintf(lvl->cache_path, sizeof(lvl->cache_path), "%s", lpath);
-    snprintf(lvl->what, sizeof(lvl->what), "%s %s", stem, strrchr(lpath, '/') + 1);
-    lvl->ij = *lj;
+    snprintf(lvl->cache_path, sizeof(lvl->cache_path), "%s", lv->path);
+    snprintf(lvl->what, sizeof(lvl->what), "%s %s", stem, strrchr(lv->path, '/') + 1);
+    lvl->ij = lv->lj;
     lvl->ij.timeout_ms = job->ij.timeout_ms;
     lvl->ij.max_pixels = job->ij.max_pixels;
     lvl->opts = &srv->level_opts;
@@ -526,15 +567,11 @@ static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
     lvl->super.estimate = jobmeter_scaled(srv->metrics->meter, imgproc_estimate(orig, &lvl->ij));
     if (lvl->super.estimate == 0) { /* a job imgproc_plan_check() refuses: none */
         job_free(lvl);
-        return;
+        return NULL;
     }
     lvl->super.run = job_run;
     lvl->super.on_expire = job_expire;
     lvl->submitted_ms = adm_now_ms();
-    if (map_find(srv, lvl->cache_path) != NULL) {
-        job_free(lvl);
-        return;
-    }
     size_t b = hash_path(lvl->cache_path);
     lvl->map_next = srv->jobs[b];
     srv->jobs[b] = lvl;
@@ -543,34 +580,36 @@ static void make_level(derive_t *srv, const char *stem, const derive_job_t *job,
         map_remove(srv, lvl);
         job_free(lvl);
         atomic_fetch_add_explicit(&srv->metrics->mezz_refused, 1, memory_order_relaxed);
+        return NULL;
     }
+    return lvl;
 }
 
 /* The source of @p job: its original's mezzanine level when there is one that may serve
  * the request (then @p probe becomes the level's, so the estimate is the level's, and the
- * job runs on the level with the original's output dimensions), else the original. A
- * missing level is made for the next requests once a second size of the original is asked
- * for (its cache generation directory exists): an original asked for once never pays the
- * level's decode: then @p want_level is the level job, which the caller submits right
- * after @p job. */
+ * job runs on the level with the original's output dimensions), else the original. @p lv
+ * says whether the original gets a level that is not made yet, and whether it would serve
+ * the request: the caller then makes it or waits for it (handle_derive). */
 static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgproc_probe_t *probe,
-                       imgproc_job_t *want_level)
+                       level_t *lv)
 {
-    imgproc_job_t lj, onl;
-    want_level->op = IMGPROC_OP_CONVERT; /* CONVERT: no level job wanted */
-    if (!mezz_level_job(srv->cfg, probe, &lj))
+    imgproc_job_t onl;
+    lv->missing = lv->seen = lv->would_serve = false;
+    if (!mezz_level_job(srv->cfg, probe, &lv->lj))
         return;
-    char variant[64], lpath[STORE_PATH_MAX];
+    char variant[64];
     mezz_variant(srv->cfg, variant, sizeof(variant));
-    store_cache_path(srv->store, stem, &job->src_st, variant, lpath, sizeof(lpath));
-    int fd = open(lpath, O_RDONLY | O_CLOEXEC);
+    store_cache_path(srv->store, stem, &job->src_st, variant, lv->path, sizeof(lv->path));
+    int fd = open(lv->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        char *slash = strrchr(lpath, '/');
+        char *slash = strrchr(lv->path, '/');
         *slash = '\0';
-        bool seen = access(lpath, F_OK) == 0; /* a result of this original exists */
+        lv->seen = access(lv->path, F_OK) == 0; /* a result of this original exists */
         *slash = '/';
-        if (seen)
-            *want_level = lj;
+        imgproc_probe_t lp;
+        mezz_level_probe(probe, &lv->lj, &lp);
+        lv->missing = true;
+        lv->would_serve = mezz_job_on_level(srv->cfg, probe, &job->ij, &lp, &onl);
         return;
     }
     imgproc_probe_t lp;
@@ -586,10 +625,12 @@ static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgpr
     job->ij = onl;
     *probe = lp;
     job->from_level = true;
-    store_cache_touch(lpath, &sb); /* a level in use stays in the cache */
+    store_cache_touch(lv->path, &sb); /* a level in use stays in the cache */
 }
 
-static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
+/* Handles a derived request; @p waited: it has waited for its original's level already
+ * (it is not made to wait again, nor makes a level). */
+static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, bool waited)
 {
     const cfg_t *cfg = srv->cfg;
     if (rt->preset[0] != '\0') {
@@ -656,7 +697,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
         job_free(job), free(w);
         return;
     }
-    atomic_fetch_add_explicit(&srv->metrics->cache_misses, 1, memory_order_relaxed);
+    if (!waited) /* counted once per request */
+        atomic_fetch_add_explicit(&srv->metrics->cache_misses, 1, memory_order_relaxed);
 
     /* the source is opened once: probed here, decoded from the same descriptor later */
     if ((job->src_fd = open(job->src, O_RDONLY | O_CLOEXEC)) < 0 ||
@@ -730,9 +772,9 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
     }
     job->srv = srv;
     job->opts = srv->imgopts;
-    imgproc_job_t want_level; /* the level job to submit after this one, if not CONVERT */
     imgproc_probe_t orig = probe;
-    from_level(srv, rt->stem, job, &probe, &want_level); /* may switch the source to the level */
+    level_t lv;
+    from_level(srv, rt->stem, job, &probe, &lv); /* may switch the source to the level */
     /* (jobmeter_scaled: a test-only knob that makes estimates too low; identity otherwise) */
     job->super.estimate = jobmeter_scaled(srv->metrics->meter, imgproc_estimate(&probe, &job->ij));
     job->super.run = job_run;
@@ -771,6 +813,35 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
         h2o_linklist_insert(&l->waiters, &w->link);
         return;
     }
+    /* The original's level is not made yet. It is made once a second size of the original
+     * is asked for (a result on disk, or a miss submitted before), and every request it
+     * will serve waits for it meanwhile, so that none of them decodes the original: they
+     * are handled again when it is made (on_derive_messages). A level that failed is not
+     * tried again for this original. */
+    bool want_level = false;
+    if (lv.missing && !waited && !path_mark(srv->level_failed, lv.path, false)) {
+        derive_job_t *lvl = map_find(srv, lv.path);
+        want_level = lvl == NULL && (path_mark(srv->first_miss, lv.path, true) || lv.seen);
+        if (lv.would_serve) {
+            if (want_level)
+                lvl = make_level(srv, rt->stem, job, &orig, &lv);
+            want_level = false;
+            if (lvl != NULL) {
+                w->rt = rt;
+                w->redo = true;
+                lvl->waited_on = true;
+                w->job = lvl;
+                w->next = lvl->waiters;
+                lvl->waiters = w;
+                pthread_mutex_unlock(&srv->coalesce_mu);
+                job_free(job);
+                atomic_fetch_add_explicit(&srv->metrics->mezz_waited, 1, memory_order_relaxed);
+                srv__set_env(req, "TG_ADMISSION", "level-wait");
+                h2o_linklist_insert(&l->waiters, &w->link);
+                return;
+            }
+        }
+    }
     job->submitted_ms = w->joined_ms;
     job->waiters = w;
     w->job = job;
@@ -789,8 +860,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt)
             return;
         }
     }
-    if (want_level.op != IMGPROC_OP_CONVERT)
-        make_level(srv, rt->stem, job, &orig, &want_level);
+    if (want_level)
+        make_level(srv, rt->stem, job, &orig, &lv);
     pthread_mutex_unlock(&srv->coalesce_mu);
     srv__set_env(req, "TG_ADMISSION", queued ? "queued" : "admitted");
     h2o_linklist_insert(&l->waiters, &w->link);
@@ -881,7 +952,7 @@ static int on_req(h2o_handler_t *_self, h2o_req_t *req)
                       ROUTE_DIM_MAX, ROUTE_DPR_MAX);
         return 0;
     }
-    handle_derive(srv, req, rt);
+    handle_derive(srv, req, rt, false);
     return 0;
 }
 

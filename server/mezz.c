@@ -33,6 +33,21 @@ bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t
     return true;
 }
 
+void mezz_level_probe(const imgproc_probe_t *orig, const imgproc_job_t *lj, imgproc_probe_t *lvl)
+{
+    uint32_t w, h;
+    imgproc_output_dims(orig, lj, &w, &h);
+    *lvl = (imgproc_probe_t){.fmt = IMGPROC_FMT_JPEG,
+                             .width = w,
+                             .height = h,
+                             .bands = orig->bands < 3 ? 1 : 3,
+                             .bit_depth = 8,
+                             .pages = 1,
+                             .orientation = 1,
+                             .chroma_h = 2,
+                             .chroma_v = 2};
+}
+
 static bool gives(const imgproc_probe_t *lvl, const imgproc_job_t *j, uint32_t ow, uint32_t oh)
 {
     imgproc_err_t err;

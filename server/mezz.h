@@ -23,6 +23,12 @@ void mezz_variant(const cfg_t *cfg, char *out, size_t outlen);
  *  original (fit inside size x size, JPEG; op and box only: the caller sets the rest). */
 bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t *job);
 
+/** The probe the level of @p orig will have once @p lj (from mezz_level_job) has made it:
+ *  an upright 8-bit JPEG of lj's output size, grey or sRGB. For deciding, before the level
+ *  exists, whether it will serve a request (mezz_job_on_level); the level's own probe
+ *  decides again when the request is made from it. */
+void mezz_level_probe(const imgproc_probe_t *orig, const imgproc_job_t *lj, imgproc_probe_t *lvl);
+
 /** True when the level probed as @p lvl may serve @p req (a job on the original @p orig):
  *  not a conversion, and the level at least mezzanine.k times the output's scale on both
  *  axes. Then @p out is the job to run on the level, whose output dimensions are exactly

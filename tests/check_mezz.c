@@ -1,12 +1,14 @@
 /* Tests of the mezzanine levels (server/mezz.c and their use in server/derive.c): which
  * originals get one, that a job on the level has exactly the original's output dimensions
  * (a grid of sizes, modes and orientations), and, against the real binary beside a second
- * one with levels off: the level is made after a second size, used for the outputs it is
- * k times larger than and not for the others, estimated from its own probe, within 45 dB
+ * one with levels off: the level is made on a second size, which waits for it (as do all
+ * sizes asked for meanwhile: none decodes the original), used for the outputs it is k
+ * times larger than and not for the others, estimated from its own probe, within 45 dB
  * PSNR of the direct result for every mode and output format, and gone when the original
  * is replaced or deleted. */
 #include <check.h>
 #include <glob.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +312,42 @@ static void compare_modes(const char *stem)
     }
 }
 
+/* The level of @p stem on S, probed from its file: it has the size and orientation
+ * mezz_level_probe() predicts from the original @p orig (what requests wait on). */
+static void expect_predicted_level(const char *stem, const imgproc_probe_t *orig)
+{
+    char pat[400];
+    snprintf(pat, sizeof(pat), "%s/cache/%s@/*/@level-*", S.root, stem);
+    glob_t g;
+    ck_assert_int_eq(glob(pat, 0, NULL, &g), 0);
+    ck_assert_uint_eq(g.gl_pathc, 1);
+    imgproc_probe_t real, want;
+    imgproc_err_t err;
+    ck_assert_int_eq(imgproc_probe_file(g.gl_pathv[0], &real, &err), 0);
+    globfree(&g);
+    cfg_t c = mcfg();
+    imgproc_job_t lj;
+    ck_assert(mezz_level_job(&c, orig, &lj));
+    mezz_level_probe(orig, &lj, &want);
+    ck_assert_msg(real.width == want.width && real.height == want.height &&
+                      real.orientation == want.orientation && real.fmt == want.fmt,
+                  "level %ux%u (orientation %u), predicted %ux%u", real.width, real.height,
+                  real.orientation, want.width, want.height);
+}
+
+/* A second size of an original waits for its level and is made from it. */
+static void expect_waited_for_level(const char *path)
+{
+    double used = tg_metric(&S, "thumbgate_mezzanine_used_total");
+    double waited = tg_metric(&S, "thumbgate_mezzanine_waited_total");
+    VipsImage *lv = get_image(&S, path), *dir = get_image(&D, path);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), waited + 1);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), used + 1);
+    ck_assert(lv->Xsize == dir->Xsize && lv->Ysize == dir->Ysize);
+    g_object_unref(lv);
+    g_object_unref(dir);
+}
+
 static void expect_not_from_level(const char *path)
 {
     double used = tg_metric(&S, "thumbgate_mezzanine_used_total");
@@ -342,23 +380,29 @@ START_TEST(test_mezz_psnr_every_mode_and_format)
     ck_assert_uint_eq(p.orientation, 6);
     put_both("/rot.jpg", buf, len);
     g_free(buf);
+    imgproc_probe_t rot_probe = p;
     /* an opaque 8-bit PNG */
     ck_assert_int_eq(vips_image_write_to_buffer(im, ".png", &buf, &len, NULL), 0);
+    imgproc_probe_t flat_probe;
+    ck_assert_int_eq(imgproc_probe_buf(buf, len, &flat_probe, &err), 0);
     put_both("/flat.png", buf, len);
     g_free(buf);
     g_object_unref(o6);
     g_object_unref(im);
 
-    /* one size makes no level; a second one does (as its own job, after that request's) */
+    /* one size makes no level (it is made from the original); a second one makes it and
+     * waits for it */
     const char *first[] = {"/rot_100x100.jpg", "/flat_100x100.jpg"};
     for (int i = 0; i < 2; i++)
-        g_object_unref(get_image(&S, first[i]));
+        expect_not_from_level(first[i]);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 0);
-    expect_not_from_level("/rot_120x120.jpg");
-    expect_not_from_level("/flat_120x120.jpg");
-    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 2, 120000));
+    expect_waited_for_level("/rot_120x120.jpg");
+    expect_waited_for_level("/flat_120x120.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 2);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 2);
     ck_assert_int_gt(tg_metric(&S, "thumbgate_mezzanine_bytes"), 0);
+    expect_predicted_level("rot", &rot_probe);
+    expect_predicted_level("flat", &flat_probe);
 
     compare_modes("rot");
     compare_modes("flat");
@@ -428,6 +472,121 @@ START_TEST(test_mezz_level_goes_with_its_original)
 }
 END_TEST
 
+/* GET @p path on a connection of its own that the server closes after the answer. */
+static int send_get_close(const char *path)
+{
+    char req[300];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                     path);
+    int fd = tg_connect(&S);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, req, (size_t)n), n);
+    return fd;
+}
+
+static void get_ok(const char *path)
+{
+    tg_resp_t r;
+    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld", path, r.status);
+    tg_resp_free(&r);
+}
+
+START_TEST(test_mezz_sizes_wait_for_the_level)
+{
+    tg_start(&S, NULL, NULL);
+    size_t len;
+    void *a = tg_image(2400, 1600, 3, "jpg", &len);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/w.jpg", a, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    ck_assert_int_eq(tg_http(&S, "PUT", "/v.jpg", a, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    g_free(a);
+
+    /* the first size: from the original, no level */
+    get_ok("/w_100x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 0);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), 0);
+
+    /* eight more at once: one level is made, and every one of them is made from it (it
+     * waited for the level, or came after it was made): none decodes the original */
+    enum { N = 8 };
+    int fds[N];
+    char path[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(path, sizeof(path), "/w_%dx.jpg", 110 + 10 * i);
+        fds[i] = send_get_close(path);
+    }
+    static char buf[1 << 20];
+    for (int i = 0; i < N; i++) {
+        size_t n = tg_read_all(fds[i], buf, sizeof(buf), 60000);
+        close(fds[i]);
+        ck_assert_msg(n > 12 && strncmp(buf, "HTTP/1.1 200", 12) == 0, "size %d: %.40s",
+                      110 + 10 * i, buf);
+        const char *body = strstr(buf, "\r\n\r\n");
+        ck_assert_ptr_nonnull(body);
+        int w, h;
+        ck_assert(tg_dims(body + 4, n - (size_t)(body + 4 - buf), &w, &h));
+        ck_assert_int_eq(w, 110 + 10 * i);
+    }
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 1);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), N);
+    double waited = tg_metric(&S, "thumbgate_mezzanine_waited_total");
+    ck_assert(waited >= 1 && waited <= N);
+
+    /* an output the level is not k times larger than neither waits nor uses it */
+    get_ok("/w_900x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), N);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), waited);
+
+    /* a client that leaves while it waits for the level: answered (499, in the tick); the
+     * level job leaves the queue with it unless it has started (nobody is decoded for),
+     * and the next size makes it (or finds it made) and is made from it */
+    get_ok("/v_100x.jpg");
+    int fd = send_get_close("/v_120x.jpg");
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_waited_total", waited + 1, 30000));
+    close(fd);
+    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1,
+                             30000) ||
+              tg_metric(&S, "thumbgate_mezzanine_made_total") == 2);
+    get_ok("/v_130x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 2);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), N + 1);
+    if (getenv("THUMBGATE_SANITIZED") == NULL)
+        ck_assert_int_eq(tg_metric(&S, "thumbgate_estimate_under_total"), 0);
+}
+END_TEST
+
+static void expect_timeout(const char *path)
+{
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "GET", path, NULL, 0, NULL, &r), 503);
+    ck_assert_msg(strstr(r.body, "\"error\":\"job_timeout\"") != NULL, "%s: %s", path, r.body);
+    tg_resp_free(&r);
+}
+
+START_TEST(test_mezz_failed_level_is_tried_once)
+{
+    /* a job deadline no decode of this 3000x3000 noise PNG meets: the level job fails as the
+     * requests do. The request that waited for it is then made from the original (and
+     * fails on its own deadline: an answer, not a hang), and later sizes do not try the
+     * level again. */
+    const char *env[] = {"THUMBGATE_MEMORY_JOB_TIMEOUT=50ms", "THUMBGATE_WORKERS=1", NULL};
+    tg_start(&S, env, NULL);
+    tg_put_image(&S, "/slow.png", 3000, 3000, "png");
+    expect_timeout("/slow_100x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 1);
+    expect_timeout("/slow_110x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), 1);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 3); /* level, request */
+    expect_timeout("/slow_120x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), 1);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 4);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 0);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), 0);
+}
+END_TEST
+
 Suite *mezz_suite(void); /* called by check_main.c */
 Suite *mezz_suite(void)
 {
@@ -442,6 +601,8 @@ Suite *mezz_suite(void)
     tcase_set_timeout(t, 300);
     tcase_add_test(t, test_mezz_psnr_every_mode_and_format);
     tcase_add_test(t, test_mezz_level_goes_with_its_original);
+    tcase_add_test(t, test_mezz_sizes_wait_for_the_level);
+    tcase_add_test(t, test_mezz_failed_level_is_tried_once);
     suite_add_tcase(s, t);
     return s;
 }
