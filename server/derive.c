@@ -628,6 +628,22 @@ static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgpr
     store_cache_touch(lv->path, &sb); /* a level in use stays in the cache */
 }
 
+/* The request of @p w waits for @p target (an identical job, or its original's level)
+ * instead of running @p own, which is freed; @p counter counts it. Called with coalesce_mu
+ * held, which it releases. */
+static void join_job(derive_t *srv, struct derive_loop *l, waiter_t *w, derive_job_t *target,
+                     derive_job_t *own, _Atomic uint64_t *counter, const char *admission)
+{
+    w->job = target;
+    w->next = target->waiters;
+    target->waiters = w;
+    pthread_mutex_unlock(&srv->coalesce_mu);
+    job_free(own);
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+    srv__set_env(w->req, "TG_ADMISSION", admission);
+    h2o_linklist_insert(&l->waiters, &w->link);
+}
+
 /* Handles a derived request; @p waited: it has waited for its original's level already
  * (it is not made to wait again, nor makes a level). */
 static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, bool waited)
@@ -803,14 +819,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, bool waite
     }
     if (same != NULL) {
         /* an identical job is waiting or running: share its result */
-        w->job = same;
-        w->next = same->waiters;
-        same->waiters = w;
-        pthread_mutex_unlock(&srv->coalesce_mu);
-        job_free(job);
-        atomic_fetch_add_explicit(&srv->metrics->coalesced, 1, memory_order_relaxed);
-        srv__set_env(req, "TG_ADMISSION", "coalesced");
-        h2o_linklist_insert(&l->waiters, &w->link);
+        join_job(srv, l, w, same, job, &srv->metrics->coalesced, "coalesced");
         return;
     }
     /* The original's level is not made yet. It is made once a second size of the original
@@ -830,14 +839,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, bool waite
                 w->rt = rt;
                 w->redo = true;
                 lvl->waited_on = true;
-                w->job = lvl;
-                w->next = lvl->waiters;
-                lvl->waiters = w;
-                pthread_mutex_unlock(&srv->coalesce_mu);
-                job_free(job);
-                atomic_fetch_add_explicit(&srv->metrics->mezz_waited, 1, memory_order_relaxed);
-                srv__set_env(req, "TG_ADMISSION", "level-wait");
-                h2o_linklist_insert(&l->waiters, &w->link);
+                join_job(srv, l, w, lvl, job, &srv->metrics->mezz_waited, "level-wait");
                 return;
             }
         }

@@ -476,8 +476,8 @@ END_TEST
 static int send_get_close(const char *path)
 {
     char req[300];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                     path);
+    int n =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
     int fd = tg_connect(&S);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(write(fd, req, (size_t)n), n);
@@ -494,14 +494,8 @@ static void get_ok(const char *path)
 START_TEST(test_mezz_sizes_wait_for_the_level)
 {
     tg_start(&S, NULL, NULL);
-    size_t len;
-    void *a = tg_image(2400, 1600, 3, "jpg", &len);
-    tg_resp_t r;
-    ck_assert_int_eq(tg_http(&S, "PUT", "/w.jpg", a, len, NULL, &r), 201);
-    tg_resp_free(&r);
-    ck_assert_int_eq(tg_http(&S, "PUT", "/v.jpg", a, len, NULL, &r), 201);
-    tg_resp_free(&r);
-    g_free(a);
+    tg_put_image(&S, "/w.jpg", 2400, 1600, "jpg");
+    tg_put_image(&S, "/v.jpg", 2400, 1600, "jpg");
 
     /* the first size: from the original, no level */
     get_ok("/w_100x.jpg");
@@ -546,9 +540,9 @@ START_TEST(test_mezz_sizes_wait_for_the_level)
     int fd = send_get_close("/v_120x.jpg");
     ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_waited_total", waited + 1, 30000));
     close(fd);
-    ck_assert(tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1,
-                             30000) ||
-              tg_metric(&S, "thumbgate_mezzanine_made_total") == 2);
+    ck_assert(
+        tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 30000) ||
+        tg_metric(&S, "thumbgate_mezzanine_made_total") == 2);
     get_ok("/v_130x.jpg");
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 2);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), N + 1);
