@@ -106,6 +106,7 @@ typedef struct waiter {
     h2o_linklist_t link; /* in loop->waiters; loop-owned */
     struct waiter *next; /* in job->waiters; under coalesce_mu */
     route_t *rt;         /* the request's route, in its pool */
+    int64_t level_ms;    /* how long it waited for its original's level before; -1: not */
     bool redo;           /* waits for its original's level: handled again once it is made */
     uint64_t joined_ms;
     char result[STORE_PATH_MAX]; /* the cache path this request is served from */
@@ -333,7 +334,7 @@ static void job_expire(adm_job_t *_job)
     pthread_mutex_unlock(&srv->coalesce_mu);
 }
 
-static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, bool waited);
+static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t level_ms);
 
 /* Completions of derive jobs, on the loop of each waiting request. A request that waited
  * for its original's level is handled again, once: from the level when it was made, else
@@ -350,14 +351,19 @@ static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *m
         if (w->redo) {
             derive_t *srv = w->loop->srv;
             route_t *rt = w->rt;
+            int64_t level_ms = (int64_t)(adm_now_ms() - w->joined_ms);
             free(w);
-            handle_derive(srv, req, rt, true);
+            handle_derive(srv, req, rt, level_ms);
             continue;
         }
-        srv__set_env(req, "TG_WAIT_MS", "%" PRIu64, w->wait_ms);
-        char st[96];
-        snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms,
-                 w->work_ms);
+        /* the wait for the level, if any, is part of the request's wait */
+        srv__set_env(req, "TG_WAIT_MS", "%" PRIu64,
+                     (w->level_ms > 0 ? (uint64_t)w->level_ms : 0) + w->wait_ms);
+        char st[128];
+        int n = snprintf(st, sizeof(st), "queue;dur=%" PRIu64 ", work;dur=%" PRIu64, w->wait_ms,
+                         w->work_ms);
+        if (w->level_ms >= 0 && n > 0 && (size_t)n < sizeof(st))
+            snprintf(st + n, sizeof(st) - (size_t)n, ", level;dur=%" PRId64, w->level_ms);
         srv__add_header(req, "server-timing", st);
         if (w->out.ok) {
             if (!srv__serve_result(req, w->result, IMGPROC_FMT_UNKNOWN, NULL))
@@ -644,10 +650,11 @@ static void join_job(derive_t *srv, struct derive_loop *l, waiter_t *w, derive_j
     h2o_linklist_insert(&l->waiters, &w->link);
 }
 
-/* Handles a derived request; @p waited: it has waited for its original's level already
- * (it is not made to wait again, nor makes a level). */
-static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, bool waited)
+/* Handles a derived request; @p level_ms >= 0: it has waited that long for its original's
+ * level already (it is not made to wait again, nor makes a level); -1: it has not. */
+static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t level_ms)
 {
+    bool waited = level_ms >= 0;
     const cfg_t *cfg = srv->cfg;
     if (rt->preset[0] != '\0') {
         int pe = preset_job(cfg, rt->preset, &rt->job, rt->variant, sizeof(rt->variant));
@@ -802,6 +809,7 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, bool waite
     w->req = req;
     w->fd = srv__req_fd(req);
     w->joined_ms = adm_now_ms();
+    w->level_ms = level_ms;
     snprintf(w->result, sizeof(w->result), "%s", job->cache_path);
 
     pthread_mutex_lock(&srv->coalesce_mu);
@@ -954,7 +962,7 @@ static int on_req(h2o_handler_t *_self, h2o_req_t *req)
                       ROUTE_DIM_MAX, ROUTE_DPR_MAX);
         return 0;
     }
-    handle_derive(srv, req, rt, false);
+    handle_derive(srv, req, rt, -1);
     return 0;
 }
 

@@ -335,12 +335,22 @@ static void expect_predicted_level(const char *stem, const imgproc_probe_t *orig
                   real.orientation, want.width, want.height);
 }
 
-/* A second size of an original waits for its level and is made from it. */
+/* A second size of an original waits for its level and is made from it; its
+ * Server-Timing says how long it waited for the level. */
 static void expect_waited_for_level(const char *path)
 {
     double used = tg_metric(&S, "thumbgate_mezzanine_used_total");
     double waited = tg_metric(&S, "thumbgate_mezzanine_waited_total");
-    VipsImage *lv = get_image(&S, path), *dir = get_image(&D, path);
+    tg_resp_t r;
+    char timing[160];
+    ck_assert_int_eq(tg_http(&S, "GET", path, NULL, 0, NULL, &r), 200);
+    ck_assert(tg_header(&r, "server-timing", timing, sizeof(timing)));
+    ck_assert_msg(strstr(timing, "level;dur=") != NULL, "%s: server-timing %s", path, timing);
+    VipsImage *im = vips_image_new_from_buffer(r.body, r.len, "", NULL);
+    ck_assert_ptr_nonnull(im);
+    VipsImage *lv = vips_image_copy_memory(im), *dir = get_image(&D, path);
+    g_object_unref(im);
+    tg_resp_free(&r);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), waited + 1);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), used + 1);
     ck_assert(lv->Xsize == dir->Xsize && lv->Ysize == dir->Ysize);
