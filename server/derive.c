@@ -348,7 +348,8 @@ static void on_derive_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *m
         waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, msg, m);
         h2o_req_t *req = w->req;
         h2o_linklist_unlink(&w->link);
-        if (w->redo) {
+        /* (a level dropped because every client that waited for it left: answered 499) */
+        if (w->redo && !(w->out.domain == ERR_REQ && w->out.err == ERR_REQ_CLIENT_GONE)) {
             derive_t *srv = w->loop->srv;
             route_t *rt = w->rt;
             int64_t level_ms = (int64_t)(adm_now_ms() - w->joined_ms);
