@@ -676,8 +676,9 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t le
         return;
     }
     if (rt->auto_fmt) {
-        /* the answer depends on Accept: caches must key on it */
-        srv__add_header(req, "vary", "Accept");
+        /* the answer depends on Accept: caches must key on it (said once per response) */
+        if (!waited)
+            srv__add_header(req, "vary", "Accept");
         rt->job.out_fmt = negotiate(req);
     }
     derive_job_t *job = calloc(1, sizeof(*job));

@@ -556,6 +556,21 @@ START_TEST(test_mezz_sizes_wait_for_the_level)
     get_ok("/v_130x.jpg");
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 2);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), N + 1);
+    /* an .auto URL that waits for the level is handled twice: its response still says
+     * Vary: Accept once */
+    tg_put_image(&S, "/u.jpg", 2400, 1600, "jpg");
+    get_ok("/u_100x.jpg");
+    double w0 = tg_metric(&S, "thumbgate_mezzanine_waited_total");
+    fd = send_get_close("/u_120x.auto");
+    size_t n = tg_read_all(fd, buf, sizeof(buf), 60000);
+    close(fd);
+    ck_assert_msg(n > 12 && strncmp(buf, "HTTP/1.1 200", 12) == 0, "%.60s", buf);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), w0 + 1);
+    unsigned vary = 0;
+    for (const char *p = buf; (p = strcasestr(p, "\r\nvary:")) != NULL; p += 7)
+        vary++;
+    ck_assert_uint_eq(vary, 1);
+    ck_assert_ptr_nonnull(strcasestr(buf, "level;dur="));
     if (getenv("THUMBGATE_SANITIZED") == NULL)
         ck_assert_int_eq(tg_metric(&S, "thumbgate_estimate_under_total"), 0);
 }
