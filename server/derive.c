@@ -46,9 +46,12 @@ typedef struct {
     pthread_mutex_t coalesce_mu;
     /* in-flight jobs by cache path (coalescing), zeroed with the handler; under coalesce_mu */
     derive_job_t *jobs[JOBMAP_BUCKETS];
-    /* originals (path_mark) with a derived miss submitted, and those whose level job
-     * failed (it is not tried again); under coalesce_mu */
-    uint64_t first_miss[PATH_MARKS], level_failed[PATH_MARKS];
+    /* originals with a derived miss submitted (other_size_missed), and those whose level
+     * job failed (path_mark: it is not tried again); under coalesce_mu */
+    struct first_miss {
+        uint64_t level, result; /* hashes of the level's path and of the first miss's */
+    } first_miss[PATH_MARKS];
+    uint64_t level_failed[PATH_MARKS];
 } derive_t;
 
 /* Cached hits in one lookup: each loop remembers, for the URLs it last answered from the
@@ -124,9 +127,9 @@ struct derive_job {
     char what[ROUTE_KEY_MAX + 64]; /* "<stem> <variant>" for the flight recorder */
     imgproc_job_t ij;
     const imgproc_opts_t *opts;
-    bool level;      /* makes a mezzanine level (mezz.h); its waiters are redo waiters */
-    bool waited_on;  /* a level some request waited for: made only while one still does */
-    bool from_level; /* decodes the mezzanine level instead of the original */
+    bool level;       /* makes a mezzanine level (mezz.h); its waiters are redo waiters */
+    bool for_waiters; /* a level made for requests that wait for it: dropped if they all leave */
+    bool from_level;  /* decodes the mezzanine level instead of the original */
     waiter_t *waiters;
     derive_job_t *map_next;
     uint64_t submitted_ms;
@@ -178,12 +181,30 @@ static void map_remove(derive_t *srv, derive_job_t *job)
  * level one size early, or skips one. */
 static bool path_mark(uint64_t *table, const char *path, bool set)
 {
-    uint64_t h = (uint64_t)fnv1a(path, strlen(path)) | 1;
+    uint64_t h = (uint64_t)fnv1a(path, strlen(path));
     uint64_t *slot = &table[h % PATH_MARKS];
+    h |= 1; /* never 0 */
     bool was = *slot == h;
     if (set)
         *slot = h;
     return was;
+}
+
+/* True when a miss of another result of the original whose level is @p lpath was
+ * submitted before this one (of @p result); the first one is remembered. The same URL
+ * asked again (after a refusal, an expiry or a client that left) is not another size. */
+static bool other_size_missed(derive_t *srv, const char *lpath, const char *result)
+{
+    uint64_t h = (uint64_t)fnv1a(lpath, strlen(lpath));
+    uint64_t r = (uint64_t)fnv1a(result, strlen(result));
+    struct first_miss *m = &srv->first_miss[h % PATH_MARKS];
+    h |= 1; /* never 0 */
+    if (m->level != h) {
+        m->level = h;
+        m->result = r;
+        return false;
+    }
+    return m->result != r;
 }
 
 /* Posts the outcome to every waiter and frees the job. Called with coalesce_mu held. */
@@ -268,7 +289,7 @@ static void job_run(adm_job_t *_job)
     bool anyone = false;
     for (waiter_t *w = job->waiters; w; w = w->next)
         anyone |= !srv__client_gone_fd(w->fd);
-    anyone |= job->level && !job->waited_on; /* made after a size it does not serve */
+    anyone |= job->level && !job->for_waiters; /* made after a size it does not serve */
     if (!anyone) {
         /* every client went away while the job waited: do not decode for nobody */
         atomic_fetch_add_explicit(&srv->metrics->jobs_dropped_gone, 1, memory_order_relaxed);
@@ -406,7 +427,8 @@ static void drop_gone(struct derive_loop *l)
         w->job = NULL;
         /* the last waiter of a job that has not started takes it out of the queue (a
          * level too: the next size of its original asks for it again) */
-        if (job->waiters == NULL && !job->started && adm_cancel(srv->gate, &job->super)) {
+        if (job->waiters == NULL && !job->started && (!job->level || job->for_waiters) &&
+            adm_cancel(srv->gate, &job->super)) {
             map_remove(srv, job);
             job_free(job);
         }
@@ -656,6 +678,8 @@ static void join_job(derive_t *srv, struct derive_loop *l, waiter_t *w, derive_j
 static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t level_ms)
 {
     bool waited = level_ms >= 0;
+    if (waited) /* the wait for the level is this request's, whatever answers it */
+        srv__set_env(req, "TG_WAIT_MS", "%" PRId64, level_ms);
     const cfg_t *cfg = srv->cfg;
     if (rt->preset[0] != '\0') {
         int pe = preset_job(cfg, rt->preset, &rt->job, rt->variant, sizeof(rt->variant));
@@ -717,7 +741,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t le
         if (!rt->auto_fmt)
             hit_remember(srv, req, job->cache_path, rt->job.out_fmt, epoch);
         store_cache_touch(job->cache_path, &sb);
-        atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
+        if (!waited) /* a request handled again was counted as a miss */
+            atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
         job_free(job), free(w);
         return;
@@ -819,7 +844,8 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t le
     if (same == NULL && access(job->cache_path, F_OK) == 0) {
         /* an identical job finished between our cache miss and now: serve its result */
         pthread_mutex_unlock(&srv->coalesce_mu);
-        atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
+        if (!waited)
+            atomic_fetch_add_explicit(&srv->metrics->cache_hits, 1, memory_order_relaxed);
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
         if (!srv__serve_result(req, job->cache_path, rt->job.out_fmt, NULL))
             srv__send_err(req, ERR_REQ, ERR_REQ_RESULT_EVICTED,
@@ -840,15 +866,14 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t le
     bool want_level = false;
     if (lv.missing && !waited && !path_mark(srv->level_failed, lv.path, false)) {
         derive_job_t *lvl = map_find(srv, lv.path);
-        want_level = lvl == NULL && (path_mark(srv->first_miss, lv.path, true) || lv.seen);
+        want_level = lvl == NULL && (other_size_missed(srv, lv.path, job->cache_path) || lv.seen);
         if (lv.would_serve) {
-            if (want_level)
-                lvl = make_level(srv, rt->stem, job, &orig, &lv);
+            if (want_level && (lvl = make_level(srv, rt->stem, job, &orig, &lv)) != NULL)
+                lvl->for_waiters = true;
             want_level = false;
             if (lvl != NULL) {
                 w->rt = rt;
                 w->redo = true;
-                lvl->waited_on = true;
                 join_job(srv, l, w, lvl, job, &srv->metrics->mezz_waited, "level-wait");
                 return;
             }

@@ -589,18 +589,22 @@ START_TEST(test_mezz_failed_level_is_tried_once)
     /* a job deadline no decode of this 3000x3000 noise PNG meets: the level job fails as the
      * requests do. The request that waited for it is then made from the original (and
      * fails on its own deadline: an answer, not a hang), and later sizes do not try the
-     * level again. */
+     * level again. The same URL asked twice is one size, not two. */
     const char *env[] = {"THUMBGATE_MEMORY_JOB_TIMEOUT=50ms", "THUMBGATE_WORKERS=1", NULL};
     tg_start(&S, env, NULL);
     tg_put_image(&S, "/slow.png", 3000, 3000, "png");
     expect_timeout("/slow_100x.jpg");
     ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 1);
+    /* the same URL again is not a second size: no level */
+    expect_timeout("/slow_100x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 2);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), 0);
     expect_timeout("/slow_110x.jpg");
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), 1);
-    ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 3); /* level, request */
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 4); /* level, request */
     expect_timeout("/slow_120x.jpg");
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), 1);
-    ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 4);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), 5);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 0);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), 0);
 }
