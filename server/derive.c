@@ -28,8 +28,8 @@
 #include "server/route.h"
 
 #define JOBMAP_BUCKETS 1024
-/* slots of the tables of originals kept by the hash of their level's cache path */
-#define PATH_MARKS 1024
+/* slots of the table of originals whose level is not made yet (struct level_mark) */
+#define LEVEL_MARKS 1024
 
 typedef struct derive_job derive_job_t;
 
@@ -46,12 +46,13 @@ typedef struct {
     pthread_mutex_t coalesce_mu;
     /* in-flight jobs by cache path (coalescing), zeroed with the handler; under coalesce_mu */
     derive_job_t *jobs[JOBMAP_BUCKETS];
-    /* originals with a derived miss submitted (other_size_missed), and those whose level
-     * job failed (path_mark: it is not tried again); under coalesce_mu */
-    struct first_miss {
-        uint64_t level, result; /* hashes of the level's path and of the first miss's */
-    } first_miss[PATH_MARKS];
-    uint64_t level_failed[PATH_MARKS];
+    /* what is known of originals whose level is not made yet (level_mark); under
+     * coalesce_mu */
+    struct level_mark {
+        uint64_t level; /* hash of the level's cache path (never 0; 0: an empty slot) */
+        uint64_t first; /* hash of the first derived miss's cache path, never 0 */
+        bool failed;    /* the level job failed on the image: not tried again */
+    } marks[LEVEL_MARKS];
 } derive_t;
 
 /* Cached hits in one lookup: each loop remembers, for the URLs it last answered from the
@@ -176,35 +177,17 @@ static void map_remove(derive_t *srv, derive_job_t *job)
         }
 }
 
-/* True when @p table (a direct-mapped table of PATH_MARKS hashes of level paths, 0 in an
- * empty slot) holds @p path; with @p set it does afterwards. A collision only makes a
- * level one size early, or skips one. */
-static bool path_mark(uint64_t *table, const char *path, bool set)
-{
-    uint64_t h = (uint64_t)fnv1a(path, strlen(path));
-    uint64_t *slot = &table[h % PATH_MARKS];
-    h |= 1; /* never 0 */
-    bool was = *slot == h;
-    if (set)
-        *slot = h;
-    return was;
-}
-
-/* True when a miss of another result of the original whose level is @p lpath was
- * submitted before this one (of @p result); the first one is remembered. The same URL
- * asked again (after a refusal, an expiry or a client that left) is not another size. */
-static bool other_size_missed(derive_t *srv, const char *lpath, const char *result)
+/* The mark of the original whose level's cache path is @p lpath, made (empty) when it has
+ * none; direct-mapped, so another original's may take its slot: a level is then made one
+ * size late, or tried again. Under coalesce_mu. */
+static struct level_mark *level_mark(derive_t *srv, const char *lpath)
 {
     uint64_t h = (uint64_t)fnv1a(lpath, strlen(lpath));
-    uint64_t r = (uint64_t)fnv1a(result, strlen(result));
-    struct first_miss *m = &srv->first_miss[h % PATH_MARKS];
-    h |= 1; /* never 0 */
-    if (m->level != h) {
-        m->level = h;
-        m->result = r;
-        return false;
-    }
-    return m->result != r;
+    struct level_mark *m = &srv->marks[h % LEVEL_MARKS];
+    h |= 1;
+    if (m->level != h)
+        *m = (struct level_mark){.level = h};
+    return m;
 }
 
 /* Posts the outcome to every waiter and frees the job. Called with coalesce_mu held. */
@@ -336,7 +319,7 @@ static void job_run(adm_job_t *_job)
     }
     pthread_mutex_lock(&srv->coalesce_mu);
     if (job->level && !out.ok && out.domain == ERR_IMGPROC) /* deadline, bad data: once */
-        path_mark(srv->level_failed, job->cache_path, true);
+        level_mark(srv, job->cache_path)->failed = true;
     post_all(job, &out, start - job->submitted_ms, end - start);
     pthread_mutex_unlock(&srv->coalesce_mu);
     /* everyone has their answer; a cache over its bound is trimmed off the job path */
@@ -859,18 +842,23 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t le
         return;
     }
     /* The original's level is not made yet. It is made once a second size of the original
-     * is asked for (a result on disk, or a miss submitted before), and every request it
-     * will serve waits for it meanwhile, so that none of them decodes the original: they
-     * are handled again when it is made (on_derive_messages). A level that failed is not
-     * tried again for this original. */
+     * is asked for (a result on disk, or a miss of another URL submitted before: the same
+     * URL asked again is not another size), and every request it will serve waits for it
+     * meanwhile, so that none of them decodes the original: they are handled again when it
+     * is made (on_derive_messages). A level that failed is not tried again. */
     bool want_level = false;
-    if (lv.missing && !waited && !path_mark(srv->level_failed, lv.path, false)) {
+    struct level_mark *m = lv.missing && !waited ? level_mark(srv, lv.path) : NULL;
+    if (m != NULL && !m->failed) {
+        uint64_t first = (uint64_t)fnv1a(job->cache_path, strlen(job->cache_path)) | 1;
+        if (m->first == 0)
+            m->first = first;
         derive_job_t *lvl = map_find(srv, lv.path);
-        want_level = lvl == NULL && (other_size_missed(srv, lv.path, job->cache_path) || lv.seen);
-        if (lv.would_serve) {
-            if (want_level && (lvl = make_level(srv, rt->stem, job, &orig, &lv)) != NULL)
+        bool make = lvl == NULL && (m->first != first || lv.seen);
+        if (!lv.would_serve) {
+            want_level = make; /* made after this request's own job */
+        } else {
+            if (make && (lvl = make_level(srv, rt->stem, job, &orig, &lv)) != NULL)
                 lvl->for_waiters = true;
-            want_level = false;
             if (lvl != NULL) {
                 w->rt = rt;
                 w->redo = true;
