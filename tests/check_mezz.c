@@ -576,6 +576,44 @@ START_TEST(test_mezz_sizes_wait_for_the_level)
 }
 END_TEST
 
+/* A level asked for by a size it does not serve (made after that size's own job) is made
+ * even when a request that joined it while it was queued leaves: the next sizes of the
+ * original want it, so it does not leave the queue with that client. */
+START_TEST(test_mezz_level_outlives_a_waiter_it_was_not_made_for)
+{
+    const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_TIMEOUT=60s", NULL};
+    tg_start(&S, env, NULL);
+    tg_put_image(&S, "/g.png", 3000, 3000, "png");
+    tg_put_image(&S, "/a.jpg", 2400, 1600, "jpg");
+    get_ok("/a_100x.jpg"); /* the first size */
+    /* a long job occupies the only worker, so what follows stays queued */
+    int busy = tg_send_get(&S, "/g.webp");
+    ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
+    /* 900 px is over what the level serves: its own job, then the level behind it */
+    int big = tg_send_get(&S, "/a_900x.jpg");
+    ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 2, 10000));
+    /* a size the level serves joins it, and its client leaves */
+    int fd = send_get_close("/a_120x.jpg");
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_waited_total", 1, 30000));
+    close(fd);
+    ck_assert(
+        tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 30000));
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_queue_length"), 2); /* the level stays */
+    char buf[512];
+    tg_read_all(busy, buf, sizeof(buf), 60000);
+    close(busy);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%.60s", buf);
+    tg_read_all(big, buf, sizeof(buf), 60000);
+    close(big);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%.60s", buf);
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 1, 60000));
+    /* the next size is made from it, without waiting */
+    get_ok("/a_130x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), 1);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), 1);
+}
+END_TEST
+
 static void expect_timeout(const char *path)
 {
     tg_resp_t r;
@@ -625,6 +663,7 @@ Suite *mezz_suite(void)
     tcase_add_test(t, test_mezz_psnr_every_mode_and_format);
     tcase_add_test(t, test_mezz_level_goes_with_its_original);
     tcase_add_test(t, test_mezz_sizes_wait_for_the_level);
+    tcase_add_test(t, test_mezz_level_outlives_a_waiter_it_was_not_made_for);
     tcase_add_test(t, test_mezz_failed_level_is_tried_once);
     suite_add_tcase(s, t);
     return s;
