@@ -136,13 +136,14 @@ static void on_close(void *data)
 }
 
 /* Answers straight on the socket (h2o has produced no response: it is still reading the
- * request) and shuts both directions, so h2o's next read sees the end and closes. */
+ * request) and shuts both directions, so h2o's next read sees the end and closes. Counted
+ * first: a client that has the answer finds it in /metrics. */
 static void refuse_fd(connguard_t *g, int fd, connguard_reason_t why, err_domain_t domain, int code,
                       const char *msg)
 {
+    atomic_fetch_add_explicit(&g->refused[why], 1, memory_order_relaxed);
     conns_answer(fd, domain, code, msg);
     shutdown(fd, SHUT_RDWR);
-    atomic_fetch_add_explicit(&g->refused[why], 1, memory_order_relaxed);
 }
 
 /* Whom to close when every connection is taken, so that a flood of connections that
@@ -244,12 +245,12 @@ bool connguard_accept(connguard_t *g, h2o_socket_t *sock, unsigned loop)
         bool head = g->loops[loop].victim_kind == V_SLOW;
         v->refused = true;
         int vfd = h2o_socket_get_fd(v->sock);
+        atomic_fetch_add_explicit(&g->refused[head ? CONNGUARD_R_SLOW : CONNGUARD_R_IDLE], 1,
+                                  memory_order_relaxed);
         if (head)
             conns_answer(vfd, ERR_REQ, ERR_REQ_TIMEOUT,
                          "the request head was too slow while the server was out of connections");
         shutdown(vfd, SHUT_RDWR);
-        atomic_fetch_add_explicit(&g->refused[head ? CONNGUARD_R_SLOW : CONNGUARD_R_IDLE], 1,
-                                  memory_order_relaxed);
         full = false;
     }
     if (full || (c = calloc(1, sizeof(*c))) == NULL) {
