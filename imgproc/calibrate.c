@@ -1185,7 +1185,9 @@ static int run_burst(const char *argv0, int n, const char *dir_arg)
  * the grid does. With --server, every K-th image also goes through a running thumbgate
  * (PUT, then one GET per job, one request at a time), and the server's peak over its RSS
  * before the request is held against the same estimate. Ends after M minutes or N cases
- * (whichever first) with a summary; exit 1 on any underestimate. */
+ * (whichever first) with a summary; exit 1 on any underestimate. Each run searches from a
+ * new seed (clock and pid) unless --seed S is given; the first line prints it, so a run
+ * that found something can be replayed. */
 
 typedef struct {
     uint64_t s;
@@ -1776,7 +1778,12 @@ static int run_attack(const char *argv0, const char *dir_arg, int jobs, double m
     }
     signal(SIGTERM, on_attack_signal);
     signal(SIGINT, on_attack_signal);
-    rng_t r = {seed ? seed : 0x9e3779b97f4a7c15ull};
+    /* without --seed, a new search every run (the seed is printed: --seed replays it) */
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    uint64_t fresh = ((uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec) ^
+                     ((uint64_t)getpid() * 0x9e3779b97f4a7c15ull);
+    rng_t r = {seed ? seed : fresh ? fresh : 0x9e3779b97f4a7c15ull};
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     fprintf(stderr, "attack: seed=%llu jobs=%d minutes=%.0f cases=%zu dir=%s server=%s\n",
