@@ -138,15 +138,10 @@ static gint64 src_pread(int fd, void *buf, size_t len, gint64 at)
     return k;
 }
 
-static gint64 on_src_read(VipsSourceCustom *source, void *buf, gint64 len, void *user)
+/* Up to @p len bytes at s->pos: from the buffer (refilled by one pread when the position
+ * is outside it and the read is short), or, for a long read, straight from the file. */
+static gint64 src_read_some(src_t *s, unsigned char *buf, gint64 len)
 {
-    src_t *s = user;
-    if (deadline_passed(s->dl)) {
-        vips_error("imgproc", "job deadline");
-        return -1;
-    }
-    if (len <= 0)
-        return 0;
     bool buffered = s->buf && s->pos >= s->buf_at && s->pos < s->buf_at + s->buf_len;
     if (!buffered && len < IMGPROC__SRC_BUF) {
         if (!s->buf && !(s->buf = malloc(IMGPROC__SRC_BUF)))
@@ -168,6 +163,29 @@ static gint64 on_src_read(VipsSourceCustom *source, void *buf, gint64 len, void 
         return -1;
     s->pos += k;
     return k;
+}
+
+/* A read is filled whole, up to the end of the file, as read(2) on a file would be:
+ * libvips 8.14's TIFF reader hands one vips_source_read() to libtiff, which takes a short
+ * count as a read error ("TIFFFillStrip: Read error"). A strip that straddled the buffer's
+ * end failed every TIFF thumbnail bigger than the buffer. */
+static gint64 on_src_read(VipsSourceCustom *source, void *buf, gint64 len, void *user)
+{
+    src_t *s = user;
+    if (deadline_passed(s->dl)) {
+        vips_error("imgproc", "job deadline");
+        return -1;
+    }
+    gint64 got = 0;
+    while (got < len) {
+        gint64 k = src_read_some(s, (unsigned char *)buf + got, len - got);
+        if (k < 0)
+            return -1;
+        if (k == 0)
+            break;
+        got += k;
+    }
+    return got;
 }
 
 static gint64 on_src_seek(VipsSourceCustom *source, gint64 offset, int whence, void *user)
