@@ -265,9 +265,8 @@ static int tiff_one_strip(VipsImage *img, const char *path)
     for (uint32_t k = 0; k < 4; k++)
         hdr[bits_at + 2 * k] = 8;
     FILE *f = fopen(path, "wb");
-    int rc = f && fwrite(hdr, 1, sizeof(hdr), f) == sizeof(hdr) && fwrite(px, 1, len, f) == len
-                 ? 0
-                 : -1;
+    int rc =
+        f && fwrite(hdr, 1, sizeof(hdr), f) == sizeof(hdr) && fwrite(px, 1, len, f) == len ? 0 : -1;
     if (f && fclose(f) != 0)
         rc = -1;
     g_free(px);
@@ -1245,7 +1244,7 @@ static void variant_caps(variant_t v, int *max_side, long *max_px)
     else if (v == V_GIF || v == V_GIF_ALPHA || v == V_HEIC || v == V_AVIF)
         *max_px = 12000000; /* generation time */
     if (v == V_HEIC || v == V_AVIF)
-        *max_side = 32768;
+        *max_side = 16384; /* libheif's limit: larger is refused at upload */
     if (v == V_GIF || v == V_GIF_ALPHA || v == V_GIF_ANIM10 || v == V_GIF_ANIM50)
         *max_side = 65535;
 }

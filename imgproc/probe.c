@@ -971,7 +971,9 @@ static int probe_tiff(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
 
 #define HEIF_MAX_BOXES 4096u
 #define HEIF_MAX_PROPS 1024u
-#define HEIF_MAX_DIM 32768u /* libheif 1.15 MAX_IMAGE_WIDTH / HEIGHT */
+/* Debian 12's libheif 1.15 decodes no side over 16384 ("Security limit exceeded: Image size
+ * 16385x2 exceeds the maximum image size 16384x16384"): such a file is refused at upload */
+#define HEIF_MAX_DIM 16384u
 
 typedef struct {
     uint64_t at, size; /* payload offset and length */
@@ -1090,7 +1092,8 @@ static int probe_heif(rd_t *r, imgproc_probe_t *out, imgproc_err_t *err)
     if (!found || w == 0 || h == 0)
         return imgproc__fail(err, IMGPROC_E_CORRUPT, "heif: no size for the primary image");
     if (w > HEIF_MAX_DIM || h > HEIF_MAX_DIM)
-        return imgproc__fail(err, IMGPROC_E_TOO_LARGE, "heif: %ux%u over %u", w, h, HEIF_MAX_DIM);
+        return imgproc__fail(err, IMGPROC_E_TOO_LARGE,
+                             "heif: %ux%u: libheif decodes no side over %u", w, h, HEIF_MAX_DIM);
     /* an alpha plane: an auxC property naming alpha anywhere in ipco (an auxiliary image) */
     for (uint32_t i = 1; i <= nprops; i++)
         if (box_at(r, props[i], ipco.at + ipco.size, &b) == 0 && memcmp(b.type, "auxC", 4) == 0 &&

@@ -268,7 +268,7 @@ START_TEST(test_formats_heif_bomb_is_413_before_decoding)
     size_t len;
     unsigned char *heic = tg_image(64, 48, 3, "heic", &len);
     /* every ispe (libheif writes one per property set) says 30000x30000: 900 MP, over
-     * limits.max_pixels */
+     * limits.max_pixels and over the 16384 a side libheif decodes */
     const unsigned char big[8] = {0, 0, 0x75, 0x30, 0, 0, 0x75, 0x30};
     unsigned n = 0;
     for (unsigned char *p = heic; (p = memmem(p, len - (size_t)(p - heic), "ispe", 4)); p += 4, n++)
@@ -277,6 +277,29 @@ START_TEST(test_formats_heif_bomb_is_413_before_decoding)
     expect_error("PUT", "/bomb/big.heic", heic, len, 413, "too_many_pixels");
     expect_error("GET", "/bomb/big.heic", NULL, 0, 404, "not_found");
     g_free(heic);
+}
+END_TEST
+
+START_TEST(test_formats_heif_side_over_libheifs_limit_is_413_at_upload)
+{
+    /* libheif 1.15 refuses to decode a side over 16384 ("Security limit exceeded"): such a
+     * file is refused when it is uploaded, not stored to fail every request later */
+    tg_start(&S, NULL, NULL);
+    size_t len;
+    unsigned char *wide = tg_image(16385, 2, 3, "heic[compression=av1]", &len);
+    tg_resp_t r;
+    ck_assert_int_eq(tg_http(&S, "PUT", "/side/wide.avif", wide, len, NULL, &r), 413);
+    ck_assert_msg(strstr(r.body, "\"error\":\"too_many_pixels\"") && strstr(r.body, "16384"), "%s",
+                  r.body);
+    tg_resp_free(&r);
+    expect_error("GET", "/side/wide.avif", NULL, 0, 404, "not_found");
+    g_free(wide);
+    /* the largest side libheif decodes is stored and served */
+    unsigned char *edge = tg_image(2, 16384, 3, "heic[compression=av1]", &len);
+    ck_assert_int_eq(tg_http(&S, "PUT", "/side/tall.avif", edge, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    expect_image("/side/tall_100x100.jpg", 1, 100, "image/jpeg");
+    g_free(edge);
 }
 END_TEST
 
@@ -376,6 +399,7 @@ Suite *formats_suite(void)
     tcase_add_test(t, test_formats_avif_jxl_gif_outputs);
     tcase_add_test(t, test_formats_animated_bomb_is_413_before_decoding);
     tcase_add_test(t, test_formats_heif_bomb_is_413_before_decoding);
+    tcase_add_test(t, test_formats_heif_side_over_libheifs_limit_is_413_at_upload);
     tcase_add_test(t, test_formats_animated_outputs_keep_every_frame);
     tcase_add_test(t, test_formats_animation_over_max_pixels_is_413_before_admission);
     tcase_add_test(t,
