@@ -196,7 +196,8 @@ format:
 # make calibrate-reduced small grid in seconds; fails on any underestimate (part of `test`)
 # make estimator-attack adversarial search of the estimator: random + hill-climbing cases in
 #                       fresh children, every 3rd image also through the running server;
-#                       ATTACK_FLAGS (default: 30 minutes, 2 at a time); exit 1 on any underestimate;
+#                       ATTACK_FLAGS (default: 30 minutes, 2 at a time); exit 1 on any underestimate
+#                       or failed job;
 #                       a new seed each run (printed; --seed S in ATTACK_FLAGS replays one)
 # make lazyfree-oom     lazily freed pages are taken by the kernel under a cgroup limit,
 #                       not OOM-killed (tests/lazyfree_oom.sh; root; part of `test`)
