@@ -853,9 +853,12 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t le
         if (m->first == 0)
             m->first = first;
         derive_job_t *lvl = map_find(srv, lv.path);
-        bool make = lvl == NULL && (m->first != first || lv.seen);
+        bool second = m->first != first || lv.seen;
+        bool make = lvl == NULL && second;
         if (!lv.would_serve) {
             want_level = make; /* made after this request's own job */
+            if (lvl != NULL && second)
+                lvl->for_waiters = false; /* now wanted by a size it does not serve */
         } else {
             if (make && (lvl = make_level(srv, rt->stem, job, &orig, &lv)) != NULL)
                 lvl->for_waiters = true;

@@ -614,6 +614,39 @@ START_TEST(test_mezz_level_outlives_a_waiter_it_was_not_made_for)
 }
 END_TEST
 
+START_TEST(test_mezz_level_made_for_waiters_stays_when_a_size_it_does_not_serve_wants_it)
+{
+    /* the mirror of the test above: the level is made for a waiter, a size it does not serve
+     * arrives (it would have asked for the level), then the waiter leaves */
+    const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_TIMEOUT=60s", NULL};
+    tg_start(&S, env, NULL);
+    tg_put_image(&S, "/g.png", 3000, 3000, "png");
+    tg_put_image(&S, "/a.jpg", 2400, 1600, "jpg");
+    get_ok("/a_100x.jpg"); /* the first size */
+    int busy = tg_send_get(&S, "/g.webp");
+    ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
+    int fd = send_get_close("/a_120x.jpg"); /* the level is made for it; it waits */
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_waited_total", 1, 30000));
+    ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
+    int big = tg_send_get(&S, "/a_900x.jpg"); /* over what the level serves: its own job */
+    ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 2, 10000));
+    close(fd);
+    ck_assert(
+        tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 30000));
+    ck_assert_double_eq(tg_metric(&S, "thumbgate_queue_length"), 2); /* the level stays */
+    char buf[512];
+    tg_read_all(busy, buf, sizeof(buf), 60000);
+    close(busy);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%.60s", buf);
+    tg_read_all(big, buf, sizeof(buf), 60000);
+    close(big);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%.60s", buf);
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 1, 60000));
+    get_ok("/a_130x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), 1);
+}
+END_TEST
+
 static void expect_timeout(const char *path)
 {
     tg_resp_t r;
@@ -664,6 +697,8 @@ Suite *mezz_suite(void)
     tcase_add_test(t, test_mezz_level_goes_with_its_original);
     tcase_add_test(t, test_mezz_sizes_wait_for_the_level);
     tcase_add_test(t, test_mezz_level_outlives_a_waiter_it_was_not_made_for);
+    tcase_add_test(t,
+                   test_mezz_level_made_for_waiters_stays_when_a_size_it_does_not_serve_wants_it);
     tcase_add_test(t, test_mezz_failed_level_is_tried_once);
     suite_add_tcase(s, t);
     return s;
