@@ -576,25 +576,34 @@ START_TEST(test_mezz_sizes_wait_for_the_level)
 }
 END_TEST
 
-/* A level asked for by a size it does not serve (made after that size's own job) is made
- * even when a request that joined it while it was queued leaves: the next sizes of the
- * original want it, so it does not leave the queue with that client. */
-START_TEST(test_mezz_level_outlives_a_waiter_it_was_not_made_for)
+/* A level a size it does not serve wants (made after that size's own job, or made before
+ * for waiters) is made even when a request that waits for it leaves: the next sizes of the
+ * original want it, so it does not leave the queue with that client.
+ * One worker is kept busy by a long job on another original, so what follows stays queued:
+ * a 900 px size (over what the level serves: its own job, and it wants the level) and a
+ * 120 px size that waits for the level, in the order @p waiter_first says. The waiter's
+ * client then leaves: the level must stay queued, be made, and serve the next size. */
+static void level_stays_when_its_waiter_leaves(bool waiter_first)
 {
     const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_TIMEOUT=60s", NULL};
     tg_start(&S, env, NULL);
     tg_put_image(&S, "/g.png", 3000, 3000, "png");
     tg_put_image(&S, "/a.jpg", 2400, 1600, "jpg");
     get_ok("/a_100x.jpg"); /* the first size */
-    /* a long job occupies the only worker, so what follows stays queued */
     int busy = tg_send_get(&S, "/g.webp");
     ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
-    /* 900 px is over what the level serves: its own job, then the level behind it */
-    int big = tg_send_get(&S, "/a_900x.jpg");
-    ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 2, 10000));
-    /* a size the level serves joins it, and its client leaves */
+    int big = -1;
+    if (!waiter_first) { /* its own job, then the level behind it */
+        big = tg_send_get(&S, "/a_900x.jpg");
+        ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 2, 10000));
+    }
     int fd = send_get_close("/a_120x.jpg");
     ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_waited_total", 1, 30000));
+    if (waiter_first) { /* the level was made for the waiter; now a size wants it */
+        ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
+        big = tg_send_get(&S, "/a_900x.jpg");
+        ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 2, 10000));
+    }
     close(fd);
     ck_assert(
         tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 30000));
@@ -612,38 +621,16 @@ START_TEST(test_mezz_level_outlives_a_waiter_it_was_not_made_for)
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), 1);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), 1);
 }
+
+START_TEST(test_mezz_level_outlives_a_waiter_it_was_not_made_for)
+{
+    level_stays_when_its_waiter_leaves(false);
+}
 END_TEST
 
 START_TEST(test_mezz_level_made_for_waiters_stays_when_a_size_it_does_not_serve_wants_it)
 {
-    /* the mirror of the test above: the level is made for a waiter, a size it does not serve
-     * arrives (it would have asked for the level), then the waiter leaves */
-    const char *env[] = {"THUMBGATE_WORKERS=1", "THUMBGATE_MEMORY_QUEUE_TIMEOUT=60s", NULL};
-    tg_start(&S, env, NULL);
-    tg_put_image(&S, "/g.png", 3000, 3000, "png");
-    tg_put_image(&S, "/a.jpg", 2400, 1600, "jpg");
-    get_ok("/a_100x.jpg"); /* the first size */
-    int busy = tg_send_get(&S, "/g.webp");
-    ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
-    int fd = send_get_close("/a_120x.jpg"); /* the level is made for it; it waits */
-    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_waited_total", 1, 30000));
-    ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
-    int big = tg_send_get(&S, "/a_900x.jpg"); /* over what the level serves: its own job */
-    ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 2, 10000));
-    close(fd);
-    ck_assert(
-        tg_wait_metric(&S, "thumbgate_jobs_rejected_total{reason=\"client_gone\"}", 1, 30000));
-    ck_assert_double_eq(tg_metric(&S, "thumbgate_queue_length"), 2); /* the level stays */
-    char buf[512];
-    tg_read_all(busy, buf, sizeof(buf), 60000);
-    close(busy);
-    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%.60s", buf);
-    tg_read_all(big, buf, sizeof(buf), 60000);
-    close(big);
-    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%.60s", buf);
-    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 1, 60000));
-    get_ok("/a_130x.jpg");
-    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), 1);
+    level_stays_when_its_waiter_leaves(true);
 }
 END_TEST
 
