@@ -563,6 +563,8 @@ static const struct {
     /* an animation of short frames is a tall roll to the pipeline (2.34x, 2.08x) */
     {V_GIF_ANIM50, 9237, 5, IMGPROC_OP_FIT, 134, 8, IMGPROC_FMT_WEBP, false},
     {V_GIF_ANIM50, 2000, 100, IMGPROC_OP_FIT, 134, 8, IMGPROC_FMT_WEBP, false},
+    /* the attention search on a wide image with alpha (1.02x) */
+    {V_GIF_ALPHA, 9317, 241, IMGPROC_OP_SMART, 562, 1241, IMGPROC_FMT_PNG, false},
 };
 
 /* Full grid: every variant x size with fit 290x290, cover 290x290, one side (800 wide),
