@@ -22,18 +22,6 @@ static void teardown(void)
     tg_cleanup(&S);
 }
 
-/* Polls /metrics until @p sample <= @p v (the harness's wait is for >=). */
-static bool wait_metric_at_most(const char *sample, double v, int timeout_ms)
-{
-    for (int waited = 0; waited < timeout_ms; waited += 20) {
-        double m = tg_metric(&S, sample);
-        if (m >= 0 && m <= v)
-            return true;
-        poll(NULL, 0, 20);
-    }
-    return false;
-}
-
 /* Opens a connection and sends a PUT head declaring @p declared bytes and @p send of them. */
 static int put_partial(const char *path, size_t declared, size_t send, const char *extra_hdr)
 {
@@ -85,7 +73,7 @@ START_TEST(test_conns_body_reservation_refuses_before_the_body)
                      1);
     /* A gives up: its reservation is returned, and a whole upload goes through */
     close(a);
-    ck_assert(wait_metric_at_most("thumbgate_body_reserved_bytes", 0, 20000));
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_body_reserved_bytes", 0, 20000));
     tg_put_image(&S, "/c.jpg", 200, 150, "jpg");
     tg_resp_t r;
     ck_assert_int_eq(tg_http(&S, "GET", "/a.jpg", NULL, 0, NULL, &r), 404);
@@ -93,7 +81,7 @@ START_TEST(test_conns_body_reservation_refuses_before_the_body)
     ck_assert_int_eq(tg_http(&S, "GET", "/c.jpg", NULL, 0, NULL, &r), 200);
     tg_resp_free(&r);
     /* the completed upload's reservation is returned once its connection is idle again */
-    ck_assert(wait_metric_at_most("thumbgate_body_reserved_bytes", 0, 20000));
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_body_reserved_bytes", 0, 20000));
 }
 END_TEST
 
@@ -142,7 +130,7 @@ START_TEST(test_conns_unauthenticated_write_refused_before_its_body)
     ck_assert_ptr_nonnull(strstr(buf, "\"error\":\"forbidden\""));
     close(fd);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_conn_refused_total{reason=\"unauthorized\"}"), 2);
-    ck_assert(wait_metric_at_most("thumbgate_body_reserved_bytes", 0, 20000));
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_body_reserved_bytes", 0, 20000));
     /* the right token still uploads */
     size_t len;
     void *img = tg_image(64, 48, 3, "jpg", &len);
@@ -159,7 +147,7 @@ START_TEST(test_conns_max_connections_answered)
     const char *env[] = {"THUMBGATE_LIMITS_MAX_CONNECTIONS=3", NULL};
     tg_start(&S, env, NULL);
     /* the harness's own readiness probes must be gone before the count starts */
-    ck_assert(wait_metric_at_most("thumbgate_open_connections", 0, 20000));
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_open_connections", 0, 20000));
     /* three uploads under way: a body being received is never closed to make room */
     int fds[3];
     char path[32];
@@ -177,7 +165,7 @@ START_TEST(test_conns_max_connections_answered)
     close(over);
     ck_assert_int_ge(tg_metric(&S, "thumbgate_conn_refused_total{reason=\"max_connections\"}"), 1);
     close(fds[0]);
-    ck_assert(wait_metric_at_most("thumbgate_open_connections", 2, 20000));
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_open_connections", 2, 20000));
     tg_resp_t r;
     ck_assert_int_eq(tg_http(&S, "GET", "/none.jpg", NULL, 0, NULL, &r), 404);
     tg_resp_free(&r);
@@ -206,7 +194,7 @@ static void start_full_of_idle(int idle[2])
     /* one loop: a victim is looked for on the loop that accepts */
     const char *env[] = {"THUMBGATE_LIMITS_MAX_CONNECTIONS=2", "THUMBGATE_THREADS=1", NULL};
     tg_start(&S, env, NULL);
-    ck_assert(wait_metric_at_most("thumbgate_open_connections", 0, 20000));
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_open_connections", 0, 20000));
     for (int i = 0; i < 2; i++) {
         idle[i] = tg_connect(&S);
         ck_assert_int_ge(idle[i], 0);
@@ -256,7 +244,7 @@ START_TEST(test_conns_slow_head_makes_room)
 {
     const char *env[] = {"THUMBGATE_LIMITS_MAX_CONNECTIONS=2", "THUMBGATE_THREADS=1", NULL};
     tg_start(&S, env, NULL);
-    ck_assert(wait_metric_at_most("thumbgate_open_connections", 0, 20000));
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_open_connections", 0, 20000));
     int slow[2];
     for (int i = 0; i < 2; i++) {
         slow[i] = tg_connect(&S);

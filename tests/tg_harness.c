@@ -409,6 +409,19 @@ bool tg_wait_metric(tg_server_t *s, const char *sample, double v, int timeout_ms
     return tg_metric(s, sample) >= v;
 }
 
+bool tg_wait_metric_at_most(tg_server_t *s, const char *sample, double v, int timeout_ms)
+{
+    uint64_t deadline = tg_now_ms() + (uint64_t)timeout_ms;
+    for (int delay = 1;; delay = delay < 20 ? delay * 2 : 20) {
+        double m = tg_metric(s, sample);
+        if (m >= 0 && m <= v)
+            return true;
+        if (tg_now_ms() >= deadline)
+            return false;
+        poll(NULL, 0, delay);
+    }
+}
+
 int tg_connect(tg_server_t *s)
 {
     return connect_port(s->port);

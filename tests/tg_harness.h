@@ -80,6 +80,8 @@ double tg_metric(tg_server_t *s, const char *sample);
 double tg_metric_in(const char *body, const char *sample);
 /** Waits (polling the admin endpoint, bounded by @p timeout_ms) until @p sample >= @p v. */
 bool tg_wait_metric(tg_server_t *s, const char *sample, double v, int timeout_ms);
+/** The same, until @p sample is present and <= @p v. */
+bool tg_wait_metric_at_most(tg_server_t *s, const char *sample, double v, int timeout_ms);
 
 /** Raw TCP connection to the public port; -1 on failure. */
 int tg_connect(tg_server_t *s);
