@@ -411,7 +411,9 @@ static double webp_enc_px(uint32_t quality)
  * column). A HEIC (libde265) does not: 3.2 MiB for 64x8000. */
 #define EST_AVIF_DEC_EDGE 1152.0
 #define EST_AVIF_FIXED (4.0 * MIB)
-#define EST_AVIF_ALPHA_X 3.8 /* RGBA per pixel over RGB */
+#define EST_AVIF_ALPHA_X 3.8        /* RGBA per pixel over RGB */
+#define EST_AVIF_SCREEN_PX 104.0    /* few-colour content, efforts 2-3 (measured 98) */
+#define EST_AVIF_SCREEN_PX_HI 124.0 /* ... efforts 4-9 (measured 119) */
 #define EST_JXL_FIXED (3.0 * MIB)
 #define EST_JXL_PX 90.0
 #define EST_JXL_ALPHA_PX 105.0
@@ -431,9 +433,20 @@ static double webp_enc_px(uint32_t quality)
  * (11.1 MiB) */
 #define EST_ANIM_GIF_FIXED (2.0 * MIB)
 
-static double avif_enc_px(uint32_t effort)
+/* Per output pixel of an AVIF encode (libaom). A photo takes 24-40 B/px by effort. Content of
+ * few colours (a palette PNG, a GIF, a screenshot) turns on libaom's screen-content tools from
+ * effort 2: 98 B/px at efforts 2-3 and 119 at 4-9 (`vips heifsave` of a 2000x2000 4-colour RGB
+ * PNG: 430 and 513 MiB peak, a photo 126-193; the attack found a palette PNG to AVIF at 2.1x).
+ * The same image as a JPEG, even at Q100, did not turn them on (129 MiB), nor did a large flat
+ * area (106): so the worst case is taken for sources stored losslessly (@p lossless). The
+ * alpha plane is a second encode: x3.8 over RGB for a photo, added on top. */
+static double avif_enc_px(uint32_t effort, bool alpha, bool lossless)
 {
-    return effort <= 2 ? 24.0 : effort <= 4 ? 37.0 : 40.0;
+    double photo = effort <= 2 ? 24.0 : effort <= 4 ? 37.0 : 40.0;
+    double screen = !lossless || effort <= 1 ? photo
+                    : effort <= 3            ? EST_AVIF_SCREEN_PX
+                                             : EST_AVIF_SCREEN_PX_HI;
+    return fmax(photo, screen) + (alpha ? (EST_AVIF_ALPHA_X - 1) * photo : 0);
 }
 
 uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job)
@@ -570,7 +583,10 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
     }
     case IMGPROC_FMT_AVIF:
         model += EST_AVIF_FIXED + EST_AVIF_EDGE * (ow + oh) +
-                 ow * oh * avif_enc_px(job->avif_effort) * (alpha ? EST_AVIF_ALPHA_X : 1.0);
+                 ow * oh *
+                     avif_enc_px(job->avif_effort, alpha,
+                                 png || probe->fmt == IMGPROC_FMT_GIF ||
+                                     probe->fmt == IMGPROC_FMT_TIFF || (webp && probe->lossless));
         break;
     case IMGPROC_FMT_JXL:
         model +=
