@@ -464,6 +464,9 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
     const bool jpeg = probe->fmt == IMGPROC_FMT_JPEG, png = probe->fmt == IMGPROC_FMT_PNG;
     const bool webp = probe->fmt == IMGPROC_FMT_WEBP;
     const bool cmyk = jpeg && probe->bands == 4;
+    /* stored without loss: its content may be of few colours (see avif_enc_px) */
+    const bool lossless = png || probe->fmt == IMGPROC_FMT_GIF || probe->fmt == IMGPROC_FMT_TIFF ||
+                          (webp && probe->lossless);
 
     /* Bytes per pixel as the loader delivers it: WebP frames are RGB(A) bytes, 16-bit PNG
      * two bytes a sample. */
@@ -583,10 +586,7 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
     }
     case IMGPROC_FMT_AVIF:
         model += EST_AVIF_FIXED + EST_AVIF_EDGE * (ow + oh) +
-                 ow * oh *
-                     avif_enc_px(job->avif_effort, alpha,
-                                 png || probe->fmt == IMGPROC_FMT_GIF ||
-                                     probe->fmt == IMGPROC_FMT_TIFF || (webp && probe->lossless));
+                 ow * oh * avif_enc_px(job->avif_effort, alpha, lossless);
         break;
     case IMGPROC_FMT_JXL:
         model +=

@@ -123,19 +123,19 @@ static void handle_put(originals_t *self, h2o_req_t *req, const char *key, size_
     if (imgproc_probe_buf(body.base, body.len, &probe, &ierr) != 0) {
         /* a size the decoder refuses is 413 like max_pixels; a feature it lacks 415
          * unsupported_format; anything else a malformed header */
-        int code = ierr.code == IMGPROC_E_TOO_LARGE || ierr.code == IMGPROC_E_UNSUPPORTED
-                       ? ierr.code
-                       : IMGPROC_E_CORRUPT;
+        int code = IMGPROC_E_CORRUPT;
+        const char *what = "the image header is malformed";
+        if (ierr.code == IMGPROC_E_TOO_LARGE) {
+            code = IMGPROC_E_TOO_LARGE;
+            what = "the header declares a size the decoder refuses";
+        } else if (ierr.code == IMGPROC_E_UNSUPPORTED) {
+            code = IMGPROC_E_UNSUPPORTED;
+            what = "the image uses a feature no decoder here supports";
+        }
         atomic_fetch_add_explicit(code == IMGPROC_E_TOO_LARGE ? &self->metrics->rejected_pixels
                                                               : &self->metrics->rejected_format,
                                   1, memory_order_relaxed);
-        srv__send_err(req, ERR_IMGPROC, code,
-                      code == IMGPROC_E_TOO_LARGE
-                          ? "the header declares a size the decoder refuses: %s"
-                      : code == IMGPROC_E_UNSUPPORTED
-                          ? "the image uses a feature no decoder here supports: %s"
-                          : "the image header is malformed: %s",
-                      ierr.msg);
+        srv__send_err(req, ERR_IMGPROC, code, "%s: %s", what, ierr.msg);
         return;
     }
     if ((uint64_t)probe.width * probe.height > self->cfg->max_pixels) {
