@@ -265,16 +265,6 @@ START_TEST(test_derive_hot_result_answers_like_its_file)
 }
 END_TEST
 
-static double wait_hot_bytes_zero(void)
-{
-    double v = tg_metric(&S, "thumbgate_hot_bytes");
-    for (uint64_t end = tg_now_ms() + 10000; v != 0 && tg_now_ms() < end;) {
-        poll(NULL, 0, 20);
-        v = tg_metric(&S, "thumbgate_hot_bytes");
-    }
-    return v;
-}
-
 /* The bound: every hot result together stays within http.hot_results, with many results
  * hit again and again; they are let go when the store changes; 0 turns them off. */
 START_TEST(test_derive_hot_results_stay_within_their_cap)
@@ -300,7 +290,7 @@ START_TEST(test_derive_hot_results_stay_within_their_cap)
     ck_assert_double_le(held, 64 * 1024);
     /* a put changes the store: every remembered URL is forgotten, and its copy let go */
     put("/other.jpg", 100, 100, "jpg");
-    ck_assert_double_eq(wait_hot_bytes_zero(), 0);
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_hot_bytes", 0, 10000));
     expect_dims("/cap_60x60.png", 60, 60, "image/png");
     tg_cleanup(&S);
 
@@ -395,7 +385,7 @@ START_TEST(test_derive_hot_result_outlives_its_url_for_stalled_readers)
     free(buf);
     for (int i = 0; i < NSTALLED; i++)
         close(fds[i]);
-    ck_assert_double_eq(wait_hot_bytes_zero(), 0);
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_hot_bytes", 0, 10000));
     ck_assert_int_eq(tg_http(&S, "GET", url, NULL, 0, NULL, &r), 200);
     tg_resp_free(&r);
 }
@@ -821,12 +811,7 @@ START_TEST(test_derive_job_past_deadline_is_cancelled)
     }
     ck_assert_double_eq(tg_metric(&S, "thumbgate_jobs_timed_out_total"), n);
     /* the answer can reach us before the worker hands the budget back: wait for it */
-    double in_use = -1;
-    for (int waited = 0;
-         waited < 20000 && (in_use = tg_metric(&S, "thumbgate_budget_in_use_bytes")) != 0;
-         waited += 20)
-        poll(NULL, 0, 20);
-    ck_assert_double_eq(in_use, 0);
+    ck_assert(tg_wait_metric_at_most(&S, "thumbgate_budget_in_use_bytes", 0, 20000));
     /* nothing was cached: the next request runs (and is cancelled) again */
     tg_resp_t r;
     ck_assert_int_eq(tg_http(&S, "GET", "/slow.webp", NULL, 0, NULL, &r), 503);
