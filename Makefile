@@ -9,7 +9,7 @@
 PKG_CONFIG ?= pkg-config
 # libcurl: the s3 storage backend (server/s3.c) signs with CURLOPT_AWS_SIGV4 (curl >= 7.75);
 # the tests use it as their HTTP client too.
-PKGS        = libh2o-evloop vips yaml-0.1 spng libisal libcurl
+PKGS        = libh2o-evloop vips yaml-0.1 spng libisal libcurl libjpeg
 TEST_PKGS   = check
 CC         ?= cc
 
@@ -102,6 +102,10 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# The plane resize loops of the JPEG fast path are written for the vectoriser (-O3 turns
+# it on fully at the baseline ISA); a sanitizer build keeps its own -O level.
+$(BUILD)/imgproc/jpegfast.o: CFLAGS += $(if $(SANITIZE),,-O3)
+
 $(BUILD)/tests/%.o: tests/%.c $(BUILD)/tests/suites.def
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -I$(BUILD)/tests -c -o $@ $<
@@ -135,7 +139,8 @@ test-sanitized: $(TEST_BIN) $(BUILD)/thumbgate
 check: check-asan
 
 # Build: compiler, pkg-config, h2o (evloop), libvips (+ the codec -dev packages), libyaml,
-# libspng + libisal (imgproc/pngfast.c: the PNG thumbnail decoder and its fast inflate).
+# libspng + libisal (imgproc/pngfast.c: the PNG thumbnail decoder and its fast inflate);
+# libjpeg62-turbo-dev (imgproc/jpegfast.c: JPEG thumbnails decoded and encoded as raw planes).
 # Tests: Check, libcurl (integration client), zlib; node/npm + s3rver (tests/s3rver, npm ci
 # by make deps) for the s3 backend's suite. Server: libcurl4-openssl-dev (the s3 backend). Fuzzing: clang + libFuzzer runtime.
 # deploy/check.sh: systemd-analyze, nginx -t, python3-yaml, node/npm (k8s schemas); promtool (metrics format).

@@ -45,6 +45,7 @@ typedef struct {
     double webp_scale;       /**< libwebp scaling (1.0 = none) */
     uint32_t load_w, load_h; /**< image as the loader delivers it (after shrink-on-load) */
     uint32_t resized_w, resized_h; /**< after vips_resize */
+    double load_hshrink, load_vshrink; /**< vips_thumbnail's resize factors on the loaded image */
     uint32_t out_w, out_h;         /**< final output, after crop and orientation */
     uint32_t out_bands;            /**< bands of the pipeline after sRGB conversion (1..4) */
     uint32_t frames; /**< frames of the output: the source's pages for an animated GIF/WebP

@@ -151,6 +151,8 @@ int imgproc__plan(const imgproc_probe_t *probe, const imgproc_job_t *job, imgpro
 
     /* The main resize on the pre-shrunk image, then the centre crop. */
     thumb_shrink(pl, pl->load_w, pl->load_h, &hs, &vs);
+    pl->load_hshrink = hs;
+    pl->load_vshrink = vs;
     pl->resized_w = resize_len(pl->load_w, hs);
     pl->resized_h = resize_len(pl->load_h, vs);
     if (probe->fmt == IMGPROC_FMT_PNG && !probe->progressive && !job->naive &&

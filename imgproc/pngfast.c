@@ -36,6 +36,7 @@
 #include <vips/vips.h>
 #include <zlib.h>
 
+#include "imgproc/lanczos.h"
 #include "imgproc/pngfast.h"
 
 #define RD_BUF (64 * 1024)
@@ -139,70 +140,6 @@ static void emit_row(uint64_t *acc, float *out, uint32_t pw, uint32_t nb, bool a
         }
         memset(a, 0, nb * sizeof(*a));
     }
-}
-
-/* vips_reduceh/v's Lanczos3 mask for a shrink and a sub-pixel position (templates.h,
- * calculate_coefficients_lanczos). Returns the number of points. */
-#define LANCZOS_A 3
-#define TSCALE 64 /* VIPS_TRANSFORM_SCALE */
-static int lanczos_mask(float *c, double shrink, double x)
-{
-    int n = 2 * (int)rint(LANCZOS_A * shrink) + 1;
-    double half = x + n / 2.0 - 1, sum = 0;
-    double *d = malloc((size_t)n * sizeof(*d));
-    if (!d)
-        return -1;
-    for (int i = 0; i < n; i++) {
-        double xp = (i - half) / shrink, l;
-        if (xp == 0.0)
-            l = 1.0;
-        else if (xp < -LANCZOS_A || xp > LANCZOS_A)
-            l = 0.0;
-        else
-            l = LANCZOS_A * sin(M_PI * xp) * sin(M_PI * xp / LANCZOS_A) / (M_PI * M_PI * xp * xp);
-        d[i] = l;
-        sum += l;
-    }
-    for (int i = 0; i < n; i++)
-        c[i] = (float)(d[i] / sum);
-    free(d);
-    return n;
-}
-
-/* The geometry of vips_reducev/h on one axis after their integer shrink: @p whole is the
- * reduce factor asked for (before the shrink @p box), @p in_full the length before it, @p out
- * the length out. Fills the residual factor, the offset and the number of points. */
-typedef struct {
-    double shrink, offset;
-    int n, pad;
-    float *masks; /* (TSCALE + 1) x n */
-} axis_t;
-
-static int axis_init(axis_t *ax, double whole, uint32_t box, uint32_t in_full, uint32_t out)
-{
-    double extra = out * whole - in_full;
-    ax->shrink = whole / box;
-    extra /= box;
-    ax->offset = (1 + extra) / 2.0 - 1;
-    ax->n = 2 * (int)rint(LANCZOS_A * ax->shrink) + 1;
-    ax->pad = (int)ceil(ax->n / 2.0) - 1;
-    ax->masks = malloc((size_t)(TSCALE + 1) * (size_t)ax->n * sizeof(float));
-    if (!ax->masks)
-        return -1;
-    for (int t = 0; t <= TSCALE; t++)
-        if (lanczos_mask(ax->masks + (size_t)t * ax->n, ax->shrink, (double)t / TSCALE) != ax->n)
-            return -1;
-    return 0;
-}
-
-/* First input index (in the edge-extended input) and mask of output position @p o. */
-static const float *axis_at(const axis_t *ax, uint32_t o, int *first)
-{
-    double pos = (o + 0.5) * ax->shrink - 0.5 - ax->offset;
-    int s = (int)(pos * TSCALE * 2);
-    int t = ((s & (TSCALE * 2 - 1)) + 1) >> 1;
-    *first = (int)pos - ax->pad;
-    return ax->masks + (size_t)t * ax->n;
 }
 
 static inline int clampi(int v, int hi)
@@ -607,11 +544,11 @@ static uint8_t *reduce(const float *pre, const imgproc_probe_t *probe, const img
     const uint32_t nb = probe->bands, pw = pl->png_pre_w, ph = pl->png_pre_h;
     const uint32_t ow = pl->resized_w, oh = pl->resized_h;
     const size_t rowlen = (size_t)pw * nb;
-    axis_t v = {0}, h = {0};
+    imgproc__axis_t v = {0}, h = {0};
     float *mid = NULL;
     uint8_t *out = NULL;
-    if (axis_init(&v, pl->png_vshrink, pl->png_shrink_v, probe->height, oh) ||
-        axis_init(&h, pl->png_hshrink, pl->png_shrink_h, probe->width, ow))
+    if (imgproc__axis_init(&v, pl->png_vshrink, pl->png_shrink_v, probe->height, oh) ||
+        imgproc__axis_init(&h, pl->png_hshrink, pl->png_shrink_h, probe->width, ow))
         goto done;
     mid = malloc((size_t)oh * rowlen * sizeof(*mid));
     out = g_try_malloc((size_t)ow * oh * nb);
@@ -619,7 +556,7 @@ static uint8_t *reduce(const float *pre, const imgproc_probe_t *probe, const img
         goto fail;
     for (uint32_t y = 0; y < oh; y++) {
         int first;
-        const float *c = axis_at(&v, y, &first);
+        const float *c = imgproc__axis_at(&v, y, &first);
         float *q = mid + (size_t)y * rowlen;
         memset(q, 0, rowlen * sizeof(*q));
         for (int i = 0; i < v.n; i++) {
@@ -635,7 +572,7 @@ static uint8_t *reduce(const float *pre, const imgproc_probe_t *probe, const img
         uint8_t *q = out + (size_t)y * ow * nb;
         for (uint32_t x = 0; x < ow; x++) {
             int first;
-            const float *c = axis_at(&h, x, &first);
+            const float *c = imgproc__axis_at(&h, x, &first);
             float acc[4] = {0, 0, 0, 0};
             for (int i = 0; i < h.n; i++) {
                 const float *s = p + (size_t)clampi(first + i, (int)pw - 1) * nb;
@@ -659,8 +596,8 @@ fail:
     out = NULL;
 done:
     free(mid);
-    free(v.masks);
-    free(h.masks);
+    imgproc__axis_free(&v);
+    imgproc__axis_free(&h);
     return out;
 }
 

@@ -14,6 +14,7 @@
 #include <vips/vips.h>
 
 #include "imgproc/imgproc_internal.h"
+#include "imgproc/jpegfast.h"
 #include "imgproc/pngfast.h"
 
 /* Loader options for every decode: any decoder error (truncation included) fails the job
@@ -28,24 +29,30 @@ typedef struct {
     uint64_t bytes;
 } sink_t;
 
-static gint64 on_write(VipsTargetCustom *target, const void *data, gint64 len, void *user)
+static int sink_write(void *user, const void *data, size_t len)
 {
     sink_t *s = user;
     const char *p = data;
-    gint64 done = 0;
+    size_t done = 0;
     while (done < len) {
-        ssize_t k = write(s->fd, p + done, (size_t)(len - done));
+        ssize_t k = write(s->fd, p + done, len - done);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
             s->failed = true;
             s->err_no = k < 0 ? errno : EIO;
+            errno = s->err_no;
             return -1;
         }
-        done += k;
+        done += (size_t)k;
     }
-    s->bytes += (uint64_t)len;
-    return len;
+    s->bytes += len;
+    return 0;
+}
+
+static gint64 on_write(VipsTargetCustom *target, const void *data, gint64 len, void *user)
+{
+    return sink_write(user, data, (size_t)len) ? -1 : len;
 }
 
 static gint on_end(VipsTargetCustom *target, void *user)
@@ -483,6 +490,28 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
     if (ftruncate(sink.fd, 0) != 0) {
         rc = imgproc__fail(err, IMGPROC_E_IO, "truncate %s: %s", dst, strerror(errno));
         goto out_close_dst;
+    }
+
+    /* JPEG to JPEG by planes (jpegfast.c). When the file declines it (a warning, a colour
+     * space it does not take), libvips does the job from the start. */
+    if (imgproc__jpegfast_takes(&probe, job, &plan, (int)opts->jpeg_quality)) {
+        rc = imgproc__jpegfast(in_fd, &plan, (int)opts->jpeg_quality, deadline_cancelled, &dl,
+                               sink_write, &sink, err);
+        if (rc != IMGPROC__JPEGFAST_DECLINED) {
+            if (rc == 0 && out) {
+                out->width = plan.out_w;
+                out->height = plan.out_h;
+                out->bytes = sink.bytes;
+            }
+            goto out_close_dst;
+        }
+        rc = 0;
+        sink.bytes = 0;
+        sink.failed = false;
+        if (ftruncate(sink.fd, 0) != 0 || lseek(sink.fd, 0, SEEK_SET) != 0) {
+            rc = imgproc__fail(err, IMGPROC_E_IO, "truncate %s: %s", dst, strerror(errno));
+            goto out_close_dst;
+        }
     }
 
     /* The PNG fast path reads the descriptor itself; every other path loads from a source. */

@@ -53,40 +53,11 @@ static const char *const kind_name[K_N] = {"rgb",     "rgba",          "grey",  
                                            "palette", "palette-alpha", "grey-1bit", "icc",
                                            "rgb16",   "interlaced"};
 
-/* Photo-like detail: Gaussian noise blurred a little, distinct per band, plus a gradient,
- * so a misplaced sample grid or a wrong average shows in the PSNR. Alpha is a ramp with
- * noise (transparent to opaque). */
-static VipsImage *content(int w, int h, int bands, bool alpha)
-{
-    VipsImage *ctx = vips_image_new();
-    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 16);
-    VipsImage *b[4];
-    for (int i = 0; i < bands + (alpha ? 1 : 0) && i < 4; i++) {
-        ck_assert_int_eq(
-            vips_gaussnoise(&t[3 * i], w, h, "mean", 128.0, "sigma", 60.0, "seed", 17 + i, NULL),
-            0);
-        ck_assert_int_eq(vips_gaussblur(t[3 * i], &t[3 * i + 1], 0.8, NULL), 0);
-        b[i] = t[3 * i + 1];
-    }
-    int n = bands + (alpha ? 1 : 0);
-    ck_assert_int_eq(vips_bandjoin(b, &t[12], n, NULL), 0);
-    ck_assert_int_eq(vips_xyz(&t[13], w, h, NULL), 0);
-    ck_assert_int_eq(vips_extract_band(t[13], &t[14], 0, NULL), 0);
-    /* a ramp over the image, a quarter of the range */
-    ck_assert_int_eq(vips_linear1(t[14], &t[15], 64.0 / w, -32, NULL), 0);
-    VipsImage *sum, *out;
-    ck_assert_int_eq(vips_add(t[12], t[15], &sum, NULL), 0);
-    ck_assert_int_eq(vips_cast(sum, &out, VIPS_FORMAT_UCHAR, NULL), 0);
-    g_object_unref(sum);
-    g_object_unref(ctx);
-    return out;
-}
-
 static void make_png(kind_t k, int w, int h, const char *path)
 {
     int bands = k == K_GREY || k == K_GREYA || k == K_GREY1 ? 1 : 3;
     bool alpha = k == K_RGBA || k == K_GREYA || k == K_PALETTE_ALPHA;
-    VipsImage *img = content(w, h, bands, alpha), *t = NULL, *u = NULL;
+    VipsImage *img = tg_detail_image(w, h, bands, alpha), *t = NULL, *u = NULL;
     int rc;
     switch (k) {
     case K_PALETTE:

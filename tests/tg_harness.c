@@ -260,6 +260,32 @@ double tg_psnr(VipsImage *a, VipsImage *b)
     return mse == 0 ? 1000.0 : 10.0 * log10(255.0 * 255.0 / mse);
 }
 
+VipsImage *tg_detail_image(int w, int h, int bands, bool alpha)
+{
+    VipsImage *ctx = vips_image_new();
+    VipsImage **t = (VipsImage **)vips_object_local_array(VIPS_OBJECT(ctx), 16);
+    VipsImage *b[4];
+    for (int i = 0; i < bands + (alpha ? 1 : 0) && i < 4; i++) {
+        ck_assert_int_eq(
+            vips_gaussnoise(&t[3 * i], w, h, "mean", 128.0, "sigma", 60.0, "seed", 17 + i, NULL),
+            0);
+        ck_assert_int_eq(vips_gaussblur(t[3 * i], &t[3 * i + 1], 0.8, NULL), 0);
+        b[i] = t[3 * i + 1];
+    }
+    int n = bands + (alpha ? 1 : 0);
+    ck_assert_int_eq(vips_bandjoin(b, &t[12], n, NULL), 0);
+    ck_assert_int_eq(vips_xyz(&t[13], w, h, NULL), 0);
+    ck_assert_int_eq(vips_extract_band(t[13], &t[14], 0, NULL), 0);
+    /* a ramp over the image, a quarter of the range */
+    ck_assert_int_eq(vips_linear1(t[14], &t[15], 64.0 / w, -32, NULL), 0);
+    VipsImage *sum, *out;
+    ck_assert_int_eq(vips_add(t[12], t[15], &sum, NULL), 0);
+    ck_assert_int_eq(vips_cast(sum, &out, VIPS_FORMAT_UCHAR, NULL), 0);
+    g_object_unref(sum);
+    g_object_unref(ctx);
+    return out;
+}
+
 void tg_cleanup(tg_server_t *s)
 {
     if (s->pid > 0) {

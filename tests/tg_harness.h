@@ -66,6 +66,10 @@ void tg_write_file(const char *path, const void *buf, size_t len);
 /** PSNR over every band of two images of one size and band count (dB; 1000 when
  *  identical); fails the test when they differ in size or bands. */
 double tg_psnr(struct _VipsImage *a, struct _VipsImage *b);
+/** Photo-like detail for the fast decoders' tests: Gaussian noise blurred a little, distinct
+ *  per band, plus a gradient, so a misplaced sample grid or a wrong average shows in the
+ *  PSNR; alpha (after @p bands) is a ramp with noise. A new uchar image. */
+struct _VipsImage *tg_detail_image(int w, int h, int bands, bool alpha);
 
 /** One request. @p hdrs NULL-terminated "Name: value" list or NULL. */
 long tg_http(tg_server_t *s, const char *method, const char *path, const void *body, size_t len,

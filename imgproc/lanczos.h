@@ -1,0 +1,29 @@
+/* lanczos: libvips 8.14's Lanczos3 reduce geometry on one axis (vips_reduceh/v after their
+ * integer box shrink with gap 2): the masks and the sample grid, so that the fast decoders
+ * (pngfast.c, jpegfast.c) resize as vips_thumbnail would. */
+#ifndef THUMBGATE_IMGPROC_LANCZOS_H
+#define THUMBGATE_IMGPROC_LANCZOS_H
+
+#include <stdint.h>
+
+typedef struct {
+    double shrink, offset; /**< residual factor after the box shrink; grid offset */
+    int n, pad;            /**< points of a mask; how far a mask reaches before its centre */
+    float *masks;          /**< (IMGPROC__TSCALE + 1) x n, each summing to 1 */
+} imgproc__axis_t;
+
+/**
+ * Fills @p ax for a reduce by @p whole (the factor asked for, before the box shrink @p box)
+ * from @p in_full samples (the length before the box shrink) to @p out. 0, or -1 when out
+ * of memory. Free with imgproc__axis_free() (also after a failure).
+ */
+int imgproc__axis_init(imgproc__axis_t *ax, double whole, uint32_t box, uint32_t in_full,
+                       uint32_t out);
+
+/** The mask of output position @p o and in @p first its first input index (in the
+ *  edge-extended input: clamp each index to the input). */
+const float *imgproc__axis_at(const imgproc__axis_t *ax, uint32_t o, int *first);
+
+void imgproc__axis_free(imgproc__axis_t *ax);
+
+#endif

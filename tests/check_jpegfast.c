@@ -1,0 +1,240 @@
+/* Check tests for imgproc/jpegfast.c (issue 14): JPEG to JPEG by YCbCr planes must give what
+ * libvips' own path gives. Detailed (noise) content is saved as 4:2:0, 4:4:4 and grey JPEGs
+ * at sizes whose DCT scales and box groups do not divide them; each box is made by the fast
+ * path (called directly, so that it is known to have run, and through imgproc_run(), which
+ * must write the same bytes) and by vips_thumbnail() + jpegsave with run.c's options. Both
+ * JPEGs are measured against vips_thumbnail()'s lossless result: the fast one may be at
+ * most 0.5 dB further from it (JPEG's own loss at quality 80 is larger than the
+ * differences of the two resizes, as in the mezzanine levels' test), or at least 45 dB
+ * from it (tiny outputs, where both are within a level of it). Then what the path
+ * must refuse or stop on: files it does not take, a truncated file (libvips reports it),
+ * the deadline, a failed write. libvips is initialised inside the forked child. */
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "imgproc/jpegfast.h"
+#include "tests/tg_harness.h"
+
+#define Q 80
+
+static char tmpdir[256];
+
+static void setup(void)
+{
+    ck_assert_int_eq(imgproc_init("check_jpegfast"), 0);
+    tg_mkdtemp(tmpdir, sizeof(tmpdir), "check-jpegfast");
+}
+
+static void teardown(void)
+{
+    ck_assert_int_eq(tg_rmtree(tmpdir), 0);
+}
+
+static const imgproc_opts_t opts = {.jpeg_quality = Q, .webp_quality = 80, .png_compression = 1};
+
+typedef enum { S_420, S_444, S_GREY, S_N } sampling_t;
+static const char *const sampling_name[S_N] = {"4:2:0", "4:4:4", "grey"};
+
+static void make_jpeg(sampling_t s, int w, int h, const char *path, const char *extra)
+{
+    VipsImage *img = tg_detail_image(w, h, s == S_GREY ? 1 : 3, false);
+    int rc = vips_jpegsave(img, path, "Q", 88, "subsample_mode",
+                           s == S_444 ? VIPS_FOREIGN_SUBSAMPLE_OFF : VIPS_FOREIGN_SUBSAMPLE_ON,
+                           "interlace", extra && strcmp(extra, "progressive") == 0, NULL);
+    ck_assert_msg(rc == 0, "save: %s", vips_error_buffer());
+    g_object_unref(img);
+}
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    bool fail;
+} mem_t;
+
+static int mem_write(void *arg, const void *data, size_t len)
+{
+    mem_t *m = arg;
+    if (m->fail)
+        return -1;
+    if (m->len + len > m->cap) {
+        m->cap = (m->len + len) * 2;
+        ck_assert_ptr_nonnull(m->buf = realloc(m->buf, m->cap));
+    }
+    memcpy(m->buf + m->len, data, len);
+    m->len += len;
+    return 0;
+}
+
+static bool yes(void *arg)
+{
+    return true;
+}
+
+/* The fast path called directly on @p src for @p job: its return code, the output in @p m. */
+static int run_fast(const char *src, const imgproc_job_t *job, imgproc__plan_t *pl, mem_t *m,
+                    bool (*cancelled)(void *))
+{
+    imgproc_probe_t probe;
+    imgproc_err_t err;
+    ck_assert_int_eq(imgproc_probe_file(src, &probe, &err), 0);
+    ck_assert_int_eq(imgproc__plan(&probe, job, pl), 0);
+    ck_assert_msg(imgproc__jpegfast_takes(&probe, job, pl, Q), "%s: not taken", src);
+    int fd = open(src, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    int rc = imgproc__jpegfast(fd, pl, Q, cancelled, NULL, mem_write, m, &err);
+    close(fd);
+    return rc;
+}
+
+static void check_box(const char *src, sampling_t s, imgproc_op_t op, uint32_t w, uint32_t h)
+{
+    imgproc_job_t job = {.op = op, .width = w, .height = h, .out_fmt = IMGPROC_FMT_JPEG};
+    imgproc__plan_t pl;
+    mem_t m = {0};
+    ck_assert_int_eq(run_fast(src, &job, &pl, &m, NULL), 0);
+
+    /* imgproc_run() takes the same path: the same bytes */
+    char dst[600];
+    snprintf(dst, sizeof(dst), "%s.out.jpg", src);
+    imgproc_out_t out;
+    imgproc_err_t err;
+    ck_assert_msg(imgproc_run(src, &job, &opts, dst, &out, &err) == 0, "%s: %s", src, err.msg);
+    size_t len;
+    char *file = tg_read_file(dst, &len);
+    ck_assert_msg(len == m.len && memcmp(file, m.buf, len) == 0,
+                  "%s %ux%u: imgproc_run wrote %zu bytes, the fast path %zu", src, w, h, len,
+                  m.len);
+    free(file);
+    unlink(dst);
+
+    VipsImage *ref = NULL, *r8 = NULL, *got = NULL, *vj = NULL;
+    void *vbuf = NULL;
+    size_t vlen = 0;
+    ck_assert_int_eq(vips_thumbnail(src, &ref, (int)pl.box_w, "height", (int)pl.box_h, "size",
+                                    VIPS_SIZE_DOWN, "no_rotate", TRUE, NULL),
+                     0);
+    VipsImage *cast = NULL;
+    ck_assert_int_eq(vips_cast(ref, &cast, VIPS_FORMAT_UCHAR, NULL), 0);
+    ck_assert_ptr_nonnull(r8 = vips_image_copy_memory(cast)); /* read twice below */
+    g_object_unref(cast);
+    ck_assert_int_eq(vips_jpegsave_buffer(r8, &vbuf, &vlen, "Q", Q, "strip", TRUE, NULL), 0);
+    ck_assert_ptr_nonnull(vj = vips_image_new_from_buffer(vbuf, vlen, "", NULL));
+    ck_assert_ptr_nonnull(got = vips_image_new_from_buffer(m.buf, m.len, "", NULL));
+    ck_assert_msg(got->Xsize == r8->Xsize && got->Ysize == r8->Ysize && got->Bands == r8->Bands,
+                  "%s %ux%u: got %dx%dx%d, libvips %dx%dx%d", src, w, h, got->Xsize, got->Ysize,
+                  got->Bands, r8->Xsize, r8->Ysize, r8->Bands);
+    ck_assert_uint_eq(out.width, (uint32_t)r8->Xsize);
+    ck_assert_uint_eq(out.height, (uint32_t)r8->Ysize);
+    double fast = tg_psnr(got, r8), vips = tg_psnr(vj, r8);
+    fprintf(stderr, "jpegfast %s %s %ux%u: %.2f dB, libvips' JPEG %.2f dB\n", sampling_name[s],
+            src, w, h, fast, vips);
+    ck_assert_msg(fast >= vips - 0.5 || fast >= 45.0,
+                  "%s %s %ux%u: %.2f dB from the lossless result, libvips %.2f",
+                  sampling_name[s], src, w, h, fast, vips);
+    g_object_unref(got);
+    g_object_unref(vj);
+    g_object_unref(r8);
+    g_object_unref(ref);
+    g_free(vbuf);
+    free(m.buf);
+}
+
+/* 1037 x 771 leaves partial DCT blocks and box groups on both axes; 33 x 17 is smaller than
+ * most boxes (no resize at all) and odd. */
+static const struct {
+    int w, h;
+} sizes[] = {{1037, 771}, {2003, 1499}, {33, 17}};
+
+static const struct {
+    imgproc_op_t op;
+    uint32_t w, h;
+} boxes[] = {{IMGPROC_OP_FIT, 290, 290}, {IMGPROC_OP_FIT, 203, 0},    {IMGPROC_OP_FIT, 0, 97},
+             {IMGPROC_OP_FIT, 1000, 1000}, {IMGPROC_OP_FIT, 7, 7}, {IMGPROC_OP_CONVERT, 0, 0},
+             {IMGPROC_OP_FIT, 61, 0}};
+
+START_TEST(test_jpegfast_matches_libvips_every_sampling_and_box)
+{
+    sampling_t s = (sampling_t)_i;
+    for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+        char src[512];
+        snprintf(src, sizeof(src), "%s/%d-%dx%d.jpg", tmpdir, (int)s, sizes[z].w, sizes[z].h);
+        make_jpeg(s, sizes[z].w, sizes[z].h, src, NULL);
+        for (size_t b = 0; b < sizeof(boxes) / sizeof(boxes[0]); b++)
+            check_box(src, s, boxes[b].op, boxes[b].w, boxes[b].h);
+    }
+}
+END_TEST
+
+/* What the path does not take or must stop on. */
+START_TEST(test_jpegfast_refuses_and_stops)
+{
+    char src[512], cut[512], prog[512], dst[600];
+    snprintf(src, sizeof(src), "%s/whole.jpg", tmpdir);
+    snprintf(cut, sizeof(cut), "%s/cut.jpg", tmpdir);
+    snprintf(prog, sizeof(prog), "%s/prog.jpg", tmpdir);
+    snprintf(dst, sizeof(dst), "%s/out.jpg", tmpdir);
+    make_jpeg(S_420, 1200, 900, src, NULL);
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_FIT, .width = 200, .height = 200, .out_fmt = IMGPROC_FMT_JPEG};
+    imgproc__plan_t pl;
+    imgproc_probe_t probe;
+    imgproc_err_t err;
+    imgproc_out_t out;
+
+    /* the deadline: stops with TIMEOUT; a write that fails: IO */
+    mem_t m = {0};
+    ck_assert_int_eq(run_fast(src, &job, &pl, &m, yes), -IMGPROC_E_TIMEOUT);
+    m.fail = true;
+    ck_assert_int_eq(run_fast(src, &job, &pl, &m, NULL), -IMGPROC_E_IO);
+    free(m.buf);
+
+    /* cut in its scan data: the path hands the file to libvips, which refuses it as
+     * before (never a grey half-image) */
+    size_t len;
+    char *buf = tg_read_file(src, &len);
+    tg_write_file(cut, buf, len * 6 / 10);
+    free(buf);
+    m = (mem_t){0};
+    ck_assert_int_eq(run_fast(cut, &job, &pl, &m, NULL), IMGPROC__JPEGFAST_DECLINED);
+    free(m.buf);
+    ck_assert_int_eq(imgproc_run(cut, &job, &opts, dst, &out, &err), -IMGPROC_E_CORRUPT);
+
+    /* not taken: a crop, other output formats, quality 90 and over (libvips writes 4:4:4),
+     * a progressive file */
+    ck_assert_int_eq(imgproc_probe_file(src, &probe, &err), 0);
+    ck_assert(imgproc__jpegfast_takes(&probe, &job, &pl, Q));
+    ck_assert(!imgproc__jpegfast_takes(&probe, &job, &pl, 90));
+    imgproc_job_t other = job;
+    other.out_fmt = IMGPROC_FMT_WEBP;
+    ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl, Q));
+    other = job;
+    other.op = IMGPROC_OP_COVER;
+    ck_assert_int_eq(imgproc__plan(&probe, &other, &pl), 0);
+    ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl, Q));
+    make_jpeg(S_420, 1200, 900, prog, "progressive");
+    ck_assert_int_eq(imgproc_probe_file(prog, &probe, &err), 0);
+    ck_assert_int_eq(imgproc__plan(&probe, &job, &pl), 0);
+    ck_assert(!imgproc__jpegfast_takes(&probe, &job, &pl, Q));
+    ck_assert_int_eq(imgproc_run(prog, &job, &opts, dst, &out, &err), 0);
+    ck_assert_uint_eq(out.width, 200);
+}
+END_TEST
+
+Suite *jpegfast_suite(void);
+Suite *jpegfast_suite(void)
+{
+    Suite *s = suite_create("jpegfast");
+    TCase *tc = tcase_create("jpegfast");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_jpegfast_matches_libvips_every_sampling_and_box, 0, S_N);
+    tcase_add_test(tc, test_jpegfast_refuses_and_stops);
+    suite_add_tcase(s, tc);
+    return s;
+}
