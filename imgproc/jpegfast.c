@@ -580,8 +580,8 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
     const uint32_t groups = (oh + f->pl[0].group - 1) / f->pl[0].group;
     uint32_t imcu = 0;
     for (uint32_t g = 0; g < groups; g++) {
-        if (fill_group(f, g, &imcu)) {
-            rc = imgproc__fail(err, IMGPROC_E_NOMEM, "jpeg: row ring overrun at %u", g);
+        if (fill_group(f, g, &imcu)) { /* a plane ran OUT_CAP rows ahead: never seen */
+            rc = IMGPROC__JPEGFAST_DECLINED;
             goto out;
         }
         JSAMPARRAY planes[3];
