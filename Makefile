@@ -104,7 +104,7 @@ $(BUILD)/%.o: %.c
 
 # The plane resize loops of the JPEG fast path are written for the vectoriser (-O3 turns
 # it on fully at the baseline ISA); a sanitizer build keeps its own -O level.
-$(BUILD)/imgproc/jpegfast.o: CFLAGS += $(if $(SANITIZE),,-O3)
+$(BUILD)/imgproc/jpegfast.o: CFLAGS += $(if $(SANITIZE),,-O3) -fassociative-math -fno-signed-zeros -fno-trapping-math -fno-math-errno
 
 $(BUILD)/tests/%.o: tests/%.c $(BUILD)/tests/suites.def
 	@mkdir -p $(@D)
