@@ -226,6 +226,72 @@ START_TEST(test_jpegfast_refuses_and_stops)
 }
 END_TEST
 
+/* Damaged files, the fast path's adversary: bytes of a baseline JPEG overwritten at spread
+ * positions (markers and tables in the first KiB, scan data after), one at a time. Each
+ * through imgproc_run() ends as libvips alone would end it: the same success or failure
+ * and the same dimensions (the path hands every file libjpeg warns about to libvips), and
+ * never a crash (the suite runs under ASan in `make check-asan`). */
+START_TEST(test_jpegfast_damaged_files_end_as_libvips_ends_them)
+{
+    char src[512], bad[512], dst[600];
+    snprintf(src, sizeof(src), "%s/whole.jpg", tmpdir);
+    snprintf(bad, sizeof(bad), "%s/bad.jpg", tmpdir);
+    snprintf(dst, sizeof(dst), "%s/out.jpg", tmpdir);
+    make_jpeg(S_420, 700, 500, src, NULL);
+    size_t len;
+    char *whole = tg_read_file(src, &len);
+    char *buf = malloc(len);
+    ck_assert_ptr_nonnull(buf);
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_FIT, .width = 150, .height = 0, .out_fmt = IMGPROC_FMT_JPEG};
+    int fast_ok = 0, failed = 0;
+    uint32_t rnd = 12345;
+    for (int i = 0; i < 120; i++) {
+        rnd = rnd * 1103515245u + 12345u;
+        size_t at = i < 40 ? 2 + (rnd >> 8) % 1024 : 1024 + (rnd >> 8) % (len - 1026);
+        memcpy(buf, whole, len);
+        buf[at] = (char)(rnd >> 24);
+        tg_write_file(bad, buf, len);
+
+        imgproc_out_t out;
+        imgproc_err_t err;
+        int rc = imgproc_run(bad, &job, &opts, dst, &out, &err);
+        /* libvips on its own: vips_thumbnail with run.c's load option, encoded */
+        VipsImage *ref = NULL;
+        void *vbuf = NULL;
+        size_t vlen;
+        imgproc_probe_t probe;
+        char opt[600];
+        snprintf(opt, sizeof(opt), "%s[fail_on=error]", bad);
+        int vrc = imgproc_probe_file(bad, &probe, &err) != 0 ? -1
+                  : vips_thumbnail(opt, &ref, 150, "height", 10000000, "size", VIPS_SIZE_DOWN,
+                                   "no_rotate", TRUE, NULL) != 0
+                      ? -1
+                      : vips_jpegsave_buffer(ref, &vbuf, &vlen, "Q", Q, "strip", TRUE, NULL);
+        vips_error_clear();
+        ck_assert_msg((rc == 0) == (vrc == 0), "byte %zu = %d: imgproc_run %d (%s), libvips %d",
+                      at, (unsigned char)buf[at], rc, rc ? err.msg : "", vrc);
+        if (rc == 0) {
+            ck_assert_int_eq(out.width, ref->Xsize);
+            ck_assert_int_eq(out.height, ref->Ysize);
+            fast_ok++;
+        } else {
+            ck_assert_msg(rc == -IMGPROC_E_CORRUPT || rc == -IMGPROC_E_UNSUPPORTED ||
+                              rc == -IMGPROC_E_TOO_LARGE,
+                          "byte %zu: %d %s", at, rc, err.msg);
+            failed++;
+        }
+        VIPS_UNREF(ref);
+        g_free(vbuf);
+    }
+    fprintf(stderr, "jpegfast damaged files: %d made, %d refused\n", fast_ok, failed);
+    ck_assert_int_gt(fast_ok, 0);
+    ck_assert_int_gt(failed, 0);
+    free(buf);
+    free(whole);
+}
+END_TEST
+
 Suite *jpegfast_suite(void);
 Suite *jpegfast_suite(void)
 {
@@ -235,6 +301,7 @@ Suite *jpegfast_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_jpegfast_matches_libvips_every_sampling_and_box, 0, S_N);
     tcase_add_test(tc, test_jpegfast_refuses_and_stops);
+    tcase_add_test(tc, test_jpegfast_damaged_files_end_as_libvips_ends_them);
     suite_add_tcase(s, tc);
     return s;
 }
