@@ -37,9 +37,8 @@ bool imgproc__jpegfast_takes(const imgproc_probe_t *probe, const imgproc_job_t *
 {
     return probe->fmt == IMGPROC_FMT_JPEG && job->out_fmt == IMGPROC_FMT_JPEG && !job->naive &&
            !probe->progressive && !probe->has_icc && !probe->has_alpha &&
-           (probe->bands == 1 || probe->bands == 3) && probe->orientation == 1 && !pl->crop &&
-           pl->frames == 1 && !pl->swap && quality < 90 && pl->resized_w == pl->out_w &&
-           pl->resized_h == pl->out_h;
+           (probe->bands == 1 || probe->bands == 3) && probe->orientation == 1 &&
+           !pl->attention && pl->frames == 1 && !pl->swap && quality < 90;
 }
 
 typedef enum { DONE = 0, DECLINE, CANCEL, WRITE_FAIL, NOMEM } why_t;
@@ -163,6 +162,7 @@ static void dst_term(j_compress_ptr c)
  * rows is there, the horizontal pass, and the output ring the encoder reads. */
 typedef struct {
     uint32_t iw, ih, bh, bv, pw, ph, ow, oh;
+    double x0, y0; /* where the output starts on the resized grid (a centre crop) */
     imgproc__axis_t v, h;
     uint32_t *acc; /* pw sums of the box group being filled */
     uint32_t acc_rows, in_rows;
@@ -197,21 +197,25 @@ static uint32_t box_of(uint32_t in, uint32_t out)
     return f < 1 ? 1 : f;
 }
 
-/* @p whole: the reduce factor libvips would use on this plane. */
-static int plane_init(plane_t *p, uint32_t iw, uint32_t ih, uint32_t ow, uint32_t oh,
-                      double whole_h, double whole_v, uint32_t group)
+/* A plane of @p iw x @p ih resized to @p rw x @p rh (@p whole: the reduce factors libvips
+ * would use) of which the @p ow x @p oh starting at (@p x0, @p y0) is the output. */
+static int plane_init(plane_t *p, uint32_t iw, uint32_t ih, uint32_t rw, uint32_t rh,
+                      double whole_h, double whole_v, double x0, double y0, uint32_t ow,
+                      uint32_t oh, uint32_t group)
 {
     p->iw = iw;
     p->ih = ih;
     p->ow = ow;
     p->oh = oh;
+    p->x0 = x0;
+    p->y0 = y0;
     p->group = group;
-    p->bh = box_of(iw, ow);
-    p->bv = box_of(ih, oh);
+    p->bh = box_of(iw, rw);
+    p->bv = box_of(ih, rh);
     p->pw = (iw + p->bh - 1) / p->bh;
     p->ph = (ih + p->bv - 1) / p->bv;
-    if (imgproc__axis_init(&p->v, whole_v, p->bv, ih, oh) ||
-        imgproc__axis_init(&p->h, whole_h, p->bh, iw, ow))
+    if (imgproc__axis_init(&p->v, whole_v, p->bv, ih, rh) ||
+        imgproc__axis_init(&p->h, whole_h, p->bh, iw, rw))
         return -1;
     p->ring_n = (uint32_t)p->v.n + 1;
     p->margin = p->h.n + 1;
@@ -226,7 +230,7 @@ static int plane_init(plane_t *p, uint32_t iw, uint32_t ih, uint32_t ow, uint32_
     if (!p->acc || !p->ring || !p->last_copy || !p->vacc || !p->hfirst || !p->hmask || !p->out)
         return -1;
     for (uint32_t x = 0; x < ow; x++) {
-        p->hmask[x] = imgproc__axis_at(&p->h, x, &p->hfirst[x]);
+        p->hmask[x] = imgproc__axis_at(&p->h, x0 + x, &p->hfirst[x]);
         if (p->hfirst[x] < -p->margin || p->hfirst[x] + p->h.n > (int)p->pw + p->margin)
             return -1;
     }
@@ -252,7 +256,7 @@ WIDE_SIMD static int plane_emit(plane_t *p, bool ended, uint32_t enc_base)
     int first;
     while (p->produced < p->oh) {
         uint32_t y = p->produced;
-        vm = imgproc__axis_at(&p->v, y, &first);
+        vm = imgproc__axis_at(&p->v, p->y0 + y, &first);
         int last = first + p->v.n - 1;
         if (last > (int)p->ph - 1)
             last = (int)p->ph - 1;
@@ -508,9 +512,12 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
      * size (vips_resize reduces by at most the whole length); a chroma plane goes from the
      * resolution libjpeg gives it (at a DCT scale under 1 it scales the chroma up in the
      * IDCT, often to the luma's) to half the output's. */
-    const uint32_t W = pl->load_w, H = pl->load_h, ow = pl->resized_w, oh = pl->resized_h;
+    const uint32_t W = pl->load_w, H = pl->load_h, rw = pl->resized_w, rh = pl->resized_h;
+    const uint32_t ow = pl->out_w, oh = pl->out_h;
     const double sh = 1.0 / fmax(1.0 / pl->load_hshrink, 1.0 / W);
     const double sv = 1.0 / fmax(1.0 / pl->load_vshrink, 1.0 / H);
+    /* a centre crop, as vips_smartcrop's: (resized - out) / 2, rounded down */
+    const uint32_t left = (rw - ow) / 2, top = (rh - oh) / 2;
     const int mh = hmax * d->min_DCT_scaled_size, mv = vmax * d->min_DCT_scaled_size;
     f->nplanes = grey ? 1 : 3;
     size_t inrows_n = 0, inbuf_n = 0;
@@ -523,13 +530,18 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
             goto out;
         }
         uint32_t iw = (W + (uint32_t)hs - 1) / (uint32_t)hs, ih = (H + (uint32_t)vs - 1) / (uint32_t)vs;
+        /* a chroma plane is resized to half the luma's grid; the crop's start in it falls
+         * between two samples when the luma's is odd */
+        uint32_t prw = ci ? (rw + 1) / 2 : rw, prh = ci ? (rh + 1) / 2 : rh;
         uint32_t pow_ = ci ? (ow + 1) / 2 : ow, poh = ci ? (oh + 1) / 2 : oh;
         double wh = ci ? sh * 2 / hs : sh, wv = ci ? sv * 2 / vs : sv;
-        if (iw < pow_ || ih < poh) {
+        double x0 = ci ? left / 2.0 : left, y0 = ci ? top / 2.0 : top;
+        if (iw < prw || ih < prh) {
             rc = IMGPROC__JPEGFAST_DECLINED;
             goto out;
         }
-        if (plane_init(&f->pl[ci], iw, ih, pow_, poh, wh, wv, grey || ci ? 8 : 16)) {
+        if (plane_init(&f->pl[ci], iw, ih, prw, prh, wh, wv, x0, y0, pow_, poh,
+                       grey || ci ? 8 : 16)) {
             rc = imgproc__fail(err, IMGPROC_E_NOMEM, "jpeg: plane %d of %ux%u", ci, ow, oh);
             goto out;
         }

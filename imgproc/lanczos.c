@@ -51,7 +51,7 @@ int imgproc__axis_init(imgproc__axis_t *ax, double whole, uint32_t box, uint32_t
 }
 
 /* First input index (in the edge-extended input) and mask of output position @p o. */
-const float *imgproc__axis_at(const imgproc__axis_t *ax, uint32_t o, int *first)
+const float *imgproc__axis_at(const imgproc__axis_t *ax, double o, int *first)
 {
     double pos = (o + 0.5) * ax->shrink - 0.5 - ax->offset;
     int s = (int)(pos * TSCALE * 2);

@@ -21,8 +21,9 @@ int imgproc__axis_init(imgproc__axis_t *ax, double whole, uint32_t box, uint32_t
                        uint32_t out);
 
 /** The mask of output position @p o and in @p first its first input index (in the
- *  edge-extended input: clamp each index to the input). */
-const float *imgproc__axis_at(const imgproc__axis_t *ax, uint32_t o, int *first);
+ *  edge-extended input: clamp each index to the input). @p o may fall between two output
+ *  samples (a crop of a subsampled plane that starts at an odd luma offset). */
+const float *imgproc__axis_at(const imgproc__axis_t *ax, double o, int *first);
 
 void imgproc__axis_free(imgproc__axis_t *ax);
 

@@ -1,6 +1,7 @@
 /* Check tests for imgproc/jpegfast.c (issue 14): JPEG to JPEG by YCbCr planes must give what
  * libvips' own path gives. Detailed (noise) content is saved as 4:2:0, 4:4:4 and grey JPEGs
- * at sizes whose DCT scales and box groups do not divide them; each box is made by the fast
+ * at sizes whose DCT scales and box groups do not divide them; each box (fits, centre crops
+ * at odd and even offsets, conversions) is made by the fast
  * path (called directly, so that it is known to have run, and through imgproc_run(), which
  * must write the same bytes) and by vips_thumbnail() + jpegsave with run.c's options. Both
  * JPEGs are measured against vips_thumbnail()'s lossless result: the fast one may be at
@@ -117,7 +118,9 @@ static void check_box(const char *src, sampling_t s, imgproc_op_t op, uint32_t w
     void *vbuf = NULL;
     size_t vlen = 0;
     ck_assert_int_eq(vips_thumbnail(src, &ref, (int)pl.box_w, "height", (int)pl.box_h, "size",
-                                    VIPS_SIZE_DOWN, "no_rotate", TRUE, NULL),
+                                    VIPS_SIZE_DOWN, "crop",
+                                    pl.crop ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE,
+                                    "no_rotate", TRUE, NULL),
                      0);
     VipsImage *cast = NULL;
     ck_assert_int_eq(vips_cast(ref, &cast, VIPS_FORMAT_UCHAR, NULL), 0);
@@ -154,9 +157,12 @@ static const struct {
 static const struct {
     imgproc_op_t op;
     uint32_t w, h;
-} boxes[] = {{IMGPROC_OP_FIT, 290, 290}, {IMGPROC_OP_FIT, 203, 0},    {IMGPROC_OP_FIT, 0, 97},
-             {IMGPROC_OP_FIT, 1000, 1000}, {IMGPROC_OP_FIT, 7, 7}, {IMGPROC_OP_CONVERT, 0, 0},
-             {IMGPROC_OP_FIT, 61, 0}};
+} boxes[] = {{IMGPROC_OP_FIT, 290, 290},   {IMGPROC_OP_FIT, 203, 0},
+             {IMGPROC_OP_FIT, 0, 97},      {IMGPROC_OP_FIT, 1000, 1000},
+             {IMGPROC_OP_FIT, 7, 7},       {IMGPROC_OP_CONVERT, 0, 0},
+             {IMGPROC_OP_FIT, 61, 0},      {IMGPROC_OP_COVER, 150, 90},
+             {IMGPROC_OP_COVER, 333, 111}, {IMGPROC_OP_COVER, 7, 7},
+             {IMGPROC_OP_COVER, 101, 101}, {IMGPROC_OP_COVER, 40, 900}};
 
 START_TEST(test_jpegfast_matches_libvips_every_sampling_and_box)
 {
@@ -205,8 +211,8 @@ START_TEST(test_jpegfast_refuses_and_stops)
     free(m.buf);
     ck_assert_int_eq(imgproc_run(cut, &job, &opts, dst, &out, &err), -IMGPROC_E_CORRUPT);
 
-    /* not taken: a crop, other output formats, quality 90 and over (libvips writes 4:4:4),
-     * a progressive file */
+    /* not taken: a smart crop, other output formats, quality 90 and over (libvips writes
+     * 4:4:4), a progressive file */
     ck_assert_int_eq(imgproc_probe_file(src, &probe, &err), 0);
     ck_assert(imgproc__jpegfast_takes(&probe, &job, &pl, Q));
     ck_assert(!imgproc__jpegfast_takes(&probe, &job, &pl, 90));
@@ -214,7 +220,7 @@ START_TEST(test_jpegfast_refuses_and_stops)
     other.out_fmt = IMGPROC_FMT_WEBP;
     ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl, Q));
     other = job;
-    other.op = IMGPROC_OP_COVER;
+    other.op = IMGPROC_OP_SMART;
     ck_assert_int_eq(imgproc__plan(&probe, &other, &pl), 0);
     ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl, Q));
     make_jpeg(S_420, 1200, 900, prog, "progressive");
