@@ -163,6 +163,7 @@ static void dst_term(j_compress_ptr c)
 typedef struct {
     uint32_t iw, ih, bh, bv, pw, ph, ow, oh;
     double x0, y0; /* where the output starts on the resized grid (a centre crop) */
+    double last_dy; /* moves the last output row (a chroma row of an odd output height) */
     imgproc__axis_t v, h;
     uint32_t *acc; /* pw sums of the box group being filled */
     uint32_t acc_rows, in_rows;
@@ -201,8 +202,9 @@ static uint32_t box_of(uint32_t in, uint32_t out)
  * would use) of which the @p ow x @p oh starting at (@p x0, @p y0) is the output. */
 static int plane_init(plane_t *p, uint32_t iw, uint32_t ih, uint32_t rw, uint32_t rh,
                       double whole_h, double whole_v, double x0, double y0, uint32_t ow,
-                      uint32_t oh, uint32_t group)
+                      uint32_t oh, double last_dx, double last_dy, uint32_t group)
 {
+    p->last_dy = last_dy;
     p->iw = iw;
     p->ih = ih;
     p->ow = ow;
@@ -230,9 +232,10 @@ static int plane_init(plane_t *p, uint32_t iw, uint32_t ih, uint32_t rw, uint32_
     if (!p->acc || !p->ring || !p->last_copy || !p->vacc || !p->hfirst || !p->hmask || !p->out)
         return -1;
     for (uint32_t x = 0; x < ow; x++) {
-        p->hmask[x] = imgproc__axis_at(&p->h, x0 + x, &p->hfirst[x]);
+        p->hmask[x] = imgproc__axis_at(&p->h, x0 + x + (x + 1 == ow ? last_dx : 0),
+                                       &p->hfirst[x]);
         if (p->hfirst[x] < -p->margin || p->hfirst[x] + p->h.n > (int)p->pw + p->margin)
-            return -1;
+            return -2; /* a window past the margins: libvips' job */
     }
     return 0;
 }
@@ -256,7 +259,7 @@ WIDE_SIMD static int plane_emit(plane_t *p, bool ended, uint32_t enc_base)
     int first;
     while (p->produced < p->oh) {
         uint32_t y = p->produced;
-        vm = imgproc__axis_at(&p->v, p->y0 + y, &first);
+        vm = imgproc__axis_at(&p->v, p->y0 + y + (y + 1 == p->oh ? p->last_dy : 0), &first);
         int last = first + p->v.n - 1;
         if (last > (int)p->ph - 1)
             last = (int)p->ph - 1;
@@ -516,6 +519,14 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
     const uint32_t ow = pl->out_w, oh = pl->out_h;
     const double sh = 1.0 / fmax(1.0 / pl->load_hshrink, 1.0 / W);
     const double sv = 1.0 / fmax(1.0 / pl->load_vshrink, 1.0 / H);
+    /* Outputs under 4 px on a side keep libvips: there one chroma sample of an odd length
+     * is most of the image, and ours spans two output samples where libjpeg's
+     * downsampling of libvips' RGB result spans one (37x1 to 1x1: 23.6 dB from the
+     * lossless result against 52.9). */
+    if (!grey && (ow < 4 || oh < 4)) {
+        rc = IMGPROC__JPEGFAST_DECLINED;
+        goto out;
+    }
     /* a centre crop, as vips_smartcrop's: (resized - out) / 2, rounded down */
     const uint32_t left = (rw - ow) / 2, top = (rh - oh) / 2;
     const int mh = hmax * d->min_DCT_scaled_size, mv = vmax * d->min_DCT_scaled_size;
@@ -530,19 +541,32 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
             goto out;
         }
         uint32_t iw = (W + (uint32_t)hs - 1) / (uint32_t)hs, ih = (H + (uint32_t)vs - 1) / (uint32_t)vs;
-        /* a chroma plane is resized to half the luma's grid; the crop's start in it falls
-         * between two samples when the luma's is odd */
+        /* A chroma plane is resized to half the luma's grid, each output sample centred on
+         * the two luma samples it covers. Its own grid (centred on prw samples from iw) is
+         * shifted onto that: by a quarter sample when the resized luma is odd (prw covers
+         * one luma sample more), back when the stored chroma is (iw covers one more), and
+         * by the crop's start, half a sample when the luma's is odd. The last chroma sample
+         * of an odd output length covers its last luma sample only (libjpeg's downsampling
+         * replicates the edge): a quarter sample back. */
         uint32_t prw = ci ? (rw + 1) / 2 : rw, prh = ci ? (rh + 1) / 2 : rh;
         uint32_t pow_ = ci ? (ow + 1) / 2 : ow, poh = ci ? (oh + 1) / 2 : oh;
         double wh = ci ? sh * 2 / hs : sh, wv = ci ? sv * 2 / vs : sv;
-        double x0 = ci ? left / 2.0 : left, y0 = ci ? top / 2.0 : top;
+        double x0 = left, y0 = top;
+        if (ci) {
+            x0 = left / 2.0 + (prw - rw / 2.0) / 2 - (iw - (double)W / hs) / (2 * wh);
+            y0 = top / 2.0 + (prh - rh / 2.0) / 2 - (ih - (double)H / vs) / (2 * wv);
+        }
         if (iw < prw || ih < prh) {
             rc = IMGPROC__JPEGFAST_DECLINED;
             goto out;
         }
-        if (plane_init(&f->pl[ci], iw, ih, prw, prh, wh, wv, x0, y0, pow_, poh,
-                       grey || ci ? 8 : 16)) {
-            rc = imgproc__fail(err, IMGPROC_E_NOMEM, "jpeg: plane %d of %ux%u", ci, ow, oh);
+        double ldx = ci && (ow & 1) ? -0.25 : 0, ldy = ci && (oh & 1) ? -0.25 : 0;
+        int prc = plane_init(&f->pl[ci], iw, ih, prw, prh, wh, wv, x0, y0, pow_, poh, ldx, ldy,
+                             grey || ci ? 8 : 16);
+        if (prc) {
+            rc = prc == -2 ? IMGPROC__JPEGFAST_DECLINED
+                           : imgproc__fail(err, IMGPROC_E_NOMEM, "jpeg: plane %d of %ux%u", ci,
+                                           ow, oh);
             goto out;
         }
         size_t rows = (size_t)(c[ci].v_samp_factor * c[ci].DCT_scaled_size);

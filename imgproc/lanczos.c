@@ -54,6 +54,12 @@ int imgproc__axis_init(imgproc__axis_t *ax, double whole, uint32_t box, uint32_t
 const float *imgproc__axis_at(const imgproc__axis_t *ax, double o, int *first)
 {
     double pos = (o + 0.5) * ax->shrink - 0.5 - ax->offset;
+    if (pos < 0) { /* before the first sample (a shifted grid): round down, not to zero */
+        double fl = floor(pos);
+        int s = (int)((pos - fl) * TSCALE * 2);
+        *first = (int)fl - ax->pad;
+        return ax->masks + (size_t)((s + 1) >> 1) * ax->n;
+    }
     int s = (int)(pos * TSCALE * 2);
     int t = ((s & (TSCALE * 2 - 1)) + 1) >> 1;
     *first = (int)pos - ax->pad;

@@ -12,6 +12,7 @@
  * the deadline, a failed write. libvips is initialised inside the forked child. */
 #include <check.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,13 +40,31 @@ static void teardown(void)
 
 static const imgproc_opts_t opts = {.jpeg_quality = Q, .webp_quality = 80, .png_compression = 1};
 
-typedef enum { S_420, S_444, S_GREY, S_N } sampling_t;
-static const char *const sampling_name[S_N] = {"4:2:0", "4:4:4", "grey"};
+typedef enum { S_420, S_444, S_GREY, S_WAVES, S_N } sampling_t;
+static const char *const sampling_name[S_N] = {"4:2:0", "4:4:4", "grey", "4:2:0 waves"};
+
+/* Colour waves: each band a sinusoid of its own period on each axis, so the chroma has
+ * structure at every scale and a chroma grid off the luma's by a fraction of a sample
+ * costs dB (the noise of tg_detail_image hides that: 4:2:0 keeps little of its chroma). */
+static VipsImage *waves(int w, int h)
+{
+    uint8_t *px = g_malloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int k = 0; k < 3; k++)
+                px[((size_t)y * w + x) * 3 + k] =
+                    (uint8_t)(128 + 90 * sin(x / (5.0 + k * 3)) * cos(y / (4.0 + k * 2)));
+    VipsImage *mem = vips_image_new_from_memory_copy(px, (size_t)w * h * 3, w, h, 3,
+                                                     VIPS_FORMAT_UCHAR);
+    g_free(px);
+    ck_assert_ptr_nonnull(mem);
+    return mem;
+}
 
 static void make_jpeg(sampling_t s, int w, int h, const char *path, const char *extra)
 {
-    VipsImage *img = tg_detail_image(w, h, s == S_GREY ? 1 : 3, false);
-    int rc = vips_jpegsave(img, path, "Q", 88, "subsample_mode",
+    VipsImage *img = s == S_WAVES ? waves(w, h) : tg_detail_image(w, h, s == S_GREY ? 1 : 3, false);
+    int rc = vips_jpegsave(img, path, "Q", s == S_WAVES ? 90 : 88, "subsample_mode",
                            s == S_444 ? VIPS_FOREIGN_SUBSAMPLE_OFF : VIPS_FOREIGN_SUBSAMPLE_ON,
                            "interlace", extra && strcmp(extra, "progressive") == 0, NULL);
     ck_assert_msg(rc == 0, "save: %s", vips_error_buffer());
@@ -177,6 +196,41 @@ START_TEST(test_jpegfast_matches_libvips_every_sampling_and_box)
 }
 END_TEST
 
+/* The chroma grid on the luma's: resized lengths that are odd (990x693 from 1000x700, 249,
+ * 250x175), a stored width that is odd at full scale (1035 px, whose chroma is 518 samples
+ * for 517.5), crops that start at odd offsets, on colour waves (review of 5384a0b: the
+ * chroma was a quarter sample off in each of these, 2.75 dB under libvips' JPEG at
+ * 990x693); a 5x4 output, whose last chroma column covers one luma column. */
+START_TEST(test_jpegfast_chroma_lands_on_the_luma)
+{
+    static const struct {
+        int w, h;
+        imgproc_op_t op;
+        uint32_t bw, bh;
+    } cases[] = {
+        {1000, 700, IMGPROC_OP_FIT, 990, 5000},   {1035, 700, IMGPROC_OP_FIT, 1000, 0},
+        {1000, 700, IMGPROC_OP_FIT, 249, 0},      {1000, 700, IMGPROC_OP_FIT, 250, 175},
+        {1000, 700, IMGPROC_OP_COVER, 201, 77},   {1035, 701, IMGPROC_OP_COVER, 333, 111},
+        {1035, 701, IMGPROC_OP_FIT, 517, 517},    {37, 29, IMGPROC_OP_FIT, 5, 5},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char src[512];
+        snprintf(src, sizeof(src), "%s/waves-%dx%d.jpg", tmpdir, cases[i].w, cases[i].h);
+        make_jpeg(S_WAVES, cases[i].w, cases[i].h, src, NULL);
+        check_box(src, S_WAVES, cases[i].op, cases[i].bw, cases[i].bh);
+    }
+    /* under 4 px on a side: libvips' (its chroma is the one output pixel's) */
+    char src[512];
+    snprintf(src, sizeof(src), "%s/waves-37x1.jpg", tmpdir);
+    make_jpeg(S_WAVES, 37, 1, src, NULL);
+    imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = 1, .height = 1, .out_fmt = IMGPROC_FMT_JPEG};
+    imgproc__plan_t pl;
+    mem_t m = {0};
+    ck_assert_int_eq(run_fast(src, &job, &pl, &m, NULL), IMGPROC__JPEGFAST_DECLINED);
+    free(m.buf);
+}
+END_TEST
+
 /* What the path does not take or must stop on. */
 START_TEST(test_jpegfast_refuses_and_stops)
 {
@@ -305,7 +359,8 @@ Suite *jpegfast_suite(void)
     TCase *tc = tcase_create("jpegfast");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
-    tcase_add_loop_test(tc, test_jpegfast_matches_libvips_every_sampling_and_box, 0, S_N);
+    tcase_add_loop_test(tc, test_jpegfast_matches_libvips_every_sampling_and_box, 0, S_WAVES);
+    tcase_add_test(tc, test_jpegfast_chroma_lands_on_the_luma);
     tcase_add_test(tc, test_jpegfast_refuses_and_stops);
     tcase_add_test(tc, test_jpegfast_damaged_files_end_as_libvips_ends_them);
     suite_add_tcase(s, tc);
