@@ -385,6 +385,7 @@ typedef struct {
     int nplanes;
     JSAMPLE *inbuf;
     JSAMPROW *inrows;
+    JSAMPARRAY in[3]; /* each component's rows of one iMCU row, in inrows */
     JSAMPROW outrows[3][16];
 } fast_t;
 
@@ -403,7 +404,7 @@ static int fail(fast_t *f, imgproc_err_t *err)
 }
 
 /* Input rows until every plane has made the rows of encoder iMCU row @p g. */
-static int fill_group(fast_t *f, uint32_t g, uint32_t *imcu)
+static int fill_group(fast_t *f, uint32_t g)
 {
     struct jpeg_decompress_struct *d = &f->d;
     const uint32_t rows_in = (uint32_t)(d->max_v_samp_factor * d->min_DCT_scaled_size);
@@ -430,13 +431,7 @@ static int fill_group(fast_t *f, uint32_t g, uint32_t *imcu)
             f->em.why = CANCEL;
             longjmp(f->em.jmp, 1);
         }
-        JSAMPARRAY planes[3];
-        JSAMPROW *r = f->inrows;
-        for (int ci = 0; ci < d->num_components; ci++) {
-            planes[ci] = r;
-            r += d->comp_info[ci].v_samp_factor * d->comp_info[ci].DCT_scaled_size;
-        }
-        if (jpeg_read_raw_data(d, planes, rows_in) != rows_in) {
+        if (jpeg_read_raw_data(d, f->in, rows_in) != rows_in) {
             f->em.why = DECLINE;
             longjmp(f->em.jmp, 1);
         }
@@ -444,10 +439,9 @@ static int fill_group(fast_t *f, uint32_t g, uint32_t *imcu)
             jpeg_component_info *c = &d->comp_info[ci];
             uint32_t n = (uint32_t)(c->v_samp_factor * c->DCT_scaled_size);
             for (uint32_t k = 0; k < n; k++)
-                if (plane_push(&f->pl[ci], planes[ci][k], g * f->pl[ci].group))
+                if (plane_push(&f->pl[ci], f->in[ci][k], g * f->pl[ci].group))
                     return -1;
         }
-        (*imcu)++;
     }
 }
 
@@ -585,6 +579,7 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
         for (int ci = 0; ci < f->nplanes; ci++) {
             size_t rows = (size_t)(c[ci].v_samp_factor * c[ci].DCT_scaled_size);
             size_t w = c[ci].width_in_blocks * (size_t)c[ci].DCT_scaled_size;
+            f->in[ci] = r;
             for (size_t k = 0; k < rows; k++, b += w)
                 *r++ = b;
         }
@@ -614,9 +609,8 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
     jpeg_start_compress(e, TRUE);
 
     const uint32_t groups = (oh + f->pl[0].group - 1) / f->pl[0].group;
-    uint32_t imcu = 0;
     for (uint32_t g = 0; g < groups; g++) {
-        if (fill_group(f, g, &imcu)) { /* a plane ran OUT_CAP rows ahead: never seen */
+        if (fill_group(f, g)) { /* a plane ran OUT_CAP rows ahead: never seen */
             rc = IMGPROC__JPEGFAST_DECLINED;
             goto out;
         }
@@ -633,15 +627,8 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
     }
     /* The rest of the file is decoded too, so that damage anywhere in it is libvips'
      * to report, as it would be without this path. */
-    while (d->output_scanline < d->output_height) {
-        JSAMPARRAY planes[3];
-        JSAMPROW *r = f->inrows;
-        for (int ci = 0; ci < d->num_components; ci++) {
-            planes[ci] = r;
-            r += c[ci].v_samp_factor * c[ci].DCT_scaled_size;
-        }
-        jpeg_read_raw_data(d, planes, (JDIMENSION)(vmax * d->min_DCT_scaled_size));
-    }
+    while (d->output_scanline < d->output_height)
+        jpeg_read_raw_data(d, f->in, (JDIMENSION)(vmax * d->min_DCT_scaled_size));
     jpeg_finish_decompress(d);
     jpeg_finish_compress(e);
     rc = 0;

@@ -53,17 +53,12 @@ int imgproc__axis_init(imgproc__axis_t *ax, double whole, uint32_t box, uint32_t
 /* First input index (in the edge-extended input) and mask of output position @p o. */
 const float *imgproc__axis_at(const imgproc__axis_t *ax, double o, int *first)
 {
-    double pos = (o + 0.5) * ax->shrink - 0.5 - ax->offset;
-    if (pos < 0) { /* before the first sample (a shifted grid): round down, not to zero */
-        double fl = floor(pos);
-        int s = (int)((pos - fl) * TSCALE * 2);
-        *first = (int)fl - ax->pad;
-        return ax->masks + (size_t)((s + 1) >> 1) * ax->n;
-    }
-    int s = (int)(pos * TSCALE * 2);
-    int t = ((s & (TSCALE * 2 - 1)) + 1) >> 1;
-    *first = (int)pos - ax->pad;
-    return ax->masks + (size_t)t * ax->n;
+    /* floor, not truncation: a shifted grid (jpegfast's chroma) can start before sample 0.
+     * For pos >= 0 this is libvips' (int)(pos * 128) & 127: pos - floor(pos) is exact. */
+    double pos = (o + 0.5) * ax->shrink - 0.5 - ax->offset, fl = floor(pos);
+    int s = (int)((pos - fl) * TSCALE * 2);
+    *first = (int)fl - ax->pad;
+    return ax->masks + (size_t)((s + 1) >> 1) * ax->n;
 }
 
 void imgproc__axis_free(imgproc__axis_t *ax)
