@@ -41,11 +41,12 @@ int imgproc__axis_init(imgproc__axis_t *ax, double whole, uint32_t box, uint32_t
     ax->offset = (1 + extra) / 2.0 - 1;
     ax->n = 2 * (int)rint(LANCZOS_A * ax->shrink) + 1;
     ax->pad = (int)ceil(ax->n / 2.0) - 1;
-    ax->masks = malloc((size_t)(TSCALE + 1) * (size_t)ax->n * sizeof(float));
+    ax->stride = (ax->n + IMGPROC__MASK_ALIGN - 1) / IMGPROC__MASK_ALIGN * IMGPROC__MASK_ALIGN;
+    ax->masks = calloc((size_t)(TSCALE + 1) * (size_t)ax->stride, sizeof(float));
     if (!ax->masks)
         return -1;
     for (int t = 0; t <= TSCALE; t++)
-        if (lanczos_mask(ax->masks + (size_t)t * ax->n, ax->shrink, (double)t / TSCALE) != ax->n)
+        if (lanczos_mask(ax->masks + (size_t)t * ax->stride, ax->shrink, (double)t / TSCALE) != ax->n)
             return -1;
     return 0;
 }
@@ -58,7 +59,7 @@ const float *imgproc__axis_at(const imgproc__axis_t *ax, double o, int *first)
     double pos = (o + 0.5) * ax->shrink - 0.5 - ax->offset, fl = floor(pos);
     int s = (int)((pos - fl) * TSCALE * 2);
     *first = (int)fl - ax->pad;
-    return ax->masks + (size_t)((s + 1) >> 1) * ax->n;
+    return ax->masks + (size_t)((s + 1) >> 1) * ax->stride;
 }
 
 void imgproc__axis_free(imgproc__axis_t *ax)

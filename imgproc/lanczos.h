@@ -6,10 +6,16 @@
 
 #include <stdint.h>
 
+/** A mask's floats are padded with zeros to a multiple of this, so that a dot product
+ *  over it runs in whole vectors (jpegfast.c). */
+#define IMGPROC__MASK_ALIGN 8
+
 typedef struct {
     double shrink, offset; /**< residual factor after the box shrink; grid offset */
     int n, pad;            /**< points of a mask; how far a mask reaches before its centre */
-    float *masks;          /**< (IMGPROC__TSCALE + 1) x n, each summing to 1 */
+    int stride;            /**< floats from one mask to the next: n rounded up to a multiple of
+                                IMGPROC__MASK_ALIGN, the points past n zero */
+    float *masks;          /**< (IMGPROC__TSCALE + 1) masks of stride, each summing to 1 */
 } imgproc__axis_t;
 
 /**
