@@ -53,8 +53,9 @@ typedef struct node {
 /* ---- the row table ------------------------------------------------------------------ */
 
 typedef enum {
-    ROW_UINT, ROW_SIZE, ROW_DURATION, ROW_BOOL, ROW_STR, ROW_ENUM, ROW_SIZES, ROW_PRESETS
-} row_type_t;
+    ROW_UINT, ROW_SIZE, ROW_DURATION, ROW_MILLI, ROW_BOOL, ROW_STR, ROW_ENUM, ROW_SIZES,
+    ROW_PRESETS
+} row_type_t; /* ROW_MILLI: a decimal of up to 3 places ("1.333"), held in thousandths */
 
 enum {
     ROW_AUTO = 1,   /* "auto" is accepted and stored as 0 (below min) */
@@ -165,8 +166,8 @@ static const cfg_row_t rows[] = {
 
     ROW("mezzanine.enabled", ROW_BOOL, mezz_enabled, 0, 1, "true", 0, NULL, NULL),
     ROW("mezzanine.size", ROW_UINT, mezz_size, 256, 8192, "1280", 0, NULL, NULL),
-    ROW("mezzanine.k", ROW_UINT, mezz_k, 1, 16, "2", 0, NULL, NULL),
-    ROW("mezzanine.quality", ROW_UINT, mezz_quality, 50, 100, "92", 0, NULL, NULL),
+    ROW("mezzanine.k", ROW_MILLI, mezz_k_milli, 1000, 16000, "1.333", 0, NULL, NULL),
+    ROW("mezzanine.quality", ROW_UINT, mezz_quality, 50, 100, "95", 0, NULL, NULL),
 
     ROW("log.level", ROW_ENUM, log_level, 0, 3, "info", 0, level_names, NULL),
     ROW("log.access", ROW_BOOL, access_log, 0, 1, "true", 0, NULL, NULL),
@@ -344,6 +345,31 @@ static int parse_uint(const char *s, uint64_t *out)
     return overflow ? PARSE_TOO_LARGE : PARSE_OK;
 }
 
+/* "1", "1.5", "1.333": thousandths. More places are refused rather than rounded. */
+static int parse_milli(const char *s, uint64_t *out)
+{
+    uint64_t n, frac = 0;
+    bool overflow;
+    if (scan_digits(&s, &n, &overflow) != PARSE_OK)
+        return PARSE_BAD;
+    if (*s == '.') {
+        s++;
+        int places = 0;
+        for (; *s >= '0' && *s <= '9' && places < 3; s++, places++)
+            frac = frac * 10 + (uint64_t)(*s - '0');
+        if (places == 0)
+            return PARSE_BAD;
+        for (; places < 3; places++)
+            frac *= 10;
+    }
+    if (*s != '\0')
+        return PARSE_BAD;
+    if (overflow || n > (UINT64_MAX - frac) / 1000)
+        return PARSE_TOO_LARGE;
+    *out = n * 1000 + frac;
+    return PARSE_OK;
+}
+
 static int parse_size(const char *s, uint64_t *out)
 {
     /* One-letter units are binary as in nginx and systemd; "KB" is the SI kilobyte. */
@@ -464,6 +490,15 @@ static const char *fmt_number(char *buf, size_t n, row_type_t type, uint64_t v)
         return fmt_size(buf, n, v);
     if (type == ROW_DURATION)
         return fmt_duration(buf, n, v);
+    if (type == ROW_MILLI && v % 1000 != 0) { /* the places it has: 1.5, 1.333 */
+        unsigned frac = (unsigned)(v % 1000), places = 3;
+        for (; frac % 10 == 0; frac /= 10)
+            places--;
+        snprintf(buf, n, "%" PRIu64 ".%0*u", v / 1000, (int)places, frac);
+        return buf;
+    }
+    if (type == ROW_MILLI)
+        v /= 1000;
     snprintf(buf, n, "%" PRIu64, v);
     return buf;
 }
@@ -559,6 +594,7 @@ static int set_number(cfg_t *c, const cfg_row_t *r, const node_t *v, set_err_t *
 {
     const char *what = r->type == ROW_SIZE       ? "size"
                        : r->type == ROW_DURATION ? "duration"
+                       : r->type == ROW_MILLI    ? "decimal"
                                                  : "number";
     char q[QUOTE_SIZE], lo[32], hi[32];
     uint64_t n = 0;
@@ -572,6 +608,7 @@ static int set_number(cfg_t *c, const cfg_row_t *r, const node_t *v, set_err_t *
     }
     rc = r->type == ROW_SIZE ? parse_size(v->text, &n)
          : r->type == ROW_DURATION ? parse_duration(v->text, &n)
+         : r->type == ROW_MILLI    ? parse_milli(v->text, &n)
                                    : parse_uint(v->text, &n);
     switch (rc) {
     case PARSE_OK:
@@ -958,6 +995,7 @@ static int set_presets(cfg_t *c, const cfg_row_t *r, const node_t *v, set_err_t 
 
 static int (*const setters[])(cfg_t *, const cfg_row_t *, const node_t *, set_err_t *) = {
     [ROW_UINT] = set_number, [ROW_SIZE] = set_number,     [ROW_DURATION] = set_number,
+    [ROW_MILLI] = set_number,
     [ROW_BOOL] = set_bool,   [ROW_STR] = set_str,         [ROW_ENUM] = set_enum,
     [ROW_SIZES] = set_sizes, [ROW_PRESETS] = set_presets,
 };
@@ -1602,6 +1640,7 @@ static void print_value(FILE *out, const cfg_t *c, const cfg_row_t *r)
     case ROW_UINT:
     case ROW_SIZE:
     case ROW_DURATION:
+    case ROW_MILLI:
         v = get_uint(c, r);
         fputs((r->flags & ROW_AUTO) && v == 0 ? "auto" : fmt_number(buf, sizeof(buf), r->type, v),
               out);

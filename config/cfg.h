@@ -108,8 +108,8 @@ typedef struct cfg {
     bool keep_icc;              /**< `output.keep_icc` */
 
     bool mezz_enabled;          /**< `mezzanine.enabled`: make and use mezzanine levels */
-    uint32_t mezz_size;         /**< `mezzanine.size`: long side of the level (pixels) */
-    uint32_t mezz_k;            /**< `mezzanine.k`: a level serves outputs k x smaller */
+    uint32_t mezz_size;         /**< `mezzanine.size`: least long side of a level (pixels) */
+    uint32_t mezz_k_milli;      /**< `mezzanine.k` x 1000: a level serves outputs k x smaller */
     uint32_t mezz_quality;      /**< `mezzanine.quality`: JPEG quality of the level */
 
     cfg_log_level_t log_level;  /**< `log.level` */

@@ -24,11 +24,12 @@ bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t
         orig->bit_depth > 8 || orig->has_alpha)
         return false;
     uint32_t longside = orig->width > orig->height ? orig->width : orig->height;
-    if ((uint64_t)longside * 2 < (uint64_t)cfg->mezz_size * 3)
+    uint32_t side = longside / 2 > cfg->mezz_size ? longside / 2 : cfg->mezz_size;
+    if ((uint64_t)longside * 2 < (uint64_t)side * 3)
         return false; /* the level would be most of the original: little to gain */
     *job = (imgproc_job_t){.op = IMGPROC_OP_FIT,
-                           .width = cfg->mezz_size,
-                           .height = cfg->mezz_size,
+                           .width = side,
+                           .height = side,
                            .out_fmt = IMGPROC_FMT_JPEG};
     return true;
 }
@@ -72,8 +73,8 @@ bool mezz_job_on_level(const cfg_t *cfg, const imgproc_probe_t *orig, const imgp
     display_dims(lvl, &lw, &lh);
     /* the output's scale against the original (a cover's is the larger axis), and the
      * level's on each axis: the level must be k times finer */
-    double s = ow / W > oh / H ? ow / W : oh / H;
-    if (lw < cfg->mezz_k * s * W || lh < cfg->mezz_k * s * H)
+    double s = ow / W > oh / H ? ow / W : oh / H, k = cfg->mezz_k_milli / 1000.0;
+    if (lw < k * s * W || lh < k * s * H)
         return false;
     /* the request itself, else a fit whose rounding lands on the same size, else the
      * cover-crop to it (which may shift the content by a fraction of a pixel) */

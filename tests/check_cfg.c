@@ -315,6 +315,38 @@ START_TEST(test_cfg_duration_good_and_bad)
 }
 END_TEST
 
+/* mezzanine.k: a decimal of up to 3 places, held in thousandths; printed back as written */
+START_TEST(test_cfg_decimal_good_and_bad)
+{
+    static const struct {
+        const char *text;
+        uint32_t milli;
+        const char *printed;
+    } good[] = {{"1.333", 1333, "1.333"}, {"2", 2000, "2"},  {"1.5", 1500, "1.5"},
+                {"1.05", 1050, "1.05"},   {"16", 16000, "16"}, {"1.000", 1000, "1"}};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char yaml[64], line[64];
+        snprintf(yaml, sizeof(yaml), "mezzanine: {k: %s}\n", good[i].text);
+        const cfg_t *c = ok(yaml);
+        ck_assert_uint_eq(c->mezz_k_milli, good[i].milli);
+        char *text = print_to_string(c);
+        snprintf(line, sizeof(line), "\n  k: %s\n", good[i].printed);
+        ck_assert_msg(strstr(text, line) != NULL, "%s printed as: %s", good[i].text, text);
+        free(text);
+        cfg_free(c);
+    }
+    fails_exactly("mezzanine:\n  k: 1.3333\n",
+                  "t.yaml:2: mezzanine.k: bad decimal \"1.3333\"\n");
+    fails_with("mezzanine: {k: 1.}\n", "bad decimal \"1.\"");
+    fails_with("mezzanine: {k: .5}\n", "bad decimal \".5\"");
+    fails_with("mezzanine: {k: \"1,5\"}\n", "bad decimal \"1,5\"");
+    fails_with("mezzanine: {k: -1}\n", "bad decimal \"-1\"");
+    fails_with("mezzanine: {k: 0.999}\n", "\"0.999\" is out of range 1..16");
+    fails_with("mezzanine: {k: 16.001}\n", "\"16.001\" is out of range 1..16");
+    fails_with("mezzanine: {k: 99999999999999999999}\n", "is too large");
+}
+END_TEST
+
 /* heap_ring.*: off by default; an interval is 0 or at least a second (a profile takes
  * milliseconds to write); the environment sets it like any key */
 START_TEST(test_cfg_heap_ring)
@@ -1137,6 +1169,7 @@ Suite *cfg_suite(void)
     tcase_add_test(tc, test_cfg_uint_good_and_bad);
     tcase_add_test(tc, test_cfg_size_good_and_bad);
     tcase_add_test(tc, test_cfg_duration_good_and_bad);
+    tcase_add_test(tc, test_cfg_decimal_good_and_bad);
     tcase_add_test(tc, test_cfg_heap_ring);
     tcase_add_test(tc, test_cfg_bool_good_and_bad);
     tcase_add_test(tc, test_cfg_string_good_and_bad);

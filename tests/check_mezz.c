@@ -27,8 +27,8 @@ static cfg_t mcfg(void)
     memset(&c, 0, sizeof(c));
     c.mezz_enabled = true;
     c.mezz_size = 1280;
-    c.mezz_k = 2;
-    c.mezz_quality = 92;
+    c.mezz_k_milli = 2000;
+    c.mezz_quality = 95;
     return c;
 }
 
@@ -69,10 +69,18 @@ START_TEST(test_mezz_which_originals_get_a_level)
     ck_assert(mezz_level_job(&c, &p, &lj));
     ck_assert_int_eq(lj.op, IMGPROC_OP_FIT);
     ck_assert_int_eq(lj.out_fmt, IMGPROC_FMT_JPEG);
-    uint32_t w, h;
-    imgproc_output_dims(&p, &lj, &w, &h);
-    ck_assert_uint_eq(w, 1280);
-    ck_assert_uint_eq(h, 800);
+    /* half the original (libjpeg's 1/2 scale), or mezzanine.size when that is larger */
+    static const uint32_t want[][4] = {{5120, 3200, 2560, 1600}, {3000, 4000, 1500, 2000},
+                                       {2000, 1500, 1280, 960},  {1920, 1080, 1280, 720},
+                                       {9000, 1000, 4500, 500}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        uint32_t w, h;
+        p = jpeg_probe(want[i][0], want[i][1], 1);
+        ck_assert(mezz_level_job(&c, &p, &lj));
+        imgproc_output_dims(&p, &lj, &w, &h);
+        ck_assert_msg(w == want[i][2] && h == want[i][3], "%ux%u: level %ux%u", want[i][0],
+                      want[i][1], w, h);
+    }
     p = jpeg_probe(1900, 1000, 1); /* < 1.5 x 1280: the level would be most of it */
     ck_assert(!mezz_level_job(&c, &p, &lj));
     p = jpeg_probe(3000, 2000, 1);
@@ -113,6 +121,8 @@ END_TEST
 START_TEST(test_mezz_level_job_has_the_original_dims)
 {
     cfg_t c = mcfg();
+    c.mezz_k_milli = _i == 0 ? 2000 : 1333; /* the loop index: k = 2, and the default */
+    const double k = c.mezz_k_milli / 1000.0;
     static const uint32_t sides[][2] = {{5120, 3200}, {4000, 3000}, {2600, 1701}, {6001, 997},
                                         {1931, 1930}, {3001, 4999}, {2048, 1536}};
     static const uint32_t orients[] = {1, 3, 6, 8};
@@ -127,7 +137,7 @@ START_TEST(test_mezz_level_job_has_the_original_dims)
             imgproc_probe_t lvl = jpeg_probe(lw, lh, 1);
             bool swap = orients[o] >= 5;
             double W = swap ? orig.height : orig.width, H = swap ? orig.width : orig.height;
-            for (uint32_t a = 16; a <= 1400; a += 13)
+            for (uint32_t a = 16; a <= 2600; a += 13)
                 for (int mode = 0; mode < 5; mode++) {
                     imgproc_job_t req = {.out_fmt = IMGPROC_FMT_JPEG};
                     uint32_t b = a * 3 / 4 + 1;
@@ -154,12 +164,12 @@ START_TEST(test_mezz_level_job_has_the_original_dims)
                     imgproc_job_t on;
                     bool ok = mezz_job_on_level(&c, &orig, &req, &lvl, &on);
                     checked++;
-                    if (mode == 4 || lw < 2 * s * W - 1e-9 || lh < 2 * s * H - 1e-9) {
+                    if (mode == 4 || lw < k * s * W - 1e-9 || lh < k * s * H - 1e-9) {
                         ck_assert_msg(!ok, "%ux%u o%u mode %d %u: served beyond k", orig.width,
                                       orig.height, orients[o], mode, a);
                         continue;
                     }
-                    if (lw >= 2.2 * s * W && lh >= 2.2 * s * H)
+                    if (lw >= 1.1 * k * s * W && lh >= 1.1 * k * s * H)
                         ck_assert_msg(ok, "%ux%u o%u mode %d %u: not served", orig.width,
                                       orig.height, orients[o], mode, a);
                     if (!ok)
@@ -267,9 +277,12 @@ static uint64_t estimate_of(tg_server_t *s, const char *path)
  * PSNR of it (for JPEG and WebP, whose own encoding loss at quality 80 is larger than
  * that, within 0.5 dB of the direct result's PSNR against the lossless direct result),
  * and is estimated lower than the same job on the original. */
-static void compare_modes(const char *stem)
+static void compare_modes(const char *stem, const char *near_k_cover)
 {
-    static const char *const modes[] = {"_300x300", "_200x200c", "_400x", "_x150", "_250x390"};
+    /* the level is half the 2600x1700 original, 1300x850 (upright): _970x970 and
+     * @p near_k_cover are outputs it is only k (1.333) times larger than */
+    const char *const modes[] = {"_300x300", "_200x200c", "_400x",   "_x150",
+                                 "_250x390", "_970x970",  near_k_cover};
     static const char *const fmts[] = {"png", "jpg", "webp"};
     for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
         char ref_path[128];
@@ -414,11 +427,11 @@ START_TEST(test_mezz_psnr_every_mode_and_format)
     expect_predicted_level("rot", &rot_probe);
     expect_predicted_level("flat", &flat_probe);
 
-    compare_modes("rot");
-    compare_modes("flat");
+    compare_modes("rot", "_620x960c"); /* displayed 1700x2600 */
+    compare_modes("flat", "_960x620c");
     /* a conversion and an output the level is not k times larger than: the original */
     expect_not_from_level("/rot.png");
-    expect_not_from_level("/flat_900x.jpg");
+    expect_not_from_level("/flat_1000x.jpg");
     /* every job, the level's included, stayed within its estimate (jobmeter); under ASan
      * the resident memory includes redzones and quarantine, as in check_jobmeter */
     if (getenv("THUMBGATE_SANITIZED") == NULL)
@@ -538,8 +551,8 @@ START_TEST(test_mezz_sizes_wait_for_the_level)
     double waited = tg_metric(&S, "thumbgate_mezzanine_waited_total");
     ck_assert(waited >= 1 && waited <= N);
 
-    /* an output the level is not k times larger than neither waits nor uses it */
-    get_ok("/w_900x.jpg");
+    /* an output the level (1280 px) is not k times larger than neither waits nor uses it */
+    get_ok("/w_1000x.jpg");
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), N);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_waited_total"), waited);
 
@@ -580,7 +593,7 @@ END_TEST
  * for waiters) is made even when a request that waits for it leaves: the next sizes of the
  * original want it, so it does not leave the queue with that client.
  * One worker is kept busy by a long job on another original, so what follows stays queued:
- * a 900 px size (over what the level serves: its own job, and it wants the level) and a
+ * a 1000 px size (over what the level serves: its own job, and it wants the level) and a
  * 120 px size that waits for the level, in the order @p waiter_first says. The waiter's
  * client then leaves: the level must stay queued, be made, and serve the next size. */
 static void level_stays_when_its_waiter_leaves(bool waiter_first)
@@ -594,14 +607,14 @@ static void level_stays_when_its_waiter_leaves(bool waiter_first)
     ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
     int big = -1;
     if (!waiter_first) { /* its own job, then the level behind it */
-        big = tg_send_get(&S, "/a_900x.jpg");
+        big = tg_send_get(&S, "/a_1000x.jpg");
         ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 2, 10000));
     }
     int fd = send_get_close("/a_120x.jpg");
     ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_waited_total", 1, 30000));
     if (waiter_first) { /* the level was made for the waiter; now a size wants it */
         ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 1, 10000));
-        big = tg_send_get(&S, "/a_900x.jpg");
+        big = tg_send_get(&S, "/a_1000x.jpg");
         ck_assert(tg_wait_metric(&S, "thumbgate_queue_length", 2, 10000));
     }
     close(fd);
@@ -675,7 +688,7 @@ Suite *mezz_suite(void)
     TCase *u = tcase_create("decisions");
     tcase_add_checked_fixture(u, tg_fixture_setup, NULL);
     tcase_add_test(u, test_mezz_which_originals_get_a_level);
-    tcase_add_test(u, test_mezz_level_job_has_the_original_dims);
+    tcase_add_loop_test(u, test_mezz_level_job_has_the_original_dims, 0, 2);
     suite_add_tcase(s, u);
     TCase *t = tcase_create("server");
     tcase_add_checked_fixture(t, tg_fixture_setup, teardown);
