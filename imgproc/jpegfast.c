@@ -7,7 +7,8 @@
  * resize. Here each plane of the file is resized as it is stored (the chroma planes at
  * their own resolution, a quarter of the pixels at 4:2:0), with libvips' geometry (the box
  * shrink of gap 2, then the Lanczos3 masks and sample grid of lanczos.h), and the result
- * goes to libjpeg's raw encoder as 4:2:0, which is what libvips writes under quality 90.
+ * goes to libjpeg's raw encoder as 4:2:0 under quality 90 and 4:4:4 from 90 up, as libvips
+ * writes them.
  * YCbCr is an affine map of RGB, so resizing the planes is resizing the RGB bands; the
  * only difference is where the chroma is sampled (tests/check_jpegfast.c holds the result
  * to 45 dB PSNR of vips_thumbnail's).
@@ -38,8 +39,11 @@ bool imgproc__jpegfast_takes(const imgproc_probe_t *probe, const imgproc_job_t *
     return probe->fmt == IMGPROC_FMT_JPEG && job->out_fmt == IMGPROC_FMT_JPEG && !job->naive &&
            !probe->progressive && !probe->has_icc && !probe->has_alpha &&
            (probe->bands == 1 || probe->bands == 3) && probe->orientation == 1 &&
-           !pl->attention && pl->frames == 1 && !pl->swap && quality < 90;
+           !pl->attention && pl->frames == 1 && !pl->swap;
 }
+
+/* libvips' jpegsave keeps full-resolution chroma from quality 90 up (its "auto" mode) */
+#define FULL_CHROMA_QUALITY 90
 
 typedef enum { DONE = 0, DECLINE, CANCEL, WRITE_FAIL, NOMEM } why_t;
 
@@ -194,10 +198,12 @@ static void plane_free(plane_t *p)
 }
 
 /* The box shrink of a plane, before its Lanczos3 pass: libvips' (vips_reduceh/v with gap
- * 2, so a Lanczos residual of 2 to 4) for the luma. A chroma plane reduced 2x or more is
- * box-shrunk by at least 2 first, leaving a residual of 1 to 2: what libjpeg's own 4:2:0
- * downsampling of libvips' RGB result does, at a third to a half of the Lanczos points
- * (a 4:4:4 level to a 1600 px JPEG: 11 points a sample instead of 21). */
+ * 2, so a Lanczos residual of 2 to 4) for the luma and 4:4:4 chroma. A chroma plane made
+ * for a 4:2:0 output and reduced 2x or more is box-shrunk by at least 2 first, leaving a
+ * residual of 1 to 2: what libjpeg's own 4:2:0 downsampling of libvips' RGB result does,
+ * at a third to a half of the Lanczos points (a 4:4:4 level to a 1600 px JPEG: 11 points
+ * a sample instead of 21). A 4:4:4 output keeps libvips' filter: its chroma is seen whole
+ * (box 2 there cost 8 dB at quality 100, 400 px from 2003). */
 static uint32_t box_of(uint32_t in, uint32_t out, bool chroma)
 {
     uint32_t f = in / out / 2;
@@ -550,6 +556,8 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
     }
     /* a centre crop, as vips_smartcrop's: (resized - out) / 2, rounded down */
     const uint32_t left = (rw - ow) / 2, top = (rh - oh) / 2;
+    /* the output's chroma: half the luma each way (4:2:0), or all of it (4:4:4) */
+    const uint32_t fo = quality >= FULL_CHROMA_QUALITY ? 1 : 2;
     const int mh = hmax * d->min_DCT_scaled_size, mv = vmax * d->min_DCT_scaled_size;
     f->nplanes = grey ? 1 : 3;
     size_t inrows_n = 0, inbuf_n = 0;
@@ -562,28 +570,35 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
             goto out;
         }
         uint32_t iw = (W + (uint32_t)hs - 1) / (uint32_t)hs, ih = (H + (uint32_t)vs - 1) / (uint32_t)vs;
-        /* A chroma plane is resized to half the luma's grid, each output sample centred on
-         * the two luma samples it covers. Its own grid (centred on prw samples from iw) is
-         * shifted onto that: by a quarter sample when the resized luma is odd (prw covers
-         * one luma sample more), back when the stored chroma is (iw covers one more), and
-         * by the crop's start, half a sample when the luma's is odd. The last chroma sample
-         * of an odd output length covers its last luma sample only (libjpeg's downsampling
-         * replicates the edge): a quarter sample back. */
-        uint32_t prw = ci ? (rw + 1) / 2 : rw, prh = ci ? (rh + 1) / 2 : rh;
-        uint32_t pow_ = ci ? (ow + 1) / 2 : ow, poh = ci ? (oh + 1) / 2 : oh;
-        double wh = ci ? sh * 2 / hs : sh, wv = ci ? sv * 2 / vs : sv;
+        /* A chroma plane is resized to the output chroma's grid, 1/fo of the luma's, each
+         * output sample centred on the fo luma samples it covers. Its own grid (centred on
+         * prw samples from iw) is shifted onto that: by a quarter sample when fo is 2 and
+         * the resized luma is odd (prw covers one luma sample more), back when the stored
+         * chroma is (iw covers one more), and by the crop's start, half a sample when fo
+         * is 2 and the luma's is odd. The last chroma sample of an odd output length at
+         * 4:2:0 covers its last luma sample only (libjpeg's downsampling replicates the
+         * edge): a quarter sample back. */
+        const uint32_t cf = ci ? fo : 1;
+        uint32_t prw = (rw + cf - 1) / cf, prh = (rh + cf - 1) / cf;
+        uint32_t pow_ = (ow + cf - 1) / cf, poh = (oh + cf - 1) / cf;
+        double wh = sh * cf / hs, wv = sv * cf / vs;
         double x0 = left, y0 = top;
         if (ci) {
-            x0 = left / 2.0 + (prw - rw / 2.0) / 2 - (iw - (double)W / hs) / (2 * wh);
-            y0 = top / 2.0 + (prh - rh / 2.0) / 2 - (ih - (double)H / vs) / (2 * wv);
+            x0 = (double)left / cf + (prw - (double)rw / cf) / 2 - (iw - (double)W / hs) / (2 * wh);
+            y0 = (double)top / cf + (prh - (double)rh / cf) / 2 - (ih - (double)H / vs) / (2 * wv);
         }
-        if (iw < prw || ih < prh) {
+        /* a chroma plane under the output's chroma resolution would be scaled up, and a
+         * 4:4:4 output from subsampled chroma is libvips' (it upsamples the chroma to the
+         * luma's with libjpeg's triangle filter first: 2.3 dB apart at quality 90). At a
+         * DCT scale under 1 libjpeg often gives the chroma at the luma's resolution
+         * itself (hs = vs = 1): then the planes are what libvips decodes. */
+        if (iw < prw || ih < prh || (ci && cf == 1 && (hs > 1 || vs > 1))) {
             rc = IMGPROC__JPEGFAST_DECLINED;
             goto out;
         }
-        double ldx = ci && (ow & 1) ? -0.25 : 0, ldy = ci && (oh & 1) ? -0.25 : 0;
+        double ldx = cf == 2 && (ow & 1) ? -0.25 : 0, ldy = cf == 2 && (oh & 1) ? -0.25 : 0;
         int prc = plane_init(&f->pl[ci], iw, ih, prw, prh, wh, wv, x0, y0, pow_, poh, ldx, ldy,
-                             grey || ci ? 8 : 16, ci > 0);
+                             grey || fo == 1 || ci ? 8 : 16, cf == 2);
         if (prc) {
             rc = prc == -2 ? IMGPROC__JPEGFAST_DECLINED
                            : imgproc__fail(err, IMGPROC_E_NOMEM, "jpeg: plane %d of %ux%u", ci,
@@ -628,8 +643,8 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
     jpeg_set_defaults(e);
     jpeg_set_quality(e, quality, TRUE);
     e->raw_data_in = TRUE;
-    if (!grey) { /* 4:2:0, as libvips' jpegsave under quality 90 */
-        e->comp_info[0].h_samp_factor = e->comp_info[0].v_samp_factor = 2;
+    if (!grey) { /* 4:2:0 or 4:4:4, as libvips' jpegsave */
+        e->comp_info[0].h_samp_factor = e->comp_info[0].v_samp_factor = (int)fo;
         for (int ci = 1; ci < 3; ci++)
             e->comp_info[ci].h_samp_factor = e->comp_info[ci].v_samp_factor = 1;
     }

@@ -17,8 +17,9 @@
 /**
  * Whether the job can take the fast path at all: a baseline 8-bit JPEG, grey or colour,
  * without ICC profile or EXIF orientation, resized to fit or centre-cropped (no smart
- * crop) into a JPEG of @p quality < 90 (libvips writes 4:2:0 then, as we do). The file
- * itself may still decline (its colour space, sampling factors, any libjpeg warning).
+ * crop) into a JPEG: 4:2:0 under @p quality 90 and 4:4:4 from 90 up, as libvips writes
+ * it. The file itself may still decline (its colour space, sampling factors, chroma it
+ * would have to scale up, any libjpeg warning).
  */
 bool imgproc__jpegfast_takes(const imgproc_probe_t *probe, const imgproc_job_t *job,
                              const imgproc__plan_t *pl, int quality);

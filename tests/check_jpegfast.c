@@ -26,6 +26,7 @@
 #define Q 80
 
 static char tmpdir[256];
+static int q = Q; /* the quality of the checks: Q, or 90 and over (4:4:4 outputs) */
 
 static void setup(void)
 {
@@ -38,7 +39,7 @@ static void teardown(void)
     ck_assert_int_eq(tg_rmtree(tmpdir), 0);
 }
 
-static const imgproc_opts_t opts = {.jpeg_quality = Q, .webp_quality = 80, .png_compression = 1};
+static imgproc_opts_t opts = {.jpeg_quality = Q, .webp_quality = 80, .png_compression = 1};
 
 typedef enum { S_420, S_444, S_GREY, S_WAVES, S_N } sampling_t;
 static const char *const sampling_name[S_N] = {"4:2:0", "4:4:4", "grey", "4:2:0 waves"};
@@ -104,10 +105,10 @@ static int run_fast(const char *src, const imgproc_job_t *job, imgproc__plan_t *
     imgproc_err_t err;
     ck_assert_int_eq(imgproc_probe_file(src, &probe, &err), 0);
     ck_assert_int_eq(imgproc__plan(&probe, job, pl), 0);
-    ck_assert_msg(imgproc__jpegfast_takes(&probe, job, pl, Q), "%s: not taken", src);
+    ck_assert_msg(imgproc__jpegfast_takes(&probe, job, pl, q), "%s: not taken", src);
     int fd = open(src, O_RDONLY | O_CLOEXEC);
     ck_assert_int_ge(fd, 0);
-    int rc = imgproc__jpegfast(fd, pl, Q, cancelled, NULL, mem_write, m, &err);
+    int rc = imgproc__jpegfast(fd, pl, q, cancelled, NULL, mem_write, m, &err);
     close(fd);
     return rc;
 }
@@ -117,7 +118,9 @@ static void check_box(const char *src, sampling_t s, imgproc_op_t op, uint32_t w
     imgproc_job_t job = {.op = op, .width = w, .height = h, .out_fmt = IMGPROC_FMT_JPEG};
     imgproc__plan_t pl;
     mem_t m = {0};
-    ck_assert_int_eq(run_fast(src, &job, &pl, &m, NULL), 0);
+    int rc = run_fast(src, &job, &pl, &m, NULL);
+    ck_assert_msg(rc == 0, "%s %s Q%d %ux%u: the path gave %d", sampling_name[s], src, q, w, h,
+                  rc);
 
     /* imgproc_run() takes the same path: the same bytes */
     char dst[600];
@@ -145,7 +148,7 @@ static void check_box(const char *src, sampling_t s, imgproc_op_t op, uint32_t w
     ck_assert_int_eq(vips_cast(ref, &cast, VIPS_FORMAT_UCHAR, NULL), 0);
     ck_assert_ptr_nonnull(r8 = vips_image_copy_memory(cast)); /* read twice below */
     g_object_unref(cast);
-    ck_assert_int_eq(vips_jpegsave_buffer(r8, &vbuf, &vlen, "Q", Q, "strip", TRUE, NULL), 0);
+    ck_assert_int_eq(vips_jpegsave_buffer(r8, &vbuf, &vlen, "Q", q, "strip", TRUE, NULL), 0);
     ck_assert_ptr_nonnull(vj = vips_image_new_from_buffer(vbuf, vlen, "", NULL));
     ck_assert_ptr_nonnull(got = vips_image_new_from_buffer(m.buf, m.len, "", NULL));
     ck_assert_msg(got->Xsize == r8->Xsize && got->Ysize == r8->Ysize && got->Bands == r8->Bands,
@@ -153,9 +156,14 @@ static void check_box(const char *src, sampling_t s, imgproc_op_t op, uint32_t w
                   got->Bands, r8->Xsize, r8->Ysize, r8->Bands);
     ck_assert_uint_eq(out.width, (uint32_t)r8->Xsize);
     ck_assert_uint_eq(out.height, (uint32_t)r8->Ysize);
+    /* the chroma libvips writes at this quality: 4:2:0 under 90, 4:4:4 from 90 */
+    imgproc_probe_t outp;
+    ck_assert_int_eq(imgproc_probe_buf(m.buf, m.len, &outp, &err), 0);
+    if (outp.bands == 3)
+        ck_assert_uint_eq(outp.chroma_h, q >= 90 ? 1 : 2);
     double fast = tg_psnr(got, r8), vips = tg_psnr(vj, r8);
-    fprintf(stderr, "jpegfast %s %s %ux%u: %.2f dB, libvips' JPEG %.2f dB\n", sampling_name[s],
-            src, w, h, fast, vips);
+    fprintf(stderr, "jpegfast Q%d %s %s %ux%u: %.2f dB, libvips' JPEG %.2f dB\n", q,
+            sampling_name[s], src, w, h, fast, vips);
     ck_assert_msg(fast >= vips - 0.5 || fast >= 45.0,
                   "%s %s %ux%u: %.2f dB from the lossless result, libvips %.2f",
                   sampling_name[s], src, w, h, fast, vips);
@@ -193,6 +201,50 @@ START_TEST(test_jpegfast_matches_libvips_every_sampling_and_box)
         for (size_t b = 0; b < sizeof(boxes) / sizeof(boxes[0]); b++)
             check_box(src, s, boxes[b].op, boxes[b].w, boxes[b].h);
     }
+}
+END_TEST
+
+/* Quality 90 and over: libvips writes full-resolution chroma (4:4:4), and so must the path
+ * (the mezzanine levels are made at 95 and 98). Outputs at libjpeg's 1/2 and 1/4 scales
+ * (vips_thumbnail leaves a factor of 2 to the resize: under 501 px of 2003), where a
+ * 4:2:0 file's chroma comes out of the IDCT at the luma's resolution, resizes and crops.
+ * At full scale (1001 px of 2003) a 4:2:0 file's chroma is half the luma's, which libvips
+ * upsamples first: the path declines it, and takes the 4:4:4 file. */
+START_TEST(test_jpegfast_full_chroma_from_90)
+{
+    static const struct {
+        imgproc_op_t op;
+        uint32_t w, h;
+    } qboxes[] = {{IMGPROC_OP_FIT, 480, 480}, {IMGPROC_OP_COVER, 333, 111},
+                  {IMGPROC_OP_FIT, 400, 0},   {IMGPROC_OP_FIT, 61, 0},
+                  {IMGPROC_OP_FIT, 0, 97}};
+    static const int qualities[] = {90, 95, 98};
+    for (sampling_t s = S_420; s <= S_444; s++) {
+        char src[512];
+        snprintf(src, sizeof(src), "%s/q-%d.jpg", tmpdir, (int)s);
+        make_jpeg(s, 2003, 1499, src, NULL);
+        for (size_t k = 0; k < sizeof(qualities) / sizeof(qualities[0]); k++) {
+            q = qualities[k];
+            opts.jpeg_quality = (uint32_t)q;
+            for (size_t b = 0; b < sizeof(qboxes) / sizeof(qboxes[0]); b++)
+                check_box(src, s, qboxes[b].op, qboxes[b].w, qboxes[b].h);
+        }
+        /* full scale: a 4:2:0 chroma plane is 1002 wide, half the luma's */
+        static const uint32_t full[] = {1001, 700};
+        for (size_t k = 0; k < 2; k++) {
+            imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = full[k], .out_fmt = IMGPROC_FMT_JPEG};
+            imgproc__plan_t pl;
+            mem_t m = {0};
+            int rc = run_fast(src, &job, &pl, &m, NULL);
+            free(m.buf);
+            if (s == S_420)
+                ck_assert_int_eq(rc, IMGPROC__JPEGFAST_DECLINED);
+            else
+                check_box(src, s, job.op, job.width, job.height);
+        }
+    }
+    q = Q;
+    opts.jpeg_quality = Q;
 }
 END_TEST
 
@@ -265,11 +317,9 @@ START_TEST(test_jpegfast_refuses_and_stops)
     free(m.buf);
     ck_assert_int_eq(imgproc_run(cut, &job, &opts, dst, &out, &err), -IMGPROC_E_CORRUPT);
 
-    /* not taken: a smart crop, other output formats, quality 90 and over (libvips writes
-     * 4:4:4), a progressive file */
+    /* not taken: a smart crop, other output formats, a progressive file */
     ck_assert_int_eq(imgproc_probe_file(src, &probe, &err), 0);
     ck_assert(imgproc__jpegfast_takes(&probe, &job, &pl, Q));
-    ck_assert(!imgproc__jpegfast_takes(&probe, &job, &pl, 90));
     imgproc_job_t other = job;
     other.out_fmt = IMGPROC_FMT_WEBP;
     ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl, Q));
@@ -361,6 +411,7 @@ Suite *jpegfast_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_jpegfast_matches_libvips_every_sampling_and_box, 0, S_WAVES);
     tcase_add_test(tc, test_jpegfast_chroma_lands_on_the_luma);
+    tcase_add_test(tc, test_jpegfast_full_chroma_from_90);
     tcase_add_test(tc, test_jpegfast_refuses_and_stops);
     tcase_add_test(tc, test_jpegfast_damaged_files_end_as_libvips_ends_them);
     suite_add_tcase(s, tc);
