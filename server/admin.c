@@ -255,10 +255,17 @@ static void render_metrics(const room_services_t *srv, FILE *o)
     store_level_stats(srv->store, &lbytes, &lfiles);
     gauge(o, "thumbgate_mezzanine_bytes",
           "Bytes of mezzanine levels on disk (part of thumbgate_cache_bytes).", (double)lbytes);
-    gauge(o, "thumbgate_mezzanine_levels", "Mezzanine levels on disk.", (double)lfiles);
-    counter(o, "thumbgate_mezzanine_made_total", "Mezzanine levels made.", LOAD(m->mezz_made));
+    gauge(o, "thumbgate_mezzanine_levels",
+          "Mezzanine level files on disk (an original's level and its small level).",
+          (double)lfiles);
+    counter(o, "thumbgate_mezzanine_made_total",
+            "Level jobs done (each makes an original's level, then its small level).",
+            LOAD(m->mezz_made));
     counter(o, "thumbgate_mezzanine_used_total", "Derived results made from a mezzanine level.",
             LOAD(m->mezz_used));
+    counter(o, "thumbgate_mezzanine_small_used_total",
+            "Of those, made from an original's small level (half its level).",
+            LOAD(m->mezz_small_used));
     counter(o, "thumbgate_mezzanine_waited_total",
             "Derived requests that waited for their original's level instead of decoding the original.",
             LOAD(m->mezz_waited));

@@ -42,6 +42,7 @@ typedef struct {
     metrics_t *metrics;
     const imgproc_opts_t *imgopts;
     imgproc_opts_t level_opts; /* imgopts with mezzanine.quality: what levels are made with */
+    imgproc_opts_t small_opts; /* and small levels: MEZZ_SMALL_QUALITY_UP over it */
     struct flight *flight;
     pthread_mutex_t coalesce_mu;
     /* in-flight jobs by cache path (coalescing), zeroed with the handler; under coalesce_mu */
@@ -131,6 +132,7 @@ struct derive_job {
     bool level;       /* makes a mezzanine level (mezz.h); its waiters are redo waiters */
     bool for_waiters; /* a level made for requests that wait for it: dropped if they all leave */
     bool from_level;  /* decodes the mezzanine level instead of the original */
+    bool from_small;  /* ... its small level (mezz_small_job) */
     waiter_t *waiters;
     derive_job_t *map_next;
     uint64_t submitted_ms;
@@ -262,6 +264,35 @@ static outcome_t make_result(derive_t *srv, derive_job_t *job)
     return out;
 }
 
+/* After the level of @p job is committed: its small level (mezz_small_job), made from the
+ * same original in the same job, within its estimate (the same decode at half the output
+ * size). Not made is not a failure: the level serves those outputs then. */
+static void make_small_level(derive_t *srv, derive_job_t *job)
+{
+    imgproc_probe_t orig;
+    imgproc_job_t sj;
+    imgproc_err_t ierr = {0};
+    if (imgproc_probe_fd(job->src_fd, &orig, &ierr) != 0 || !mezz_small_job(srv->cfg, &orig, &sj))
+        return;
+    sj.timeout_ms = job->ij.timeout_ms;
+    sj.max_pixels = job->ij.max_pixels;
+    char variant[64], path[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
+    mezz_variant(srv->cfg, true, variant, sizeof(variant));
+    const char *slash = strrchr(job->cache_path, '/');
+    int dirlen = (int)(slash - job->cache_path);
+    if (snprintf(path, sizeof(path), "%.*s/%s", dirlen, job->cache_path, variant) >=
+            (int)sizeof(path) ||
+        store_tmp_file(srv->store, tmp, sizeof(tmp)) != 0)
+        return;
+    imgproc_out_t res;
+    if (imgproc_run_fd(job->src_fd, &sj, &srv->small_opts, tmp, &res, &ierr) != 0 ||
+        store_cache_commit(srv->store, tmp, path, job->src, &job->src_st) != 0) {
+        unlink(tmp);
+        return;
+    }
+    store_result_made(srv->store, job->src, path);
+}
+
 static void job_run(adm_job_t *_job)
 {
     derive_job_t *job = (void *)_job;
@@ -289,6 +320,10 @@ static void job_run(adm_job_t *_job)
     jobmeter_begin(srv->metrics->meter, &meter);
     flight_job_begin(srv->flight, job, job->what, job->super.estimate);
     outcome_t out = make_result(srv, job);
+    if (out.ok && job->level) { /* on disk now: a request may find it before the small one */
+        atomic_fetch_add_explicit(&srv->metrics->mezz_made, 1, memory_order_relaxed);
+        make_small_level(srv, job);
+    }
     flight_job_end(srv->flight, job);
     jobmeter_end(srv->metrics->meter, &meter);
     atomic_fetch_add_explicit(&srv->metrics->workers_busy, -1, memory_order_relaxed);
@@ -298,10 +333,10 @@ static void job_run(adm_job_t *_job)
     if (!out.ok && out.domain == ERR_IMGPROC &&
         (out.err == IMGPROC_E_TIMEOUT || out.err == -IMGPROC_E_TIMEOUT))
         atomic_fetch_add_explicit(&srv->metrics->jobs_timed_out, 1, memory_order_relaxed);
-    if (out.ok && job->level)
-        atomic_fetch_add_explicit(&srv->metrics->mezz_made, 1, memory_order_relaxed);
     if (out.ok && job->from_level)
         atomic_fetch_add_explicit(&srv->metrics->mezz_used, 1, memory_order_relaxed);
+    if (out.ok && job->from_small)
+        atomic_fetch_add_explicit(&srv->metrics->mezz_small_used, 1, memory_order_relaxed);
     if (!out.ok) {
         atomic_fetch_add_explicit(&srv->metrics->jobs_failed, 1, memory_order_relaxed);
         if (srv->cfg->log_level >= CFG_LOG_WARN) {
@@ -610,7 +645,7 @@ static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgpr
     if (!mezz_level_job(srv->cfg, probe, &lv->lj))
         return;
     char variant[64];
-    mezz_variant(srv->cfg, variant, sizeof(variant));
+    mezz_variant(srv->cfg, false, variant, sizeof(variant));
     store_cache_path(srv->store, stem, &job->src_st, variant, lv->path, sizeof(lv->path));
     int fd = open(lv->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -632,12 +667,30 @@ static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgpr
         close(fd);
         return;
     }
+    /* the small level, made with it, when it serves the request too (a small level
+     * evicted alone is not made again: the level serves meanwhile) */
+    char spath[STORE_PATH_MAX];
+    store_cache_touch(lv->path, &sb); /* levels in use stay in the cache, both of them */
+    mezz_variant(srv->cfg, true, variant, sizeof(variant));
+    store_cache_path(srv->store, stem, &job->src_st, variant, spath, sizeof(spath));
+    int sfd = open(spath, O_RDONLY | O_CLOEXEC);
+    imgproc_probe_t sp;
+    imgproc_job_t sonl;
+    struct stat ssb;
+    if (sfd >= 0 && fstat(sfd, &ssb) == 0 && imgproc_probe_fd(sfd, &sp, &ierr) == 0 &&
+        mezz_job_on_level(srv->cfg, probe, &job->ij, &sp, &sonl)) {
+        close(fd);
+        fd = sfd, lp = sp, onl = sonl;
+        job->from_small = true;
+        store_cache_touch(spath, &ssb);
+    } else if (sfd >= 0) {
+        close(sfd);
+    }
     close(job->src_fd);
     job->src_fd = fd;
     job->ij = onl;
     *probe = lp;
     job->from_level = true;
-    store_cache_touch(lv->path, &sb); /* a level in use stays in the cache */
 }
 
 /* The request of @p w waits for @p target (an identical job, or its original's level)
@@ -1011,6 +1064,10 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     srv->imgopts = s->imgopts;
     srv->level_opts = *s->imgopts;
     srv->level_opts.jpeg_quality = s->cfg->mezz_quality;
+    srv->small_opts = srv->level_opts;
+    srv->small_opts.jpeg_quality = s->cfg->mezz_quality + MEZZ_SMALL_QUALITY_UP > 100
+                                       ? 100
+                                       : s->cfg->mezz_quality + MEZZ_SMALL_QUALITY_UP;
     srv->flight = s->flight;
     pthread_mutex_init(&srv->coalesce_mu, NULL);
     /* a preset whose format this build cannot encode answers 400 format_unavailable: say so

@@ -34,6 +34,7 @@ typedef struct {
     _Atomic uint64_t jobs_timed_out; /**< cancelled at memory.job_timeout (also in jobs_failed) */
     _Atomic uint64_t rejected_pixels, rejected_format;
     _Atomic uint64_t mezz_made, mezz_used, mezz_refused; /**< mezzanine levels (mezz.h) */
+    _Atomic uint64_t mezz_small_used; /**< of mezz_used: made from a small level */
     _Atomic uint64_t mezz_waited; /**< requests that waited for their original's level */
     _Atomic int64_t workers_busy;
     metrics_hist_t job_seconds, wait_seconds;

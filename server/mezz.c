@@ -5,9 +5,10 @@
 
 #include "server/store.h"
 
-void mezz_variant(const cfg_t *cfg, char *out, size_t outlen)
+void mezz_variant(const cfg_t *cfg, bool small, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%clevel-%u.jpg", STORE_LEVEL_MARK, cfg->mezz_size);
+    snprintf(out, outlen, "%clevel-%u%s.jpg", STORE_LEVEL_MARK, cfg->mezz_size,
+             small ? "-half" : "");
 }
 
 /* Width and height as displayed (after EXIF orientation). */
@@ -31,6 +32,15 @@ bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t
                            .width = side,
                            .height = side,
                            .out_fmt = IMGPROC_FMT_JPEG};
+    return true;
+}
+
+bool mezz_small_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t *job)
+{
+    if (!mezz_level_job(cfg, orig, job) || job->width / 2 < MEZZ_SMALL_MIN)
+        return false;
+    job->width /= 2;
+    job->height /= 2;
     return true;
 }
 

@@ -13,9 +13,32 @@
 #include "config/cfg.h"
 #include "imgproc/imgproc.h"
 
-/** The level's cache variant name for @p cfg ("@level-1280.jpg": '@' is outside the key
- *  charset, so no derived URL names it; store.h STORE_LEVEL_MARK). */
-void mezz_variant(const cfg_t *cfg, char *out, size_t outlen);
+/** The cache variant name of the level for @p cfg ("@level-1280.jpg"), or of the small
+ *  level ("@level-1280-half.jpg"): '@' is outside the key charset, so no derived URL names
+ *  them (store.h STORE_LEVEL_MARK). */
+void mezz_variant(const cfg_t *cfg, bool small, char *out, size_t outlen);
+
+/** Least long side of a small level (pixels). */
+#define MEZZ_SMALL_MIN 320
+
+/** A small level is encoded this much over mezzanine.quality (at most 100). It is the
+ *  original at a quarter scale (libjpeg's 1/4 DCT scale when a JPEG), denser in detail
+ *  than the level, so the same quality loses more. PNG outputs at its k boundary (480 px
+ *  from the mezzanine test's 650 px small level), from the direct result: 45.3-45.5 dB at
+ *  97, 46.9-47.1 at 98, 50.4-50.8 at 100; the level at 95 on its own boundary: 47.0-47.2.
+ *  From the bench's 1280 px small level a 160 px JPEG takes 6.9 ms at 98 (5.4 at 95,
+ *  9.9 at 100; 13.8 from the 2560 px level). */
+#define MEZZ_SMALL_QUALITY_UP 3
+
+/** True when the original probed as @p orig gets a small level beside its level: half the
+ *  level's box, when that is at least MEZZ_SMALL_MIN. Then @p job makes it from the
+ *  original (fit, JPEG; op and box only), in the level's job right after the level: from
+ *  the original, not from the level, because a second JPEG generation costs about 2 dB
+ *  (44.9 dB from the direct result at k 1.7 in the mezzanine test). The small level serves
+ *  the outputs it is k times larger than, which would otherwise decode the four times
+ *  larger level: from the bench's 2560 px level, widths 160-960 take 14-28 ms of a core,
+ *  from a 1280 px one 5-10. */
+bool mezz_small_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t *job);
 
 /** True when an original probed as @p orig gets a level under @p cfg: levels on, admit
  *  mode, one frame, 8 bits or fewer, no alpha (a JPEG level would flatten it), and a long

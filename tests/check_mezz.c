@@ -277,12 +277,13 @@ static uint64_t estimate_of(tg_server_t *s, const char *path)
  * PSNR of it (for JPEG and WebP, whose own encoding loss at quality 80 is larger than
  * that, within 0.5 dB of the direct result's PSNR against the lossless direct result),
  * and is estimated lower than the same job on the original. */
-static void compare_modes(const char *stem, const char *near_k_cover)
+static void compare_modes(const char *stem, const char *near_k_cover, const char *small)
 {
     /* the level is half the 2600x1700 original, 1300x850 (upright): _970x970 and
-     * @p near_k_cover are outputs it is only k (1.333) times larger than */
+     * @p near_k_cover are outputs it is only k (1.333) times larger than; its small level,
+     * 650x425, is so for _480x480 */
     const char *const modes[] = {"_300x300", "_200x200c", "_400x",   "_x150",
-                                 "_250x390", "_970x970",  near_k_cover};
+                                 "_250x390", "_480x480",  "_970x970", near_k_cover};
     static const char *const fmts[] = {"png", "jpg", "webp"};
     for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
         char ref_path[128];
@@ -292,9 +293,14 @@ static void compare_modes(const char *stem, const char *near_k_cover)
             char path[128];
             snprintf(path, sizeof(path), "/%s%s.%s", stem, modes[m], fmts[f]);
             double used = tg_metric(&S, "thumbgate_mezzanine_used_total");
+            double sused = tg_metric(&S, "thumbgate_mezzanine_small_used_total");
             VipsImage *lv = get_image(&S, path);
             ck_assert_msg(tg_metric(&S, "thumbgate_mezzanine_used_total") == used + 1,
                           "%s was not made from the level", path);
+            ck_assert_msg(tg_metric(&S, "thumbgate_mezzanine_small_used_total") ==
+                              sused + (small[m] == 'S'),
+                          "%s: expected from the %s level", path,
+                          small[m] == 'S' ? "small" : "large");
             VipsImage *dir = get_image(&D, path);
             if (ref == NULL) /* the PNG comes first: it is the direct lossless result (one
                                 GET, so the access log has one line for its estimate) */
@@ -330,10 +336,10 @@ static void compare_modes(const char *stem, const char *near_k_cover)
 static void expect_predicted_level(const char *stem, const imgproc_probe_t *orig)
 {
     char pat[400];
-    snprintf(pat, sizeof(pat), "%s/cache/%s@/*/@level-*", S.root, stem);
+    snprintf(pat, sizeof(pat), "%s/cache/%s@/*/@level-[0-9]*[0-9].jpg", S.root, stem);
     glob_t g;
     ck_assert_int_eq(glob(pat, 0, NULL, &g), 0);
-    ck_assert_uint_eq(g.gl_pathc, 1);
+    ck_assert_uint_eq(g.gl_pathc, 1); /* the level, not its small level */
     imgproc_probe_t real, want;
     imgproc_err_t err;
     ck_assert_int_eq(imgproc_probe_file(g.gl_pathv[0], &real, &err), 0);
@@ -422,13 +428,15 @@ START_TEST(test_mezz_psnr_every_mode_and_format)
     expect_waited_for_level("/rot_120x120.jpg");
     expect_waited_for_level("/flat_120x120.jpg");
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 2);
-    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 2);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 4); /* and small levels */
     ck_assert_int_gt(tg_metric(&S, "thumbgate_mezzanine_bytes"), 0);
     expect_predicted_level("rot", &rot_probe);
     expect_predicted_level("flat", &flat_probe);
 
-    compare_modes("rot", "_620x960c"); /* displayed 1700x2600 */
-    compare_modes("flat", "_960x620c");
+    /* S: within the small level's reach (650x425, half the level: outputs up to about
+     * 487 x 319 on the original's axes), so made from it; B: from the level */
+    compare_modes("rot", "_620x960c", "SSBSSSBB"); /* displayed 1700x2600 */
+    compare_modes("flat", "_960x620c", "SSSSSSBB");
     /* a conversion and an output the level is not k times larger than: the original */
     expect_not_from_level("/rot.png");
     expect_not_from_level("/flat_1000x.jpg");
@@ -470,8 +478,8 @@ START_TEST(test_mezz_level_goes_with_its_original)
     tg_resp_free(&r);
     derive_two("x");
     ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 1, 120000));
-    ck_assert_uint_eq(levels_on_disk("x"), 1);
-    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 1);
+    ck_assert_uint_eq(levels_on_disk("x"), 2); /* the level and its small level */
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 2);
 
     /* replaced: the level of the old original is gone at once, a new one is made later */
     size_t blen;
@@ -484,7 +492,7 @@ START_TEST(test_mezz_level_goes_with_its_original)
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_bytes"), 0);
     derive_two("x");
     ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 2, 120000));
-    ck_assert_uint_eq(levels_on_disk("x"), 1);
+    ck_assert_uint_eq(levels_on_disk("x"), 2);
 
     /* deleted: gone too */
     ck_assert_int_eq(tg_http(&S, "DELETE", "/x.jpg", NULL, 0, NULL, &r), 204);
