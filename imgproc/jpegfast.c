@@ -32,6 +32,7 @@
 #define RD_BUF (64 * 1024)
 #define WR_BUF (64 * 1024)
 #define OUT_CAP 64 /* output rows a plane keeps: an encoder iMCU row and what runs ahead */
+#define MAX_TAPS 64 /* Lanczos points of the vertical pass (2 x 3 x residual + 1: 25 at most) */
 
 bool imgproc__jpegfast_takes(const imgproc_probe_t *probe, const imgproc_job_t *job,
                              const imgproc__plan_t *pl, int quality)
@@ -171,7 +172,8 @@ typedef struct {
     imgproc__axis_t v, h;
     uint32_t *acc; /* pw sums of the box group being filled */
     uint32_t acc_rows, in_rows;
-    uint8_t *ring; /* ring_n box rows of pw */
+    float *ring; /* ring_n box rows of pw, each sample a whole number 0..255 (libvips' uchar
+                    box result), in floats once rather than at each of the v.n taps */
     uint32_t ring_n, pre_rows;
     const uint8_t *last_in; /* the last input row pushed (copies close a partial group) */
     uint8_t *last_copy;
@@ -234,11 +236,13 @@ static int plane_init(plane_t *p, uint32_t iw, uint32_t ih, uint32_t rw, uint32_
     if (imgproc__axis_init(&p->v, whole_v, p->bv, ih, rh) ||
         imgproc__axis_init(&p->h, whole_h, p->bh, iw, rw))
         return -1;
+    if (p->v.n > MAX_TAPS)
+        return -2;
     p->ring_n = (uint32_t)p->v.n + 1;
     p->margin = p->h.stride + 1; /* a mask's padding reads past its n points */
     p->stride = (ow + 15) & ~15u;
     p->acc = calloc(p->pw, sizeof(*p->acc));
-    p->ring = malloc((size_t)p->ring_n * p->pw);
+    p->ring = malloc((size_t)p->ring_n * p->pw * sizeof(*p->ring));
     p->last_copy = malloc(iw);
     p->vacc = malloc(((size_t)p->pw + 2 * (size_t)p->margin) * sizeof(*p->vacc));
     p->hfirst = malloc(ow * sizeof(*p->hfirst));
@@ -271,6 +275,12 @@ static uint8_t *out_row(plane_t *p, uint32_t y)
 typedef float vec8_t __attribute__((vector_size(8 * sizeof(float))));
 _Static_assert(IMGPROC__MASK_ALIGN == 8, "the horizontal pass takes masks in vectors of 8");
 
+static inline uint8_t to_u8(float v)
+{
+    long r = lrintf(v);
+    return (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+}
+
 WIDE_SIMD static int plane_emit(plane_t *p, bool ended, uint32_t enc_base)
 {
     const float *vm;
@@ -285,17 +295,32 @@ WIDE_SIMD static int plane_emit(plane_t *p, bool ended, uint32_t enc_base)
             return 0;
         if (y >= enc_base + OUT_CAP)
             return -1;
+        /* the vertical pass: 8 samples at a time summed over the window's rows in
+         * registers, written once */
         float *va = p->vacc + p->margin;
         const uint32_t pw = p->pw;
-        for (uint32_t x = 0; x < pw; x++)
-            va[x] = 0;
-        for (int i = 0; i < p->v.n; i++) {
+        const int vn = p->v.n;
+        const float *rows[MAX_TAPS];
+        for (int i = 0; i < vn; i++) {
             int r = first + i;
             r = r < 0 ? 0 : r > (int)p->ph - 1 ? (int)p->ph - 1 : r;
-            const uint8_t *src = p->ring + (size_t)((uint32_t)r % p->ring_n) * pw;
-            const float w = vm[i];
-            for (uint32_t x = 0; x < pw; x++)
-                va[x] += w * (float)src[x];
+            rows[i] = p->ring + (size_t)((uint32_t)r % p->ring_n) * pw;
+        }
+        uint32_t x = 0;
+        for (; x + 8 <= pw; x += 8) {
+            vec8_t a = {0};
+            for (int i = 0; i < vn; i++) {
+                vec8_t sv;
+                memcpy(&sv, rows[i] + x, sizeof(sv));
+                a += vm[i] * sv;
+            }
+            memcpy(va + x, &a, sizeof(a));
+        }
+        for (; x < pw; x++) {
+            float a = 0;
+            for (int i = 0; i < vn; i++)
+                a += vm[i] * rows[i][x];
+            va[x] = a;
         }
         for (int m = 1; m <= p->margin; m++) {
             va[-m] = va[0];
@@ -305,19 +330,17 @@ WIDE_SIMD static int plane_emit(plane_t *p, bool ended, uint32_t enc_base)
          * masks are padded with zeros to IMGPROC__MASK_ALIGN floats) */
         uint8_t *o = out_row(p, y);
         const int hs = p->h.stride;
-        for (uint32_t x = 0; x < p->ow; x++) {
-            const float *c = p->hmask[x];
-            const float *s = va + p->hfirst[x];
+        for (uint32_t ox = 0; ox < p->ow; ox++) {
+            const float *c = p->hmask[ox];
+            const float *sp = va + p->hfirst[ox];
             vec8_t a = {0};
             for (int j = 0; j < hs; j += 8) {
                 vec8_t cv, sv;
                 memcpy(&cv, c + j, sizeof(cv));
-                memcpy(&sv, s + j, sizeof(sv));
+                memcpy(&sv, sp + j, sizeof(sv));
                 a += cv * sv;
             }
-            float acc = (a[0] + a[4]) + (a[1] + a[5]) + (a[2] + a[6]) + (a[3] + a[7]);
-            long r = lrintf(acc);
-            o[x] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+            o[ox] = to_u8((a[0] + a[4]) + (a[1] + a[5]) + (a[2] + a[6]) + (a[3] + a[7]));
         }
         for (uint32_t x = p->ow; x < p->stride; x++)
             o[x] = o[p->ow - 1];
@@ -331,15 +354,15 @@ WIDE_SIMD static int plane_emit(plane_t *p, bool ended, uint32_t enc_base)
  * (a sum is at most 255 n); larger boxes divide. */
 static void plane_box_row(plane_t *p)
 {
-    uint8_t *dst = p->ring + (size_t)(p->pre_rows % p->ring_n) * p->pw;
+    float *dst = p->ring + (size_t)(p->pre_rows % p->ring_n) * p->pw;
     const uint32_t n = p->bh * p->bv, half = n / 2;
     if (n <= 4096) {
         const uint64_t m = p->recip;
         for (uint32_t x = 0; x < p->pw; x++)
-            dst[x] = (uint8_t)(((p->acc[x] + half) * m) >> 32);
+            dst[x] = (float)(uint32_t)(((p->acc[x] + half) * m) >> 32);
     } else {
         for (uint32_t x = 0; x < p->pw; x++)
-            dst[x] = (uint8_t)((p->acc[x] + half) / n);
+            dst[x] = (float)((p->acc[x] + half) / n);
     }
     memset(p->acc, 0, p->pw * sizeof(*p->acc));
     p->acc_rows = 0;
@@ -382,7 +405,9 @@ static int plane_push(plane_t *p, const uint8_t *row, uint32_t enc_base)
         return 0;
     p->in_rows++;
     if (p->bh == 1 && p->bv == 1) { /* no box: the row is the box row */
-        memcpy(p->ring + (size_t)(p->pre_rows++ % p->ring_n) * p->pw, row, p->pw);
+        float *dst = p->ring + (size_t)(p->pre_rows++ % p->ring_n) * p->pw;
+        for (uint32_t x = 0; x < p->pw; x++)
+            dst[x] = row[x];
         return plane_emit(p, false, enc_base);
     }
     if (p->in_rows == p->ih) { /* kept for the copies that close a partial group */
