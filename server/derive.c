@@ -265,14 +265,14 @@ static outcome_t make_result(derive_t *srv, derive_job_t *job)
 }
 
 /* After the level of @p job is committed: its small level (mezz_small_job), made from the
- * same original in the same job, within its estimate (the same decode at half the output
- * size). Not made is not a failure: the level serves those outputs then. */
+ * level in the same job, within its estimate (a job on a quarter of the original's pixels
+ * or fewer). Not made is not a failure: the level serves those outputs then. */
 static void make_small_level(derive_t *srv, derive_job_t *job)
 {
-    imgproc_probe_t orig;
+    imgproc_probe_t lp;
     imgproc_job_t sj;
     imgproc_err_t ierr = {0};
-    if (imgproc_probe_fd(job->src_fd, &orig, &ierr) != 0 || !mezz_small_job(srv->cfg, &orig, &sj))
+    if (imgproc_probe_file(job->cache_path, &lp, &ierr) != 0 || !mezz_small_job(&lp, &sj))
         return;
     sj.timeout_ms = job->ij.timeout_ms;
     sj.max_pixels = job->ij.max_pixels;
@@ -285,7 +285,7 @@ static void make_small_level(derive_t *srv, derive_job_t *job)
         store_tmp_file(srv->store, tmp, sizeof(tmp)) != 0)
         return;
     imgproc_out_t res;
-    if (imgproc_run_fd(job->src_fd, &sj, &srv->small_opts, tmp, &res, &ierr) != 0 ||
+    if (imgproc_run(job->cache_path, &sj, &srv->small_opts, tmp, &res, &ierr) != 0 ||
         store_cache_commit(srv->store, tmp, path, job->src, &job->src_st) != 0) {
         unlink(tmp);
         return;

@@ -35,12 +35,13 @@ bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t
     return true;
 }
 
-bool mezz_small_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t *job)
+bool mezz_small_job(const imgproc_probe_t *lvl, imgproc_job_t *job)
 {
-    if (!mezz_level_job(cfg, orig, job) || job->width / 2 < MEZZ_SMALL_MIN)
+    uint32_t half = (lvl->width > lvl->height ? lvl->width : lvl->height) / 2;
+    if (half < MEZZ_SMALL_MIN)
         return false;
-    job->width /= 2;
-    job->height /= 2;
+    *job = (imgproc_job_t){
+        .op = IMGPROC_OP_FIT, .width = half, .height = half, .out_fmt = IMGPROC_FMT_JPEG};
     return true;
 }
 

@@ -21,24 +21,25 @@ void mezz_variant(const cfg_t *cfg, bool small, char *out, size_t outlen);
 /** Least long side of a small level (pixels). */
 #define MEZZ_SMALL_MIN 320
 
-/** A small level is encoded this much over mezzanine.quality (at most 100). It is the
- *  original at a quarter scale (libjpeg's 1/4 DCT scale when a JPEG), denser in detail
- *  than the level, so the same quality loses more. PNG outputs at its k boundary (480 px
- *  from the mezzanine test's 650 px small level), from the direct result: 45.3-45.5 dB at
- *  97, 46.9-47.1 at 98, 50.4-50.8 at 100; the level at 95 on its own boundary: 47.0-47.2.
- *  From the bench's 1280 px small level a 160 px JPEG takes 6.9 ms at 98 (5.4 at 95,
- *  9.9 at 100; 13.8 from the 2560 px level). */
+/** A small level is encoded this much over mezzanine.quality (at most 100). Its pixels are
+ *  the original's at a quarter scale, denser in detail than the level's, so the same
+ *  quality loses more. PNG outputs at its k boundary (480 px from the mezzanine test's
+ *  650 px small level), from the direct result, made from the original at 97: 45.3-45.5
+ *  dB, at 98: 46.9-47.1, at 100: 50.4-50.8; made from the level (as now) at 98: 46.3; the
+ *  level at 95 on its own boundary: 47.0-47.2. From the bench's 1280 px small level a
+ *  160 px JPEG takes 6.9 ms of a core at 98 (5.4 at 95, 9.9 at 100; 13.8 from the
+ *  2560 px level). */
 #define MEZZ_SMALL_QUALITY_UP 3
 
-/** True when the original probed as @p orig gets a small level beside its level: half the
- *  level's box, when that is at least MEZZ_SMALL_MIN. Then @p job makes it from the
- *  original (fit, JPEG; op and box only), in the level's job right after the level: from
- *  the original, not from the level, because a second JPEG generation costs about 2 dB
- *  (44.9 dB from the direct result at k 1.7 in the mezzanine test). The small level serves
- *  the outputs it is k times larger than, which would otherwise decode the four times
- *  larger level: from the bench's 2560 px level, widths 160-960 take 14-28 ms of a core,
- *  from a 1280 px one 5-10. */
-bool mezz_small_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t *job);
+/** True when the level probed as @p lvl gets a small level: half its long side, when that
+ *  is at least MEZZ_SMALL_MIN. Then @p job makes it from the level (fit, JPEG; op and box
+ *  only), in the level's job right after the level. The small level serves the outputs it
+ *  is k times larger than, which would otherwise decode the four times larger level: from
+ *  the bench's 2560 px level, widths 160-960 take 14-28 ms of a core, from a 1280 px one
+ *  5-10. Made from the level, not the original: 25 ms instead of 70 for the bench's 16 MP
+ *  photo, for 0.7 dB (at its k boundary in the mezzanine test, 46.3 dB from the direct
+ *  result against 47.0 made from the original). */
+bool mezz_small_job(const imgproc_probe_t *lvl, imgproc_job_t *job);
 
 /** True when an original probed as @p orig gets a level under @p cfg: levels on, admit
  *  mode, one frame, 8 bits or fewer, no alpha (a JPEG level would flatten it), and a long
