@@ -468,6 +468,13 @@ static void derive_two(const char *stem)
     }
 }
 
+static void get_ok(const char *path)
+{
+    tg_resp_t r;
+    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld", path, r.status);
+    tg_resp_free(&r);
+}
+
 START_TEST(test_mezz_level_goes_with_its_original)
 {
     tg_start(&S, NULL, NULL);
@@ -499,6 +506,29 @@ START_TEST(test_mezz_level_goes_with_its_original)
     tg_resp_free(&r);
     ck_assert_uint_eq(levels_on_disk("x"), 0);
     ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_levels"), 0);
+
+    /* the small level evicted alone (removed behind the store's back: the levels gauge is
+     * not checked after it): the level serves its sizes, and it is not made again */
+    ck_assert_int_eq(tg_http(&S, "PUT", "/y.jpg", a, len, NULL, &r), 201);
+    tg_resp_free(&r);
+    derive_two("y");
+    ck_assert(tg_wait_metric(&S, "thumbgate_mezzanine_made_total", 3, 120000));
+    ck_assert_uint_eq(levels_on_disk("y"), 2);
+    char pat[400];
+    snprintf(pat, sizeof(pat), "%s/cache/y@/*/@level-*-half.jpg", S.root);
+    glob_t g;
+    ck_assert_int_eq(glob(pat, 0, NULL, &g), 0);
+    ck_assert_uint_eq(g.gl_pathc, 1);
+    ck_assert_int_eq(unlink(g.gl_pathv[0]), 0);
+    globfree(&g);
+    double used = tg_metric(&S, "thumbgate_mezzanine_used_total");
+    double sused = tg_metric(&S, "thumbgate_mezzanine_small_used_total");
+    get_ok("/y_102x.jpg");
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_used_total"), used + 1);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_small_used_total"), sused);
+    ck_assert_int_eq(tg_metric(&S, "thumbgate_mezzanine_made_total"), 3);
+    ck_assert_uint_eq(levels_on_disk("y"), 1);
+
     g_free(a);
 }
 END_TEST
@@ -513,13 +543,6 @@ static int send_get_close(const char *path)
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(write(fd, req, (size_t)n), n);
     return fd;
-}
-
-static void get_ok(const char *path)
-{
-    tg_resp_t r;
-    ck_assert_msg(tg_http(&S, "GET", path, NULL, 0, NULL, &r) == 200, "%s: %ld", path, r.status);
-    tg_resp_free(&r);
 }
 
 START_TEST(test_mezz_sizes_wait_for_the_level)
