@@ -45,10 +45,10 @@ bool mezz_small_job(const imgproc_probe_t *lvl, imgproc_job_t *job);
  *  mode, one frame, 8 bits or fewer, no alpha (a JPEG level would flatten it), and a long
  *  side at least 1.5 x mezzanine.size. Then @p job is the job that makes it from the
  *  original (JPEG, op and box only: the caller sets the rest): a fit inside half the
- *  original's long side, or inside mezzanine.size when that is larger. Half, because a
- *  JPEG original decodes to exactly that at libjpeg's 1/2 scale (the level costs one
- *  such decode, no resize), and at k = 4/3 it serves outputs up to 2/3 of the original:
- *  every srcset width of a 16 MP photo up to 1920 px. */
+ *  original's long side, or inside mezzanine.size when that is larger. Half, because at
+ *  k = 4/3 it serves outputs up to 2/3 of the original: every srcset width of a 16 MP
+ *  photo up to 1920 px. (It is made as vips_thumbnail would make it: a shrink of 2 is
+ *  left to the resize, so the original is decoded at full size.) */
 bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t *job);
 
 /** The probe the level of @p orig will have once @p lj (from mezz_level_job) has made it:
