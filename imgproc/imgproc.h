@@ -99,6 +99,9 @@ typedef struct {
     uint32_t jxl_quality;     /**< 1..100 */
     uint32_t jxl_effort;      /**< 3..7 (8 and 9 take 4x the memory: refused) */
     bool keep_icc;            /**< keep the ICC profile (else all metadata is stripped) */
+    bool jpeg_420;            /**< JPEG chroma at half resolution each way (4:2:0) at every
+                                   quality, not only under 90 (libvips' "auto"): mezzanine
+                                   levels, whose chroma is then a quarter of their bytes */
 } imgproc_opts_t;
 
 typedef struct {
@@ -171,6 +174,12 @@ int imgproc_plan_check(const imgproc_probe_t *probe, const imgproc_job_t *job, i
 void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job, uint32_t *w,
                          uint32_t *h);
 
+/** True when the output of @p job under @p opts keeps its chroma at full resolution: PNG,
+ *  GIF and JPEG XL outputs, JPEG (unless opts->jpeg_420) and AVIF from quality 90 up
+ *  (libvips' "auto" subsampling, on the job's own quality when it has one); lossy WebP
+ *  never. */
+bool imgproc_full_chroma(const imgproc_job_t *job, const imgproc_opts_t *opts);
+
 /**
  * Runs @p job on the file @p src and writes the encoded result to @p dst (created or
  * truncated; the caller renames it into place). Truncated/corrupt input is an error,
@@ -180,14 +189,14 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
  * applied, sRGB (through the embedded profile if any), alpha flattened on white for JPEG,
  * all metadata stripped except, with keep_icc, the (sRGB) ICC profile; animated WebP and GIF
  * give every frame (delays and loop kept) as WebP or GIF output, their first frame in a still
- * format; multi-page TIFF its first page, HEIF its primary image. @p out has one frame's size. Originals must be replaced by rename, never rewritten in place.
- * 0 or -IMGPROC_E_* with @p err filled (and @p dst possibly partial: caller unlinks):
- * CORRUPT (bad data, also mid-decode), UNSUPPORTED, TOO_LARGE (WebP output over 16383 px),
- * IO (open/write/close), NOMEM, INVALID (bad job/opts, or @p dst is @p src), TOO_LARGE (over
- * job->max_pixels), TIMEOUT (past job->timeout_ms: libvips' evaluation is killed between
- * strips of the pipeline, so a job stops within one strip of its deadline; a single
- * indivisible decode step — libjpeg's scan pass over a progressive file, libpng's read of
- * an interlaced one — finishes first).
+ * format; multi-page TIFF its first page, HEIF its primary image. @p out has one frame's size.
+ * Originals must be replaced by rename, never rewritten in place. 0 or -IMGPROC_E_* with @p err
+ * filled (and @p dst possibly partial: caller unlinks): CORRUPT (bad data, also mid-decode),
+ * UNSUPPORTED, TOO_LARGE (WebP output over 16383 px), IO (open/write/close), NOMEM, INVALID (bad
+ * job/opts, or @p dst is @p src), TOO_LARGE (over job->max_pixels), TIMEOUT (past job->timeout_ms:
+ * libvips' evaluation is killed between strips of the pipeline, so a job stops within one strip of
+ * its deadline; a single indivisible decode step — libjpeg's scan pass over a progressive file,
+ * libpng's read of an interlaced one — finishes first).
  */
 int imgproc_run(const char *src, const imgproc_job_t *job, const imgproc_opts_t *opts,
                 const char *dst, imgproc_out_t *out, imgproc_err_t *err);

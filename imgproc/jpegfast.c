@@ -7,8 +7,8 @@
  * resize. Here each plane of the file is resized as it is stored (the chroma planes at
  * their own resolution, a quarter of the pixels at 4:2:0), with libvips' geometry (the box
  * shrink of gap 2, then the Lanczos3 masks and sample grid of lanczos.h), and the result
- * goes to libjpeg's raw encoder as 4:2:0 under quality 90 and 4:4:4 from 90 up, as libvips
- * writes them.
+ * goes to libjpeg's raw encoder as 4:2:0, or 4:4:4 where libvips would write that
+ * (imgproc_full_chroma).
  * YCbCr is an affine map of RGB, so resizing the planes is resizing the RGB bands; the
  * only difference is where the chroma is sampled (tests/check_jpegfast.c holds the result
  * to 45 dB PSNR of vips_thumbnail's).
@@ -31,20 +31,17 @@
 
 #define RD_BUF (64 * 1024)
 #define WR_BUF (64 * 1024)
-#define OUT_CAP 64 /* output rows a plane keeps: an encoder iMCU row and what runs ahead */
+#define OUT_CAP 64  /* output rows a plane keeps: an encoder iMCU row and what runs ahead */
 #define MAX_TAPS 64 /* Lanczos points of the vertical pass (2 x 3 x residual + 1: 25 at most) */
 
 bool imgproc__jpegfast_takes(const imgproc_probe_t *probe, const imgproc_job_t *job,
-                             const imgproc__plan_t *pl, int quality)
+                             const imgproc__plan_t *pl)
 {
     return probe->fmt == IMGPROC_FMT_JPEG && job->out_fmt == IMGPROC_FMT_JPEG && !job->naive &&
            !probe->progressive && !probe->has_icc && !probe->has_alpha &&
-           (probe->bands == 1 || probe->bands == 3) && probe->orientation == 1 &&
-           !pl->attention && pl->frames == 1 && !pl->swap;
+           (probe->bands == 1 || probe->bands == 3) && probe->orientation == 1 && !pl->attention &&
+           pl->frames == 1 && !pl->swap;
 }
-
-/* libvips' jpegsave keeps full-resolution chroma from quality 90 up (its "auto" mode) */
-#define FULL_CHROMA_QUALITY 90
 
 typedef enum { DONE = 0, DECLINE, CANCEL, WRITE_FAIL, NOMEM } why_t;
 
@@ -167,7 +164,7 @@ static void dst_term(j_compress_ptr c)
  * rows is there, the horizontal pass, and the output ring the encoder reads. */
 typedef struct {
     uint32_t iw, ih, bh, bv, pw, ph, ow, oh;
-    double x0, y0; /* where the output starts on the resized grid (a centre crop) */
+    double x0, y0;  /* where the output starts on the resized grid (a centre crop) */
     double last_dy; /* moves the last output row (a chroma row of an odd output height) */
     imgproc__axis_t v, h;
     uint32_t *acc; /* pw sums of the box group being filled */
@@ -251,8 +248,7 @@ static int plane_init(plane_t *p, uint32_t iw, uint32_t ih, uint32_t rw, uint32_
     if (!p->acc || !p->ring || !p->last_copy || !p->vacc || !p->hfirst || !p->hmask || !p->out)
         return -1;
     for (uint32_t x = 0; x < ow; x++) {
-        p->hmask[x] = imgproc__axis_at(&p->h, x0 + x + (x + 1 == ow ? last_dx : 0),
-                                       &p->hfirst[x]);
+        p->hmask[x] = imgproc__axis_at(&p->h, x0 + x + (x + 1 == ow ? last_dx : 0), &p->hfirst[x]);
         if (p->hfirst[x] < -p->margin || p->hfirst[x] + p->h.stride > (int)p->pw + p->margin)
             return -2; /* a window past the margins: libvips' job */
     }
@@ -266,7 +262,8 @@ static uint8_t *out_row(plane_t *p, uint32_t y)
 
 /* Makes every output row whose window of box rows is complete (all of them once the input
  * has ended). -1 when the ring would overrun a row the encoder has not taken yet. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
 #define WIDE_SIMD __attribute__((target_clones("avx2", "default")))
 #else
 #define WIDE_SIMD
@@ -503,7 +500,7 @@ static int fill_group(fast_t *f, uint32_t g)
     }
 }
 
-int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
+int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality, bool full_chroma,
                       bool (*cancelled)(void *), void *carg,
                       int (*write)(void *, const void *, size_t), void *warg, imgproc_err_t *err)
 {
@@ -582,7 +579,7 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
     /* a centre crop, as vips_smartcrop's: (resized - out) / 2, rounded down */
     const uint32_t left = (rw - ow) / 2, top = (rh - oh) / 2;
     /* the output's chroma: half the luma each way (4:2:0), or all of it (4:4:4) */
-    const uint32_t fo = quality >= FULL_CHROMA_QUALITY ? 1 : 2;
+    const uint32_t fo = full_chroma ? 1 : 2;
     const int mh = hmax * d->min_DCT_scaled_size, mv = vmax * d->min_DCT_scaled_size;
     f->nplanes = grey ? 1 : 3;
     size_t inrows_n = 0, inbuf_n = 0;
@@ -594,7 +591,8 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
             rc = IMGPROC__JPEGFAST_DECLINED;
             goto out;
         }
-        uint32_t iw = (W + (uint32_t)hs - 1) / (uint32_t)hs, ih = (H + (uint32_t)vs - 1) / (uint32_t)vs;
+        uint32_t iw = (W + (uint32_t)hs - 1) / (uint32_t)hs,
+                 ih = (H + (uint32_t)vs - 1) / (uint32_t)vs;
         /* A chroma plane is resized to the output chroma's grid, 1/fo of the luma's, each
          * output sample centred on the fo luma samples it covers. Its own grid (centred on
          * prw samples from iw) is shifted onto that: by a quarter sample when fo is 2 and
@@ -625,9 +623,9 @@ int imgproc__jpegfast(int fd, const imgproc__plan_t *pl, int quality,
         int prc = plane_init(&f->pl[ci], iw, ih, prw, prh, wh, wv, x0, y0, pow_, poh, ldx, ldy,
                              grey || fo == 1 || ci ? 8 : 16, cf == 2);
         if (prc) {
-            rc = prc == -2 ? IMGPROC__JPEGFAST_DECLINED
-                           : imgproc__fail(err, IMGPROC_E_NOMEM, "jpeg: plane %d of %ux%u", ci,
-                                           ow, oh);
+            rc = prc == -2
+                     ? IMGPROC__JPEGFAST_DECLINED
+                     : imgproc__fail(err, IMGPROC_E_NOMEM, "jpeg: plane %d of %ux%u", ci, ow, oh);
             goto out;
         }
         size_t rows = (size_t)(c[ci].v_samp_factor * c[ci].DCT_scaled_size);

@@ -231,7 +231,9 @@ static int save(VipsImage *img, imgproc_fmt_t fmt, const imgproc_opts_t *o, bool
 {
     switch (fmt) {
     case IMGPROC_FMT_JPEG:
-        return vips_jpegsave_target(img, target, "Q", (int)o->jpeg_quality, "strip", strip, NULL);
+        return vips_jpegsave_target(
+            img, target, "Q", (int)o->jpeg_quality, "strip", strip, "subsample_mode",
+            o->jpeg_420 ? VIPS_FOREIGN_SUBSAMPLE_ON : VIPS_FOREIGN_SUBSAMPLE_AUTO, NULL);
     case IMGPROC_FMT_PNG:
         return vips_pngsave_target(img, target, "compression", (int)o->png_compression, "strip",
                                    strip, NULL);
@@ -250,6 +252,24 @@ static int save(VipsImage *img, imgproc_fmt_t fmt, const imgproc_opts_t *o, bool
     default:
         vips_error("imgproc", "bad output format");
         return -1;
+    }
+}
+
+/* libvips' savers keep full-resolution chroma from quality 90 up (their "auto" mode) */
+#define FULL_CHROMA_QUALITY 90
+
+bool imgproc_full_chroma(const imgproc_job_t *job, const imgproc_opts_t *opts)
+{
+    switch (job->out_fmt) {
+    case IMGPROC_FMT_JPEG:
+        return !opts->jpeg_420 &&
+               (job->quality ? job->quality : opts->jpeg_quality) >= FULL_CHROMA_QUALITY;
+    case IMGPROC_FMT_AVIF:
+        return (job->quality ? job->quality : opts->avif_quality) >= FULL_CHROMA_QUALITY;
+    case IMGPROC_FMT_WEBP:
+        return false;
+    default:
+        return true;
     }
 }
 
@@ -494,9 +514,10 @@ int imgproc_run_fd(int in_fd, const imgproc_job_t *job, const imgproc_opts_t *op
 
     /* JPEG to JPEG by planes (jpegfast.c). When the file declines it (a warning, a colour
      * space it does not take), libvips does the job from the start. */
-    if (imgproc__jpegfast_takes(&probe, job, &plan, (int)opts->jpeg_quality)) {
-        rc = imgproc__jpegfast(in_fd, &plan, (int)opts->jpeg_quality, deadline_cancelled, &dl,
-                               sink_write, &sink, err);
+    if (imgproc__jpegfast_takes(&probe, job, &plan)) {
+        rc =
+            imgproc__jpegfast(in_fd, &plan, (int)opts->jpeg_quality, imgproc_full_chroma(job, opts),
+                              deadline_cancelled, &dl, sink_write, &sink, err);
         if (rc != IMGPROC__JPEGFAST_DECLINED) {
             if (rc == 0 && out) {
                 out->width = plan.out_w;

@@ -55,8 +55,8 @@ static VipsImage *waves(int w, int h)
             for (int k = 0; k < 3; k++)
                 px[((size_t)y * w + x) * 3 + k] =
                     (uint8_t)(128 + 90 * sin(x / (5.0 + k * 3)) * cos(y / (4.0 + k * 2)));
-    VipsImage *mem = vips_image_new_from_memory_copy(px, (size_t)w * h * 3, w, h, 3,
-                                                     VIPS_FORMAT_UCHAR);
+    VipsImage *mem =
+        vips_image_new_from_memory_copy(px, (size_t)w * h * 3, w, h, 3, VIPS_FORMAT_UCHAR);
     g_free(px);
     ck_assert_ptr_nonnull(mem);
     return mem;
@@ -105,10 +105,11 @@ static int run_fast(const char *src, const imgproc_job_t *job, imgproc__plan_t *
     imgproc_err_t err;
     ck_assert_int_eq(imgproc_probe_file(src, &probe, &err), 0);
     ck_assert_int_eq(imgproc__plan(&probe, job, pl), 0);
-    ck_assert_msg(imgproc__jpegfast_takes(&probe, job, pl, q), "%s: not taken", src);
+    ck_assert_msg(imgproc__jpegfast_takes(&probe, job, pl), "%s: not taken", src);
     int fd = open(src, O_RDONLY | O_CLOEXEC);
     ck_assert_int_ge(fd, 0);
-    int rc = imgproc__jpegfast(fd, pl, q, cancelled, NULL, mem_write, m, &err);
+    int rc = imgproc__jpegfast(fd, pl, q, imgproc_full_chroma(job, &opts), cancelled, NULL,
+                               mem_write, m, &err);
     close(fd);
     return rc;
 }
@@ -119,8 +120,7 @@ static void check_box(const char *src, sampling_t s, imgproc_op_t op, uint32_t w
     imgproc__plan_t pl;
     mem_t m = {0};
     int rc = run_fast(src, &job, &pl, &m, NULL);
-    ck_assert_msg(rc == 0, "%s %s Q%d %ux%u: the path gave %d", sampling_name[s], src, q, w, h,
-                  rc);
+    ck_assert_msg(rc == 0, "%s %s Q%d %ux%u: the path gave %d", sampling_name[s], src, q, w, h, rc);
 
     /* imgproc_run() takes the same path: the same bytes */
     char dst[600];
@@ -148,7 +148,11 @@ static void check_box(const char *src, sampling_t s, imgproc_op_t op, uint32_t w
     ck_assert_int_eq(vips_cast(ref, &cast, VIPS_FORMAT_UCHAR, NULL), 0);
     ck_assert_ptr_nonnull(r8 = vips_image_copy_memory(cast)); /* read twice below */
     g_object_unref(cast);
-    ck_assert_int_eq(vips_jpegsave_buffer(r8, &vbuf, &vlen, "Q", q, "strip", TRUE, NULL), 0);
+    ck_assert_int_eq(vips_jpegsave_buffer(r8, &vbuf, &vlen, "Q", q, "strip", TRUE, "subsample_mode",
+                                          opts.jpeg_420 ? VIPS_FOREIGN_SUBSAMPLE_ON
+                                                        : VIPS_FOREIGN_SUBSAMPLE_AUTO,
+                                          NULL),
+                     0);
     ck_assert_ptr_nonnull(vj = vips_image_new_from_buffer(vbuf, vlen, "", NULL));
     ck_assert_ptr_nonnull(got = vips_image_new_from_buffer(m.buf, m.len, "", NULL));
     ck_assert_msg(got->Xsize == r8->Xsize && got->Ysize == r8->Ysize && got->Bands == r8->Bands,
@@ -156,17 +160,20 @@ static void check_box(const char *src, sampling_t s, imgproc_op_t op, uint32_t w
                   got->Bands, r8->Xsize, r8->Ysize, r8->Bands);
     ck_assert_uint_eq(out.width, (uint32_t)r8->Xsize);
     ck_assert_uint_eq(out.height, (uint32_t)r8->Ysize);
-    /* the chroma libvips writes at this quality: 4:2:0 under 90, 4:4:4 from 90 */
-    imgproc_probe_t outp;
+    /* the chroma libvips writes at this quality (4:2:0 under 90, 4:4:4 from 90, 4:2:0
+     * always with jpeg_420) */
+    imgproc_probe_t outp, vp;
     ck_assert_int_eq(imgproc_probe_buf(m.buf, m.len, &outp, &err), 0);
-    if (outp.bands == 3)
-        ck_assert_uint_eq(outp.chroma_h, q >= 90 ? 1 : 2);
+    ck_assert_int_eq(imgproc_probe_buf(vbuf, vlen, &vp, &err), 0);
+    ck_assert_msg(outp.chroma_h == vp.chroma_h && outp.chroma_v == vp.chroma_v,
+                  "Q%d%s: sampled %u,%u, libvips %u,%u", q, opts.jpeg_420 ? " 4:2:0" : "",
+                  outp.chroma_h, outp.chroma_v, vp.chroma_h, vp.chroma_v);
     double fast = tg_psnr(got, r8), vips = tg_psnr(vj, r8);
     fprintf(stderr, "jpegfast Q%d %s %s %ux%u: %.2f dB, libvips' JPEG %.2f dB\n", q,
             sampling_name[s], src, w, h, fast, vips);
     ck_assert_msg(fast >= vips - 0.5 || fast >= 45.0,
-                  "%s %s %ux%u: %.2f dB from the lossless result, libvips %.2f",
-                  sampling_name[s], src, w, h, fast, vips);
+                  "%s %s %ux%u: %.2f dB from the lossless result, libvips %.2f", sampling_name[s],
+                  src, w, h, fast, vips);
     g_object_unref(got);
     g_object_unref(vj);
     g_object_unref(r8);
@@ -184,12 +191,11 @@ static const struct {
 static const struct {
     imgproc_op_t op;
     uint32_t w, h;
-} boxes[] = {{IMGPROC_OP_FIT, 290, 290},   {IMGPROC_OP_FIT, 203, 0},
-             {IMGPROC_OP_FIT, 0, 97},      {IMGPROC_OP_FIT, 1000, 1000},
-             {IMGPROC_OP_FIT, 7, 7},       {IMGPROC_OP_CONVERT, 0, 0},
-             {IMGPROC_OP_FIT, 61, 0},      {IMGPROC_OP_COVER, 150, 90},
-             {IMGPROC_OP_COVER, 333, 111}, {IMGPROC_OP_COVER, 7, 7},
-             {IMGPROC_OP_COVER, 101, 101}, {IMGPROC_OP_COVER, 40, 900}};
+} boxes[] = {
+    {IMGPROC_OP_FIT, 290, 290},   {IMGPROC_OP_FIT, 203, 0},     {IMGPROC_OP_FIT, 0, 97},
+    {IMGPROC_OP_FIT, 1000, 1000}, {IMGPROC_OP_FIT, 7, 7},       {IMGPROC_OP_CONVERT, 0, 0},
+    {IMGPROC_OP_FIT, 61, 0},      {IMGPROC_OP_COVER, 150, 90},  {IMGPROC_OP_COVER, 333, 111},
+    {IMGPROC_OP_COVER, 7, 7},     {IMGPROC_OP_COVER, 101, 101}, {IMGPROC_OP_COVER, 40, 900}};
 
 START_TEST(test_jpegfast_matches_libvips_every_sampling_and_box)
 {
@@ -205,19 +211,20 @@ START_TEST(test_jpegfast_matches_libvips_every_sampling_and_box)
 END_TEST
 
 /* Quality 90 and over: libvips writes full-resolution chroma (4:4:4), and so must the path
- * (the mezzanine levels are made at 95 and 98). Outputs at libjpeg's 1/2 and 1/4 scales
+ * (unless opts.jpeg_420: see below). Outputs at libjpeg's 1/2 and 1/4 scales
  * (vips_thumbnail leaves a factor of 2 to the resize: under 501 px of 2003), where a
  * 4:2:0 file's chroma comes out of the IDCT at the luma's resolution, resizes and crops.
  * At full scale (1001 px of 2003) a 4:2:0 file's chroma is half the luma's, which libvips
  * upsamples first: the path declines it, and takes the 4:4:4 file. */
+static const struct {
+    imgproc_op_t op;
+    uint32_t w, h;
+} qboxes[] = {{IMGPROC_OP_FIT, 480, 480}, {IMGPROC_OP_COVER, 333, 111}, {IMGPROC_OP_FIT, 400, 0},
+              {IMGPROC_OP_FIT, 61, 0},    {IMGPROC_OP_FIT, 0, 97},      {IMGPROC_OP_FIT, 1001, 0},
+              {IMGPROC_OP_FIT, 700, 0}};
+
 START_TEST(test_jpegfast_full_chroma_from_90)
 {
-    static const struct {
-        imgproc_op_t op;
-        uint32_t w, h;
-    } qboxes[] = {{IMGPROC_OP_FIT, 480, 480}, {IMGPROC_OP_COVER, 333, 111},
-                  {IMGPROC_OP_FIT, 400, 0},   {IMGPROC_OP_FIT, 61, 0},
-                  {IMGPROC_OP_FIT, 0, 97}};
     static const int qualities[] = {90, 95, 98};
     for (sampling_t s = S_420; s <= S_444; s++) {
         char src[512];
@@ -226,13 +233,14 @@ START_TEST(test_jpegfast_full_chroma_from_90)
         for (size_t k = 0; k < sizeof(qualities) / sizeof(qualities[0]); k++) {
             q = qualities[k];
             opts.jpeg_quality = (uint32_t)q;
-            for (size_t b = 0; b < sizeof(qboxes) / sizeof(qboxes[0]); b++)
+            for (size_t b = 0; b < 5; b++) /* the last two, at full scale: below */
                 check_box(src, s, qboxes[b].op, qboxes[b].w, qboxes[b].h);
         }
         /* full scale: a 4:2:0 chroma plane is 1002 wide, half the luma's */
         static const uint32_t full[] = {1001, 700};
         for (size_t k = 0; k < 2; k++) {
-            imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = full[k], .out_fmt = IMGPROC_FMT_JPEG};
+            imgproc_job_t job = {
+                .op = IMGPROC_OP_FIT, .width = full[k], .out_fmt = IMGPROC_FMT_JPEG};
             imgproc__plan_t pl;
             mem_t m = {0};
             int rc = run_fast(src, &job, &pl, &m, NULL);
@@ -243,6 +251,30 @@ START_TEST(test_jpegfast_full_chroma_from_90)
                 check_box(src, s, job.op, job.width, job.height);
         }
     }
+    q = Q;
+    opts.jpeg_quality = Q;
+}
+END_TEST
+
+/* opts.jpeg_420 (the mezzanine levels, made at 95 and 98): 4:2:0 at every quality, as
+ * libvips writes with subsample_mode on, from either sampling and at every scale (a 4:2:0
+ * file's chroma at full scale is already the output's: the path takes it). */
+START_TEST(test_jpegfast_420_at_any_quality)
+{
+    static const int qualities[] = {95, 98};
+    opts.jpeg_420 = true;
+    for (sampling_t s = S_420; s <= S_444; s++) {
+        char src[512];
+        snprintf(src, sizeof(src), "%s/l-%d.jpg", tmpdir, (int)s);
+        make_jpeg(s, 2003, 1499, src, NULL);
+        for (size_t k = 0; k < sizeof(qualities) / sizeof(qualities[0]); k++) {
+            q = qualities[k];
+            opts.jpeg_quality = (uint32_t)q;
+            for (size_t b = 0; b < sizeof(qboxes) / sizeof(qboxes[0]); b++)
+                check_box(src, s, qboxes[b].op, qboxes[b].w, qboxes[b].h);
+        }
+    }
+    opts.jpeg_420 = false;
     q = Q;
     opts.jpeg_quality = Q;
 }
@@ -260,10 +292,10 @@ START_TEST(test_jpegfast_chroma_lands_on_the_luma)
         imgproc_op_t op;
         uint32_t bw, bh;
     } cases[] = {
-        {1000, 700, IMGPROC_OP_FIT, 990, 5000},   {1035, 700, IMGPROC_OP_FIT, 1000, 0},
-        {1000, 700, IMGPROC_OP_FIT, 249, 0},      {1000, 700, IMGPROC_OP_FIT, 250, 175},
-        {1000, 700, IMGPROC_OP_COVER, 201, 77},   {1035, 701, IMGPROC_OP_COVER, 333, 111},
-        {1035, 701, IMGPROC_OP_FIT, 517, 517},    {37, 29, IMGPROC_OP_FIT, 5, 5},
+        {1000, 700, IMGPROC_OP_FIT, 990, 5000}, {1035, 700, IMGPROC_OP_FIT, 1000, 0},
+        {1000, 700, IMGPROC_OP_FIT, 249, 0},    {1000, 700, IMGPROC_OP_FIT, 250, 175},
+        {1000, 700, IMGPROC_OP_COVER, 201, 77}, {1035, 701, IMGPROC_OP_COVER, 333, 111},
+        {1035, 701, IMGPROC_OP_FIT, 517, 517},  {37, 29, IMGPROC_OP_FIT, 5, 5},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char src[512];
@@ -275,7 +307,8 @@ START_TEST(test_jpegfast_chroma_lands_on_the_luma)
     char src[512];
     snprintf(src, sizeof(src), "%s/waves-37x1.jpg", tmpdir);
     make_jpeg(S_WAVES, 37, 1, src, NULL);
-    imgproc_job_t job = {.op = IMGPROC_OP_FIT, .width = 1, .height = 1, .out_fmt = IMGPROC_FMT_JPEG};
+    imgproc_job_t job = {
+        .op = IMGPROC_OP_FIT, .width = 1, .height = 1, .out_fmt = IMGPROC_FMT_JPEG};
     imgproc__plan_t pl;
     mem_t m = {0};
     ck_assert_int_eq(run_fast(src, &job, &pl, &m, NULL), IMGPROC__JPEGFAST_DECLINED);
@@ -319,18 +352,18 @@ START_TEST(test_jpegfast_refuses_and_stops)
 
     /* not taken: a smart crop, other output formats, a progressive file */
     ck_assert_int_eq(imgproc_probe_file(src, &probe, &err), 0);
-    ck_assert(imgproc__jpegfast_takes(&probe, &job, &pl, Q));
+    ck_assert(imgproc__jpegfast_takes(&probe, &job, &pl));
     imgproc_job_t other = job;
     other.out_fmt = IMGPROC_FMT_WEBP;
-    ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl, Q));
+    ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl));
     other = job;
     other.op = IMGPROC_OP_SMART;
     ck_assert_int_eq(imgproc__plan(&probe, &other, &pl), 0);
-    ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl, Q));
+    ck_assert(!imgproc__jpegfast_takes(&probe, &other, &pl));
     make_jpeg(S_420, 1200, 900, prog, "progressive");
     ck_assert_int_eq(imgproc_probe_file(prog, &probe, &err), 0);
     ck_assert_int_eq(imgproc__plan(&probe, &job, &pl), 0);
-    ck_assert(!imgproc__jpegfast_takes(&probe, &job, &pl, Q));
+    ck_assert(!imgproc__jpegfast_takes(&probe, &job, &pl));
     ck_assert_int_eq(imgproc_run(prog, &job, &opts, dst, &out, &err), 0);
     ck_assert_uint_eq(out.width, 200);
 }
@@ -379,8 +412,8 @@ START_TEST(test_jpegfast_damaged_files_end_as_libvips_ends_them)
                       ? -1
                       : vips_jpegsave_buffer(ref, &vbuf, &vlen, "Q", Q, "strip", TRUE, NULL);
         vips_error_clear();
-        ck_assert_msg((rc == 0) == (vrc == 0), "byte %zu = %d: imgproc_run %d (%s), libvips %d",
-                      at, (unsigned char)buf[at], rc, rc ? err.msg : "", vrc);
+        ck_assert_msg((rc == 0) == (vrc == 0), "byte %zu = %d: imgproc_run %d (%s), libvips %d", at,
+                      (unsigned char)buf[at], rc, rc ? err.msg : "", vrc);
         if (rc == 0) {
             ck_assert_int_eq(out.width, ref->Xsize);
             ck_assert_int_eq(out.height, ref->Ysize);
@@ -412,6 +445,7 @@ Suite *jpegfast_suite(void)
     tcase_add_loop_test(tc, test_jpegfast_matches_libvips_every_sampling_and_box, 0, S_WAVES);
     tcase_add_test(tc, test_jpegfast_chroma_lands_on_the_luma);
     tcase_add_test(tc, test_jpegfast_full_chroma_from_90);
+    tcase_add_test(tc, test_jpegfast_420_at_any_quality);
     tcase_add_test(tc, test_jpegfast_refuses_and_stops);
     tcase_add_test(tc, test_jpegfast_damaged_files_end_as_libvips_ends_them);
     suite_add_tcase(s, tc);
