@@ -41,7 +41,8 @@ typedef struct {
     adm_gate_t *gate;
     metrics_t *metrics;
     const imgproc_opts_t *imgopts;
-    imgproc_opts_t level_opts; /* imgopts with mezzanine.quality: what levels are made with */
+    /* imgopts with mezzanine.quality and 4:2:0 chroma: what levels are made with */
+    imgproc_opts_t level_opts;
     imgproc_opts_t small_opts; /* and small levels: MEZZ_SMALL_QUALITY_UP over it */
     struct flight *flight;
     pthread_mutex_t coalesce_mu;
@@ -656,14 +657,14 @@ static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgpr
         imgproc_probe_t lp;
         mezz_level_probe(probe, &lv->lj, &lp);
         lv->missing = true;
-        lv->would_serve = mezz_job_on_level(srv->cfg, probe, &job->ij, &lp, &onl);
+        lv->would_serve = mezz_job_on_level(srv->cfg, srv->imgopts, probe, &job->ij, &lp, &onl);
         return;
     }
     imgproc_probe_t lp;
     imgproc_err_t ierr;
     struct stat sb;
     if (fstat(fd, &sb) != 0 || imgproc_probe_fd(fd, &lp, &ierr) != 0 ||
-        !mezz_job_on_level(srv->cfg, probe, &job->ij, &lp, &onl)) {
+        !mezz_job_on_level(srv->cfg, srv->imgopts, probe, &job->ij, &lp, &onl)) {
         close(fd);
         return;
     }
@@ -678,7 +679,7 @@ static void from_level(derive_t *srv, const char *stem, derive_job_t *job, imgpr
     imgproc_job_t sonl;
     struct stat ssb;
     if (sfd >= 0 && fstat(sfd, &ssb) == 0 && imgproc_probe_fd(sfd, &sp, &ierr) == 0 &&
-        mezz_job_on_level(srv->cfg, probe, &job->ij, &sp, &sonl)) {
+        mezz_job_on_level(srv->cfg, srv->imgopts, probe, &job->ij, &sp, &sonl)) {
         close(fd);
         fd = sfd, lp = sp, onl = sonl;
         job->from_small = true;
@@ -1064,6 +1065,7 @@ static void do_register(h2o_pathconf_t *pathconf, const room_services_t *s)
     srv->imgopts = s->imgopts;
     srv->level_opts = *s->imgopts;
     srv->level_opts.jpeg_quality = s->cfg->mezz_quality;
+    srv->level_opts.jpeg_420 = true; /* mezz.h: the levels' chroma */
     srv->small_opts = srv->level_opts;
     srv->small_opts.jpeg_quality = s->cfg->mezz_quality + MEZZ_SMALL_QUALITY_UP > 100
                                        ? 100

@@ -28,10 +28,8 @@ bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t
     uint32_t side = longside / 2 > cfg->mezz_size ? longside / 2 : cfg->mezz_size;
     if ((uint64_t)longside * 2 < (uint64_t)side * 3)
         return false; /* the level would be most of the original: little to gain */
-    *job = (imgproc_job_t){.op = IMGPROC_OP_FIT,
-                           .width = side,
-                           .height = side,
-                           .out_fmt = IMGPROC_FMT_JPEG};
+    *job = (imgproc_job_t){
+        .op = IMGPROC_OP_FIT, .width = side, .height = side, .out_fmt = IMGPROC_FMT_JPEG};
     return true;
 }
 
@@ -56,8 +54,8 @@ void mezz_level_probe(const imgproc_probe_t *orig, const imgproc_job_t *lj, imgp
                              .bit_depth = 8,
                              .pages = 1,
                              .orientation = 1,
-                             .chroma_h = 2,
-                             .chroma_v = 2};
+                             .chroma_h = orig->bands < 3 ? 1 : 2, /* jpeg_420 */
+                             .chroma_v = orig->bands < 3 ? 1 : 2};
 }
 
 static bool gives(const imgproc_probe_t *lvl, const imgproc_job_t *j, uint32_t ow, uint32_t oh)
@@ -70,8 +68,8 @@ static bool gives(const imgproc_probe_t *lvl, const imgproc_job_t *j, uint32_t o
     return w == ow && h == oh;
 }
 
-bool mezz_job_on_level(const cfg_t *cfg, const imgproc_probe_t *orig, const imgproc_job_t *req,
-                       const imgproc_probe_t *lvl, imgproc_job_t *out)
+bool mezz_job_on_level(const cfg_t *cfg, const imgproc_opts_t *opts, const imgproc_probe_t *orig,
+                       const imgproc_job_t *req, const imgproc_probe_t *lvl, imgproc_job_t *out)
 {
     if (!cfg->mezz_enabled || req->op == IMGPROC_OP_CONVERT || req->naive)
         return false;
@@ -85,6 +83,15 @@ bool mezz_job_on_level(const cfg_t *cfg, const imgproc_probe_t *orig, const imgp
     /* the output's scale against the original (a cover's is the larger axis), and the
      * level's on each axis: the level must be k times finer */
     double s = ow / W > oh / H ? ow / W : oh / H, k = cfg->mezz_k_milli / 1000.0;
+    /* and its chroma finer than the output's: a full-chroma output of a level whose
+     * chroma is subsampled takes the level at its chroma's size, and at least
+     * MEZZ_CHROMA_RATIO times finer */
+    if (lvl->bands >= 3 && (lvl->chroma_h > 1 || lvl->chroma_v > 1) &&
+        imgproc_full_chroma(req, opts)) {
+        lw /= lvl->chroma_h;
+        lh /= lvl->chroma_v;
+        k = k > MEZZ_CHROMA_RATIO ? k : MEZZ_CHROMA_RATIO;
+    }
     if (lw < k * s * W || lh < k * s * H)
         return false;
     /* the request itself, else a fit whose rounding lands on the same size, else the

@@ -3,7 +3,15 @@
  * (cache/<stem>@/<gen>/@level-<size>.jpg, so a replaced or deleted original drops it with
  * them). A derived request whose output the level is at least k times larger than is made
  * from the level instead of the original, with exactly the dimensions the original gives.
- * Pure decisions on probes and jobs: no I/O, no HTTP. */
+ * Pure decisions on probes and jobs: no I/O, no HTTP.
+ *
+ * The levels' chroma: 4:2:0 at every quality (imgproc_opts_t.jpeg_420). On the bench's
+ * 2560x1600 level at quality 95 (imgbench, one thread, in-process), 4:2:0 against 4:4:4:
+ * 1500 px outputs 45.3 img/s against 33.5, 1000 px 54.8 against 37.9; 1.26 MB against
+ * 1.53 on disk. A 4:2:0 output (JPEG under quality 90, WebP, AVIF under 90) has chroma at
+ * half its size, so a level k times larger has chroma k times the output's too. A
+ * full-chroma output (PNG, GIF, JPEG XL, JPEG and AVIF from 90) takes the level at its
+ * chroma's size, at least MEZZ_CHROMA_RATIO times its own. */
 #ifndef THUMBGATE_MEZZ_H
 #define THUMBGATE_MEZZ_H
 
@@ -17,6 +25,14 @@
  *  level ("@level-1280-half.jpg"): '@' is outside the key charset, so no derived URL names
  *  them (store.h STORE_LEVEL_MARK). */
 void mezz_variant(const cfg_t *cfg, bool small, char *out, size_t outlen);
+
+/** A full-chroma output is served by a 4:2:0 level whose chroma is at least this many
+ *  times finer than it (or k, when larger): the level's chroma went through libjpeg's 2x2
+ *  box and is upsampled again by its decoder, which blurs more than a resize at the same
+ *  ratio. PNG outputs of the mezzanine test's photo (independent noise in each band: more
+ *  chroma detail than photos have), from the direct result, with the chroma 1.35 times
+ *  the output's: 44.1 dB; 1.7 times: 45.6; 2.1-2.2 times: 46.4-48.3. */
+#define MEZZ_CHROMA_RATIO 2.0
 
 /** Least long side of a small level (pixels). */
 #define MEZZ_SMALL_MIN 320
@@ -57,13 +73,13 @@ bool mezz_level_job(const cfg_t *cfg, const imgproc_probe_t *orig, imgproc_job_t
  *  decides again when the request is made from it. */
 void mezz_level_probe(const imgproc_probe_t *orig, const imgproc_job_t *lj, imgproc_probe_t *lvl);
 
-/** True when the level probed as @p lvl may serve @p req (a job on the original @p orig):
- *  not a conversion, and the level at least mezzanine.k times the output's scale on both
- *  axes. Then @p out is the job to run on the level, whose output dimensions are exactly
- *  imgproc_output_dims(orig, req): @p req itself when it gives them on the level, else a
- *  fit to one or both of those sides whose rounding lands on them, else the cover-crop to
- *  them (false when none does). */
-bool mezz_job_on_level(const cfg_t *cfg, const imgproc_probe_t *orig, const imgproc_job_t *req,
-                       const imgproc_probe_t *lvl, imgproc_job_t *out);
+/** True when the level probed as @p lvl may serve @p req (a job on the original @p orig,
+ *  encoded with @p opts): not a conversion, the level at least mezzanine.k times the
+ *  output's scale on both axes, and its chroma too (the levels' chroma, above). Then @p out is the
+ * job to run on the level, whose output dimensions are exactly imgproc_output_dims(orig, req): @p
+ * req itself when it gives them on the level, else a fit to one or both of those sides whose
+ * rounding lands on them, else the cover-crop to them (false when none does). */
+bool mezz_job_on_level(const cfg_t *cfg, const imgproc_opts_t *opts, const imgproc_probe_t *orig,
+                       const imgproc_job_t *req, const imgproc_probe_t *lvl, imgproc_job_t *out);
 
 #endif
