@@ -226,6 +226,35 @@ static void do_evict(void *store)
     store_cache_evict(store);
 }
 
+/* Runs @p ij on @p fd (borrowed) with @p opts into a temp file and commits it to the cache
+ * as @p path, a result of @p job's original. */
+static outcome_t run_commit(derive_t *srv, const derive_job_t *job, int fd, const imgproc_job_t *ij,
+                            const imgproc_opts_t *opts, const char *path)
+{
+    char tmp[STORE_PATH_MAX];
+    int r = store_tmp_file(srv->store, tmp, sizeof(tmp));
+    if (r != 0)
+        return fail(ERR_STORE, r, "cannot create a temp file for the result");
+    imgproc_out_t res;
+    imgproc_err_t ierr = {0};
+    outcome_t out = {.ok = true};
+    r = imgproc_run_fd(fd, ij, opts, tmp, &res, &ierr);
+    if (r == -IMGPROC_E_IO && store_out_of_space(srv->store))
+        out = fail(ERR_STORE, STORE_E_NOSPACE, "no space left to store the result");
+    else if (r != 0)
+        out = fail(ERR_IMGPROC, r, "%s", ierr.msg);
+    else if ((r = store_cache_commit(srv->store, tmp, path, job->src, &job->src_st)) != 0)
+        out = fail(ERR_STORE, r,
+                   r == -STORE_E_NOTFOUND  ? "the original was deleted"
+                   : r == -STORE_E_CHANGED ? "the original changed; retry"
+                                           : "cannot store the result");
+    else
+        store_result_made(srv->store, job->src, path); /* s3: shared with others */
+    if (!out.ok)
+        unlink(tmp); /* commit removes it itself; harmless then */
+    return out;
+}
+
 /* Decodes the source (opened once, on the descriptor the checks were made on) into a temp
  * file and commits it to the cache. */
 static outcome_t make_result(derive_t *srv, derive_job_t *job)
@@ -240,29 +269,7 @@ static outcome_t make_result(derive_t *srv, derive_job_t *job)
         now.st_mtim.tv_nsec != job->src_st.st_mtim.tv_nsec)
         return fail(ERR_STORE, STORE_E_CHANGED,
                     "the original was replaced while the job waited; retry");
-    char tmp[STORE_PATH_MAX];
-    int r = store_tmp_file(srv->store, tmp, sizeof(tmp));
-    if (r != 0)
-        return fail(ERR_STORE, r, "cannot create a temp file for the result");
-    imgproc_out_t res;
-    imgproc_err_t ierr = {0};
-    outcome_t out = {.ok = true};
-    r = imgproc_run_fd(job->src_fd, &job->ij, job->opts, tmp, &res, &ierr);
-    if (r == -IMGPROC_E_IO && store_out_of_space(srv->store))
-        out = fail(ERR_STORE, STORE_E_NOSPACE, "no space left to store the result");
-    else if (r != 0)
-        out = fail(ERR_IMGPROC, r, "%s", ierr.msg);
-    else if ((r = store_cache_commit(srv->store, tmp, job->cache_path, job->src, &job->src_st)) !=
-             0)
-        out = fail(ERR_STORE, r,
-                   r == -STORE_E_NOTFOUND  ? "the original was deleted"
-                   : r == -STORE_E_CHANGED ? "the original changed; retry"
-                                           : "cannot store the result");
-    else
-        store_result_made(srv->store, job->src, job->cache_path); /* s3: shared with others */
-    if (!out.ok)
-        unlink(tmp); /* commit removes it itself; harmless then */
-    return out;
+    return run_commit(srv, job, job->src_fd, &job->ij, job->opts, job->cache_path);
 }
 
 /* After the level of @p job is committed: its small level (mezz_small_job), made from the
@@ -273,25 +280,23 @@ static void make_small_level(derive_t *srv, derive_job_t *job)
     imgproc_probe_t lp;
     imgproc_job_t sj;
     imgproc_err_t ierr = {0};
-    if (imgproc_probe_file(job->cache_path, &lp, &ierr) != 0 || !mezz_small_job(&lp, &sj))
-        return;
-    sj.timeout_ms = job->ij.timeout_ms;
-    sj.max_pixels = job->ij.max_pixels;
-    char variant[64], path[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
+    char variant[64], path[STORE_PATH_MAX];
     mezz_variant(srv->cfg, true, variant, sizeof(variant));
+    /* beside the level: the same generation directory of the original's results */
     const char *slash = strrchr(job->cache_path, '/');
     int dirlen = (int)(slash - job->cache_path);
     if (snprintf(path, sizeof(path), "%.*s/%s", dirlen, job->cache_path, variant) >=
-            (int)sizeof(path) ||
-        store_tmp_file(srv->store, tmp, sizeof(tmp)) != 0)
+        (int)sizeof(path))
         return;
-    imgproc_out_t res;
-    if (imgproc_run(job->cache_path, &sj, &srv->small_opts, tmp, &res, &ierr) != 0 ||
-        store_cache_commit(srv->store, tmp, path, job->src, &job->src_st) != 0) {
-        unlink(tmp);
+    int fd = open(job->cache_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return;
+    if (imgproc_probe_fd(fd, &lp, &ierr) == 0 && mezz_small_job(&lp, &sj)) {
+        sj.timeout_ms = job->ij.timeout_ms;
+        sj.max_pixels = job->ij.max_pixels;
+        (void)run_commit(srv, job, fd, &sj, &srv->small_opts, path);
     }
-    store_result_made(srv->store, job->src, path);
+    close(fd);
 }
 
 static void job_run(adm_job_t *_job)
