@@ -778,6 +778,11 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t le
     store_cache_path(srv->store, rt->stem, &job->src_st, rt->variant, job->cache_path,
                      sizeof(job->cache_path));
     struct stat sb;
+    if (waited) { /* a hit after the wait says how long it was; a miss: the job's timing */
+        char st[40];
+        snprintf(st, sizeof(st), "level;dur=%" PRId64, level_ms);
+        srv__add_header(req, "server-timing", st);
+    }
     if (srv__serve_result(req, job->cache_path, rt->job.out_fmt, &sb)) {
         /* an .auto URL's file depends on Accept: never remembered by URL alone */
         if (!rt->auto_fmt)
@@ -788,6 +793,11 @@ static void handle_derive(derive_t *srv, h2o_req_t *req, route_t *rt, int64_t le
         srv__set_env(req, "TG_ADMISSION", "cache-hit");
         job_free(job), free(w);
         return;
+    }
+    if (waited) { /* the job's timing says it, with its queue and work */
+        ssize_t h = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("server-timing"), -1);
+        if (h >= 0)
+            h2o_delete_header(&req->res.headers, h);
     }
     if (!waited) /* counted once per request */
         atomic_fetch_add_explicit(&srv->metrics->cache_misses, 1, memory_order_relaxed);
