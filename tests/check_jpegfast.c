@@ -223,19 +223,28 @@ static const struct {
               {IMGPROC_OP_FIT, 61, 0},    {IMGPROC_OP_FIT, 0, 97},      {IMGPROC_OP_FIT, 1001, 0},
               {IMGPROC_OP_FIT, 700, 0}};
 
+/* A 2003 x 1499 file of sampling @p s as @p src, and the first @p nboxes of qboxes from it
+ * at each of @p nq qualities; the quality is left at the last. */
+static void check_qualities(sampling_t s, char *src, size_t srclen, const int *qs, size_t nq,
+                            size_t nboxes)
+{
+    snprintf(src, srclen, "%s/q-%d-%d.jpg", tmpdir, (int)s, (int)opts.jpeg_420);
+    make_jpeg(s, 2003, 1499, src, NULL);
+    for (size_t k = 0; k < nq; k++) {
+        q = qs[k];
+        opts.jpeg_quality = (uint32_t)q;
+        for (size_t b = 0; b < nboxes; b++)
+            check_box(src, s, qboxes[b].op, qboxes[b].w, qboxes[b].h);
+    }
+}
+
 START_TEST(test_jpegfast_full_chroma_from_90)
 {
     static const int qualities[] = {90, 95, 98};
     for (sampling_t s = S_420; s <= S_444; s++) {
         char src[512];
-        snprintf(src, sizeof(src), "%s/q-%d.jpg", tmpdir, (int)s);
-        make_jpeg(s, 2003, 1499, src, NULL);
-        for (size_t k = 0; k < sizeof(qualities) / sizeof(qualities[0]); k++) {
-            q = qualities[k];
-            opts.jpeg_quality = (uint32_t)q;
-            for (size_t b = 0; b < 5; b++) /* the last two, at full scale: below */
-                check_box(src, s, qboxes[b].op, qboxes[b].w, qboxes[b].h);
-        }
+        /* not the last two boxes, at full scale: below */
+        check_qualities(s, src, sizeof(src), qualities, 3, 5);
         /* full scale: a 4:2:0 chroma plane is 1002 wide, half the luma's */
         static const uint32_t full[] = {1001, 700};
         for (size_t k = 0; k < 2; k++) {
@@ -265,14 +274,7 @@ START_TEST(test_jpegfast_420_at_any_quality)
     opts.jpeg_420 = true;
     for (sampling_t s = S_420; s <= S_444; s++) {
         char src[512];
-        snprintf(src, sizeof(src), "%s/l-%d.jpg", tmpdir, (int)s);
-        make_jpeg(s, 2003, 1499, src, NULL);
-        for (size_t k = 0; k < sizeof(qualities) / sizeof(qualities[0]); k++) {
-            q = qualities[k];
-            opts.jpeg_quality = (uint32_t)q;
-            for (size_t b = 0; b < sizeof(qboxes) / sizeof(qboxes[0]); b++)
-                check_box(src, s, qboxes[b].op, qboxes[b].w, qboxes[b].h);
-        }
+        check_qualities(s, src, sizeof(src), qualities, 2, sizeof(qboxes) / sizeof(qboxes[0]));
     }
     opts.jpeg_420 = false;
     q = Q;

@@ -48,14 +48,8 @@ static imgproc_probe_t jpeg_probe(uint32_t w, uint32_t h, uint32_t orientation)
     return p;
 }
 
-/* the server's default output qualities (thumbgate.yaml) */
-static const imgproc_opts_t mopts = {.jpeg_quality = 80,
-                                     .webp_quality = 80,
-                                     .png_compression = 6,
-                                     .avif_quality = 60,
-                                     .avif_effort = 2,
-                                     .jxl_quality = 75,
-                                     .jxl_effort = 7};
+/* the qualities the chroma rule reads: thumbgate.yaml's defaults */
+static const imgproc_opts_t mopts = {.jpeg_quality = 80, .avif_quality = 60};
 
 /* The probe of a real encoded image made by libvips (alpha, 16 bits...). */
 static imgproc_probe_t probe_of(VipsImage *im, const char *suffix)
