@@ -453,15 +453,8 @@ START_TEST(test_flight_restart_after_kill9_keeps_and_announces_the_previous_run)
     tg_put_image(&S, "/victim.png", 3000, 3000, "png");
     int a = tg_send_get(&S, "/victim.webp");
     ck_assert(tg_wait_metric(&S, "thumbgate_workers_busy", 1, 10000));
-    bool seen = false; /* a snapshot with the job is on disk */
-    for (int i = 0; i < 400 && !seen; i++) {
-        tg_resp_t r;
-        if (tg_admin(&S, "/debug/flight", &r) == 200 &&
-            strstr(r.body, "\"what\":\"victim full.webp\""))
-            seen = true;
-        tg_resp_free(&r);
-    }
-    ck_assert(seen);
+    /* a snapshot with the job is on disk */
+    ck_assert(tg_wait_admin(&S, "/debug/flight", 200, "\"what\":\"victim full.webp\"", 30000));
     pid_t first = S.pid;
     kill(S.pid, SIGKILL);
     waitpid(S.pid, NULL, 0);

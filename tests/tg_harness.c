@@ -448,6 +448,26 @@ bool tg_wait_metric_at_most(tg_server_t *s, const char *sample, double v, int ti
     }
 }
 
+static bool admin_has(tg_server_t *s, const char *path, long status, const char *needle)
+{
+    tg_resp_t r = {0};
+    bool has = tg_admin(s, path, &r) == status && r.body && strstr(r.body, needle);
+    tg_resp_free(&r);
+    return has;
+}
+
+bool tg_wait_admin(tg_server_t *s, const char *path, long status, const char *needle,
+                   int timeout_ms)
+{
+    uint64_t deadline = tg_now_ms() + (uint64_t)timeout_ms;
+    for (int delay = 1; tg_now_ms() < deadline; delay = delay < 20 ? delay * 2 : 20) {
+        if (admin_has(s, path, status, needle))
+            return true;
+        poll(NULL, 0, delay);
+    }
+    return admin_has(s, path, status, needle);
+}
+
 int tg_connect(tg_server_t *s)
 {
     return connect_port(s->port);

@@ -86,6 +86,10 @@ double tg_metric_in(const char *body, const char *sample);
 bool tg_wait_metric(tg_server_t *s, const char *sample, double v, int timeout_ms);
 /** The same, until @p sample is present and <= @p v. */
 bool tg_wait_metric_at_most(tg_server_t *s, const char *sample, double v, int timeout_ms);
+/** Waits (polling as tg_wait_metric does, bounded by @p timeout_ms) until GET @p path on the
+ *  admin port answers @p status with a body containing @p needle. */
+bool tg_wait_admin(tg_server_t *s, const char *path, long status, const char *needle,
+                   int timeout_ms);
 
 /** Raw TCP connection to the public port; -1 on failure. */
 int tg_connect(tg_server_t *s);
