@@ -337,7 +337,7 @@ void imgproc_output_dims(const imgproc_probe_t *probe, const imgproc_job_t *job,
 #define EST_WEBP_ALPHA_PX 21.0 /* ... extra when the output has alpha (lossless-coded alpha) */
 #define EST_BPP16 2.0          /* 16-bit PNG pipelines, per output band */
 #define EST_META 4.0
-#define EST_PNGFAST_FIXED (0.4 * MIB) /* ISA-L 85 KiB or libspng + zlib; 2 x 64 KiB */
+#define EST_PNGFAST_FIXED (0.4 * MIB) /* ISA-L 85 KiB or libspng + zlib; 64 KiB */
 /* Smart crop (IMGPROC_OP_SMART): vips_smartcrop's attention search runs on the resized image
  * already held in memory (the crop term above) through a resize to a small thumbnail, edge,
  * skin and saturation maps of that: a few MiB whatever the size. Measured over the same job
@@ -489,10 +489,11 @@ uint64_t imgproc_estimate(const imgproc_probe_t *probe, const imgproc_job_t *job
     }
     if (pl.png_shrink_h) {
         /* pngfast.c: libspng's state and scanlines, our read buffer, one decoded row, the
-         * accumulator, the shrunk image (float), the vertical pass (float) and the resized
-         * image (uchar); libvips then works on that image in memory. */
+         * column sums (32 bits), the accumulator, the shrunk image (float), the vertical
+         * pass (float) and the resized image (uchar); libvips then works on that image in
+         * memory. */
         const double pw = pl.png_pre_w, ph = pl.png_pre_h;
-        exact += EST_PNGFAST_FIXED + 3 * W * bpl + pw * bpl * 8 + pw * ph * bpl * 4 +
+        exact += EST_PNGFAST_FIXED + 3 * W * bpl + 4 * W * bpl + pw * bpl * 8 + pw * ph * bpl * 4 +
                  pw * rh * bpl * 4 + rw * rh * bpl;
         lw = pl.png_pre_w;
         lh = pl.png_pre_h;
