@@ -57,8 +57,6 @@ typedef struct {
     bool io_error, stopped;
 } reader_t;
 
-/* libspng asks for exact lengths, often a few bytes (chunk headers): serve them from a
- * buffer refilled with pread. */
 /* Refills the empty buffer of @p r from the file: 0, or a libspng I/O error. */
 static int rd_refill(reader_t *r)
 {
@@ -85,6 +83,8 @@ static int rd_refill(reader_t *r)
     return 0;
 }
 
+/* libspng asks for exact lengths, often a few bytes (chunk headers): serve them from a
+ * buffer refilled with pread. */
 static int on_read(spng_ctx *ctx, void *user, void *dst, size_t len)
 {
     reader_t *r = user;
